@@ -1,0 +1,139 @@
+"""Vitals Lake's streaming pipeline: Pub/Sub -> Bronze / Silver / quarantine / Gold Delta tables.
+
+The data's journey, as ``create_pipeline`` builds it:
+
+1. **Read**: envelopes of raw readings from a Pub/Sub subscription (or a JSONL file / Bronze replay),
+   decoded into Arrow tables of Bronze rows (raw bytes + where they came from + ingest time).
+2. **Batch**: gathered into one batch per commit interval of processing time.
+3. **Bronze**: each batch appended as received, one Delta commit.
+4. **Validate**: parsed and checked against the reading contract in one vectorised pass; records
+   failing a named expectation go to **quarantine** with the rule, the rest become typed rows.
+5. **Silver**: rows whose event_id was not seen within the horizon are inserted; duplicates counted.
+6. **Gold**: new Silver rows folded into per-patient event-time windows (late readings update their
+   window within the allowed lateness) and upserted.
+
+Run locally (DirectRunner) against the Pub/Sub emulator::
+
+    python -m pipelines.beam_vitals --subscription projects/P/subscriptions/S --lake var/lake
+
+Replay a file in batch mode::
+
+    python -m pipelines.beam_vitals --input-jsonl readings.jsonl --lake var/lake
+
+On Dataflow add ``--runner DataflowRunner --project P --region R --temp_location gs://...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult, PipelineState
+
+from pipelines import options as opts
+from pipelines.batching import BatchForCommit, concat_batch
+from pipelines.gold import SummarizeWindows
+from pipelines.lake_io import AppendFn, InsertSilverFn, UpsertGoldFn
+from pipelines.options import VitalsOptions
+from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
+from pipelines.validation import QUARANTINE, ValidateReadings
+from vitals_lake import contract as c
+from vitals_lake.lake import Lake
+
+log = logging.getLogger("beam_vitals")
+
+
+def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """Build the whole graph (nothing runs until ``.run()``)."""
+    options = opts.finalize(options)
+    o = options.view_as(VitalsOptions)
+    lake = opts.lake_settings(options)
+    timing = opts.stream_settings(options)
+    p = beam.Pipeline(options=options)
+
+    # 1. Read raw readings as tables of Bronze rows.
+    if o.subscription:
+        bronze_rows = p | "ReadEnvelopes" >> ReadEnvelopes(o.subscription)
+    elif o.input_jsonl:
+        bronze_rows = p | "ReadJsonl" >> ReadJsonl(o.input_jsonl, batch_size=o.batch_size)
+    else:
+        bronze_rows = p | "ReadBronze" >> ReadBronze(lake, batch_size=o.batch_size)
+
+    # 2. One batch per commit interval.
+    batches = (
+        bronze_rows
+        | "BatchForCommit" >> BatchForCommit(timing.commit_interval)
+        | "ConcatBatch" >> beam.Map(concat_batch, schema=c.BRONZE_SCHEMA)
+    )
+
+    # 3. Bronze: as received (a replay from Bronze does not write it again).
+    if not o.input_bronze:
+        _ = batches | "WriteBronze" >> beam.ParDo(AppendFn(lake, "bronze"))
+
+    # 4. Validate against the reading contract; failures to quarantine.
+    checked = batches | "ValidateReadings" >> ValidateReadings()
+    _ = checked[QUARANTINE] | "WriteQuarantine" >> beam.ParDo(AppendFn(lake, "quarantine"))
+
+    # 5. Silver: de-duplicated by event_id; emits only the rows that were new.
+    new_silver = checked.valid | "InsertSilver" >> beam.ParDo(InsertSilverFn(lake, opts.horizon(options)))
+
+    # 6. Gold: per-patient event-time windows, upserted once per commit interval.
+    _ = (
+        new_silver
+        | "SummarizeWindows"
+        >> SummarizeWindows(
+            window_seconds=timing.gold_window,
+            allowed_lateness=timing.allowed_lateness,
+            early_every=timing.commit_interval if o.subscription else None,
+        )
+        | "BatchGold" >> BatchForCommit(timing.commit_interval)
+        | "UpsertGold" >> beam.ParDo(UpsertGoldFn(lake))
+    )
+    return p
+
+
+def run(argv: Sequence[str] | None = None) -> PipelineResult:
+    """Entry point: build, create the tables, run; in local streaming mode wait until stopped."""
+    options = PipelineOptions(argv if argv is not None else sys.argv[1:], save_main_session=False)
+    pipeline = create_pipeline(options)
+    o = options.view_as(VitalsOptions)
+    std = options.view_as(StandardOptions)
+    if not str(std.runner).startswith("Dataflow"):
+        Lake(opts.lake_settings(options)).ensure_all()  # Dataflow workers create them on first write
+    result = pipeline.run()
+    if std.streaming and std.runner == opts.LOCAL_STREAMING_RUNNER:
+        _wait_local_streaming(result, max_seconds=o.max_run_seconds)
+    elif not std.streaming:
+        result.wait_until_finish()
+    return result
+
+
+def _wait_local_streaming(result: PipelineResult, *, max_seconds: float | None) -> None:
+    """The DirectRunner cannot wait with a timeout: poll, and cancel on SIGTERM/SIGINT or deadline."""
+    stop = {"requested": False}
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: cancelling the pipeline", signum)
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    deadline = time.monotonic() + max_seconds if max_seconds else None
+    while result.state not in PipelineState.TERMINAL_STATES:  # type: ignore[attr-defined]
+        if stop["requested"] or (deadline is not None and time.monotonic() > deadline):
+            result.cancel()
+            break
+        time.sleep(0.5)
+    log.info("pipeline state: %s", result.state)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    run()

@@ -1,0 +1,273 @@
+"""Turn a batch of raw records (Bronze rows) into typed Silver rows and quarantine rows.
+
+The fast path parses the whole batch with Arrow's JSON reader against the reading contract in one
+call. Only when a batch holds bad records does it bisect, so a few bad records among thousands cost
+O(k log n) parses and a bad record can never take its neighbours down with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from vitals_lake import contract as c
+from vitals_lake import expectations as ex
+
+_UTC_US: Final = pa.timestamp("us", tz="UTC")
+_PARSE_OPTIONS: Final = pj.ParseOptions(
+    explicit_schema=c.READING_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
+)
+_LINEAGE_COLUMNS: Final = [f.name for f in c.BRONZE_SCHEMA if f.name not in (c.RAW, c.INGEST_DATE)]
+
+
+@dataclass
+class ParsedBatch:
+    silver: pa.Table  # c.SILVER_SCHEMA
+    quarantine: pa.Table  # c.QUARANTINE_SCHEMA
+    rule_counts: dict[str, int] = field(default_factory=dict)
+
+
+def parse_batch(bronze: pa.Table) -> ParsedBatch:
+    """Validate Bronze rows (``c.BRONZE_SCHEMA``); each row ends in exactly one of the two outputs."""
+    n = bronze.num_rows
+    raw = bronze[c.RAW].combine_chunks()
+    parsed, ok_idx, errors = parse_json(raw)
+
+    normalised = _split_blood_pressure(parsed)
+    failures = ex.evaluate(normalised)
+    timestamps, bad_ts = _parse_timestamps(normalised[c.TIMESTAMP], ~failures.drop)
+    for i in np.flatnonzero(bad_ts).tolist():
+        failures.counts["timestamp_iso8601_with_offset"] += 1
+        failures.rules.setdefault(i, []).append("timestamp_iso8601_with_offset")
+        failures.details[i] = f"{c.TIMESTAMP}={normalised[c.TIMESTAMP][i].as_py()!r}"
+    keep = ~(failures.drop | bad_ts)
+
+    rules: dict[int, list[str]] = {i: [rule] for i, (rule, _) in errors.items()}
+    details: dict[int, str] = {i: detail for i, (_, detail) in errors.items()}
+    for j, names in failures.rules.items():
+        if not keep[j]:
+            rules[int(ok_idx[j])] = names
+            details[int(ok_idx[j])] = failures.details.get(j, "")
+    counts = {rule: 0 for rule in ex.PARSER_RULES}
+    for rule, _ in errors.values():
+        counts[rule] += 1
+    for name, count in failures.counts.items():
+        counts[name] = counts.get(name, 0) + count
+
+    silver = _silver_rows(bronze.take(pa.array(ok_idx[keep])), normalised.filter(pa.array(keep)), timestamps.filter(pa.array(keep)))
+    quarantine = _quarantine_rows(bronze, normalised, ok_idx, rules, details)
+    assert silver.num_rows + quarantine.num_rows == n, "every record lands in Silver or quarantine"
+    return ParsedBatch(silver=silver, quarantine=quarantine, rule_counts=counts)
+
+
+def parse_json(raw: pa.Array) -> tuple[pa.Table, np.ndarray, dict[int, tuple[str, str]]]:
+    """Parse records against ``READING_JSON_SCHEMA``.
+
+    Returns the parsed rows, the indices of the records they came from, and per failed record
+    index its parser rule and a short detail.
+    """
+    n = len(raw)
+    errors: dict[int, tuple[str, str]] = {}
+    # Records that cannot share an NDJSON buffer: invalid UTF-8, or a raw line break inside.
+    eligible = np.ones(n, dtype=bool)
+    try:
+        text = raw.cast(pa.string())
+    except pa.ArrowInvalid:
+        for i, value in enumerate(raw.to_pylist()):
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                errors[i] = (ex.RULE_NOT_UTF8, _preview(value))
+                eligible[i] = False
+        text = pa.array([None if not e else v.decode("utf-8") for v, e in zip(raw.to_pylist(), eligible, strict=True)], pa.string())
+    breaks = pc.fill_null(pc.match_substring_regex(text, r"[\r\n]"), False).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(breaks & eligible).tolist():
+        errors[i] = (ex.RULE_MALFORMED_JSON, "raw line break inside the record")
+    eligible &= ~breaks
+    # Anything not shaped like one object (truncated, empty, an array) is classified directly.
+    shaped = pc.fill_null(pc.match_substring_regex(text, r"^\s*\{.*\}\s*$"), False).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(eligible & ~shaped).tolist():
+        errors[i] = _classify(text[i].as_py(), "record is not one JSON object")
+    eligible &= shaped
+
+    idx = np.flatnonzero(eligible)
+    tables: list[pa.Table] = []
+    kept: list[np.ndarray] = []
+    eligible_text = text.take(pa.array(idx))
+    try:
+        _accept_whole(eligible_text, idx, tables, kept)
+    except _NeedsSplit:
+        # Parse in small chunks and bisect only the chunks that fail: a few bad records cost a few
+        # small parses instead of re-parsing the whole batch at every level.
+        for start in range(0, len(idx), _CHUNK):
+            _parse_range(eligible_text.slice(start, _CHUNK), idx[start : start + _CHUNK], tables, kept, errors)
+    if tables:
+        parsed = pa.concat_tables(tables)
+        ok_idx = np.concatenate(kept)
+    else:
+        parsed = c.READING_JSON_SCHEMA.empty_table()
+        ok_idx = np.zeros(0, dtype=np.int64)
+    return parsed, ok_idx, errors
+
+
+_CHUNK: Final = 512
+
+
+class _NeedsSplit(Exception):
+    pass
+
+
+def _accept_whole(text: pa.Array, idx: np.ndarray, tables: list[pa.Table], kept: list[np.ndarray]) -> None:
+    if len(idx) == 0:
+        return
+    try:
+        table = _read_ndjson(text)
+    except pa.ArrowInvalid as exc:
+        raise _NeedsSplit from exc
+    if table.num_rows != len(idx):
+        raise _NeedsSplit
+    tables.append(table)
+    kept.append(idx)
+
+
+def _read_ndjson(text: pa.Array) -> pa.Table:
+    joined = pc.binary_join_element_wise(text, pa.scalar("", pa.string()), "\n")
+    buf = _data_buffer(joined)
+    block = max(1 << 20, buf.size + 1)
+    return pj.read_json(
+        pa.BufferReader(buf), read_options=pj.ReadOptions(use_threads=False, block_size=block), parse_options=_PARSE_OPTIONS
+    )
+
+
+def _data_buffer(arr: pa.Array) -> pa.Buffer:
+    """The contiguous bytes of a string array (all values back to back), without a Python copy per value."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1)
+    return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def _parse_range(
+    text: pa.Array, idx: np.ndarray, tables: list[pa.Table], kept: list[np.ndarray], errors: dict[int, tuple[str, str]]
+) -> None:
+    if len(idx) == 0:
+        return
+    problem = ""
+    try:
+        table = _read_ndjson(text)
+        if table.num_rows == len(idx):
+            tables.append(table)
+            kept.append(idx)
+            return
+        problem = "record is empty or holds more than one JSON value"
+    except pa.ArrowInvalid as exc:
+        problem = str(exc)
+    if len(idx) == 1:
+        errors[int(idx[0])] = _classify(text[0].as_py(), problem)
+        return
+    mid = len(idx) // 2
+    _parse_range(text.slice(0, mid), idx[:mid], tables, kept, errors)
+    _parse_range(text.slice(mid), idx[mid:], tables, kept, errors)
+
+
+def _classify(value: str, problem: str) -> tuple[str, str]:
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return ex.RULE_MALFORMED_JSON, _preview(value)
+    if not isinstance(doc, dict):
+        return ex.RULE_NOT_AN_OBJECT, _preview(value)
+    return ex.RULE_WRONG_TYPE, problem.removeprefix("JSON parse error: ")[:200]
+
+
+def _preview(value: bytes | str, limit: int = 120) -> str:
+    text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def _split_blood_pressure(parsed: pa.Table) -> pa.Table:
+    """Fill systolic/diastolic from a "120/80" string where the numeric fields are absent."""
+    parts = pc.extract_regex(pc.fill_null(parsed[c.BLOOD_PRESSURE], ""), ex.BLOOD_PRESSURE_RE)
+    out = parsed
+    for name in (c.SYSTOLIC, c.DIASTOLIC):
+        from_text = pc.cast(pc.struct_field(parts, name), pa.float64())
+        merged = pc.coalesce(parsed[name], from_text)
+        out = out.set_column(out.schema.get_field_index(name), name, merged)
+    return out
+
+
+def _parse_timestamps(ts: pa.ChunkedArray, candidates: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Cast ISO strings to UTC microseconds; strings the regex passed but Arrow rejects (Feb 31) fail."""
+    text = pc.if_else(pa.array(candidates), ts, pa.scalar(None, pa.string()))
+    try:
+        return pc.cast(text, _UTC_US), np.zeros(len(ts), dtype=bool)
+    except pa.ArrowInvalid:
+        values: list[object] = []
+        bad = np.zeros(len(ts), dtype=bool)
+        for i, s in enumerate(text.to_pylist()):
+            try:
+                values.append(pc.cast(pa.array([s], pa.string()), _UTC_US)[0].as_py())
+            except pa.ArrowInvalid:
+                values.append(None)
+                bad[i] = True
+        return pa.array(values, _UTC_US), bad
+
+
+def _silver_rows(bronze: pa.Table, rows: pa.Table, timestamps: pa.Array) -> pa.Table:
+    # Readings without an event_id get a deterministic one from (device, instant), so a resend of
+    # the same reading is still recognised as a duplicate.
+    origin = pc.coalesce(rows[c.DEVICE_ID], rows[c.PATIENT_ID])
+    micros = pc.cast(pc.cast(timestamps, pa.int64()), pa.string())
+    derived = pc.binary_join_element_wise(pa.scalar("derived"), origin, micros, ":")
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        c.EVENT_ID: pc.coalesce(rows[c.EVENT_ID], derived),
+        c.PATIENT_ID: rows[c.PATIENT_ID],
+        c.DEVICE_ID: rows[c.DEVICE_ID],
+        c.TIMESTAMP: timestamps,
+    }
+    for v in c.VITAL_SIGNS:
+        values = rows[v.name]
+        columns[v.name] = pc.cast(pc.round(values, 0), v.arrow_type) if v.integral else pc.cast(values, v.arrow_type)
+    columns[c.RECORD_REF] = bronze[c.RECORD_REF]
+    columns[c.INGEST_TIME] = bronze[c.INGEST_TIME]
+    columns[c.EVENT_DATE] = pc.cast(timestamps, pa.date32())
+    return pa.table(columns, schema=c.SILVER_SCHEMA)
+
+
+def _quarantine_rows(
+    bronze: pa.Table,
+    normalised: pa.Table,
+    ok_idx: np.ndarray,
+    rules: dict[int, list[str]],
+    details: dict[int, str],
+) -> pa.Table:
+    if not rules:
+        return c.QUARANTINE_SCHEMA.empty_table()
+    rows = np.array(sorted(rules), dtype=np.int64)
+    # Best-effort identifiers for triage, only where they parsed and passed their own format rule.
+    position = {int(src): j for j, src in enumerate(ok_idx.tolist())}
+    event_ids: list[str | None] = []
+    patient_ids: list[str | None] = []
+    for r in rows.tolist():
+        j = position.get(r)
+        names = rules[r]
+        event_ids.append(normalised[c.EVENT_ID][j].as_py() if j is not None and "event_id_format" not in names else None)
+        patient_ids.append(
+            normalised[c.PATIENT_ID][j].as_py() if j is not None and "patient_id_format" not in names else None
+        )
+    picked = bronze.take(pa.array(rows))
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        c.RAW: picked[c.RAW],
+        c.RULES: pa.array([rules[r] for r in rows.tolist()], pa.list_(pa.string())),
+        c.DETAIL: pa.array([details.get(r) for r in rows.tolist()], pa.string()),
+        c.EVENT_ID: pa.array(event_ids, pa.string()),
+        c.PATIENT_ID: pa.array(patient_ids, pa.string()),
+    }
+    for name in _LINEAGE_COLUMNS:
+        columns[name] = picked[name]
+    columns[c.INGEST_DATE] = picked[c.INGEST_DATE]
+    return pa.table(columns, schema=c.QUARANTINE_SCHEMA)
