@@ -23,7 +23,9 @@ class _RestampToNow(beam.DoFn):
 
 class _NameBatch(beam.DoFn):
     def process(
-        self, keyed: tuple[int, Iterable[Any]], window: IntervalWindow = beam.DoFn.WindowParam
+        self,
+        keyed: tuple[int, Iterable[Any]],
+        window: IntervalWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]  # Beam's marker
     ) -> Iterator[tuple[str, list[Any]]]:
         shard, elements = keyed
         # Deterministic per (window, shard): a later issue uses it for idempotent commits.

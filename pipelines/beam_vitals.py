@@ -38,12 +38,13 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipelines import options as opts
 from pipelines.batching import BatchForCommit, concat_batch
-from pipelines.gold import SummarizeWindows
+from pipelines.gold import SummarizeWindows, streaming_trigger
 from pipelines.lake_io import AppendFn, InsertSilverFn, UpsertGoldFn
 from pipelines.options import VitalsOptions
 from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
 from pipelines.validation import QUARANTINE, ValidateReadings
 from vitals_lake import contract as c
+from vitals_lake.config import lake_from_uri
 from vitals_lake.lake import Lake
 
 log = logging.getLogger("beam_vitals")
@@ -63,7 +64,8 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     elif o.input_jsonl:
         bronze_rows = p | "ReadJsonl" >> ReadJsonl(o.input_jsonl, batch_size=o.batch_size)
     else:
-        bronze_rows = p | "ReadBronze" >> ReadBronze(lake, batch_size=o.batch_size)
+        source_lake = lake_from_uri(o.input_bronze, service_account_path=o.lake_service_account)
+        bronze_rows = p | "ReadBronze" >> ReadBronze(source_lake, batch_size=o.batch_size)
 
     # 2. One batch per commit interval.
     batches = (
@@ -72,8 +74,8 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         | "ConcatBatch" >> beam.Map(concat_batch, schema=c.BRONZE_SCHEMA)
     )
 
-    # 3. Bronze: as received (a replay from Bronze does not write it again).
-    if not o.input_bronze:
+    # 3. Bronze: as received (a replay from Bronze writes it only into a different lake).
+    if not o.input_bronze or lake_from_uri(o.input_bronze) != lake:
         _ = batches | "WriteBronze" >> beam.ParDo(AppendFn(lake, "bronze"))
 
     # 4. Validate against the reading contract; failures to quarantine.
@@ -90,7 +92,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         >> SummarizeWindows(
             window_seconds=timing.gold_window,
             allowed_lateness=timing.allowed_lateness,
-            early_every=timing.commit_interval if o.subscription else None,
+            fire=streaming_trigger(timing.commit_interval) if o.subscription else None,
         )
         | "BatchGold" >> BatchForCommit(timing.commit_interval)
         | "UpsertGold" >> beam.ParDo(UpsertGoldFn(lake))
@@ -125,7 +127,7 @@ def _wait_local_streaming(result: PipelineResult, *, max_seconds: float | None) 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     deadline = time.monotonic() + max_seconds if max_seconds else None
-    while result.state not in PipelineState.TERMINAL_STATES:  # type: ignore[attr-defined]
+    while not PipelineState.is_terminal(result.state):
         if stop["requested"] or (deadline is not None and time.monotonic() > deadline):
             result.cancel()
             break

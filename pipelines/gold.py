@@ -62,36 +62,45 @@ class ToGoldRowFn(beam.DoFn):
         self.panes = Metrics.counter("gold", "panes")
 
     def process(
-        self, keyed: tuple[str, Partial | None], window: IntervalWindow = beam.DoFn.WindowParam
+        self,
+        keyed: tuple[str, Partial | None],
+        window: IntervalWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]  # Beam's marker
     ) -> Iterator[dict[str, Any]]:
         patient, partial = keyed
         if partial is None:
             return
         self.panes.inc()
-        yield gold_row(patient, int(window.start.micros), self.window_seconds, partial, time.time_ns() // 1000)
+        yield gold_row(
+            patient, int(window.start.micros), self.window_seconds, partial, time.time_ns() // 1000
+        )
+
+
+def streaming_trigger(every: float) -> trigger.TriggerFn:
+    """Early panes every ``every`` s of processing time, the on-time pane, then late panes likewise."""
+    delay = max(1, round(every))
+    return trigger.AfterWatermark(
+        early=trigger.AfterProcessingTime(delay), late=trigger.AfterProcessingTime(delay)
+    )
 
 
 class SummarizeWindows(beam.PTransform):
     """New Silver rows -> Gold rows (dicts), one per pane of each (patient, window)."""
 
-    def __init__(self, *, window_seconds: int, allowed_lateness: int, early_every: float | None) -> None:
-        """``early_every`` None: fire once per window at the watermark (batch replay, where the
-        runner has no processing-time triggers and every reading is on time)."""
+    def __init__(self, *, window_seconds: int, allowed_lateness: int, fire: trigger.TriggerFn | None) -> None:
+        """``fire`` None: one pane per window at the watermark (batch replay, where every reading is
+        on time and the runner has no processing-time triggers)."""
         super().__init__()
         self.window_seconds = window_seconds
         self.allowed_lateness = allowed_lateness
-        self.early_every = early_every
+        self.fire = fire
 
     def expand(self, silver: beam.PCollection) -> beam.PCollection:
-        if self.early_every is None:
+        if self.fire is None:
             windows = beam.WindowInto(FixedWindows(self.window_seconds))
         else:
-            every = max(1, round(self.early_every))
             windows = beam.WindowInto(
                 FixedWindows(self.window_seconds),
-                trigger=trigger.AfterWatermark(
-                    early=trigger.AfterProcessingTime(every), late=trigger.AfterProcessingTime(every)
-                ),
+                trigger=self.fire,
                 allowed_lateness=Duration(seconds=self.allowed_lateness),
                 accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
             )

@@ -65,7 +65,9 @@ class InsertSilverFn(_LakeWriterFn):
                 c.VALID_ROWS: [result.offered],
                 c.INSERTED_ROWS: [result.inserted],
                 c.DUPLICATE_ROWS: [result.duplicates],
-                c.COMMITTED_AT: pa.array([time.time_ns() // 1000], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                c.COMMITTED_AT: pa.array([time.time_ns() // 1000], pa.int64()).cast(
+                    pa.timestamp("us", tz="UTC")
+                ),
             }
             self.lake.append("silver_commits", pa.table(log_row, schema=c.SILVER_COMMITS_SCHEMA))
         self.inserted.inc(result.inserted)

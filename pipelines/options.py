@@ -23,31 +23,73 @@ class VitalsOptions(PipelineOptions):
             help="Pub/Sub subscription to stream from: projects/P/subscriptions/S (streaming mode)",
         )
         src.add_argument(
-            "--input-jsonl", "--input_jsonl", dest="input_jsonl",
+            "--input-jsonl",
+            "--input_jsonl",
+            dest="input_jsonl",
             help="replay raw readings from a JSONL file (local or gs://), one reading per line (batch mode)",
         )
         src.add_argument(
-            "--input-bronze", "--input_bronze", dest="input_bronze", action="store_true",
-            help="rebuild Silver and Gold from the lake's Bronze table (batch mode)",
+            "--input-bronze",
+            "--input_bronze",
+            dest="input_bronze",
+            metavar="LAKE",
+            help="rebuild Silver and Gold from the Bronze table of this lake (batch mode; may equal --lake)",
         )
-        parser.add_argument("--lake", required=True, help="lake root: a local directory or gs://bucket/prefix")
+        parser.add_argument("--lake", help="lake root: a local directory or gs://bucket/prefix (required)")
         parser.add_argument(
-            "--lake-service-account", "--lake_service_account", dest="lake_service_account",
+            "--lake-service-account",
+            "--lake_service_account",
+            dest="lake_service_account",
             help="service-account JSON for gs:// lakes (default: application default credentials)",
         )
         d = StreamSettings()
-        parser.add_argument("--commit-interval", "--commit_interval", dest="commit_interval", type=float,
-                            default=d.commit_interval, help="seconds between Delta commits per table")
-        parser.add_argument("--gold-window", "--gold_window", dest="gold_window", type=int, default=d.gold_window,
-                            help="Gold aggregation window in seconds")
-        parser.add_argument("--allowed-lateness", "--allowed_lateness", dest="allowed_lateness", type=int,
-                            default=d.allowed_lateness, help="seconds a late reading still updates Gold")
-        parser.add_argument("--dedup-horizon", "--dedup_horizon", dest="dedup_horizon", type=int,
-                            default=d.dedup_horizon, help="seconds (event time) within which event_id duplicates are removed")
-        parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=5000,
-                            help="records per batch when replaying a file or Bronze")
-        parser.add_argument("--max-run-seconds", "--max_run_seconds", dest="max_run_seconds", type=float,
-                            help="local streaming only: cancel the pipeline after this many seconds")
+        parser.add_argument(
+            "--commit-interval",
+            "--commit_interval",
+            dest="commit_interval",
+            type=float,
+            default=d.commit_interval,
+            help="seconds between Delta commits per table",
+        )
+        parser.add_argument(
+            "--gold-window",
+            "--gold_window",
+            dest="gold_window",
+            type=int,
+            default=d.gold_window,
+            help="Gold aggregation window in seconds",
+        )
+        parser.add_argument(
+            "--allowed-lateness",
+            "--allowed_lateness",
+            dest="allowed_lateness",
+            type=int,
+            default=d.allowed_lateness,
+            help="seconds a late reading still updates Gold",
+        )
+        parser.add_argument(
+            "--dedup-horizon",
+            "--dedup_horizon",
+            dest="dedup_horizon",
+            type=int,
+            default=d.dedup_horizon,
+            help="seconds (event time) within which event_id duplicates are removed",
+        )
+        parser.add_argument(
+            "--batch-size",
+            "--batch_size",
+            dest="batch_size",
+            type=int,
+            default=5000,
+            help="records per batch when replaying a file or Bronze",
+        )
+        parser.add_argument(
+            "--max-run-seconds",
+            "--max_run_seconds",
+            dest="max_run_seconds",
+            type=float,
+            help="local streaming only: cancel the pipeline after this many seconds",
+        )
 
 
 def stream_settings(options: PipelineOptions) -> StreamSettings:
@@ -62,6 +104,8 @@ def stream_settings(options: PipelineOptions) -> StreamSettings:
 
 def lake_settings(options: PipelineOptions) -> LakeSettings:
     o = options.view_as(VitalsOptions)
+    if not o.lake:
+        raise ConfigError("--lake is required: a local directory or gs://bucket/prefix")
     return lake_from_uri(o.lake, service_account_path=o.lake_service_account)
 
 

@@ -96,7 +96,9 @@ class ReadJsonlFn(beam.DoFn):
         table = envelope.to_bronze(records, ingest_time_us=_now_us(), ref_prefix=f"file:{path}")
         # record_ref numbers lines within the whole file, not within the batch.
         refs = [f"file:{path}:{first_line + i + 1}" for i in range(len(lines))]
-        return table.set_column(table.schema.get_field_index(c.RECORD_REF), c.RECORD_REF, pa.array(refs, pa.string()))
+        return table.set_column(
+            table.schema.get_field_index(c.RECORD_REF), c.RECORD_REF, pa.array(refs, pa.string())
+        )
 
 
 class ReadJsonl(beam.PTransform):
@@ -105,7 +107,11 @@ class ReadJsonl(beam.PTransform):
         self.path, self.batch_size = path, batch_size
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return pbegin | "Path" >> beam.Create([self.path]) | "ReadLines" >> beam.ParDo(ReadJsonlFn(self.batch_size))
+        return (
+            pbegin
+            | "Path" >> beam.Create([self.path])
+            | "ReadLines" >> beam.ParDo(ReadJsonlFn(self.batch_size))
+        )
 
 
 class ReadBronzeFn(beam.DoFn):
@@ -126,4 +132,8 @@ class ReadBronze(beam.PTransform):
         self.lake, self.batch_size = lake, batch_size
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return pbegin | "Start" >> beam.Create([None]) | "ReadTable" >> beam.ParDo(ReadBronzeFn(self.lake, self.batch_size))
+        return (
+            pbegin
+            | "Start" >> beam.Create([None])
+            | "ReadTable" >> beam.ParDo(ReadBronzeFn(self.lake, self.batch_size))
+        )

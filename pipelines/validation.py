@@ -36,4 +36,6 @@ class ValidateReadings(beam.PTransform):
     """(batch_id, Bronze rows) -> main 'valid': (batch_id, Silver rows); 'quarantine': (batch_id, rows)."""
 
     def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
-        return batches | "ParseAndCheck" >> beam.ParDo(ValidateReadingsFn()).with_outputs(QUARANTINE, main="valid")
+        return batches | "ParseAndCheck" >> beam.ParDo(ValidateReadingsFn()).with_outputs(
+            QUARANTINE, main="valid"
+        )

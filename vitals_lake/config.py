@@ -33,7 +33,9 @@ class KafkaSettings:
 
     def __post_init__(self) -> None:
         if not _BOOTSTRAP_RE.match(self.bootstrap_servers):
-            raise ConfigError(f"kafka bootstrap_servers must be host:port[,host:port]: {self.bootstrap_servers!r}")
+            raise ConfigError(
+                f"kafka bootstrap_servers must be host:port[,host:port]: {self.bootstrap_servers!r}"
+            )
         _check_resource("kafka topic", self.topic)
 
     @classmethod

@@ -19,11 +19,12 @@ from typing import Final, Literal
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vitals_lake import contract as c
 
 ENVELOPE_VERSION: Final = 1
-Source = Literal["kafka", "simulator", "file"]
+Source = Literal["kafka", "simulator", "file", "pubsub"]
 Kind = Literal["readings", "heartbeat"]
 
 # Attribute names on the Pub/Sub message.
@@ -112,7 +113,9 @@ def decode_envelope(data: bytes) -> pa.Table:
     except orjson.JSONDecodeError as exc:
         raise EnvelopeError(f"envelope is not JSON: {exc}") from exc
     if not isinstance(body, dict) or body.get("v") != ENVELOPE_VERSION:
-        raise EnvelopeError(f"unsupported envelope version: {body.get('v') if isinstance(body, dict) else body!r}")
+        raise EnvelopeError(
+            f"unsupported envelope version: {body.get('v') if isinstance(body, dict) else body!r}"
+        )
     values = body.get("values")
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise EnvelopeError("envelope 'values' must be a list of strings")
@@ -173,8 +176,6 @@ def to_bronze(
     ``record_ref`` names where each record came from: ``kafka:topic:partition:offset`` when the Kafka
     coordinates are known, else ``<ref_prefix or pubsub:message_id>:index``.
     """
-    import pyarrow.compute as pc  # local: keep module import light for the Cloud Function
-
     n = records.num_rows
     utc = pa.timestamp("us", tz="UTC")
     prefix = ref_prefix or f"pubsub:{message_id}"
@@ -188,7 +189,6 @@ def to_bronze(
         pc.cast(records[c.KAFKA_OFFSET], pa.string()),
         ":",
     )
-    ingest = pa.scalar(ingest_time_us, pa.int64()).cast(utc)
     return pa.table(
         {
             c.RAW: records[c.RAW],

@@ -102,13 +102,21 @@ class Lake:
             condition &= (pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32())) & (
                 pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32())
             )
-        known = dt.to_pyarrow_dataset().to_table(columns=[key], filter=condition).column(key)
-        fresh = rows.filter(pc.invert(pc.is_in(rows[key], value_set=known.combine_chunks()))) if len(known) else rows
+        known = (
+            dt.to_pyarrow_dataset().to_table(columns=[key], filter=condition, use_threads=False).column(key)
+        )
+        fresh = (
+            rows.filter(pc.invert(pc.is_in(rows[key], value_set=known.combine_chunks())))
+            if len(known)
+            else rows
+        )
         if fresh.num_rows:
             write_deltalake(dt, fresh, mode="append")
         return InsertResult(offered, fresh.num_rows, offered - fresh.num_rows), fresh
 
-    def upsert(self, layer: c.Layer, rows: pa.Table, *, keys: tuple[str, ...], time_column: str) -> dict[str, int]:
+    def upsert(
+        self, layer: c.Layer, rows: pa.Table, *, keys: tuple[str, ...], time_column: str
+    ) -> dict[str, int]:
         """Insert or replace rows by ``keys`` (bounded by the batch's ``time_column`` range)."""
         if rows.num_rows == 0:
             return {}
@@ -118,7 +126,9 @@ class Lake:
         lo = pc.min(rows[time_column]).as_py()
         hi = pc.max(rows[time_column]).as_py()
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        predicate += f" AND t.{time_column} >= {_ts(lo)} AND t.{time_column} <= {_ts(hi)}" + _date_bounds(spec, lo, hi)
+        predicate += f" AND t.{time_column} >= {_ts(lo)} AND t.{time_column} <= {_ts(hi)}" + _date_bounds(
+            spec, lo, hi
+        )
         metrics = (
             dt.merge(rows, predicate=predicate, source_alias="s", target_alias="t")
             .when_matched_update_all()
@@ -129,15 +139,20 @@ class Lake:
 
     def read(self, layer: c.Layer, *, columns: list[str] | None = None) -> pa.Table:
         if not self.exists(layer):
-            return c.TABLES[layer].schema.empty_table() if columns is None else c.TABLES[layer].schema.empty_table().select(columns)
+            return (
+                c.TABLES[layer].schema.empty_table()
+                if columns is None
+                else c.TABLES[layer].schema.empty_table().select(columns)
+            )
         dt = DeltaTable(self.uri(layer), storage_options=self.settings.storage_options)
-        return dt.to_pyarrow_dataset().to_table(columns=columns)
+        # Arrow's scanner threads can abort the interpreter at exit (apache/arrow#34314): scan inline.
+        return dt.to_pyarrow_dataset().to_table(columns=columns, use_threads=False)
 
     def count(self, layer: c.Layer) -> int:
         if not self.exists(layer):
             return 0
         dt = DeltaTable(self.uri(layer), storage_options=self.settings.storage_options)
-        return int(dt.to_pyarrow_dataset().count_rows())
+        return int(dt.count())
 
     def version(self, layer: c.Layer) -> int:
         if not self.exists(layer):
@@ -150,7 +165,9 @@ def first_per_key(rows: pa.Table, key: str) -> pa.Table:
     return one_per_key(rows, (key,), keep="first")
 
 
-def one_per_key(rows: pa.Table, keys: tuple[str, ...], *, keep: Literal["first", "last"] = "first") -> pa.Table:
+def one_per_key(
+    rows: pa.Table, keys: tuple[str, ...], *, keep: Literal["first", "last"] = "first"
+) -> pa.Table:
     """Keep one row per combination of ``keys``: the first (or last) in table order."""
     if rows.num_rows == 0:
         return rows
@@ -159,7 +176,7 @@ def one_per_key(rows: pa.Table, keys: tuple[str, ...], *, keep: Literal["first",
     firsts = numbered.group_by(list(keys), use_threads=False).aggregate([("__row", agg)])[f"__row_{agg}"]
     if len(firsts) == rows.num_rows:
         return rows
-    return rows.take(pc.sort_indices(firsts))
+    return rows.take(pc.take(firsts, pc.sort_indices(firsts)))
 
 
 def _ts(value: datetime) -> str:
@@ -170,4 +187,5 @@ def _date_bounds(spec: c.TableSpec, lo: datetime, hi: datetime) -> str:
     """Literal bounds on the date partition column so the MERGE prunes whole partitions."""
     if c.EVENT_DATE not in spec.partition_by:
         return ""
-    return f" AND t.{c.EVENT_DATE} >= '{lo.date().isoformat()}' AND t.{c.EVENT_DATE} <= '{hi.date().isoformat()}'"
+    col = f"t.{c.EVENT_DATE}"
+    return f" AND {col} >= '{lo.date().isoformat()}' AND {col} <= '{hi.date().isoformat()}'"

@@ -60,7 +60,11 @@ def parse_batch(bronze: pa.Table) -> ParsedBatch:
     for name, count in failures.counts.items():
         counts[name] = counts.get(name, 0) + count
 
-    silver = _silver_rows(bronze.take(pa.array(ok_idx[keep])), normalised.filter(pa.array(keep)), timestamps.filter(pa.array(keep)))
+    silver = _silver_rows(
+        bronze.take(pa.array(ok_idx[keep])),
+        normalised.filter(pa.array(keep)),
+        timestamps.filter(pa.array(keep)),
+    )
     quarantine = _quarantine_rows(bronze, normalised, ok_idx, rules, details)
     assert silver.num_rows + quarantine.num_rows == n, "every record lands in Silver or quarantine"
     return ParsedBatch(silver=silver, quarantine=quarantine, rule_counts=counts)
@@ -85,13 +89,18 @@ def parse_json(raw: pa.Array) -> tuple[pa.Table, np.ndarray, dict[int, tuple[str
             except UnicodeDecodeError:
                 errors[i] = (ex.RULE_NOT_UTF8, _preview(value))
                 eligible[i] = False
-        text = pa.array([None if not e else v.decode("utf-8") for v, e in zip(raw.to_pylist(), eligible, strict=True)], pa.string())
+        text = pa.array(
+            [None if not e else v.decode("utf-8") for v, e in zip(raw.to_pylist(), eligible, strict=True)],
+            pa.string(),
+        )
     breaks = pc.fill_null(pc.match_substring_regex(text, r"[\r\n]"), False).to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(breaks & eligible).tolist():
         errors[i] = (ex.RULE_MALFORMED_JSON, "raw line break inside the record")
     eligible &= ~breaks
     # Anything not shaped like one object (truncated, empty, an array) is classified directly.
-    shaped = pc.fill_null(pc.match_substring_regex(text, r"^\s*\{.*\}\s*$"), False).to_numpy(zero_copy_only=False)
+    shaped = pc.fill_null(pc.match_substring_regex(text, r"^\s*\{.*\}\s*$"), False).to_numpy(
+        zero_copy_only=False
+    )
     for i in np.flatnonzero(eligible & ~shaped).tolist():
         errors[i] = _classify(text[i].as_py(), "record is not one JSON object")
     eligible &= shaped
@@ -106,7 +115,9 @@ def parse_json(raw: pa.Array) -> tuple[pa.Table, np.ndarray, dict[int, tuple[str
         # Parse in small chunks and bisect only the chunks that fail: a few bad records cost a few
         # small parses instead of re-parsing the whole batch at every level.
         for start in range(0, len(idx), _CHUNK):
-            _parse_range(eligible_text.slice(start, _CHUNK), idx[start : start + _CHUNK], tables, kept, errors)
+            _parse_range(
+                eligible_text.slice(start, _CHUNK), idx[start : start + _CHUNK], tables, kept, errors
+            )
     if tables:
         parsed = pa.concat_tables(tables)
         ok_idx = np.concatenate(kept)
@@ -141,7 +152,9 @@ def _read_ndjson(text: pa.Array) -> pa.Table:
     buf = _data_buffer(joined)
     block = max(1 << 20, buf.size + 1)
     return pj.read_json(
-        pa.BufferReader(buf), read_options=pj.ReadOptions(use_threads=False, block_size=block), parse_options=_PARSE_OPTIONS
+        pa.BufferReader(buf),
+        read_options=pj.ReadOptions(use_threads=False, block_size=block),
+        parse_options=_PARSE_OPTIONS,
     )
 
 
@@ -152,7 +165,11 @@ def _data_buffer(arr: pa.Array) -> pa.Buffer:
 
 
 def _parse_range(
-    text: pa.Array, idx: np.ndarray, tables: list[pa.Table], kept: list[np.ndarray], errors: dict[int, tuple[str, str]]
+    text: pa.Array,
+    idx: np.ndarray,
+    tables: list[pa.Table],
+    kept: list[np.ndarray],
+    errors: dict[int, tuple[str, str]],
 ) -> None:
     if len(idx) == 0:
         return
@@ -231,7 +248,9 @@ def _silver_rows(bronze: pa.Table, rows: pa.Table, timestamps: pa.Array) -> pa.T
     }
     for v in c.VITAL_SIGNS:
         values = rows[v.name]
-        columns[v.name] = pc.cast(pc.round(values, 0), v.arrow_type) if v.integral else pc.cast(values, v.arrow_type)
+        columns[v.name] = (
+            pc.cast(pc.round(values, 0), v.arrow_type) if v.integral else pc.cast(values, v.arrow_type)
+        )
     columns[c.RECORD_REF] = bronze[c.RECORD_REF]
     columns[c.INGEST_TIME] = bronze[c.INGEST_TIME]
     columns[c.EVENT_DATE] = pc.cast(timestamps, pa.date32())
@@ -255,9 +274,13 @@ def _quarantine_rows(
     for r in rows.tolist():
         j = position.get(r)
         names = rules[r]
-        event_ids.append(normalised[c.EVENT_ID][j].as_py() if j is not None and "event_id_format" not in names else None)
+        event_ids.append(
+            normalised[c.EVENT_ID][j].as_py() if j is not None and "event_id_format" not in names else None
+        )
         patient_ids.append(
-            normalised[c.PATIENT_ID][j].as_py() if j is not None and "patient_id_format" not in names else None
+            normalised[c.PATIENT_ID][j].as_py()
+            if j is not None and "patient_id_format" not in names
+            else None
         )
     picked = bronze.take(pa.array(rows))
     columns: dict[str, pa.Array | pa.ChunkedArray] = {

@@ -27,16 +27,17 @@ def window_partials(silver: pa.Table, *, window_seconds: int) -> pa.Table:
     ts = silver[c.TIMESTAMP]
     start = pc.floor_temporal(ts, multiple=window_seconds, unit="second")
     micros = pc.cast(ts, pa.int64())
-    table = (
-        pa.table({c.PATIENT_ID: silver[c.PATIENT_ID], c.WINDOW_START: start, "__ts": micros})
-        .append_column("__n", pa.array([1] * silver.num_rows, pa.int32()))
-    )
+    table = pa.table(
+        {c.PATIENT_ID: silver[c.PATIENT_ID], c.WINDOW_START: start, "__ts": micros}
+    ).append_column("__n", pa.array([1] * silver.num_rows, pa.int32()))
     aggs: list[tuple[str, str]] = [("__n", "sum"), ("__ts", "max")]
     for v in c.VITAL_NAMES:
         values = pc.cast(silver[v], pa.float64())
         table = table.append_column(v, values)
         # The time of each non-null value, so "last" can be chosen across batches.
-        table = table.append_column(f"{v}__ts", pc.if_else(pc.is_valid(values), micros, pa.scalar(None, pa.int64())))
+        table = table.append_column(
+            f"{v}__ts", pc.if_else(pc.is_valid(values), micros, pa.scalar(None, pa.int64()))
+        )
         aggs += [(v, "sum"), (v, "min"), (v, "max"), (v, "count")]
     # Sorting by time first makes the order-dependent "last" aggregate mean "latest in time".
     table = table.sort_by([(c.PATIENT_ID, "ascending"), ("__ts", "ascending")])
@@ -77,7 +78,9 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
     return out
 
 
-def gold_row(patient_id: str, window_start_us: int, window_seconds: int, partial: Partial, updated_at_us: int) -> dict[str, Any]:
+def gold_row(
+    patient_id: str, window_start_us: int, window_seconds: int, partial: Partial, updated_at_us: int
+) -> dict[str, Any]:
     """A ``c.GOLD_SCHEMA`` row (timestamps as microseconds since the epoch)."""
     row: dict[str, Any] = {
         c.PATIENT_ID: patient_id,

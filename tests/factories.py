@@ -1,0 +1,51 @@
+"""Small builders of readings for tests, written with the contract's own field names."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from vitals_lake import contract as c
+from vitals_lake import envelope
+
+T0 = datetime(2026, 11, 22, 6, 0, 0, tzinfo=UTC)
+
+
+def reading(
+    i: int = 0, *, patient: str = "P000001", at: datetime | None = None, **overrides: Any
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        c.EVENT_ID: f"evt-{patient}-{i}",
+        c.PATIENT_ID: patient,
+        c.DEVICE_ID: f"dev-{patient}",
+        c.TIMESTAMP: (at or T0 + timedelta(seconds=5 * i)).isoformat(),
+        c.HEART_RATE: 72,
+        c.TEMPERATURE: 36.8,
+        c.SPO2: 97.0,
+        c.RESPIRATION_RATE: 16,
+        c.BLOOD_PRESSURE: "120/80",
+    }
+    for key, value in overrides.items():
+        if value is _DROP:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return doc
+
+
+_DROP = object()
+DROP = _DROP  # pass as a value to remove a field
+
+
+def raw(doc: dict[str, Any]) -> bytes:
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def bronze(lines: list[bytes], *, prefix: str = "file:test") -> pa.Table:
+    return envelope.to_bronze(
+        envelope.records_from_lines(lines), ingest_time_us=time.time_ns() // 1000, ref_prefix=prefix
+    )

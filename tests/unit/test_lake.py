@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from deltalake import DeltaTable
+
+from tests.factories import bronze, raw, reading
+from vitals_lake import contract as c
+from vitals_lake.config import LocalLake
+from vitals_lake.lake import Lake, first_per_key
+from vitals_lake.readings import parse_batch
+from vitals_lake.summaries import gold_row, gold_table, window_partials
+
+
+@pytest.fixture
+def lake(tmp_path):
+    return Lake(LocalLake(root=tmp_path / "lake"))
+
+
+def silver(indices, patient="P000001"):
+    return parse_batch(bronze([raw(reading(i, patient=patient)) for i in indices])).silver
+
+
+def test_tables_are_created_with_schema_partitioning_and_checkpoint_interval(lake):
+    lake.ensure_all()
+    for layer, spec in c.TABLES.items():
+        dt = DeltaTable(lake.uri(layer))
+        assert dt.metadata().partition_columns == list(spec.partition_by)
+        assert dt.metadata().configuration["delta.checkpointInterval"] == "10"
+        assert lake.count(layer) == 0
+
+
+def test_insert_new_removes_duplicates_within_and_across_batches(lake):
+    first, fresh = lake.insert_new(
+        "silver",
+        silver([*range(100), *range(10)]),
+        key=c.EVENT_ID,
+        time_column=c.TIMESTAMP,
+        horizon=timedelta(minutes=10),
+    )
+    assert (first.offered, first.inserted, first.duplicates) == (110, 100, 10)
+    assert fresh.num_rows == 100
+    second, fresh = lake.insert_new(
+        "silver",
+        silver(range(90, 150)),
+        key=c.EVENT_ID,
+        time_column=c.TIMESTAMP,
+        horizon=timedelta(minutes=10),
+    )
+    assert (second.inserted, second.duplicates) == (50, 10)
+    assert sorted(fresh[c.EVENT_ID].to_pylist()) == sorted(f"evt-P000001-{i}" for i in range(100, 150))
+    assert lake.count("silver") == 150
+
+
+def test_duplicates_outside_the_horizon_are_not_looked_for(lake):
+    lake.insert_new("silver", silver([0]), key=c.EVENT_ID, time_column=c.TIMESTAMP, horizon=timedelta(0))
+    # Same event_id, but readings 1 h later: outside a zero horizon the earlier row is not scanned.
+    late = silver([0]).set_column(3, c.TIMESTAMP, silver([720])[c.TIMESTAMP])
+    result, _ = lake.insert_new("silver", late, key=c.EVENT_ID, time_column=c.TIMESTAMP, horizon=timedelta(0))
+    assert result.inserted == 1
+
+
+def test_first_per_key_keeps_arrival_order():
+    t = silver([3, 1, 3, 2, 1])
+    assert first_per_key(t, c.EVENT_ID)[c.EVENT_ID].to_pylist() == [f"evt-P000001-{i}" for i in (3, 1, 2)]
+
+
+def test_upsert_replaces_by_key(lake):
+    p = window_partials(silver(range(12)), window_seconds=60).to_pylist()[0]
+    start = int(p.pop(c.WINDOW_START).timestamp() * 1e6)
+    patient = p.pop(c.PATIENT_ID)
+    lake.upsert(
+        "gold", gold_table([gold_row(patient, start, 60, p, 1)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
+    )
+    p[c.READING_COUNT] = 99
+    lake.upsert(
+        "gold", gold_table([gold_row(patient, start, 60, p, 2)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
+    )
+    gold = lake.read("gold")
+    assert gold.num_rows == 1 and gold[c.READING_COUNT][0].as_py() == 99
