@@ -1,0 +1,72 @@
+"""Account for every record: counts per layer, quarantine by rule, and the conservation checks.
+
+produced (by the simulator) = Bronze
+Bronze = Silver + quarantine + duplicates removed
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow.compute as pc
+
+from vitals_lake import contract as c
+from vitals_lake.lake import Lake
+
+
+@dataclass(frozen=True)
+class LakeCounts:
+    bronze: int
+    silver: int
+    quarantine: int
+    duplicates_removed: int
+    gold_rows: int
+    gold_readings: int  # sum of Gold reading_count: every Silver reading should be in one window
+    quarantine_by_rule: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    left: int
+    right: int
+
+    @property
+    def ok(self) -> bool:
+        return self.left == self.right
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "left": self.left, "right": self.right, "ok": self.ok}
+
+
+def count_lake(lake: Lake) -> LakeCounts:
+    quarantine = lake.read("quarantine", columns=[c.RULES])
+    by_rule = Counter(pc.list_flatten(quarantine[c.RULES]).to_pylist()) if quarantine.num_rows else Counter()
+    commits = lake.read("silver_commits", columns=[c.DUPLICATE_ROWS])
+    gold = lake.read("gold", columns=[c.READING_COUNT])
+    return LakeCounts(
+        bronze=lake.count("bronze"),
+        silver=lake.count("silver"),
+        quarantine=quarantine.num_rows,
+        duplicates_removed=int(pc.sum(commits[c.DUPLICATE_ROWS]).as_py() or 0),
+        gold_rows=gold.num_rows,
+        gold_readings=int(pc.sum(gold[c.READING_COUNT]).as_py() or 0),
+        quarantine_by_rule=dict(sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0]))),
+    )
+
+
+def conservation(counts: LakeCounts, *, produced: int) -> list[Check]:
+    return [
+        Check("produced = Bronze", produced, counts.bronze),
+        Check(
+            "Bronze = Silver + quarantine + duplicates",
+            counts.bronze,
+            counts.silver + counts.quarantine + counts.duplicates_removed,
+        ),
+        Check("Silver = readings in Gold windows", counts.silver, counts.gold_readings),
+    ]

@@ -1,0 +1,299 @@
+"""``make demo``: the whole system end to end on local real services, then a conservation summary.
+
+    simulator --Kafka (Tansu)--> bridge --Pub/Sub (emulator)--> Beam (DirectRunner) --> Delta lake
+
+Each component runs as its own process, as it would in production; the stack and every child are
+stopped (process groups) on success, failure or Ctrl-C. The summary is printed and written to
+``var/demo/summary.json``; the exit code is non-zero when a conservation check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from vitals_lake import contract as c
+from vitals_lake.audit import Check, LakeCounts, conservation, count_lake
+from vitals_lake.config import LocalLake
+from vitals_lake.lake import Lake
+from vitals_lake.stack import LocalStack, ManagedProcess, StackError
+
+PY = sys.executable
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitals_lake.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=int(os.environ.get("DEMO_PATIENTS", "300")))
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=float(os.environ.get("DEMO_DURATION", "120")),
+        help="seconds of real-time readings",
+    )
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between a patient's readings")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--dir", type=Path, default=Path("var/demo"), help="run folder (wiped at start)")
+    parser.add_argument("--drain-timeout", type=float, default=180.0)
+    args = parser.parse_args(argv)
+    return run_demo(
+        run_dir=args.dir,
+        patients=args.patients,
+        duration=args.duration,
+        interval=args.interval,
+        seed=args.seed,
+        drain_timeout=args.drain_timeout,
+    )
+
+
+def run_demo(
+    *,
+    run_dir: Path,
+    patients: int,
+    duration: float,
+    interval: float,
+    seed: int,
+    drain_timeout: float,
+    simulator_args: Sequence[str] = (),
+) -> int:
+    """Run everything; return 0 when every conservation check holds (the summary is in run_dir)."""
+    run_dir = run_dir.resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    logs, lake_dir, sim_dir = run_dir / "logs", run_dir / "lake", run_dir / "sim"
+    lake = Lake(LocalLake(root=lake_dir))
+    started = time.monotonic()
+    say(f"run folder {run_dir}")
+
+    children: list[ManagedProcess] = []
+    with LocalStack(run_dir / "stack", handle_signals=True) as stack:
+        say(f"stack up: Tansu {stack.tansu.bootstrap}, Pub/Sub emulator {stack.emulator.host_port}")
+        env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
+        try:
+            pipeline = ManagedProcess(
+                "pipeline",
+                [
+                    PY,
+                    "-m",
+                    "pipelines.beam_vitals",
+                    "--subscription",
+                    stack.pubsub.subscription_path,
+                    "--lake",
+                    str(lake_dir),
+                ],
+                logs / "pipeline.log",
+                env=env,
+            )
+            children.append(pipeline)
+            pipeline.start()
+            pipeline.wait_ready(lambda: all(lake.exists(layer) for layer in c.TABLES), timeout=120)
+            say("pipeline running (DirectRunner, streaming); tables created")
+
+            bridge_stats = run_dir / "bridge.json"
+            bridge = ManagedProcess(
+                "bridge",
+                [PY, "-m", "pipelines.kafka_bridge", "--stats-file", str(bridge_stats)],
+                logs / "bridge.log",
+                env=env,
+            )
+            children.append(bridge)
+            bridge.start()
+            say("bridge running (Kafka -> Pub/Sub, envelopes)")
+
+            say(f"simulator: {patients} patients, one reading every {interval:g} s, for {duration:g} s ...")
+            simulate(
+                sim_dir,
+                stack.kafka.bootstrap_servers,
+                patients=patients,
+                duration=duration,
+                interval=interval,
+                seed=seed,
+                env=env,
+                extra=simulator_args,
+            )
+            produced = json.loads((sim_dir / "produced.json").read_text())
+            say(f"simulator done: {produced['messages_sent']:,} messages sent")
+
+            counts = drain(
+                lake,
+                produced["messages_sent"],
+                timeout=drain_timeout,
+                alive=lambda: pipeline.running() and bridge.running(),
+            )
+            # SIGTERM: the pipeline cancels first, while the bridge's heartbeats keep its Pub/Sub pull
+            # short (an idle pull waits 30 s); then the bridge drains and commits its offsets.
+            pipeline.stop(timeout=40)
+            bridge.stop(timeout=20)
+        finally:
+            for child in reversed(children):
+                child.stop(timeout=10)
+
+    bridge_report = json.loads(bridge_stats.read_text()) if bridge_stats.exists() else {}
+    checks = conservation(counts, produced=produced["messages_sent"])
+    summary = build_summary(
+        produced,
+        bridge_report,
+        counts=counts,
+        checks=checks,
+        lake=lake,
+        run_dir=run_dir,
+        seconds=time.monotonic() - started,
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print_summary(summary)
+    return 0 if all(ch.ok for ch in checks) else 1
+
+
+def simulate(
+    sim_dir: Path,
+    bootstrap: str,
+    *,
+    patients: int,
+    duration: float,
+    interval: float,
+    seed: int,
+    env: dict[str, str],
+    extra: Sequence[str] = (),
+) -> None:
+    import subprocess  # noqa: PLC0415 - only the demo's foreground child
+
+    argv = [
+        PY,
+        "-m",
+        "simulator",
+        "--sink",
+        "kafka",
+        "--bootstrap",
+        bootstrap,
+        "--patients",
+        str(patients),
+        "--duration",
+        f"{duration:g}s",
+        "--interval",
+        f"{interval:g}s",
+        "--seed",
+        str(seed),
+        "--out",
+        str(sim_dir),
+        # Late readings arrive 5-20 s after their time: inside the pipeline's lateness, short for a demo.
+        "--late-seconds",
+        "5",
+        "20",
+        *extra,
+    ]
+    result = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=False)
+    if result.returncode != 0:
+        raise StackError(f"simulator exited with code {result.returncode}")
+
+
+def drain(lake: Lake, produced: int, *, timeout: float, alive: Callable[[], bool]) -> LakeCounts:
+    """Wait until every produced record is in Bronze and accounted for downstream, and Gold holds
+    every Silver reading (its windows fire on the watermark, a little after the last commit)."""
+    deadline = time.monotonic() + timeout
+    counts = count_lake(lake)
+    while time.monotonic() < deadline and alive():
+        counts = count_lake(lake)
+        settled = counts.bronze >= produced and all(
+            ch.ok for ch in conservation(counts, produced=counts.bronze)
+        )
+        if settled:
+            return counts
+        time.sleep(2)
+    if not alive():
+        say("a component stopped early: see var/demo/logs/")
+    else:
+        say(f"drain timed out after {timeout:.0f} s")
+    return count_lake(lake)
+
+
+def build_summary(
+    produced: dict[str, Any],
+    bridge: dict[str, Any],
+    *,
+    counts: LakeCounts,
+    checks: list[Check],
+    lake: Lake,
+    run_dir: Path,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "ok": all(ch.ok for ch in checks),
+        "seconds": round(seconds, 1),
+        "produced": {
+            "messages_sent": produced["messages_sent"],
+            "valid_readings": produced["valid_readings"],
+            "duplicates_sent": produced["duplicates_sent"],
+            "malformed_sent": produced["malformed_sent"],
+            "late_sent": produced.get("late_sent"),
+            "out_of_order_sent": produced.get("out_of_order_sent"),
+            "patients": produced.get("patients"),
+            "episodes": produced.get("episodes"),
+        },
+        "bridge": {
+            k: bridge[k]
+            for k in ("records_consumed", "records_published", "envelopes", "heartbeats", "publish_failures")
+            if k in bridge
+        },
+        "lake": counts.to_dict(),
+        "expected_from_simulator": {
+            "silver = valid readings": [counts.silver, produced["valid_readings"]],
+            "quarantine = malformed sent": [counts.quarantine, produced["malformed_sent"]],
+            "duplicates removed = duplicates sent": [counts.duplicates_removed, produced["duplicates_sent"]],
+        },
+        "conservation": [ch.to_dict() for ch in checks],
+        "tables": {spec.name: lake.uri(layer) for layer, spec in c.TABLES.items()},
+        "logs": str(run_dir / "logs"),
+        "summary": str(run_dir / "summary.json"),
+        "read_them": [
+            f"python -m vitals_lake.inspect --lake {lake.settings.table_uri('').rstrip('/')}",
+            f"python -m vitals_lake.inspect --lake {lake.settings.table_uri('').rstrip('/')} gold --limit 5",
+            'python -c "from deltalake import DeltaTable; '
+            f"print(DeltaTable('{lake.uri('silver')}').to_pandas().head())\"",
+        ],
+    }
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    p, lk = s["produced"], s["lake"]
+    print("\n=== Vitals Lake demo summary ===")
+    print(
+        f"readings produced     {p['messages_sent']:>9,}  ({p['valid_readings']:,} valid, "
+        f"{p['duplicates_sent']:,} duplicates, {p['malformed_sent']:,} malformed; "
+        f"{p['late_sent']:,} late, {p['out_of_order_sent']:,} out of order)"
+    )
+    if s["bridge"]:
+        print(f"bridge                {s['bridge']}")
+    print(f"Bronze                {lk['bronze']:>9,}")
+    print(f"Silver                {lk['silver']:>9,}")
+    print(f"quarantine            {lk['quarantine']:>9,}  by rule: {lk['quarantine_by_rule']}")
+    print(f"duplicates removed    {lk['duplicates_removed']:>9,}")
+    print(
+        f"Gold rows             {lk['gold_rows']:>9,}"
+        f"  (per patient per minute; {lk['gold_readings']:,} readings)"
+    )
+    print("conservation:")
+    for ch in s["conservation"]:
+        mark = "ok  " if ch["ok"] else "FAIL"
+        print(f"  [{mark}] {ch['name']}: {ch['left']:,} vs {ch['right']:,}")
+    print("tables:")
+    for name, uri in s["tables"].items():
+        print(f"  {name:<28} {uri}")
+    print("read them:")
+    for cmd in s["read_them"]:
+        print(f"  {cmd}")
+    print(f"logs: {s['logs']}   summary: {s['summary']}   took {s['seconds']:.0f} s")
+    print("RESULT:", "conservation holds" if s["ok"] else "CONSERVATION FAILED")
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
