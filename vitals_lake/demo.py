@@ -251,10 +251,10 @@ def build_summary(
         "logs": str(run_dir / "logs"),
         "summary": str(run_dir / "summary.json"),
         "read_them": [
-            f"python -m vitals_lake.inspect --lake {lake.settings.table_uri('').rstrip('/')}",
-            f"python -m vitals_lake.inspect --lake {lake.settings.table_uri('').rstrip('/')} gold --limit 5",
-            'python -c "from deltalake import DeltaTable; '
-            f"print(DeltaTable('{lake.uri('silver')}').to_pandas().head())\"",
+            f"{PY} -m vitals_lake.inspect --lake {lake.settings.table_uri('').rstrip('/')}",
+            f"{PY} -m vitals_lake.inspect --lake {lake.settings.table_uri('').rstrip('/')} gold --limit 5",
+            f'{PY} -c "from deltalake import DeltaTable; '
+            f"print(DeltaTable('{lake.uri('silver')}').to_pyarrow_table().slice(0, 5))\"",
         ],
     }
 
