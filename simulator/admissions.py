@@ -16,26 +16,22 @@ from typing import Final
 import numpy as np
 
 from simulator.cohort import DIAGNOSES, Patient
-
-ADMISSION_COLUMNS: Final = (
-    "patient_id",
-    "name",
-    "age",
-    "gender",
-    "admission_date",
-    "diagnosis_code",
-    "ward",
+from vitals_lake.contract import (
+    ADMISSION_COLUMNS,
+    ADMISSION_FILE_PATTERN,
+    DIAGNOSIS_COLUMNS,
+    DIAGNOSIS_MAPPING_FILE,
 )
-DIAGNOSIS_COLUMNS: Final = ("diagnosis_code", "diagnosis_description")
+
 LANDING_DIR: Final = "landing"
 REFERENCE_DIR: Final = "reference"
-DIAGNOSIS_FILE: Final = "diagnosis_mapping.csv"
+DIAGNOSIS_FILE: Final = DIAGNOSIS_MAPPING_FILE
 
 _GENDER_VARIANTS: Final = {"F": ("female", "Female", "f", "FEMALE"), "M": ("male", "Male", "m", "MALE")}
 
 
 def daily_file_name(day: date) -> str:
-    return f"patients_daily_file_{day:%Y%m%d}.csv"
+    return ADMISSION_FILE_PATTERN.format(date=day)
 
 
 def write_admission_file(

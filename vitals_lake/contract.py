@@ -52,6 +52,20 @@ INSERTED_ROWS: Final = "inserted_rows"
 DUPLICATE_ROWS: Final = "duplicate_rows"
 COMMITTED_AT: Final = "committed_at"
 
+# --- Admission files (CSV drops) and the diagnosis reference --------------------------------------
+NAME: Final = "name"  # a direct identifier: stays in the restricted patients table
+AGE: Final = "age"
+GENDER: Final = "gender"
+ADMISSION_DATE: Final = "admission_date"
+DIAGNOSIS_CODE: Final = "diagnosis_code"  # ICD-10
+DIAGNOSIS_DESCRIPTION: Final = "diagnosis_description"
+WARD: Final = "ward"
+ADMISSION_COLUMNS: Final = (PATIENT_ID, NAME, AGE, GENDER, ADMISSION_DATE, DIAGNOSIS_CODE, WARD)
+DIAGNOSIS_COLUMNS: Final = (DIAGNOSIS_CODE, DIAGNOSIS_DESCRIPTION)
+ADMISSION_FILE_PATTERN: Final = "patients_daily_file_{date:%Y%m%d}.csv"
+ADMISSION_FILE_GLOB: Final = "patients_daily_file_*.csv"
+DIAGNOSIS_MAPPING_FILE: Final = "diagnosis_mapping.csv"
+
 # --- Table and topic names ---------------------------------------------------------------------
 BRONZE_TABLE: Final = "bronze_patient_vitals"
 SILVER_TABLE: Final = "silver_patient_vitals"
