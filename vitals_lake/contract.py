@@ -23,6 +23,10 @@ RESPIRATION_RATE: Final = "respiration_rate"
 BLOOD_PRESSURE: Final = "blood_pressure"  # "120/80" ...
 SYSTOLIC: Final = "systolic"  # ... or two numeric fields instead
 DIASTOLIC: Final = "diastolic"
+# Optional device fields (NEWS2 inputs; documented defaults when absent: alert, on room air)
+TEMPERATURE_UNIT: Final = "temperature_unit"  # "Cel" (default) or "[degF]" / "F"
+CONSCIOUSNESS: Final = "consciousness"  # ACVPU: "A" alert, "C" new confusion, "V", "P", "U"
+SUPPLEMENTAL_OXYGEN: Final = "supplemental_oxygen"  # true when on supplemental oxygen
 
 # --- Fields the platform adds ----------------------------------------------------------------
 RAW: Final = "raw"  # the reading's bytes exactly as received
@@ -52,6 +56,52 @@ INSERTED_ROWS: Final = "inserted_rows"
 DUPLICATE_ROWS: Final = "duplicate_rows"
 COMMITTED_AT: Final = "committed_at"
 
+# --- Derived clinical fields (Silver) ---------------------------------------------------------------
+TEMPERATURE_CONVERTED: Final = "temperature_converted"  # the device sent °F; Silver holds °C
+SPO2_SCALE: Final = "spo2_scale"  # NEWS2 SpO2 scale: 1, or 2 for hypercapnic respiratory failure
+NEWS2_SCORE: Final = "news2_score"  # aggregate 0-20
+NEWS2_RESPONSE: Final = "news2_response"  # low | low-medium | medium | high
+NEWS2_MISSING: Final = "news2_missing"  # parameters absent from the reading (the score is then a floor)
+NEWS2_PARAMETERS: Final = (
+    RESPIRATION_RATE,
+    SPO2,
+    SUPPLEMENTAL_OXYGEN,
+    SYSTOLIC,
+    HEART_RATE,
+    CONSCIOUSNESS,
+    TEMPERATURE,
+)
+NEWS2_RESPONSES: Final = ("low", "low-medium", "medium", "high")
+MEAN_ARTERIAL_PRESSURE: Final = "mean_arterial_pressure"  # mm[Hg], (systolic + 2 diastolic) / 3
+SHOCK_INDEX: Final = "shock_index"  # heart_rate / systolic
+ALERT_FLAGS: Final = (
+    "tachycardia",
+    "bradycardia",
+    "hypoxia",
+    "fever",
+    "hypothermia",
+    "hypotension",
+    "hypertension",
+    "tachypnoea",
+)
+
+
+def news2_subscore_column(parameter: str) -> str:
+    """Silver column holding one NEWS2 parameter's sub-score, e.g. ``news2_heart_rate``."""
+    return f"news2_{parameter}"
+
+
+def flag_column(flag: str) -> str:
+    """Silver boolean column of a simple alert flag, e.g. ``flag_tachycardia``."""
+    return f"flag_{flag}"
+
+
+# --- Enrichment (Silver and Gold carry a pseudonym, never the name) --------------------------------
+PATIENT_KEY: Final = "patient_key"  # keyed hash (HMAC-SHA256) of patient_id
+BED: Final = "bed"
+AGE_BAND: Final = "age_band"  # e.g. "60-69"
+KNOWN_PATIENT: Final = "known_patient"  # false: no admission record yet (kept, flagged, back-filled)
+
 # --- Admission files (CSV drops) and the diagnosis reference --------------------------------------
 NAME: Final = "name"  # a direct identifier: stays in the restricted patients table
 AGE: Final = "age"
@@ -60,18 +110,42 @@ ADMISSION_DATE: Final = "admission_date"
 DIAGNOSIS_CODE: Final = "diagnosis_code"  # ICD-10
 DIAGNOSIS_DESCRIPTION: Final = "diagnosis_description"
 WARD: Final = "ward"
-ADMISSION_COLUMNS: Final = (PATIENT_ID, NAME, AGE, GENDER, ADMISSION_DATE, DIAGNOSIS_CODE, WARD)
+HYPERCAPNIC: Final = "hypercapnic_respiratory_failure"  # Y/N in the file: selects NEWS2 SpO2 scale 2
+ADMISSION_COLUMNS: Final = (
+    PATIENT_ID,
+    NAME,
+    AGE,
+    GENDER,
+    ADMISSION_DATE,
+    DIAGNOSIS_CODE,
+    WARD,
+    BED,
+    HYPERCAPNIC,
+)
 DIAGNOSIS_COLUMNS: Final = (DIAGNOSIS_CODE, DIAGNOSIS_DESCRIPTION)
 ADMISSION_FILE_PATTERN: Final = "patients_daily_file_{date:%Y%m%d}.csv"
 ADMISSION_FILE_GLOB: Final = "patients_daily_file_*.csv"
 DIAGNOSIS_MAPPING_FILE: Final = "diagnosis_mapping.csv"
 
 # --- Table and topic names ---------------------------------------------------------------------
+LAYER: Final = "layer"
+RULE: Final = "rule"
+ACTION: Final = "action"
+CHECKED_ROWS: Final = "checked_rows"
+PASSED_ROWS: Final = "passed_rows"
+FAILED_ROWS: Final = "failed_rows"
+SOURCE_FILE: Final = "source_file"
+SOURCE_LINE: Final = "source_line"
+LOADED_AT: Final = "loaded_at"
 BRONZE_TABLE: Final = "bronze_patient_vitals"
 SILVER_TABLE: Final = "silver_patient_vitals"
 GOLD_TABLE: Final = "gold_patient_summary"
 QUARANTINE_TABLE: Final = "quarantine_patient_vitals"
 SILVER_COMMITS_TABLE: Final = "silver_commit_log"
+DQ_METRICS_TABLE: Final = "dq_metrics"
+BRONZE_ADMISSIONS_TABLE: Final = "bronze_admissions"
+PATIENTS_TABLE: Final = "silver_patients"  # restricted: holds names
+DIAGNOSIS_TABLE: Final = "ref_diagnosis_mapping"
 VITALS_TOPIC: Final = "patient-vitals"
 VITALS_SUBSCRIPTION: Final = "patient-vitals-beam"
 
@@ -123,6 +197,9 @@ READING_JSON_SCHEMA: Final = pa.schema(
         (BLOOD_PRESSURE, pa.string()),
         (SYSTOLIC, pa.float64()),
         (DIASTOLIC, pa.float64()),
+        (TEMPERATURE_UNIT, pa.string()),
+        (CONSCIOUSNESS, pa.string()),
+        (SUPPLEMENTAL_OXYGEN, pa.bool_()),
     ]
 )
 
@@ -150,6 +227,34 @@ BRONZE_SCHEMA: Final = pa.schema(
     ]
 )
 
+ANOMALY_SCORE: Final = "anomaly_score"  # reserved: filled by the anomaly model (later issue)
+RISK_LEVEL: Final = "risk_level"  # Gold: low | low-medium | medium | high
+
+# Columns derived per reading (clinical) and joined from admissions (enrichment), in Silver order.
+CLINICAL_FIELDS: Final = [
+    pa.field(TEMPERATURE_CONVERTED, pa.bool_(), nullable=False),
+    pa.field(CONSCIOUSNESS, pa.string()),
+    pa.field(SUPPLEMENTAL_OXYGEN, pa.bool_()),
+    pa.field(MEAN_ARTERIAL_PRESSURE, pa.float64()),
+    pa.field(SHOCK_INDEX, pa.float64()),
+    *(pa.field(flag_column(f), pa.bool_()) for f in ALERT_FLAGS),
+    pa.field(SPO2_SCALE, pa.int8(), nullable=False),
+    *(pa.field(news2_subscore_column(p), pa.int8()) for p in NEWS2_PARAMETERS),
+    pa.field(NEWS2_SCORE, pa.int8()),
+    pa.field(NEWS2_MISSING, pa.int8(), nullable=False),
+    pa.field(NEWS2_RESPONSE, pa.string()),
+    pa.field(ANOMALY_SCORE, pa.float64()),
+]
+ENRICHMENT_FIELDS: Final = [
+    pa.field(PATIENT_KEY, pa.string(), nullable=False),
+    pa.field(WARD, pa.string()),
+    pa.field(BED, pa.string()),
+    pa.field(AGE_BAND, pa.string()),
+    pa.field(DIAGNOSIS_CODE, pa.string()),
+    pa.field(DIAGNOSIS_DESCRIPTION, pa.string()),
+    pa.field(KNOWN_PATIENT, pa.bool_(), nullable=False),
+]
+
 SILVER_SCHEMA: Final = pa.schema(
     [
         pa.field(EVENT_ID, pa.string(), nullable=False),
@@ -157,6 +262,8 @@ SILVER_SCHEMA: Final = pa.schema(
         pa.field(DEVICE_ID, pa.string()),
         pa.field(TIMESTAMP, _UTC_US, nullable=False),
         *(pa.field(v.name, v.arrow_type) for v in VITAL_SIGNS),
+        *CLINICAL_FIELDS,
+        *ENRICHMENT_FIELDS,
         pa.field(RECORD_REF, pa.string(), nullable=False),
         pa.field(INGEST_TIME, _UTC_US, nullable=False),
         pa.field(EVENT_DATE, pa.date32(), nullable=False),
@@ -194,6 +301,15 @@ def _gold_vital_fields() -> list[pa.Field]:
     return fields
 
 
+# Per-window clinical aggregates: the worst NEWS2, how many readings raised each flag, the risk level
+# (the highest NEWS2 response reached in the window) and the reserved anomaly score.
+GOLD_CLINICAL_FIELDS: Final = [
+    pa.field(gold_column(NEWS2_SCORE, "max"), pa.int8()),
+    *(pa.field(gold_column(flag_column(f), "count"), pa.int32()) for f in ALERT_FLAGS),
+    pa.field(RISK_LEVEL, pa.string()),
+    pa.field(gold_column(ANOMALY_SCORE, "max"), pa.float64()),
+]
+
 GOLD_SCHEMA: Final = pa.schema(
     [
         pa.field(PATIENT_ID, pa.string(), nullable=False),
@@ -202,11 +318,14 @@ GOLD_SCHEMA: Final = pa.schema(
         pa.field(WINDOW_END, _UTC_US, nullable=False),
         pa.field(READING_COUNT, pa.int32(), nullable=False),
         *_gold_vital_fields(),
+        *GOLD_CLINICAL_FIELDS,
+        *(f for f in ENRICHMENT_FIELDS if f.name != DIAGNOSIS_DESCRIPTION),  # as of the latest reading
         pa.field(LAST_READING_TIME, _UTC_US, nullable=False),
         pa.field(UPDATED_AT, _UTC_US, nullable=False),
         pa.field(EVENT_DATE, pa.date32(), nullable=False),
     ]
 )
+GOLD_WINDOWS: Final = (60, 3600)  # one-minute and one-hour summaries, in the same table
 GOLD_KEY: Final = (PATIENT_ID, WINDOW_SECONDS, WINDOW_START)
 
 # One row per Silver commit: what the batch held and how many duplicates it dropped.
@@ -220,7 +339,71 @@ SILVER_COMMITS_SCHEMA: Final = pa.schema(
     ]
 )
 
-Layer = Literal["bronze", "silver", "gold", "quarantine", "silver_commits"]
+# One row per expectation per batch: how many rows it checked, passed and failed.
+DQ_METRICS_SCHEMA: Final = pa.schema(
+    [
+        pa.field(BATCH_ID, pa.string(), nullable=False),
+        pa.field(WINDOW_START, _UTC_US, nullable=False),  # the batch's processing-time window
+        pa.field(LAYER, pa.string(), nullable=False),
+        pa.field(RULE, pa.string(), nullable=False),
+        pa.field(ACTION, pa.string(), nullable=False),  # drop | warn | fail
+        pa.field(CHECKED_ROWS, pa.int64(), nullable=False),
+        pa.field(PASSED_ROWS, pa.int64(), nullable=False),
+        pa.field(FAILED_ROWS, pa.int64(), nullable=False),
+        pa.field(EVENT_DATE, pa.date32(), nullable=False),  # the window's date
+    ]
+)
+
+# Admission files as received: every cell as text, plus where it came from.
+BRONZE_ADMISSIONS_SCHEMA: Final = pa.schema(
+    [
+        *(pa.field(name, pa.string()) for name in ADMISSION_COLUMNS),
+        pa.field(SOURCE_FILE, pa.string(), nullable=False),
+        pa.field(SOURCE_LINE, pa.int64(), nullable=False),
+        pa.field(INGEST_TIME, _UTC_US, nullable=False),
+        pa.field(INGEST_DATE, pa.date32(), nullable=False),
+    ]
+)
+
+# One row per patient (latest admission), cleaned. Restricted: it holds the name.
+PATIENTS_SCHEMA: Final = pa.schema(
+    [
+        pa.field(PATIENT_ID, pa.string(), nullable=False),
+        pa.field(PATIENT_KEY, pa.string(), nullable=False),
+        pa.field(NAME, pa.string()),
+        pa.field(AGE, pa.int16()),
+        pa.field(AGE_BAND, pa.string()),
+        pa.field(GENDER, pa.string()),  # F | M | U (unknown or inconsistent)
+        pa.field(ADMISSION_DATE, pa.date32()),
+        pa.field(DIAGNOSIS_CODE, pa.string()),
+        pa.field(DIAGNOSIS_DESCRIPTION, pa.string()),
+        pa.field(WARD, pa.string()),
+        pa.field(BED, pa.string()),
+        pa.field(SPO2_SCALE, pa.int8(), nullable=False),
+        pa.field(SOURCE_FILE, pa.string(), nullable=False),
+        pa.field(UPDATED_AT, _UTC_US, nullable=False),
+    ]
+)
+
+DIAGNOSIS_SCHEMA: Final = pa.schema(
+    [
+        pa.field(DIAGNOSIS_CODE, pa.string(), nullable=False),
+        pa.field(DIAGNOSIS_DESCRIPTION, pa.string()),
+        pa.field(LOADED_AT, _UTC_US, nullable=False),
+    ]
+)
+
+Layer = Literal[
+    "bronze",
+    "silver",
+    "gold",
+    "quarantine",
+    "silver_commits",
+    "dq_metrics",
+    "bronze_admissions",
+    "patients",
+    "diagnoses",
+]
 
 
 @dataclass(frozen=True)
@@ -238,4 +421,8 @@ TABLES: Final[dict[Layer, TableSpec]] = {
     "gold": TableSpec(GOLD_TABLE, GOLD_SCHEMA, (EVENT_DATE,)),
     "quarantine": TableSpec(QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,)),
     "silver_commits": TableSpec(SILVER_COMMITS_TABLE, SILVER_COMMITS_SCHEMA, ()),
+    "dq_metrics": TableSpec(DQ_METRICS_TABLE, DQ_METRICS_SCHEMA, (EVENT_DATE,)),
+    "bronze_admissions": TableSpec(BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,)),
+    "patients": TableSpec(PATIENTS_TABLE, PATIENTS_SCHEMA, ()),
+    "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),
 }
