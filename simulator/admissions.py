@@ -2,12 +2,17 @@
 
 The daily file is a census as a hospital's admission system would export it, mess included: a few
 gender spellings differ (``F``, ``female``, ``Male``...), an age is missing here and there, and a
-row is occasionally exported twice. Cleaning them is the platform's job.
+row is occasionally exported twice. Cleaning them is the platform's job. Each row also carries the
+bed and the hypercapnic respiratory failure flag (``Y``/``N``: NEWS2 SpO2 scale 2).
+
+Files appear atomically (written under a hidden temporary name, then renamed), so a loader polling
+the landing folder never reads half a file.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -54,7 +59,9 @@ def write_admission_file(
 
     path = landing_dir / daily_file_name(day)
     landing_dir.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    # The temporary name does not match ADMISSION_FILE_GLOB, and the rename is atomic.
+    partial = landing_dir / f".{path.name}.partial"
+    with partial.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(ADMISSION_COLUMNS)
         for i, p in enumerate(present):
@@ -67,10 +74,13 @@ def write_admission_file(
                 p.admitted_at.date().isoformat(),
                 p.diagnosis_code,
                 p.ward,
+                p.bed,
+                "Y" if p.hypercapnic else "N",
             ]
             writer.writerow(row)
             if repeated[i]:
                 writer.writerow(row)
+    os.replace(partial, path)
     return path
 
 

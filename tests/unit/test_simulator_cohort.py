@@ -66,6 +66,8 @@ def test_admission_file_columns_and_realistic_mess(tmp_path):
             "admission_date",
             "diagnosis_code",
             "ward",
+            "bed",
+            "hypercapnic_respiratory_failure",
         )
     )
     body = rows[1:]
@@ -80,6 +82,11 @@ def test_admission_file_columns_and_realistic_mess(tmp_path):
     assert all(r[2] == "" or 18 <= int(r[2]) <= 99 for r in body)
     assert all(date.fromisoformat(r[4]) <= date(2026, 11, 22) for r in body)
     assert {r[5] for r in body} <= CODES and {r[6] for r in body} <= set(WARDS)
+    by_id = {p.patient_id: p for p in cohort}
+    assert all(r[7] == by_id[r[0]].bed for r in body)
+    assert all(r[8] == ("Y" if by_id[r[0]].hypercapnic else "N") for r in body)
+    assert {r[8] for r in body} == {"Y", "N"}
+    assert not list(tmp_path.glob(".*"))  # the temporary file was renamed into place
 
 
 def test_diagnosis_mapping_and_one_file_per_day(tmp_path):
