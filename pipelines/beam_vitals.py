@@ -8,9 +8,15 @@ The data's journey, as ``create_pipeline`` builds it:
 3. **Bronze**: each batch appended as received, one Delta commit.
 4. **Validate**: parsed and checked against the reading contract in one vectorised pass; records
    failing a named expectation go to **quarantine** with the rule, the rest become typed rows.
+   Each rule's checked/passed/failed counts go to **dq_metrics**. Valid readings are enriched from
+   the admissions (ward, bed, age band, diagnosis, SpO2 scale, pseudonymous key) and scored
+   (NEWS2 with its sub-scores and response level, alert flags, MAP, shock index).
 5. **Silver**: rows whose event_id was not seen within the horizon are inserted; duplicates counted.
-6. **Gold**: new Silver rows folded into per-patient event-time windows (late readings update their
-   window within the allowed lateness) and upserted.
+6. **Gold**: new Silver rows folded into per-patient event-time windows of one minute and one hour
+   (late readings update their window within the allowed lateness) and upserted.
+
+Every commit carries a batch marker (a Delta application transaction), so a retried batch is
+written once.
 
 Run locally (DirectRunner) against the Pub/Sub emulator::
 
@@ -30,6 +36,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from types import FrameType
 
 import apache_beam as beam
@@ -42,7 +49,7 @@ from pipelines.gold import SummarizeWindows, streaming_trigger
 from pipelines.lake_io import AppendFn, InsertSilverFn, UpsertGoldFn
 from pipelines.options import VitalsOptions
 from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
-from pipelines.validation import QUARANTINE, ValidateReadings
+from pipelines.validation import DQ, QUARANTINE, ValidateReadings
 from vitals_lake import contract as c
 from vitals_lake.config import lake_from_uri
 from vitals_lake.lake import Lake
@@ -78,22 +85,30 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     if not o.input_bronze or lake_from_uri(o.input_bronze) != lake:
         _ = batches | "WriteBronze" >> beam.ParDo(AppendFn(lake, "bronze"))
 
-    # 4. Validate against the reading contract; failures to quarantine.
-    checked = batches | "ValidateReadings" >> ValidateReadings()
+    # 4. Validate against the reading contract (failures to quarantine, one data-quality row per
+    #    rule), then enrich valid readings from admissions and score them (NEWS2, flags).
+    checked = batches | "ValidateReadings" >> ValidateReadings(
+        lake,
+        clock_skew=timedelta(seconds=timing.clock_skew),
+        max_age=timedelta(seconds=timing.allowed_lateness),
+    )
     _ = checked[QUARANTINE] | "WriteQuarantine" >> beam.ParDo(AppendFn(lake, "quarantine"))
+    _ = checked[DQ] | "WriteDataQuality" >> beam.ParDo(AppendFn(lake, "dq_metrics"))
 
     # 5. Silver: de-duplicated by event_id; emits only the rows that were new.
     new_silver = checked.valid | "InsertSilver" >> beam.ParDo(InsertSilverFn(lake, opts.horizon(options)))
 
-    # 6. Gold: per-patient event-time windows, upserted once per commit interval.
-    _ = (
+    # 6. Gold: per-patient event-time windows (one minute and one hour), upserted per interval.
+    fire = streaming_trigger(timing.commit_interval) if o.subscription else None
+    summaries = [
         new_silver
-        | "SummarizeWindows"
-        >> SummarizeWindows(
-            window_seconds=timing.gold_window,
-            allowed_lateness=timing.allowed_lateness,
-            fire=streaming_trigger(timing.commit_interval) if o.subscription else None,
-        )
+        | f"Summarize{seconds}s"
+        >> SummarizeWindows(window_seconds=seconds, allowed_lateness=timing.allowed_lateness, fire=fire)
+        for seconds in sorted({timing.gold_window, *c.GOLD_WINDOWS})
+    ]
+    _ = (
+        summaries
+        | "AllWindows" >> beam.Flatten()
         | "BatchGold" >> BatchForCommit(timing.commit_interval)
         | "UpsertGold" >> beam.ParDo(UpsertGoldFn(lake))
     )

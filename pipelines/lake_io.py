@@ -13,7 +13,7 @@ from apache_beam.metrics import Metrics
 
 from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
-from vitals_lake.lake import Lake, one_per_key
+from vitals_lake.lake import BatchMarker, Lake, one_per_key
 from vitals_lake.summaries import gold_table
 
 
@@ -37,10 +37,11 @@ class AppendFn(_LakeWriterFn):
 
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[None]:
         assert self.lake is not None
-        _, rows = batch
-        self.lake.append(self.layer, rows)
-        self.rows.inc(rows.num_rows)
-        self.commits.inc()
+        batch_id, rows = batch
+        # A retried bundle re-offers the same batch: its marker makes the second commit a no-op.
+        if self.lake.append(self.layer, rows, marker=BatchMarker(self.layer, batch_id)):
+            self.rows.inc(rows.num_rows)
+            self.commits.inc()
         return iter(())
 
 
@@ -57,9 +58,14 @@ class InsertSilverFn(_LakeWriterFn):
         assert self.lake is not None
         batch_id, rows = batch
         result, fresh = self.lake.insert_new(
-            "silver", rows, key=c.EVENT_ID, time_column=c.TIMESTAMP, horizon=self.horizon
+            "silver",
+            rows,
+            key=c.EVENT_ID,
+            time_column=c.TIMESTAMP,
+            horizon=self.horizon,
+            marker=BatchMarker("silver", batch_id),
         )
-        if result.offered:
+        if result.offered and not result.replayed:
             log_row = {
                 c.BATCH_ID: [batch_id],
                 c.VALID_ROWS: [result.offered],
@@ -69,7 +75,11 @@ class InsertSilverFn(_LakeWriterFn):
                     pa.timestamp("us", tz="UTC")
                 ),
             }
-            self.lake.append("silver_commits", pa.table(log_row, schema=c.SILVER_COMMITS_SCHEMA))
+            self.lake.append(
+                "silver_commits",
+                pa.table(log_row, schema=c.SILVER_COMMITS_SCHEMA),
+                marker=BatchMarker("silver_commits", batch_id),
+            )
         self.inserted.inc(result.inserted)
         self.duplicates.inc(result.duplicates)
         if fresh.num_rows:
@@ -85,9 +95,11 @@ class UpsertGoldFn(_LakeWriterFn):
 
     def process(self, batch: tuple[str, list[dict[str, Any]]]) -> Iterator[None]:
         assert self.lake is not None
-        _, rows = batch
+        batch_id, rows = batch
         table = gold_table(rows).sort_by([(c.READING_COUNT, "descending"), (c.UPDATED_AT, "descending")])
         table = one_per_key(table, c.GOLD_KEY)
-        self.lake.upsert("gold", table, keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+        self.lake.upsert(
+            "gold", table, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold", batch_id)
+        )
         self.rows.inc(table.num_rows)
         return iter(())

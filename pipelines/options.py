@@ -76,6 +76,14 @@ class VitalsOptions(PipelineOptions):
             help="seconds (event time) within which event_id duplicates are removed",
         )
         parser.add_argument(
+            "--clock-skew",
+            "--clock_skew",
+            dest="clock_skew",
+            type=int,
+            default=d.clock_skew,
+            help="seconds a reading may run ahead of its ingest time before it counts as in the future",
+        )
+        parser.add_argument(
             "--batch-size",
             "--batch_size",
             dest="batch_size",
@@ -99,6 +107,7 @@ def stream_settings(options: PipelineOptions) -> StreamSettings:
         gold_window=o.gold_window,
         allowed_lateness=o.allowed_lateness,
         dedup_horizon=o.dedup_horizon,
+        clock_skew=o.clock_skew,
     )
 
 

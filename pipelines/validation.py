@@ -1,41 +1,93 @@
-"""Silver's gate: parse and check every record of a batch; failures go to quarantine with their rule."""
+"""Silver's gate: parse and check every record of a batch, then enrich and score the valid ones.
+
+Outputs: main 'valid' (batch_id, Silver rows), 'quarantine' (batch_id, rows with the rules they
+failed) and 'dq' (batch_id, one data-quality row per rule).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from datetime import timedelta
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from vitals_lake.readings import parse_batch
+from vitals_lake import contract as c
+from vitals_lake import expectations as ex
+from vitals_lake.admissions import PatientDirectory
+from vitals_lake.config import LakeSettings
+from vitals_lake.lake import Lake
+from vitals_lake.pseudonym import PseudonymKey
+from vitals_lake.readings import TimeRules, parse_batch
+from vitals_lake.silver import to_silver
 
 QUARANTINE = "quarantine"
+DQ = "dq"
+log = logging.getLogger(__name__)
+
+
+def batch_window_start(batch_id: str) -> int:
+    """Batch ids are ``<window start in µs>-<shard>`` (see ``batching.BatchForCommit``)."""
+    return int(batch_id.split("-", 1)[0])
 
 
 class ValidateReadingsFn(beam.DoFn):
-    def __init__(self) -> None:
+    def __init__(self, lake: LakeSettings, time_rules: TimeRules) -> None:
+        self.lake_settings = lake
+        self.time_rules = time_rules
         self.valid = Metrics.counter("quality", "valid_rows")
         self.quarantined = Metrics.counter("quality", "quarantined_rows")
+        self.unknown = Metrics.counter("quality", "unknown_patient_rows")
+        self.failed_batches = Metrics.counter("quality", f"fail_{ex.RULE_QUARANTINE_RATIO}")
+        self.patients: PatientDirectory | None = None
+        self.key: bytes = b""
+
+    def setup(self) -> None:
+        self.patients = PatientDirectory(Lake(self.lake_settings))
+        self.key = PseudonymKey.from_env().secret
 
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[object]:
+        assert self.patients is not None
         batch_id, bronze = batch
-        parsed = parse_batch(bronze)
-        self.valid.inc(parsed.silver.num_rows)
+        parsed = parse_batch(bronze, time_rules=self.time_rules)
+        silver = to_silver(parsed.valid, patients=self.patients.table(), key=self.key)
+        self.valid.inc(silver.num_rows)
         self.quarantined.inc(parsed.quarantine.num_rows)
-        for rule, failed in parsed.rule_counts.items():
-            if failed:
-                Metrics.counter("quality", f"failed_{rule}").inc(failed)
-        yield batch_id, parsed.silver
+        self.unknown.inc(pc.sum(pc.invert(silver[c.KNOWN_PATIENT])).as_py() or 0)
+        for rule, count in parsed.rule_counts.items():
+            if count:
+                Metrics.counter("quality", f"failed_{rule}").inc(count)
+        failed = dict(parsed.rule_counts)
+        checked = dict(parsed.checked)
+        # The batch-level "fail" expectation: nothing stops, an alert metric and an error log fire.
+        ratio = parsed.quarantine.num_rows / bronze.num_rows if bronze.num_rows else 0.0
+        checked[ex.RULE_QUARANTINE_RATIO] = 1
+        failed[ex.RULE_QUARANTINE_RATIO] = int(ratio > ex.MAX_QUARANTINE_RATIO)
+        if ratio > ex.MAX_QUARANTINE_RATIO:
+            self.failed_batches.inc()
+            log.error("batch %s: %.0f %% of %d records quarantined", batch_id, 100 * ratio, bronze.num_rows)
+        yield batch_id, silver
         if parsed.quarantine.num_rows:
             yield pvalue.TaggedOutput(QUARANTINE, (batch_id, parsed.quarantine))
+        dq = ex.dq_metrics(
+            batch_id=batch_id, window_start_us=batch_window_start(batch_id), failed=failed, checked=checked
+        )
+        yield pvalue.TaggedOutput(DQ, (batch_id, dq))
 
 
 class ValidateReadings(beam.PTransform):
-    """(batch_id, Bronze rows) -> main 'valid': (batch_id, Silver rows); 'quarantine': (batch_id, rows)."""
+    """(batch_id, Bronze rows) -> 'valid' Silver rows, 'quarantine' rows, 'dq' metric rows."""
+
+    def __init__(self, lake: LakeSettings, *, clock_skew: timedelta, max_age: timedelta | None) -> None:
+        super().__init__()
+        self.lake = lake
+        self.time_rules = TimeRules(clock_skew=clock_skew, max_age=max_age)
 
     def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
-        return batches | "ParseAndCheck" >> beam.ParDo(ValidateReadingsFn()).with_outputs(
-            QUARANTINE, main="valid"
-        )
+        return batches | "ParseCheckEnrichScore" >> beam.ParDo(
+            ValidateReadingsFn(self.lake, self.time_rules)
+        ).with_outputs(QUARANTINE, DQ, main="valid")

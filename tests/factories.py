@@ -49,3 +49,17 @@ def bronze(lines: list[bytes], *, prefix: str = "file:test") -> pa.Table:
     return envelope.to_bronze(
         envelope.records_from_lines(lines), ingest_time_us=time.time_ns() // 1000, ref_prefix=prefix
     )
+
+
+TEST_KEY = b"vitals-lake-test-key"
+
+
+def silver_rows(lines: list[bytes], *, patients: pa.Table | None = None) -> pa.Table:
+    """Full Silver rows (validated, enriched, scored) for raw lines, through the real code path."""
+    from vitals_lake.readings import parse_batch  # noqa: PLC0415 - keep factories importable alone
+    from vitals_lake.silver import to_silver  # noqa: PLC0415
+
+    valid = parse_batch(bronze(lines)).valid
+    return to_silver(
+        valid, patients=patients if patients is not None else c.PATIENTS_SCHEMA.empty_table(), key=TEST_KEY
+    )

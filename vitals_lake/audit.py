@@ -22,8 +22,8 @@ class LakeCounts:
     silver: int
     quarantine: int
     duplicates_removed: int
-    gold_rows: int
-    gold_readings: int  # sum of Gold reading_count: every Silver reading should be in one window
+    gold_rows: dict[int, int]  # window length (s) -> rows
+    gold_readings: dict[int, int]  # window length (s) -> sum of reading_count (each should equal Silver)
     quarantine_by_rule: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,14 +48,20 @@ def count_lake(lake: Lake) -> LakeCounts:
     quarantine = lake.read("quarantine", columns=[c.RULES])
     by_rule = Counter(pc.list_flatten(quarantine[c.RULES]).to_pylist()) if quarantine.num_rows else Counter()
     commits = lake.read("silver_commits", columns=[c.DUPLICATE_ROWS])
-    gold = lake.read("gold", columns=[c.READING_COUNT])
+    gold = lake.read("gold", columns=[c.WINDOW_SECONDS, c.READING_COUNT])
+    per_window = gold.group_by(c.WINDOW_SECONDS).aggregate(
+        [(c.READING_COUNT, "sum"), (c.READING_COUNT, "count")]
+    )
+    seconds = per_window[c.WINDOW_SECONDS].to_pylist()
+    readings = dict(zip(seconds, per_window[f"{c.READING_COUNT}_sum"].to_pylist(), strict=True))
+    rows = dict(zip(seconds, per_window[f"{c.READING_COUNT}_count"].to_pylist(), strict=True))
     return LakeCounts(
         bronze=lake.count("bronze"),
         silver=lake.count("silver"),
         quarantine=quarantine.num_rows,
         duplicates_removed=int(pc.sum(commits[c.DUPLICATE_ROWS]).as_py() or 0),
-        gold_rows=gold.num_rows,
-        gold_readings=int(pc.sum(gold[c.READING_COUNT]).as_py() or 0),
+        gold_rows={w: int(rows.get(w, 0)) for w in c.GOLD_WINDOWS},
+        gold_readings={w: int(readings.get(w, 0)) for w in c.GOLD_WINDOWS},
         quarantine_by_rule=dict(sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0]))),
     )
 
@@ -68,5 +74,8 @@ def conservation(counts: LakeCounts, *, produced: int) -> list[Check]:
             counts.bronze,
             counts.silver + counts.quarantine + counts.duplicates_removed,
         ),
-        Check("Silver = readings in Gold windows", counts.silver, counts.gold_readings),
+        *(
+            Check(f"Silver = readings in Gold {w} s windows", counts.silver, counts.gold_readings[w])
+            for w in c.GOLD_WINDOWS
+        ),
     ]

@@ -149,6 +149,7 @@ class StreamSettings:
     gold_window: int = 60
     allowed_lateness: int = 600  # the DirectRunner's watermark is wall-clock: cover restarts and backlogs
     dedup_horizon: int = 3600  # event_id duplicates are recognised this far apart (event time)
+    clock_skew: int = 300  # a reading this far ahead of its ingest time is quarantined as "in the future"
     commit_shards: int = 1  # parallel writers per table; 1 keeps commits conflict-free
 
     def __post_init__(self) -> None:

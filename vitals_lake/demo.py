@@ -274,8 +274,11 @@ def print_summary(s: dict[str, Any]) -> None:
     print(f"quarantine            {lk['quarantine']:>9,}  by rule: {lk['quarantine_by_rule']}")
     print(f"duplicates removed    {lk['duplicates_removed']:>9,}")
     print(
-        f"Gold rows             {lk['gold_rows']:>9,}"
-        f"  (per patient per minute; {lk['gold_readings']:,} readings)"
+        "Gold rows             "
+        + "; ".join(
+            f"{rows:,} per patient per {_window_name(int(w))} ({lk['gold_readings'][w]:,} readings)"
+            for w, rows in lk["gold_rows"].items()
+        )
     )
     print("conservation:")
     for ch in s["conservation"]:
@@ -289,6 +292,10 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"  {cmd}")
     print(f"logs: {s['logs']}   summary: {s['summary']}   took {s['seconds']:.0f} s")
     print("RESULT:", "conservation holds" if s["ok"] else "CONSERVATION FAILED")
+
+
+def _window_name(seconds: int) -> str:
+    return {60: "minute", 3600: "hour"}.get(seconds, f"{seconds} s")
 
 
 def say(message: str) -> None:

@@ -2,7 +2,8 @@
 
 Each expectation is a vectorised check over a whole parsed batch: it returns a boolean mask of the
 rows that FAIL it, so a batch of any size costs a handful of Arrow kernels, not a Python call per row.
-``drop`` sends the row to quarantine with the rule's name; ``warn`` keeps it and only counts.
+``drop`` sends the row to quarantine with the rule's name; ``warn`` keeps it and only counts; a
+``fail`` rule (checked per batch) stops nothing in a stream but raises an alert metric and an error log.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 
 from vitals_lake import contract as c
 
-Action = Literal["drop", "warn"]
+Action = Literal["drop", "warn", "fail"]
 
 # ISO 8601 date-time with a mandatory UTC offset (Z or ±HH:MM / ±HHMM): a bare local time is ambiguous.
 ISO_TIMESTAMP_RE: Final = (
@@ -26,6 +27,9 @@ ISO_TIMESTAMP_RE: Final = (
 )
 ID_RE: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 BLOOD_PRESSURE_RE: Final = r"^(?P<systolic>\d{2,3})/(?P<diastolic>\d{2,3})$"
+CELSIUS_UNITS: Final = ("Cel", "C", "cel", "°C", "celsius", "Celsius")
+FAHRENHEIT_UNITS: Final = ("[degF]", "F", "degF", "°F", "fahrenheit", "Fahrenheit")
+ACVPU: Final = ("A", "C", "V", "P", "U")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,15 @@ def _no_vital(t: pa.Table) -> pa.ChunkedArray:
     for p in present[1:]:
         any_present = pc.or_(any_present, p)
     return pc.invert(any_present)
+
+
+def _not_in(col: str, allowed: tuple[str, ...]) -> Callable[[pa.Table], pa.ChunkedArray]:
+    values = pa.array(allowed, pa.string())
+    return lambda t: pc.and_kleene(pc.is_valid(t[col]), pc.invert(pc.is_in(t[col], value_set=values)))
+
+
+def _clinically_abnormal(col: str, lo: float, hi: float) -> Callable[[pa.Table], pa.ChunkedArray]:
+    return _outside(col, lo, hi)
 
 
 def _systolic_not_above_diastolic(t: pa.Table) -> pa.ChunkedArray:
@@ -117,6 +130,20 @@ SILVER_EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         _present_and_not_matching(c.BLOOD_PRESSURE, BLOOD_PRESSURE_RE),
     ),
     Expectation("vital_required", "drop", "at least one vital sign is present", None, _no_vital),
+    Expectation(
+        "temperature_unit_known",
+        "drop",
+        "temperature_unit, when present, is Celsius (Cel) or Fahrenheit ([degF])",
+        c.TEMPERATURE_UNIT,
+        _not_in(c.TEMPERATURE_UNIT, CELSIUS_UNITS + FAHRENHEIT_UNITS),
+    ),
+    Expectation(
+        "consciousness_acvpu",
+        "drop",
+        "consciousness, when present, is one ACVPU letter",
+        c.CONSCIOUSNESS,
+        _not_in(c.CONSCIOUSNESS, ACVPU + tuple(x.lower() for x in ACVPU)),
+    ),
     *(
         Expectation(f"{v.name}_finite", "drop", f"{v.name} is a finite number", v.name, _not_finite(v.name))
         for v in c.VITAL_SIGNS
@@ -134,6 +161,17 @@ SILVER_EXPECTATIONS: Final[tuple[Expectation, ...]] = (
     Expectation(
         "systolic_above_diastolic", "drop", "systolic > diastolic", c.SYSTOLIC, _systolic_not_above_diastolic
     ),
+    # Real but abnormal: kept in Silver (and flagged there), counted here.
+    *(
+        Expectation(
+            f"{v.name}_clinically_normal",
+            "warn",
+            f"{v.name} within the adult reference range {v.normal[0]}-{v.normal[1]} {v.unit}",
+            v.name,
+            _clinically_abnormal(v.name, *v.normal),
+        )
+        for v in c.VITAL_SIGNS
+    ),
 )
 EXPECTATIONS_BY_NAME: Final = {e.name: e for e in SILVER_EXPECTATIONS}
 
@@ -143,6 +181,16 @@ RULE_NOT_UTF8: Final = "not_utf8"
 RULE_WRONG_TYPE: Final = "wrong_type"
 RULE_NOT_AN_OBJECT: Final = "not_a_json_object"
 PARSER_RULES: Final = (RULE_MALFORMED_JSON, RULE_NOT_UTF8, RULE_WRONG_TYPE, RULE_NOT_AN_OBJECT)
+
+# Timestamp sanity, against each record's ingest time (so a replay of Bronze judges as the stream did).
+RULE_TIMESTAMP_IN_FUTURE: Final = "timestamp_in_future"  # beyond the clock-skew tolerance
+RULE_TIMESTAMP_TOO_OLD: Final = "timestamp_older_than_lateness"  # Gold could no longer count it
+TIME_RULES: Final = (RULE_TIMESTAMP_IN_FUTURE, RULE_TIMESTAMP_TOO_OLD)
+
+# Batch-level "fail" rule: most of a batch rejected means something systematic (an upstream schema
+# change, a broken device firmware), not bad luck. Nothing stops; the alert metric fires.
+RULE_QUARANTINE_RATIO: Final = "batch_quarantine_ratio_below_half"
+MAX_QUARANTINE_RATIO: Final = 0.5
 
 
 @dataclass
@@ -168,11 +216,48 @@ def evaluate(table: pa.Table) -> RuleFailures:
         counts[exp.name] = int(idx.size)
         if idx.size == 0:
             continue
-        if exp.action == "drop":
-            drop[idx] = True
+        if exp.action != "drop":
+            continue  # warn: counted, the row stays
+        drop[idx] = True
         values = table[exp.column].take(pa.array(idx)).to_pylist() if exp.column else [None] * idx.size
         for i, value in zip(idx.tolist(), values, strict=True):  # only the failing rows: rare by construction
             rules.setdefault(i, []).append(exp.name)
             text = f"{exp.column}={value!r}" if exp.column else exp.description
             details[i] = f"{details[i]}; {text}" if i in details else text
     return RuleFailures(drop=drop, rules=rules, details=details, counts=counts)
+
+
+def action_of(rule: str) -> Action:
+    if rule == RULE_QUARANTINE_RATIO:
+        return "fail"
+    exp = EXPECTATIONS_BY_NAME.get(rule)
+    return exp.action if exp else "drop"  # parser and timestamp rules reject the record
+
+
+def dq_metrics(
+    *,
+    batch_id: str,
+    window_start_us: int,
+    failed: dict[str, int],
+    checked: dict[str, int],
+    layer: str = "silver",
+) -> pa.Table:
+    """One ``c.DQ_METRICS_SCHEMA`` row per rule evaluated on a batch."""
+    rules = sorted(checked)
+    n_checked = [checked[r] for r in rules]
+    n_failed = [failed.get(r, 0) for r in rules]
+    window = pa.array([window_start_us] * len(rules), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            c.BATCH_ID: [batch_id] * len(rules),
+            c.WINDOW_START: window,
+            c.LAYER: [layer] * len(rules),
+            c.RULE: rules,
+            c.ACTION: [action_of(r) for r in rules],
+            c.CHECKED_ROWS: pa.array(n_checked, pa.int64()),
+            c.PASSED_ROWS: pa.array([k - f for k, f in zip(n_checked, n_failed, strict=True)], pa.int64()),
+            c.FAILED_ROWS: pa.array(n_failed, pa.int64()),
+            c.EVENT_DATE: window.cast(pa.date32()),
+        },
+        schema=c.DQ_METRICS_SCHEMA,
+    )

@@ -14,7 +14,7 @@ from typing import Final, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from vitals_lake import contract as c
@@ -24,7 +24,36 @@ CHECKPOINT_INTERVAL: Final = 10
 _TABLE_CONFIG: Final = {
     "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
     "delta.logRetentionDuration": "interval 7 days",
+    # Batch markers (application transactions) only need to outlive a restart or a replay.
+    "delta.setTransactionRetentionDuration": "interval 7 days",
 }
+
+
+@dataclass(frozen=True)
+class BatchMarker:
+    """Marks one batch's commit to one table, so that writing the same batch again is a no-op.
+
+    Each batch gets its own application id (``writer:batch``) rather than a rising version per
+    writer: Beam may commit windows out of order, and "version <= last seen" would then skip a
+    retried older batch that never landed.
+    """
+
+    writer: str
+    batch_id: str
+
+    @property
+    def app_id(self) -> str:
+        return f"{self.writer}:{self.batch_id}"
+
+    def committed(self, dt: DeltaTable) -> bool:
+        return dt.transaction_version(self.app_id) is not None
+
+    def properties(self) -> CommitProperties:
+        return CommitProperties(app_transactions=[Transaction(app_id=self.app_id, version=1)])
+
+
+def _props(marker: BatchMarker | None) -> CommitProperties | None:
+    return marker.properties() if marker else None
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,7 @@ class InsertResult:
     offered: int  # rows handed in
     inserted: int  # rows that were new
     duplicates: int  # rows already in the table or repeated within the batch
+    replayed: bool = False  # the whole batch had been committed before: nothing was written
 
 
 class Lake:
@@ -68,15 +98,31 @@ class Lake:
     def exists(self, layer: c.Layer) -> bool:
         return DeltaTable.is_deltatable(self.uri(layer), storage_options=self.settings.storage_options)
 
-    def append(self, layer: c.Layer, rows: pa.Table) -> None:
+    def append(self, layer: c.Layer, rows: pa.Table, *, marker: BatchMarker | None = None) -> bool:
+        """Append rows in one commit; False when ``marker`` says this batch is already in the table."""
         if rows.num_rows == 0:
-            return
+            return False
         spec = c.TABLES[layer]
         dt = self.ensure(layer)
-        write_deltalake(dt, rows.select(spec.schema.names).cast(spec.schema), mode="append")
+        if marker and marker.committed(dt):
+            return False
+        write_deltalake(
+            dt,
+            rows.select(spec.schema.names).cast(spec.schema),
+            mode="append",
+            commit_properties=_props(marker),
+        )
+        return True
 
     def insert_new(
-        self, layer: c.Layer, rows: pa.Table, *, key: str, time_column: str, horizon: timedelta
+        self,
+        layer: c.Layer,
+        rows: pa.Table,
+        *,
+        key: str,
+        time_column: str,
+        horizon: timedelta,
+        marker: BatchMarker | None = None,
     ) -> tuple[InsertResult, pa.Table]:
         """Append the rows whose ``key`` is not yet in the table; return the counts and the new rows.
 
@@ -90,6 +136,8 @@ class Lake:
         spec = c.TABLES[layer]
         rows = first_per_key(rows, key).select(spec.schema.names).cast(spec.schema)
         dt = self.ensure(layer)
+        if marker and marker.committed(dt):
+            return InsertResult(offered, 0, 0, replayed=True), rows.slice(0, 0)
         time_type = spec.schema.field(time_column).type
         lo = pc.min(rows[time_column]).as_py() - horizon
         hi = pc.max(rows[time_column]).as_py() + horizon
@@ -111,11 +159,17 @@ class Lake:
             else rows
         )
         if fresh.num_rows:
-            write_deltalake(dt, fresh, mode="append")
+            write_deltalake(dt, fresh, mode="append", commit_properties=_props(marker))
         return InsertResult(offered, fresh.num_rows, offered - fresh.num_rows), fresh
 
     def upsert(
-        self, layer: c.Layer, rows: pa.Table, *, keys: tuple[str, ...], time_column: str
+        self,
+        layer: c.Layer,
+        rows: pa.Table,
+        *,
+        keys: tuple[str, ...],
+        time_column: str,
+        marker: BatchMarker | None = None,
     ) -> dict[str, int]:
         """Insert or replace rows by ``keys`` (bounded by the batch's ``time_column`` range)."""
         if rows.num_rows == 0:
@@ -123,6 +177,8 @@ class Lake:
         spec = c.TABLES[layer]
         rows = rows.select(spec.schema.names).cast(spec.schema)
         dt = self.ensure(layer)
+        if marker and marker.committed(dt):
+            return {}
         lo = pc.min(rows[time_column]).as_py()
         hi = pc.max(rows[time_column]).as_py()
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
@@ -130,7 +186,13 @@ class Lake:
             spec, lo, hi
         )
         metrics = (
-            dt.merge(rows, predicate=predicate, source_alias="s", target_alias="t")
+            dt.merge(
+                rows,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=_props(marker),
+            )
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute()

@@ -8,6 +8,7 @@ O(k log n) parses and a bad record can never take its neighbours down with it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Final
 
 import numpy as np
@@ -18,6 +19,7 @@ import pyarrow.json as pj
 
 from vitals_lake import contract as c
 from vitals_lake import expectations as ex
+from vitals_lake import fhir
 
 _UTC_US: Final = pa.timestamp("us", tz="UTC")
 _PARSE_OPTIONS: Final = pj.ParseOptions(
@@ -26,26 +28,57 @@ _PARSE_OPTIONS: Final = pj.ParseOptions(
 _LINEAGE_COLUMNS: Final = [f.name for f in c.BRONZE_SCHEMA if f.name not in (c.RAW, c.INGEST_DATE)]
 
 
+# What the gate produces per valid reading: Silver's own columns before enrichment and scoring.
+VALIDATED_SCHEMA: Final = pa.schema(
+    [
+        f
+        for f in c.SILVER_SCHEMA
+        if f.name not in {x.name for x in c.CLINICAL_FIELDS + c.ENRICHMENT_FIELDS}
+        or f.name in (c.TEMPERATURE_CONVERTED, c.CONSCIOUSNESS, c.SUPPLEMENTAL_OXYGEN)
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TimeRules:
+    """Timestamp sanity, judged against each record's own ingest time."""
+
+    clock_skew: timedelta = timedelta(minutes=5)  # a device clock may run this far ahead
+    max_age: timedelta | None = None  # older than this is quarantined (the allowed lateness)
+
+
 @dataclass
 class ParsedBatch:
-    silver: pa.Table  # c.SILVER_SCHEMA
+    valid: pa.Table  # VALIDATED_SCHEMA
     quarantine: pa.Table  # c.QUARANTINE_SCHEMA
-    rule_counts: dict[str, int] = field(default_factory=dict)
+    rule_counts: dict[str, int] = field(default_factory=dict)  # rule -> rows failing it
+    checked: dict[str, int] = field(default_factory=dict)  # rule -> rows it was evaluated on
 
 
-def parse_batch(bronze: pa.Table) -> ParsedBatch:
+def parse_batch(bronze: pa.Table, *, time_rules: TimeRules | None = None) -> ParsedBatch:
     """Validate Bronze rows (``c.BRONZE_SCHEMA``); each row ends in exactly one of the two outputs."""
     n = bronze.num_rows
     raw = bronze[c.RAW].combine_chunks()
-    parsed, ok_idx, errors = parse_json(raw)
+    raw, fhir_errors = _normalise_fhir(raw)
+    parsed, ok_idx, errors = parse_json(raw, skip=fhir_errors)
+    errors.update(fhir_errors)
 
-    normalised = _split_blood_pressure(parsed)
+    normalised, converted = _normalise_units(_split_blood_pressure(parsed))
     failures = ex.evaluate(normalised)
     timestamps, bad_ts = _parse_timestamps(normalised[c.TIMESTAMP], ~failures.drop)
-    for i in np.flatnonzero(bad_ts).tolist():
-        failures.counts["timestamp_iso8601_with_offset"] += 1
-        failures.rules.setdefault(i, []).append("timestamp_iso8601_with_offset")
-        failures.details[i] = f"{c.TIMESTAMP}={normalised[c.TIMESTAMP][i].as_py()!r}"
+    _record(failures, bad_ts, "timestamp_iso8601_with_offset", normalised[c.TIMESTAMP])
+    ingest = bronze[c.INGEST_TIME].take(pa.array(ok_idx))
+    checked_ts = ~(failures.drop | bad_ts)
+    if time_rules is not None:
+        # Lateness applies to streamed records; a file is historical by nature, whenever replayed.
+        streamed = pc.not_equal(bronze[c.SOURCE].take(pa.array(ok_idx)), "file").to_numpy(
+            zero_copy_only=False
+        )
+        future, old = _time_sanity(timestamps, ingest, checked_ts, time_rules)
+        old &= streamed
+        _record(failures, future, ex.RULE_TIMESTAMP_IN_FUTURE, normalised[c.TIMESTAMP])
+        _record(failures, old, ex.RULE_TIMESTAMP_TOO_OLD, normalised[c.TIMESTAMP])
+        bad_ts |= future | old
     keep = ~(failures.drop | bad_ts)
 
     rules: dict[int, list[str]] = {i: [rule] for i, (rule, _) in errors.items()}
@@ -54,32 +87,92 @@ def parse_batch(bronze: pa.Table) -> ParsedBatch:
         if not keep[j]:
             rules[int(ok_idx[j])] = names
             details[int(ok_idx[j])] = failures.details.get(j, "")
-    counts = {rule: 0 for rule in ex.PARSER_RULES}
+    counts = {rule: 0 for rule in (*ex.PARSER_RULES, *fhir.FHIR_RULES)}
     for rule, _ in errors.values():
-        counts[rule] += 1
+        counts[rule] = counts.get(rule, 0) + 1
     for name, count in failures.counts.items():
         counts[name] = counts.get(name, 0) + count
+    checked = {rule: n for rule in counts}
+    for name in failures.counts:
+        checked[name] = len(ok_idx)
+    for name in (*ex.TIME_RULES, "timestamp_iso8601_with_offset"):
+        if name in counts:
+            checked[name] = int(checked_ts.sum()) if name in ex.TIME_RULES else len(ok_idx)
 
-    silver = _silver_rows(
+    keep_arr = pa.array(keep)
+    valid = _validated_rows(
         bronze.take(pa.array(ok_idx[keep])),
-        normalised.filter(pa.array(keep)),
-        timestamps.filter(pa.array(keep)),
+        normalised.filter(keep_arr),
+        timestamps.filter(keep_arr),
+        converted.filter(keep_arr),
     )
     quarantine = _quarantine_rows(bronze, normalised, ok_idx, rules, details)
-    assert silver.num_rows + quarantine.num_rows == n, "every record lands in Silver or quarantine"
-    return ParsedBatch(silver=silver, quarantine=quarantine, rule_counts=counts)
+    assert valid.num_rows + quarantine.num_rows == n, "every record lands in Silver or quarantine"
+    return ParsedBatch(valid=valid, quarantine=quarantine, rule_counts=counts, checked=checked)
 
 
-def parse_json(raw: pa.Array) -> tuple[pa.Table, np.ndarray, dict[int, tuple[str, str]]]:
+def _record(failures: ex.RuleFailures, mask: np.ndarray, rule: str, values: pa.ChunkedArray) -> None:
+    """Add a rule evaluated outside ``ex.evaluate`` (it needs the parsed timestamps)."""
+    failures.counts[rule] = failures.counts.get(rule, 0) + int(mask.sum())
+    for i in np.flatnonzero(mask).tolist():
+        failures.rules.setdefault(i, []).append(rule)
+        failures.details[i] = f"{c.TIMESTAMP}={values[i].as_py()!r}"
+
+
+def _time_sanity(
+    timestamps: pa.Array, ingest: pa.ChunkedArray, candidates: np.ndarray, rules: TimeRules
+) -> tuple[np.ndarray, np.ndarray]:
+    ts = pc.cast(timestamps, pa.int64()).to_numpy(zero_copy_only=False)
+    at = pc.cast(ingest, pa.int64()).to_numpy(zero_copy_only=False)
+    skew_us = rules.clock_skew.total_seconds() * 1e6
+    future = candidates & (ts > at + skew_us)
+    if rules.max_age is None:
+        return future, np.zeros_like(future)
+    old = candidates & (ts < at - rules.max_age.total_seconds() * 1e6)
+    return future, old
+
+
+def _normalise_fhir(raw: pa.Array) -> tuple[pa.Array, dict[int, tuple[str, str]]]:
+    """FHIR R4 Observations become plain readings before parsing; the Bronze row keeps the original."""
+    mask = fhir.looks_like_fhir(raw)
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return raw, {}
+    errors: dict[int, tuple[str, str]] = {}
+    values = raw.to_pylist()
+    for i, out in zip(idx.tolist(), fhir.normalise_fhir([values[i] for i in idx.tolist()]), strict=True):
+        if isinstance(out, fhir.FhirProblem):
+            errors[i] = (out.rule, out.detail)
+        else:
+            values[i] = out
+    return pa.array(values, pa.binary()), errors
+
+
+def _normalise_units(parsed: pa.Table) -> tuple[pa.Table, pa.Array]:
+    """Temperatures sent in °F become °C; the returned mask records which were converted."""
+    unit = parsed[c.TEMPERATURE_UNIT]
+    is_f = pc.fill_null(pc.is_in(unit, value_set=pa.array(ex.FAHRENHEIT_UNITS, pa.string())), False)
+    celsius = pc.round(pc.divide(pc.multiply(pc.subtract(parsed[c.TEMPERATURE], 32.0), 5.0), 9.0), 2)
+    converted = pc.and_(is_f, pc.is_valid(parsed[c.TEMPERATURE]))
+    temperature = pc.if_else(converted, celsius, parsed[c.TEMPERATURE])
+    out = parsed.set_column(parsed.schema.get_field_index(c.TEMPERATURE), c.TEMPERATURE, temperature)
+    return out, converted.combine_chunks() if isinstance(converted, pa.ChunkedArray) else converted
+
+
+def parse_json(
+    raw: pa.Array, *, skip: dict[int, tuple[str, str]] | None = None
+) -> tuple[pa.Table, np.ndarray, dict[int, tuple[str, str]]]:
     """Parse records against ``READING_JSON_SCHEMA``.
 
     Returns the parsed rows, the indices of the records they came from, and per failed record
-    index its parser rule and a short detail.
+    index its parser rule and a short detail. Records in ``skip`` already failed elsewhere.
     """
     n = len(raw)
     errors: dict[int, tuple[str, str]] = {}
     # Records that cannot share an NDJSON buffer: invalid UTF-8, or a raw line break inside.
     eligible = np.ones(n, dtype=bool)
+    if skip:
+        eligible[list(skip)] = False
     try:
         text = raw.cast(pa.string())
     except pa.ArrowInvalid:
@@ -93,6 +186,7 @@ def parse_json(raw: pa.Array) -> tuple[pa.Table, np.ndarray, dict[int, tuple[str
             [None if not e else v.decode("utf-8") for v, e in zip(raw.to_pylist(), eligible, strict=True)],
             pa.string(),
         )
+    text = pc.if_else(pa.array(eligible), text, pa.scalar(None, pa.string()))
     breaks = pc.fill_null(pc.match_substring_regex(text, r"[\r\n]"), False).to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(breaks & eligible).tolist():
         errors[i] = (ex.RULE_MALFORMED_JSON, "raw line break inside the record")
@@ -234,7 +328,7 @@ def _parse_timestamps(ts: pa.ChunkedArray, candidates: np.ndarray) -> tuple[pa.A
         return pa.array(values, _UTC_US), bad
 
 
-def _silver_rows(bronze: pa.Table, rows: pa.Table, timestamps: pa.Array) -> pa.Table:
+def _validated_rows(bronze: pa.Table, rows: pa.Table, timestamps: pa.Array, converted: pa.Array) -> pa.Table:
     # Readings without an event_id get a deterministic one from (device, instant), so a resend of
     # the same reading is still recognised as a duplicate.
     origin = pc.coalesce(rows[c.DEVICE_ID], rows[c.PATIENT_ID])
@@ -251,10 +345,13 @@ def _silver_rows(bronze: pa.Table, rows: pa.Table, timestamps: pa.Array) -> pa.T
         columns[v.name] = (
             pc.cast(pc.round(values, 0), v.arrow_type) if v.integral else pc.cast(values, v.arrow_type)
         )
+    columns[c.TEMPERATURE_CONVERTED] = converted
+    columns[c.CONSCIOUSNESS] = pc.utf8_upper(rows[c.CONSCIOUSNESS])
+    columns[c.SUPPLEMENTAL_OXYGEN] = rows[c.SUPPLEMENTAL_OXYGEN]
     columns[c.RECORD_REF] = bronze[c.RECORD_REF]
     columns[c.INGEST_TIME] = bronze[c.INGEST_TIME]
     columns[c.EVENT_DATE] = pc.cast(timestamps, pa.date32())
-    return pa.table(columns, schema=c.SILVER_SCHEMA)
+    return pa.table(columns, schema=VALIDATED_SCHEMA)
 
 
 def _quarantine_rows(

@@ -20,6 +20,12 @@ from vitals_lake import contract as c
 Partial = dict[str, Any]
 _SUM: Final = "sum"
 _LAST_TS: Final = "last_ts"  # per vital: when its last value was measured (microseconds)
+_RISK_RANK: Final = "risk_rank"  # index into c.NEWS2_RESPONSES of the highest response reached
+_NEWS2_MAX: Final = c.gold_column(c.NEWS2_SCORE, "max")
+_ANOMALY_MAX: Final = c.gold_column(c.ANOMALY_SCORE, "max")
+_FLAG_COUNTS: Final = {c.flag_column(f): c.gold_column(c.flag_column(f), "count") for f in c.ALERT_FLAGS}
+# Enrichment Gold carries as of the window's latest reading.
+GOLD_ENRICHMENT: Final = tuple(f.name for f in c.ENRICHMENT_FIELDS if f.name in c.GOLD_SCHEMA.names)
 
 
 def window_partials(silver: pa.Table, *, window_seconds: int) -> pa.Table:
@@ -39,12 +45,25 @@ def window_partials(silver: pa.Table, *, window_seconds: int) -> pa.Table:
             f"{v}__ts", pc.if_else(pc.is_valid(values), micros, pa.scalar(None, pa.int64()))
         )
         aggs += [(v, "sum"), (v, "min"), (v, "max"), (v, "count")]
+    rank = pc.index_in(silver[c.NEWS2_RESPONSE], value_set=pa.array(c.NEWS2_RESPONSES))
+    table = table.append_column(_RISK_RANK, rank).append_column(_NEWS2_MAX, silver[c.NEWS2_SCORE])
+    table = table.append_column(_ANOMALY_MAX, silver[c.ANOMALY_SCORE])
+    aggs += [(_RISK_RANK, "max"), (_NEWS2_MAX, "max"), (_ANOMALY_MAX, "max")]
+    for flag, count in _FLAG_COUNTS.items():
+        table = table.append_column(count, pc.cast(silver[flag], pa.int32()))
+        aggs.append((count, "sum"))
     # Sorting by time first makes the order-dependent "last" aggregate mean "latest in time".
+    for name in GOLD_ENRICHMENT:
+        table = table.append_column(name, silver[name])
     table = table.sort_by([(c.PATIENT_ID, "ascending"), ("__ts", "ascending")])
     for v in c.VITAL_NAMES:
         aggs += [(v, "last"), (f"{v}__ts", "max")]
+    aggs += [(name, "last") for name in GOLD_ENRICHMENT]
     grouped = table.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate(aggs)
     rename = {"__n_sum": c.READING_COUNT, "__ts_max": c.LAST_READING_TIME}
+    rename.update({f"{x}_max": x for x in (_RISK_RANK, _NEWS2_MAX, _ANOMALY_MAX)})
+    rename.update({f"{count}_sum": count for count in _FLAG_COUNTS.values()})
+    rename.update({f"{name}_last": name for name in GOLD_ENRICHMENT})
     for v in c.VITAL_NAMES:
         rename.update(
             {
@@ -64,7 +83,15 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
     out: Partial = {
         c.READING_COUNT: a[c.READING_COUNT] + b[c.READING_COUNT],
         c.LAST_READING_TIME: max(a[c.LAST_READING_TIME], b[c.LAST_READING_TIME]),
+        _RISK_RANK: _pick(max, a[_RISK_RANK], b[_RISK_RANK]),
+        _NEWS2_MAX: _pick(max, a[_NEWS2_MAX], b[_NEWS2_MAX]),
+        _ANOMALY_MAX: _pick(max, a[_ANOMALY_MAX], b[_ANOMALY_MAX]),
     }
+    for count in _FLAG_COUNTS.values():
+        out[count] = (a[count] or 0) + (b[count] or 0)
+    latest = b if b[c.LAST_READING_TIME] >= a[c.LAST_READING_TIME] else a
+    for name in GOLD_ENRICHMENT:
+        out[name] = latest[name]
     for v in c.VITAL_NAMES:
         s, mn, mx, n = (c.gold_column(v, k) for k in (_SUM, "min", "max", "count"))
         last, last_ts = c.gold_column(v, "last"), c.gold_column(v, _LAST_TS)
@@ -92,6 +119,14 @@ def gold_row(
         c.UPDATED_AT: updated_at_us,
         c.EVENT_DATE: window_start_us // 86_400_000_000,
     }
+    rank = partial[_RISK_RANK]
+    row[c.RISK_LEVEL] = c.NEWS2_RESPONSES[rank] if rank is not None else None
+    row[_NEWS2_MAX] = partial[_NEWS2_MAX]
+    row[_ANOMALY_MAX] = partial[_ANOMALY_MAX]
+    for count in _FLAG_COUNTS.values():
+        row[count] = partial[count] or 0
+    for name in GOLD_ENRICHMENT:
+        row[name] = partial[name]
     for v in c.VITAL_NAMES:
         n = partial[c.gold_column(v, "count")]
         row[c.gold_column(v, "mean")] = partial[c.gold_column(v, _SUM)] / n if n else None

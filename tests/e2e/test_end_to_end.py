@@ -76,8 +76,12 @@ def test_gold_has_one_row_per_patient_minute_covering_every_silver_reading(demo)
     expected = {}
     for patient, minute in zip(silver[c.PATIENT_ID].to_pylist(), minutes.to_pylist(), strict=True):
         expected[(patient, minute)] = expected.get((patient, minute), 0) + 1
-    gold = lake.read("gold", columns=[c.PATIENT_ID, c.WINDOW_START, c.READING_COUNT])
-    got = {(r[c.PATIENT_ID], r[c.WINDOW_START]): r[c.READING_COUNT] for r in gold.to_pylist()}
+    gold = lake.read("gold", columns=[c.PATIENT_ID, c.WINDOW_SECONDS, c.WINDOW_START, c.READING_COUNT])
+    got = {
+        (r[c.PATIENT_ID], r[c.WINDOW_START]): r[c.READING_COUNT]
+        for r in gold.to_pylist()
+        if r[c.WINDOW_SECONDS] == 60
+    }
     assert got == expected
 
 

@@ -28,11 +28,13 @@ def test_dataflow_dry_run_builds_the_whole_streaming_graph():
         "ReadEnvelopes/DecodeEnvelopes",
         "BatchForCommit/Gather",
         "WriteBronze",
-        "ValidateReadings/ParseAndCheck",
+        "ValidateReadings/ParseCheckEnrichScore",
         "WriteQuarantine",
+        "WriteDataQuality",
         "InsertSilver",
-        "SummarizeWindows/EventTimeWindows",
-        "SummarizeWindows/CombinePerPatient",
+        "Summarize60s/EventTimeWindows",
+        "Summarize60s/CombinePerPatient",
+        "Summarize3600s/EventTimeWindows",
         "UpsertGold",
     ]:
         assert stage in names, stage

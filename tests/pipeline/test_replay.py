@@ -83,8 +83,12 @@ def test_gold_has_one_row_per_patient_minute_with_exact_counts(corpus, replayed)
     got = {
         (r[c.PATIENT_ID], int((r[c.WINDOW_START] - T0).total_seconds()) // 60): r[c.READING_COUNT]
         for r in gold.to_pylist()
+        if r[c.WINDOW_SECONDS] == 60
     }
     assert got == dict(corpus["windows"])
+    hourly = [r for r in gold.to_pylist() if r[c.WINDOW_SECONDS] == 3600]
+    assert len(hourly) == PATIENTS  # five minutes of readings: one hour window each
+    assert sum(r[c.READING_COUNT] for r in hourly) == corpus["good"]
 
 
 def test_rebuild_from_bronze_matches(replayed, tmp_path):

@@ -11,9 +11,8 @@ from apache_beam.transforms import trigger
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.gold import SummarizeWindows
-from tests.factories import T0, bronze, raw, reading
+from tests.factories import T0, raw, reading, silver_rows
 from vitals_lake import contract as c
-from vitals_lake.readings import parse_batch
 
 LATENESS = 120
 
@@ -22,7 +21,7 @@ def silver_at(seconds: list[float], patient: str = "P000001"):
     docs = [reading(i, patient=patient, at=T0 + timedelta(seconds=s)) for i, s in enumerate(seconds)]
     for d, s in zip(docs, seconds, strict=True):
         d[c.EVENT_ID] = f"{patient}-{s}"
-    return parse_batch(bronze([raw(d) for d in docs])).silver
+    return silver_rows([raw(d) for d in docs])
 
 
 def epoch(seconds_after_t0: float) -> float:

@@ -5,11 +5,10 @@ from datetime import timedelta
 import pytest
 from deltalake import DeltaTable
 
-from tests.factories import bronze, raw, reading
+from tests.factories import raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake, first_per_key
-from vitals_lake.readings import parse_batch
 from vitals_lake.summaries import gold_row, gold_table, window_partials
 
 
@@ -19,7 +18,7 @@ def lake(tmp_path):
 
 
 def silver(indices, patient="P000001"):
-    return parse_batch(bronze([raw(reading(i, patient=patient)) for i in indices])).silver
+    return silver_rows([raw(reading(i, patient=patient)) for i in indices])
 
 
 def test_tables_are_created_with_schema_partitioning_and_checkpoint_interval(lake):

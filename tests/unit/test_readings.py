@@ -49,7 +49,7 @@ BAD = [
 def test_each_bad_record_is_quarantined_with_its_rule(record, rule):
     good = [raw(reading(i)) for i in range(50)]
     out = parse_batch(bronze([*good[:25], record, *good[25:]]))
-    assert out.silver.num_rows == 50
+    assert out.valid.num_rows == 50
     assert out.quarantine.num_rows == 1
     q = out.quarantine.to_pylist()[0]
     assert rule in q[c.RULES]
@@ -60,14 +60,14 @@ def test_each_bad_record_is_quarantined_with_its_rule(record, rule):
 def test_all_bad_records_together_and_conservation():
     lines = [raw(reading(i)) for i in range(300)] + [b for b, _ in BAD]
     out = parse_batch(bronze(lines))
-    assert out.silver.num_rows == 300
+    assert out.valid.num_rows == 300
     assert out.quarantine.num_rows == len(BAD)
     assert sorted(r[0] for r in out.quarantine[c.RULES].to_pylist()) == sorted(rule for _, rule in BAD)
 
 
 def test_valid_reading_is_typed_and_normalised_to_utc():
     doc = reading(1, timestamp="2026-11-22T07:30:00.250+01:00", heart_rate=71.6)
-    row = parse_batch(bronze([raw(doc)])).silver.to_pylist()[0]
+    row = parse_batch(bronze([raw(doc)])).valid.to_pylist()[0]
     assert row[c.TIMESTAMP] == datetime(2026, 11, 22, 6, 30, 0, 250000, tzinfo=UTC)
     assert row[c.EVENT_DATE].isoformat() == "2026-11-22"
     assert row[c.HEART_RATE] == 72  # integral vitals are rounded
@@ -76,7 +76,7 @@ def test_valid_reading_is_typed_and_normalised_to_utc():
 
 def test_blood_pressure_as_two_fields_is_accepted():
     doc = reading(1, blood_pressure=DROP, systolic=131, diastolic=84)
-    row = parse_batch(bronze([raw(doc)])).silver.to_pylist()[0]
+    row = parse_batch(bronze([raw(doc)])).valid.to_pylist()[0]
     assert (row[c.SYSTOLIC], row[c.DIASTOLIC]) == (131, 84)
 
 
@@ -84,14 +84,14 @@ def test_unknown_fields_are_ignored_in_silver_but_kept_raw_in_bronze():
     record = raw(reading(1, firmware="2.1", battery=0.8))
     b = bronze([record])
     out = parse_batch(b)
-    assert out.silver.num_rows == 1 and "firmware" not in out.silver.column_names
+    assert out.valid.num_rows == 1 and "firmware" not in out.valid.column_names
     assert b[c.RAW][0].as_py() == record
 
 
 def test_missing_event_id_gets_a_deterministic_one_from_device_and_instant():
-    a = parse_batch(bronze([raw(reading(3, event_id=DROP))])).silver[c.EVENT_ID][0].as_py()
-    b = parse_batch(bronze([raw(reading(3, event_id=DROP))])).silver[c.EVENT_ID][0].as_py()
-    other = parse_batch(bronze([raw(reading(4, event_id=DROP))])).silver[c.EVENT_ID][0].as_py()
+    a = parse_batch(bronze([raw(reading(3, event_id=DROP))])).valid[c.EVENT_ID][0].as_py()
+    b = parse_batch(bronze([raw(reading(3, event_id=DROP))])).valid[c.EVENT_ID][0].as_py()
+    other = parse_batch(bronze([raw(reading(4, event_id=DROP))])).valid[c.EVENT_ID][0].as_py()
     assert a == b != other
     assert a.startswith("derived:dev-P000001:")
 
@@ -100,14 +100,14 @@ def test_rule_counts_add_up():
     out = parse_batch(bronze([raw(reading(heart_rate=999)), raw(reading(spo2=150.0)), raw(reading(1))]))
     assert out.rule_counts["heart_rate_possible_range"] == 1
     assert out.rule_counts["spo2_possible_range"] == 1
-    assert pc.sum(out.silver[c.HEART_RATE]).as_py() == 72
+    assert pc.sum(out.valid[c.HEART_RATE]).as_py() == 72
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=200) | st.text(max_size=200).map(str.encode), min_size=1, max_size=30))
 def test_no_input_escapes_the_parser_and_nothing_is_lost(lines):
     out = parse_batch(bronze(lines))
-    assert out.silver.num_rows + out.quarantine.num_rows == len(lines)
+    assert out.valid.num_rows + out.quarantine.num_rows == len(lines)
 
 
 @settings(max_examples=100, deadline=None)
@@ -119,4 +119,4 @@ def test_no_input_escapes_the_parser_and_nothing_is_lost(lines):
 )
 def test_arbitrary_json_objects_are_silver_or_quarantine(doc):
     out = parse_batch(bronze([json.dumps(doc).encode()]))  # json: integers beyond 64 bits are valid JSON
-    assert out.silver.num_rows + out.quarantine.num_rows == 1
+    assert out.valid.num_rows + out.quarantine.num_rows == 1

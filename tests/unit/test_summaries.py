@@ -4,14 +4,13 @@ import random
 
 import pytest
 
-from tests.factories import bronze, raw, reading
+from tests.factories import raw, reading, silver_rows
 from vitals_lake import contract as c
-from vitals_lake.readings import parse_batch
 from vitals_lake.summaries import gold_row, merge_partials, window_partials
 
 
 def rows_of(docs):
-    return parse_batch(bronze([raw(d) for d in docs])).silver
+    return silver_rows([raw(d) for d in docs])
 
 
 def test_partials_by_hand():

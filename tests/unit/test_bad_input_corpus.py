@@ -1,0 +1,181 @@
+"""A corpus of bad (and tricky-but-valid) input: every record ends in Silver or in quarantine with the
+expected rule, and Bronze = Silver + quarantine + duplicates exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from tests.factories import DROP, T0, raw, reading
+from vitals_lake import contract as c
+from vitals_lake import envelope
+from vitals_lake.config import LocalLake
+from vitals_lake.lake import Lake
+from vitals_lake.readings import TimeRules, parse_batch
+
+INGEST = T0 + timedelta(minutes=1)
+RULES = TimeRules(clock_skew=timedelta(minutes=5), max_age=timedelta(minutes=10))
+SILVER = "silver"
+
+
+def j(**overrides) -> bytes:
+    return raw(reading(7, **overrides))
+
+
+CORPUS: list[tuple[str, bytes, str]] = [
+    # --- not JSON / not an object ---
+    ("truncated json", j()[:-15], "malformed_json"),
+    ("plain text", b"hello monitor", "malformed_json"),
+    ("empty record", b"", "malformed_json"),
+    ("whitespace only", b"   ", "malformed_json"),
+    ("non-utf8 bytes", b"\xff\xfe\xfd", "not_utf8"),
+    ("utf-16 encoded", j().decode().encode("utf-16"), "not_utf8"),
+    ("json array", b"[1, 2, 3]", "not_a_json_object"),
+    ("json string", b'"a reading"', "not_a_json_object"),
+    ("json number", b"42", "not_a_json_object"),
+    ("two objects", j() + j(), "malformed_json"),
+    (
+        "raw line break inside",
+        j().replace(b", ", b",\n ", 1) if b", " in j() else j()[:10] + b"\n" + j()[10:],
+        "malformed_json",
+    ),
+    # --- wrong types ---
+    ("heart rate as text", j(heart_rate="fast"), "wrong_type"),
+    ("heart rate as object", j(heart_rate={"value": 72}), "wrong_type"),
+    ("heart rate as array", j(heart_rate=[72]), "wrong_type"),
+    ("heart rate as boolean", j(heart_rate=True), "wrong_type"),
+    ("patient id as number", j(patient_id=12345), "wrong_type"),
+    ("supplemental oxygen as text", j(supplemental_oxygen="yes"), "wrong_type"),
+    (
+        "number too big for a double",
+        b'{"patient_id":"P1","timestamp":"2026-11-22T06:00:00Z","heart_rate":1e999}',
+        "malformed_json",
+    ),
+    # --- NaN / Infinity ---
+    (
+        "NaN literal",
+        b'{"patient_id":"P1","timestamp":"2026-11-22T06:00:30Z","heart_rate":NaN}',
+        "heart_rate_finite",
+    ),
+    # --- missing fields ---
+    ("empty object", b"{}", "patient_id_required"),
+    ("missing patient id", j(patient_id=DROP), "patient_id_required"),
+    ("empty patient id", j(patient_id=""), "patient_id_required"),
+    ("missing timestamp", j(timestamp=DROP), "timestamp_required"),
+    (
+        "no vitals at all",
+        j(heart_rate=DROP, temperature=DROP, spo2=DROP, respiration_rate=DROP, blood_pressure=DROP),
+        "vital_required",
+    ),
+    # --- identifiers: control characters, injection, huge ---
+    ("control character in patient id", j(patient_id="P1\u0007"), "patient_id_format"),
+    ("sql injection in patient id", j(patient_id="P1'; DROP TABLE patients;--"), "patient_id_format"),
+    ("html injection in device id", j(device_id="<script>alert(1)</script>"), "device_id_format"),
+    ("spaces in event id", j(event_id="evt 1"), "event_id_format"),
+    ("huge patient id", j(patient_id="P" * 5000), "patient_id_format"),
+    ("huge payload field", j(patient_id="P" + "9" * 1_000_000), "patient_id_format"),
+    # --- timestamps ---
+    ("timestamp without offset", j(timestamp="2026-11-22T06:00:30"), "timestamp_iso8601_with_offset"),
+    ("timestamp as words", j(timestamp="yesterday"), "timestamp_iso8601_with_offset"),
+    ("impossible date", j(timestamp="2026-02-31T06:00:30Z"), "timestamp_iso8601_with_offset"),
+    ("month 13", j(timestamp="2026-13-01T06:00:30Z"), "timestamp_iso8601_with_offset"),
+    ("leap second", j(timestamp="2026-11-22T06:00:60Z"), "timestamp_iso8601_with_offset"),
+    ("future beyond skew", j(timestamp=(INGEST + timedelta(hours=2)).isoformat()), "timestamp_in_future"),
+    ("ancient", j(timestamp="1999-01-01T00:00:00Z"), "timestamp_older_than_lateness"),
+    # --- absurd values ---
+    ("heart rate 999", j(heart_rate=999), "heart_rate_possible_range"),
+    ("negative heart rate", j(heart_rate=-5), "heart_rate_possible_range"),
+    ("spo2 over 100", j(spo2=150.0), "spo2_possible_range"),
+    ("spo2 zero", j(spo2=0.0), "spo2_possible_range"),
+    ("negative temperature", j(temperature=-4.0), "temperature_possible_range"),
+    ("respiration 500", j(respiration_rate=500), "respiration_rate_possible_range"),
+    ("unknown temperature unit", j(temperature=310.0, temperature_unit="K"), "temperature_unit_known"),
+    ("consciousness not ACVPU", j(consciousness="X"), "consciousness_acvpu"),
+    # --- blood pressure variants ---
+    ("bp as words", j(blood_pressure="high"), "blood_pressure_format"),
+    ("bp with spaces", j(blood_pressure="120 / 80"), "blood_pressure_format"),
+    ("bp with three parts", j(blood_pressure="120/80/60"), "blood_pressure_format"),
+    ("bp systolic below diastolic", j(blood_pressure="70/90"), "systolic_above_diastolic"),
+    (
+        "bp fields systolic below diastolic",
+        j(blood_pressure=DROP, systolic=70, diastolic=90),
+        "systolic_above_diastolic",
+    ),
+    # --- tricky but valid ---
+    ("extra unknown fields", j(firmware="2.1", battery=0.8), SILVER),
+    ("fahrenheit temperature", j(temperature=100.4, temperature_unit="[degF]"), SILVER),
+    ("bp as two fields", j(blood_pressure=DROP, systolic=131, diastolic=84), SILVER),
+    ("offset +05:30", j(timestamp=(INGEST - timedelta(seconds=20)).astimezone().isoformat()), SILVER),
+    ("Z suffix", j(timestamp=(INGEST - timedelta(seconds=25)).strftime("%Y-%m-%dT%H:%M:%SZ")), SILVER),
+    ("lower-case consciousness", j(consciousness="v"), SILVER),
+    ("missing event id", j(event_id=DROP), SILVER),
+    ("only heart rate", j(temperature=DROP, spo2=DROP, respiration_rate=DROP, blood_pressure=DROP), SILVER),
+    ("abnormal but possible", j(heart_rate=180, spo2=82.0), SILVER),
+]
+
+
+def test_corpus_has_at_least_forty_distinct_bad_kinds():
+    bad = [name for name, _, outcome in CORPUS if outcome != SILVER]
+    assert len(set(bad)) >= 40
+
+
+@pytest.mark.parametrize(("name", "record", "outcome"), CORPUS, ids=[n for n, _, _ in CORPUS])
+def test_each_record_lands_where_expected(name, record, outcome):
+    out = parse_batch(_bronze([record]), time_rules=RULES)
+    if outcome == SILVER:
+        assert out.valid.num_rows == 1, out.quarantine.to_pylist()
+        assert out.quarantine.num_rows == 0
+    else:
+        assert out.valid.num_rows == 0
+        rules = out.quarantine[c.RULES][0].as_py()
+        assert outcome in rules, (name, rules, out.quarantine[c.DETAIL][0].as_py())
+        assert out.quarantine[c.RAW][0].as_py() == record  # kept exactly as received
+
+
+def test_a_replayed_file_is_not_judged_by_lateness():
+    records = envelope.records_from_lines([j(timestamp="1999-01-01T00:00:00Z")], source="file")
+    bronze = envelope.to_bronze(records, ingest_time_us=int(INGEST.timestamp() * 1e6), ref_prefix="file:x")
+    assert parse_batch(bronze, time_rules=RULES).valid.num_rows == 1
+
+
+def test_fahrenheit_is_converted_and_recorded():
+    row = parse_batch(_bronze([j(temperature=100.4, temperature_unit="[degF]")]), time_rules=RULES).valid
+    assert row[c.TEMPERATURE][0].as_py() == pytest.approx(38.0)
+    assert row[c.TEMPERATURE_CONVERTED][0].as_py() is True
+
+
+def test_whole_corpus_in_one_batch_with_duplicates_conserves_every_record(tmp_path):
+    records = [r for _, r, _ in CORPUS]
+    duplicates = [j(), j(), raw(reading(8))]  # the same reading three times, one more once
+    batch = _bronze([*records, *duplicates])
+    out = parse_batch(batch, time_rules=RULES)
+    from tests.factories import TEST_KEY  # noqa: PLC0415
+    from vitals_lake.silver import to_silver  # noqa: PLC0415
+
+    lake = Lake(LocalLake(root=tmp_path / "lake"))
+    lake.append("bronze", batch)
+    lake.append("quarantine", out.quarantine)
+    silver = to_silver(out.valid, patients=c.PATIENTS_SCHEMA.empty_table(), key=TEST_KEY)
+    result, _ = lake.insert_new(
+        "silver", silver, key=c.EVENT_ID, time_column=c.TIMESTAMP, horizon=timedelta(hours=1)
+    )
+    assert lake.count("bronze") == lake.count("silver") + lake.count("quarantine") + result.duplicates
+    assert lake.count("quarantine") == sum(1 for _, _, o in CORPUS if o != SILVER)
+    assert result.duplicates >= 2
+
+
+def _bronze(lines: list[bytes]) -> pa.Table:
+    records = envelope.records_from_lines(lines, source="pubsub")  # streamed: lateness applies
+    ingest_us = int(INGEST.timestamp() * 1_000_000)
+    return envelope.to_bronze(records, ingest_time_us=ingest_us, ref_prefix="file:corpus")
+
+
+def test_corpus_readings_default_to_the_test_clock():
+    # Valid corpus readings sit a few seconds before the fixed ingest time, inside every rule.
+    doc = orjson.loads(j())
+    at = datetime.fromisoformat(doc[c.TIMESTAMP])
+    assert at.tzinfo is not None and INGEST - at < timedelta(minutes=10)
+    assert at.astimezone(UTC) < INGEST
