@@ -18,6 +18,7 @@ import threading
 from types import FrameType
 
 from vitals_lake.admissions import LoadReport, refresh
+from vitals_lake.backfill import backfill_gold
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.pseudonym import PseudonymKey
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     def once() -> LoadReport:
         report = refresh(args.landing, args.reference, lake, key=key.secret, on_load=_print_load)
         _print_report(report)
+        if report.patient_ids:
+            updated = backfill_gold(lake, report.patient_ids)
+            print(f"gold back-filled: {updated} rows of {len(report.patient_ids)} patients", flush=True)
         return report
 
     if args.watch is None:

@@ -66,6 +66,31 @@ def count_lake(lake: Lake) -> LakeCounts:
     )
 
 
+def clinical_summary(lake: Lake) -> dict[str, Any]:
+    """What the demo shows beyond counts: enrichment, NEWS2 responses, data-quality rule totals."""
+    silver = lake.read("silver", columns=[c.KNOWN_PATIENT, c.NEWS2_RESPONSE, c.TEMPERATURE_CONVERTED])
+    dq = lake.read("dq_metrics", columns=[c.RULE, c.ACTION, c.CHECKED_ROWS, c.FAILED_ROWS])
+    by_rule = dq.group_by([c.RULE, c.ACTION]).aggregate([(c.CHECKED_ROWS, "sum"), (c.FAILED_ROWS, "sum")])
+    failing = sorted(
+        (
+            (r[f"{c.FAILED_ROWS}_sum"], r[c.RULE], r[c.ACTION])
+            for r in by_rule.to_pylist()
+            if r[f"{c.FAILED_ROWS}_sum"]
+        ),
+        reverse=True,
+    )
+    known = int(pc.sum(silver[c.KNOWN_PATIENT]).as_py() or 0)
+    return {
+        "patients_in_admissions": lake.count("patients"),
+        "silver_known_patient": known,
+        "silver_unknown_patient": silver.num_rows - known,
+        "silver_temperature_converted_from_f": int(pc.sum(silver[c.TEMPERATURE_CONVERTED]).as_py() or 0),
+        "news2_response": dict(Counter(silver[c.NEWS2_RESPONSE].to_pylist())),
+        "dq_rules_evaluated": by_rule.num_rows,
+        "dq_failures": {f"{rule} ({action})": n for n, rule, action in failing},
+    }
+
+
 def conservation(counts: LakeCounts, *, produced: int) -> list[Check]:
     return [
         Check("produced = Bronze", produced, counts.bronze),

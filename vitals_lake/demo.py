@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from vitals_lake import contract as c
-from vitals_lake.audit import Check, LakeCounts, conservation, count_lake
+from vitals_lake.admissions import refresh
+from vitals_lake.audit import Check, LakeCounts, clinical_summary, conservation, count_lake
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
 from vitals_lake.stack import LocalStack, ManagedProcess, StackError
@@ -70,6 +72,12 @@ def run_demo(
     lake = Lake(LocalLake(root=lake_dir))
     started = time.monotonic()
     say(f"run folder {run_dir}")
+
+    # A pseudonym key for this run (in the cloud it comes from Secret Manager).
+    key = secrets.token_bytes(32)
+    os.environ["VITALS_PSEUDONYM_KEY"] = key.hex()
+    admitted = load_cohort_admissions(run_dir / "admissions", lake, patients=patients, seed=seed, key=key)
+    say(f"admissions loaded: {admitted} patients (ward, bed, diagnosis, SpO2 scale) before the stream")
 
     children: list[ManagedProcess] = []
     with LocalStack(run_dir / "stack", handle_signals=True) as stack:
@@ -148,6 +156,35 @@ def run_demo(
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print_summary(summary)
     return 0 if all(ch.ok for ch in checks) else 1
+
+
+def load_cohort_admissions(folder: Path, lake: Lake, *, patients: int, seed: int, key: bytes) -> int:
+    """The hospital knows its patients before their monitors stream: write the cohort's admission
+    drop (same seed, so the same patients) and load it the way the admissions loader does."""
+    import subprocess  # noqa: PLC0415
+
+    argv = [
+        PY,
+        "-m",
+        "simulator",
+        "--patients",
+        str(patients),
+        "--seed",
+        str(seed),
+        "--fast",
+        "--duration",
+        "5s",
+        "--sink",
+        "null",
+        "--out",
+        str(folder),
+        "--quiet",
+    ]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    report = refresh(
+        str(folder / "landing"), str(folder / "reference" / c.DIAGNOSIS_MAPPING_FILE), lake, key=key
+    )
+    return report.patients_changed
 
 
 def simulate(
@@ -247,6 +284,7 @@ def build_summary(
             "duplicates removed = duplicates sent": [counts.duplicates_removed, produced["duplicates_sent"]],
         },
         "conservation": [ch.to_dict() for ch in checks],
+        "clinical": clinical_summary(lake),
         "tables": {spec.name: lake.uri(layer) for layer, spec in c.TABLES.items()},
         "logs": str(run_dir / "logs"),
         "summary": str(run_dir / "summary.json"),
@@ -280,6 +318,14 @@ def print_summary(s: dict[str, Any]) -> None:
             for w, rows in lk["gold_rows"].items()
         )
     )
+    cl = s["clinical"]
+    print(
+        f"enrichment            {cl['silver_known_patient']:,} readings of admitted patients, "
+        f"{cl['silver_unknown_patient']:,} of unknown ones (kept, flagged)"
+    )
+    print(f"NEWS2 responses       {cl['news2_response']}")
+    top = list(cl["dq_failures"].items())[:6]
+    print(f"data quality          {cl['dq_rules_evaluated']} rules in dq_metrics; most failed: {dict(top)}")
     print("conservation:")
     for ch in s["conservation"]:
         mark = "ok  " if ch["ok"] else "FAIL"

@@ -1,0 +1,62 @@
+"""Back-fill: when a patient's admission arrives after their readings, Gold learns who they are.
+
+Readings of a patient unknown at ingest are kept in Silver and Gold with ``known_patient = false``
+and no ward, bed, age band or diagnosis. When the admission file lands, the patients table changes
+and this writes the enrichment into that patient's Gold rows (a MERGE on patient_id). Silver keeps
+what was known at ingest (it is the audit trail); the NEWS2 score of a scale-2 patient scored on
+scale 1 before their admission arrived is corrected by rebuilding from Bronze
+(``--input-bronze``), which re-scores with the admission now known.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake.exceptions import CommitFailedError
+
+from vitals_lake import contract as c
+from vitals_lake.lake import Lake
+
+log = logging.getLogger(__name__)
+GOLD_ENRICHMENT: Final = tuple(f.name for f in c.ENRICHMENT_FIELDS if f.name in c.GOLD_SCHEMA.names)
+_ATTEMPTS: Final = 6
+
+
+def backfill_gold(lake: Lake, patient_ids: Sequence[str]) -> int:
+    """Copy the patients table's enrichment into these patients' Gold rows; return rows updated."""
+    if not patient_ids or not lake.exists("gold"):
+        return 0
+    patients = lake.read("patients")
+    ids = pa.array(list(patient_ids), pa.string())
+    source = patients.filter(pc.is_in(patients[c.PATIENT_ID], value_set=ids))
+    if source.num_rows == 0:
+        return 0
+    source = source.select([c.PATIENT_ID, *(n for n in GOLD_ENRICHMENT if n != c.KNOWN_PATIENT)])
+    source = source.append_column(c.KNOWN_PATIENT, pa.array([True] * source.num_rows, pa.bool_()))
+    updates = {name: f"s.{name}" for name in GOLD_ENRICHMENT}
+    for attempt in range(1, _ATTEMPTS + 1):
+        # The stream upserts Gold concurrently: a conflicting commit is retried on the new version.
+        dt = lake.ensure("gold")
+        try:
+            metrics = (
+                dt.merge(
+                    source,
+                    predicate=f"t.{c.PATIENT_ID} = s.{c.PATIENT_ID}",
+                    source_alias="s",
+                    target_alias="t",
+                )
+                .when_matched_update(updates=updates)
+                .execute()
+            )
+            return int(metrics.get("num_target_rows_updated", 0))
+        except CommitFailedError:
+            if attempt == _ATTEMPTS:
+                raise
+            log.info("gold back-fill conflicted with a concurrent commit; retry %d", attempt)
+            time.sleep(0.2 * attempt)
+    return 0
