@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 from deltalake import DeltaTable
 
-from tests.factories import raw, reading, silver_rows
+from tests.factories import bronze, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
-from vitals_lake.lake import Lake, first_per_key
+from vitals_lake.lake import BatchMarker, Lake, first_per_key
 from vitals_lake.summaries import gold_row, gold_table, window_partials
 
 
@@ -78,3 +78,64 @@ def test_upsert_replaces_by_key(lake):
     )
     gold = lake.read("gold")
     assert gold.num_rows == 1 and gold[c.READING_COUNT][0].as_py() == 99
+
+
+def test_a_batch_marker_makes_a_repeated_commit_a_no_op(lake):
+    rows = silver(range(10))
+    first = lake.append("silver", rows, marker=BatchMarker("silver", "1795327200000000-0"))
+    again = lake.append("silver", rows, marker=BatchMarker("silver", "1795327200000000-0"))
+    other = lake.append("silver", rows, marker=BatchMarker("silver", "1795327205000000-0"))
+    assert (first, again, other) == (True, False, True)
+    assert lake.count("silver") == 20
+
+
+def test_an_older_batch_retried_after_a_newer_one_still_lands(lake):
+    # Beam may commit windows out of order: markers are per batch, not a rising version.
+    lake.append("bronze", bronze([raw(reading(1))]), marker=BatchMarker("bronze", "2000-0"))
+    assert lake.append("bronze", bronze([raw(reading(2))]), marker=BatchMarker("bronze", "1000-0"))
+    assert lake.count("bronze") == 2
+
+
+def test_insert_new_reports_a_replayed_batch_without_writing(lake):
+    marker = BatchMarker("silver", "42-0")
+    lake.insert_new(
+        "silver",
+        silver(range(5)),
+        key=c.EVENT_ID,
+        time_column=c.TIMESTAMP,
+        horizon=timedelta(minutes=10),
+        marker=marker,
+    )
+    result, fresh = lake.insert_new(
+        "silver",
+        silver(range(5, 9)),
+        key=c.EVENT_ID,
+        time_column=c.TIMESTAMP,
+        horizon=timedelta(minutes=10),
+        marker=marker,
+    )
+    assert result.replayed and fresh.num_rows == 0
+    assert lake.count("silver") == 5
+
+
+def test_gold_upsert_with_a_marker_is_applied_once(lake):
+    p = window_partials(silver(range(12)), window_seconds=60).to_pylist()[0]
+    start = int(p.pop(c.WINDOW_START).timestamp() * 1e6)
+    patient = p.pop(c.PATIENT_ID)
+    marker = BatchMarker("gold", "7-0")
+    lake.upsert(
+        "gold",
+        gold_table([gold_row(patient, start, 60, p, 1)]),
+        keys=c.GOLD_KEY,
+        time_column=c.WINDOW_START,
+        marker=marker,
+    )
+    version = lake.version("gold")
+    lake.upsert(
+        "gold",
+        gold_table([gold_row(patient, start, 60, p, 2)]),
+        keys=c.GOLD_KEY,
+        time_column=c.WINDOW_START,
+        marker=marker,
+    )
+    assert lake.version("gold") == version

@@ -1,0 +1,89 @@
+"""Quarantine triage: see what was rejected and why, export records to fix, replay the fixes.
+
+    python -m vitals_lake.quarantine summary --lake var/demo/lake
+    python -m vitals_lake.quarantine export --lake var/demo/lake --rule heart_rate_possible_range \
+        --out fix.jsonl
+    # edit fix.jsonl (one raw record per line), then replay it through the same gate:
+    python -m pipelines.beam_vitals --input-jsonl fix.jsonl --lake var/demo/lake
+
+The fixed records enter as a new file source (Bronze gains them with a ``file:`` record_ref), pass
+the same expectations, and reach Silver and Gold like any reading; the quarantine row stays as the
+history of what arrived. Records that are not UTF-8 or contain a line break cannot be edited as a
+line: they are exported base64-encoded to ``<out>.binary.jsonl`` for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import pyarrow.compute as pc
+
+from vitals_lake import contract as c
+from vitals_lake.config import lake_from_uri
+from vitals_lake.lake import Lake
+
+
+def export(lake: Lake, out: Path, *, rule: str | None = None) -> tuple[int, int]:
+    """Write quarantined records (optionally only those failing ``rule``); return (lines, binary)."""
+    table = lake.read("quarantine", columns=[c.RAW, c.RULES, c.DETAIL, c.RECORD_REF])
+    if rule is not None and table.num_rows:
+        rules = table[c.RULES].combine_chunks()
+        hits = pc.filter(pc.list_parent_indices(rules), pc.equal(pc.list_flatten(rules), rule))
+        table = table.take(pc.unique(hits))
+    lines: list[bytes] = []
+    binary: list[bytes] = []
+    for row in table.to_pylist():
+        raw: bytes = row[c.RAW]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and "\n" not in text and "\r" not in text:
+            lines.append(raw)
+        else:
+            entry = {c.RECORD_REF: row[c.RECORD_REF], c.RULES: row[c.RULES], c.DETAIL: row[c.DETAIL]}
+            binary.append(orjson.dumps({**entry, "raw_base64": base64.b64encode(raw).decode("ascii")}))
+    out.write_bytes(b"".join(line + b"\n" for line in lines))
+    if binary:
+        out.with_suffix(".binary.jsonl").write_bytes(b"".join(b + b"\n" for b in binary))
+    return len(lines), len(binary)
+
+
+def summary(lake: Lake) -> dict[str, int]:
+    rules = lake.read("quarantine", columns=[c.RULES])[c.RULES]
+    return dict(Counter(pc.list_flatten(rules).to_pylist()).most_common()) if len(rules) else {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vitals_lake.quarantine", description=__doc__.splitlines()[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("summary", help="quarantined records per rule")
+    s.add_argument("--lake", required=True)
+    e = sub.add_parser("export", help="write quarantined records, one per line, to fix and replay")
+    e.add_argument("--lake", required=True)
+    e.add_argument("--rule", help="only records that failed this rule")
+    e.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    lake = Lake(lake_from_uri(args.lake))
+    if args.command == "summary":
+        for rule, n in summary(lake).items():
+            print(f"{n:>8,}  {rule}")
+        return 0
+    lines, binary = export(lake, args.out, rule=args.rule)
+    print(
+        f"{lines} records written to {args.out}"
+        + (f"; {binary} binary ones to *.binary.jsonl" if binary else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
