@@ -22,14 +22,18 @@ class _RestampToNow(beam.DoFn):
 
 
 class _NameBatch(beam.DoFn):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
     def process(
         self,
         keyed: tuple[int, Iterable[Any]],
         window: IntervalWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]  # Beam's marker
     ) -> Iterator[tuple[str, list[Any]]]:
         shard, elements = keyed
-        # Deterministic per (window, shard): a later issue uses it for idempotent commits.
-        yield f"{int(window.start.micros)}-{shard}", list(elements)
+        # Deterministic per (window, shard) within a run, so a retried bundle carries the same id and
+        # its commits are recognised (batch markers); the run id keeps two runs' batches apart.
+        yield f"{int(window.start.micros)}-{shard}-{self.run_id}", list(elements)
 
 
 def _single_shard(element: Any) -> tuple[int, Any]:
@@ -39,9 +43,10 @@ def _single_shard(element: Any) -> tuple[int, Any]:
 class BatchForCommit(beam.PTransform):
     """elements -> (batch_id, [elements]) once per ``interval`` seconds of processing time."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, *, run_id: str) -> None:
         super().__init__()
         self.interval = interval
+        self.run_id = run_id
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         return (
@@ -50,7 +55,7 @@ class BatchForCommit(beam.PTransform):
             | "CommitWindows" >> beam.WindowInto(FixedWindows(self.interval))
             | "OneWriter" >> beam.Map(_single_shard)
             | "Gather" >> beam.GroupByKey()
-            | "NameBatch" >> beam.ParDo(_NameBatch())
+            | "NameBatch" >> beam.ParDo(_NameBatch(self.run_id))
         )
 
 

@@ -14,6 +14,8 @@ The data's journey, as ``create_pipeline`` builds it:
 5. **Silver**: rows whose event_id was not seen within the horizon are inserted; duplicates counted.
 6. **Gold**: new Silver rows folded into per-patient event-time windows of one minute and one hour
    (late readings update their window within the allowed lateness) and upserted.
+7. **Trends**: the hours and minutes a Gold commit touched are summarised again per diagnosis and
+   hour (``gold_diagnosis_hourly``) and as per-patient rolling averages (``gold_patient_rolling``).
 
 Every commit carries a batch marker (a Delta application transaction), so a retried batch is
 written once.
@@ -35,6 +37,7 @@ import logging
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from types import FrameType
@@ -46,7 +49,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from pipelines import options as opts
 from pipelines.batching import BatchForCommit, concat_batch
 from pipelines.gold import SummarizeWindows, streaming_trigger
-from pipelines.lake_io import AppendFn, InsertSilverFn, UpsertGoldFn
+from pipelines.lake_io import AppendFn, DeriveTrendsFn, InsertSilverFn, UpsertGoldFn
 from pipelines.options import VitalsOptions
 from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
 from pipelines.validation import DQ, QUARANTINE, ValidateReadings
@@ -63,6 +66,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     o = options.view_as(VitalsOptions)
     lake = opts.lake_settings(options)
     timing = opts.stream_settings(options)
+    run_id = o.run_id or uuid.uuid4().hex[:12]
     p = beam.Pipeline(options=options)
 
     # 1. Read raw readings as tables of Bronze rows.
@@ -77,7 +81,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     # 2. One batch per commit interval.
     batches = (
         bronze_rows
-        | "BatchForCommit" >> BatchForCommit(timing.commit_interval)
+        | "BatchForCommit" >> BatchForCommit(timing.commit_interval, run_id=run_id)
         | "ConcatBatch" >> beam.Map(concat_batch, schema=c.BRONZE_SCHEMA)
     )
 
@@ -109,8 +113,10 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     _ = (
         summaries
         | "AllWindows" >> beam.Flatten()
-        | "BatchGold" >> BatchForCommit(timing.commit_interval)
+        | "BatchGold" >> BatchForCommit(timing.commit_interval, run_id=run_id)
         | "UpsertGold" >> beam.ParDo(UpsertGoldFn(lake))
+        # 7. Seed-two summaries from Gold: per diagnosis per hour, per-patient rolling averages.
+        | "DeriveTrends" >> beam.ParDo(DeriveTrendsFn(lake))
     )
     return p
 

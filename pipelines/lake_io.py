@@ -9,12 +9,14 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
 from vitals_lake.lake import BatchMarker, Lake, one_per_key
 from vitals_lake.summaries import gold_table
+from vitals_lake.trends import diagnosis_hourly, rolling_means
 
 
 class _LakeWriterFn(beam.DoFn):
@@ -93,7 +95,7 @@ class UpsertGoldFn(_LakeWriterFn):
         super().__init__(lake)
         self.rows = Metrics.counter("lake", "gold_rows_upserted")
 
-    def process(self, batch: tuple[str, list[dict[str, Any]]]) -> Iterator[None]:
+    def process(self, batch: tuple[str, list[dict[str, Any]]]) -> Iterator[tuple[str, pa.Table]]:
         assert self.lake is not None
         batch_id, rows = batch
         table = gold_table(rows).sort_by([(c.READING_COUNT, "descending"), (c.UPDATED_AT, "descending")])
@@ -102,4 +104,66 @@ class UpsertGoldFn(_LakeWriterFn):
             "gold", table, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold", batch_id)
         )
         self.rows.inc(table.num_rows)
+        yield batch_id, table
+
+
+class DeriveTrendsFn(_LakeWriterFn):
+    """After a Gold commit: recompute the per-diagnosis hours and the rolling averages it touched."""
+
+    def process(self, batch: tuple[str, pa.Table]) -> Iterator[None]:
+        assert self.lake is not None
+        batch_id, gold = batch
+        now = time.time_ns() // 1000
+        seconds = gold[c.WINDOW_SECONDS]
+        hours = gold.filter(pc.equal(seconds, 3600))
+        if hours.num_rows:
+            lo, hi = pc.min(hours[c.WINDOW_START]), pc.max(hours[c.WINDOW_START])
+            where = _gold_range(3600, lo, hi)
+            summary = diagnosis_hourly(self.lake.read("gold", where=where), updated_at_us=now)
+            self.lake.upsert(
+                "diagnosis_hourly",
+                summary,
+                keys=c.DIAGNOSIS_HOURLY_KEY,
+                time_column=c.WINDOW_START,
+                marker=BatchMarker("diagnosis_hourly", batch_id),
+                replace_range=True,
+            )
+        minutes = gold.filter(pc.equal(seconds, 60))
+        if minutes.num_rows:
+            # A changed minute also changes the trailing windows of the minutes after it.
+            span = timedelta(minutes=c.ROLLING_MINUTES - 1)
+            lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
+            patients = pc.unique(minutes[c.PATIENT_ID])
+            # Patients are filtered after the scan: MERGE-written files store strings as string_view,
+            # which an `isin` pushed down to their statistics does not match.
+            window = self.lake.read("gold", where=_gold_range(60, lo - span, hi + span))
+            window = window.filter(pc.is_in(window[c.PATIENT_ID], value_set=patients))
+            rolled = rolling_means(window, updated_at_us=now)
+            ts = rolled[c.WINDOW_START]
+            rolled = rolled.filter(
+                pc.and_(
+                    pc.greater_equal(ts, pa.scalar(lo, ts.type)),
+                    pc.less_equal(ts, pa.scalar(hi + span, ts.type)),
+                )
+            )
+            self.lake.upsert(
+                "rolling",
+                rolled,
+                keys=c.ROLLING_KEY,
+                time_column=c.WINDOW_START,
+                marker=BatchMarker("rolling", batch_id),
+            )
         return iter(())
+
+
+def _gold_range(window_seconds: int, lo: object, hi: object) -> pc.Expression:
+    typ = c.GOLD_SCHEMA.field(c.WINDOW_START).type
+    lo_s = lo if isinstance(lo, pa.Scalar) else pa.scalar(lo, typ)
+    hi_s = hi if isinstance(hi, pa.Scalar) else pa.scalar(hi, typ)
+    return (
+        (pc.field(c.WINDOW_SECONDS) == window_seconds)
+        & (pc.field(c.WINDOW_START) >= lo_s)
+        & (pc.field(c.WINDOW_START) <= hi_s)
+        & (pc.field(c.EVENT_DATE) >= pa.scalar(lo_s.as_py().date(), pa.date32()))
+        & (pc.field(c.EVENT_DATE) <= pa.scalar(hi_s.as_py().date(), pa.date32()))
+    )

@@ -84,6 +84,12 @@ class VitalsOptions(PipelineOptions):
             help="seconds a reading may run ahead of its ingest time before it counts as in the future",
         )
         parser.add_argument(
+            "--run-id",
+            "--run_id",
+            dest="run_id",
+            help="names this run's commit batches (default: random); reuse it only to resume the same run",
+        )
+        parser.add_argument(
             "--batch-size",
             "--batch_size",
             dest="batch_size",

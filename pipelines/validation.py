@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def batch_window_start(batch_id: str) -> int:
-    """Batch ids are ``<window start in µs>-<shard>`` (see ``batching.BatchForCommit``)."""
+    """Batch ids are ``<window start in µs>-<shard>-<run id>`` (see ``batching.BatchForCommit``)."""
     return int(batch_id.split("-", 1)[0])
 
 

@@ -143,6 +143,8 @@ GOLD_TABLE: Final = "gold_patient_summary"
 QUARANTINE_TABLE: Final = "quarantine_patient_vitals"
 SILVER_COMMITS_TABLE: Final = "silver_commit_log"
 DQ_METRICS_TABLE: Final = "dq_metrics"
+DIAGNOSIS_HOURLY_TABLE: Final = "gold_diagnosis_hourly"
+ROLLING_TABLE: Final = "gold_patient_rolling"
 BRONZE_ADMISSIONS_TABLE: Final = "bronze_admissions"
 PATIENTS_TABLE: Final = "silver_patients"  # restricted: holds names
 DIAGNOSIS_TABLE: Final = "ref_diagnosis_mapping"
@@ -326,6 +328,46 @@ GOLD_SCHEMA: Final = pa.schema(
     ]
 )
 GOLD_WINDOWS: Final = (60, 3600)  # one-minute and one-hour summaries, in the same table
+
+# --- Seed-two summaries, derived from Gold -----------------------------------------------------------
+PATIENTS_COUNT: Final = "patients"
+HIGH_RISK_PATIENTS: Final = "high_risk_patients"  # patients whose risk level reached "high"
+ROLLING_MINUTES: Final = 15
+
+
+def rolling_column(vital: str) -> str:
+    """Trailing ``ROLLING_MINUTES``-minute mean of a vital, e.g. ``heart_rate_rolling_mean``."""
+    return f"{vital}_rolling_mean"
+
+
+DIAGNOSIS_HOURLY_SCHEMA: Final = pa.schema(
+    [
+        pa.field(DIAGNOSIS_CODE, pa.string(), nullable=False),  # "UNKNOWN" for patients not yet admitted
+        pa.field(WINDOW_START, _UTC_US, nullable=False),
+        pa.field(PATIENTS_COUNT, pa.int32(), nullable=False),
+        pa.field(READING_COUNT, pa.int64(), nullable=False),
+        *(pa.field(gold_column(v, "mean"), pa.float64()) for v in VITAL_NAMES),
+        pa.field(gold_column(NEWS2_SCORE, "max"), pa.int8()),
+        *(pa.field(gold_column(flag_column(f), "count"), pa.int64()) for f in ALERT_FLAGS),
+        pa.field(HIGH_RISK_PATIENTS, pa.int32(), nullable=False),
+        pa.field(UPDATED_AT, _UTC_US, nullable=False),
+        pa.field(EVENT_DATE, pa.date32(), nullable=False),
+    ]
+)
+DIAGNOSIS_HOURLY_KEY: Final = (DIAGNOSIS_CODE, WINDOW_START)
+
+ROLLING_SCHEMA: Final = pa.schema(
+    [
+        pa.field(PATIENT_ID, pa.string(), nullable=False),
+        pa.field(WINDOW_START, _UTC_US, nullable=False),  # the minute the trailing window ends with
+        pa.field(READING_COUNT, pa.int64(), nullable=False),  # readings in the trailing window
+        *(pa.field(rolling_column(v), pa.float64()) for v in VITAL_NAMES),
+        pa.field(UPDATED_AT, _UTC_US, nullable=False),
+        pa.field(EVENT_DATE, pa.date32(), nullable=False),
+    ]
+)
+ROLLING_KEY: Final = (PATIENT_ID, WINDOW_START)
+UNKNOWN_DIAGNOSIS: Final = "UNKNOWN"
 GOLD_KEY: Final = (PATIENT_ID, WINDOW_SECONDS, WINDOW_START)
 
 # One row per Silver commit: what the batch held and how many duplicates it dropped.
@@ -400,6 +442,8 @@ Layer = Literal[
     "quarantine",
     "silver_commits",
     "dq_metrics",
+    "diagnosis_hourly",
+    "rolling",
     "bronze_admissions",
     "patients",
     "diagnoses",
@@ -422,6 +466,8 @@ TABLES: Final[dict[Layer, TableSpec]] = {
     "quarantine": TableSpec(QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,)),
     "silver_commits": TableSpec(SILVER_COMMITS_TABLE, SILVER_COMMITS_SCHEMA, ()),
     "dq_metrics": TableSpec(DQ_METRICS_TABLE, DQ_METRICS_SCHEMA, (EVENT_DATE,)),
+    "diagnosis_hourly": TableSpec(DIAGNOSIS_HOURLY_TABLE, DIAGNOSIS_HOURLY_SCHEMA, (EVENT_DATE,)),
+    "rolling": TableSpec(ROLLING_TABLE, ROLLING_SCHEMA, (EVENT_DATE,)),
     "bronze_admissions": TableSpec(BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,)),
     "patients": TableSpec(PATIENTS_TABLE, PATIENTS_SCHEMA, ()),
     "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),

@@ -170,8 +170,13 @@ class Lake:
         keys: tuple[str, ...],
         time_column: str,
         marker: BatchMarker | None = None,
+        replace_range: bool = False,
     ) -> dict[str, int]:
-        """Insert or replace rows by ``keys`` (bounded by the batch's ``time_column`` range)."""
+        """Insert or replace rows by ``keys`` (bounded by the batch's ``time_column`` range).
+
+        ``replace_range``: target rows inside that range that the batch does not have are deleted,
+        so the batch becomes the whole truth for its range (one atomic MERGE).
+        """
         if rows.num_rows == 0:
             return {}
         spec = c.TABLES[layer]
@@ -199,7 +204,9 @@ class Lake:
         )
         return {k: int(v) for k, v in metrics.items() if k.startswith("num_") and isinstance(v, int)}
 
-    def read(self, layer: c.Layer, *, columns: list[str] | None = None) -> pa.Table:
+    def read(
+        self, layer: c.Layer, *, columns: list[str] | None = None, where: pc.Expression | None = None
+    ) -> pa.Table:
         if not self.exists(layer):
             return (
                 c.TABLES[layer].schema.empty_table()
@@ -208,7 +215,7 @@ class Lake:
             )
         dt = DeltaTable(self.uri(layer), storage_options=self.settings.storage_options)
         # Arrow's scanner threads can abort the interpreter at exit (apache/arrow#34314): scan inline.
-        return dt.to_pyarrow_dataset().to_table(columns=columns, use_threads=False)
+        return dt.to_pyarrow_dataset().to_table(columns=columns, filter=where, use_threads=False)
 
     def count(self, layer: c.Layer) -> int:
         if not self.exists(layer):

@@ -91,6 +91,16 @@ def test_gold_has_one_row_per_patient_minute_with_exact_counts(corpus, replayed)
     assert sum(r[c.READING_COUNT] for r in hourly) == corpus["good"]
 
 
+def test_trend_tables_cover_every_reading(corpus, replayed):
+    hourly = replayed.read("diagnosis_hourly")
+    assert pc.sum(hourly[c.READING_COUNT]).as_py() == corpus["good"]
+    assert hourly[c.DIAGNOSIS_CODE].to_pylist() == [c.UNKNOWN_DIAGNOSIS]  # no admissions loaded here
+    rolling = replayed.read("rolling")
+    minutes = replayed.read("gold").filter(pc.equal(replayed.read("gold")[c.WINDOW_SECONDS], 60))
+    assert rolling.num_rows == minutes.num_rows
+    assert pc.max(rolling[c.READING_COUNT]).as_py() <= c.ROLLING_MINUTES * 12  # one reading per 5 s
+
+
 def test_rebuild_from_bronze_matches(replayed, tmp_path):
     fresh = tmp_path / "rebuilt"
     run(["--input-bronze", replayed.settings.root.as_posix(), "--lake", str(fresh)])
