@@ -60,7 +60,10 @@ def test_readings_are_enriched_and_scored_with_the_patients_scale(tmp_path, key)
     silver = {r[c.PATIENT_ID]: r for r in lake.read("silver").to_pylist()}
     copd, mi, unknown = silver["P000101"], silver["P000102"], silver[UNKNOWN]
     assert (copd[c.WARD], copd[c.BED], copd[c.AGE_BAND], copd[c.DIAGNOSIS_DESCRIPTION]) == (
-        "RESP", "RESP-03", "60-69", "COPD with exacerbation"
+        "RESP",
+        "RESP-03",
+        "60-69",
+        "COPD with exacerbation",
     )
     assert copd[c.SPO2_SCALE] == 2 and copd[c.news2_subscore_column(c.SPO2)] == 0
     assert mi[c.SPO2_SCALE] == 1 and mi[c.news2_subscore_column(c.SPO2)] == 3
