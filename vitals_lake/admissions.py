@@ -161,6 +161,18 @@ def discover_new_files(landing: str, lake: Lake) -> list[str]:
 # --- Bronze -------------------------------------------------------------------------------------
 
 
+def _read_text_csv(
+    text: str, names: list[str], on_invalid: Callable[[pcsv.InvalidRow], str]
+) -> pa.Table:
+    """Every cell as text (cleaning decides types later); unreadable rows go to ``on_invalid``."""
+    return pcsv.read_csv(
+        pa.BufferReader(text.encode("utf-8")),
+        read_options=pcsv.ReadOptions(use_threads=False, skip_rows=1, column_names=names),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+        convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
+    )
+
+
 def _header_name(raw: str) -> str:
     return raw.strip().strip("\ufeff").strip().lower().replace(" ", "_").replace("-", "_")
 
@@ -188,12 +200,7 @@ def parse_admission_csv(data: bytes) -> tuple[dict[str, pa.Array], pa.Array]:
         bad.append(row.number)
         return "skip"
 
-    table = pcsv.read_csv(
-        pa.BufferReader(text.encode("utf-8")),
-        read_options=pcsv.ReadOptions(use_threads=False, skip_rows=1, column_names=names),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-        convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
-    )
+    table = _read_text_csv(text, names, on_invalid)
     n_valid = table.num_rows
     total = n_valid + len(bad)
     # pyarrow numbers records (header = 1, blank lines not counted); valid rows fill the gaps.
@@ -382,12 +389,7 @@ def read_diagnosis_mapping(path: str) -> pa.Table:
         log.warning("%s: unreadable row %s skipped", path, row.number)
         return "skip"
 
-    table = pcsv.read_csv(
-        pa.BufferReader(text.encode("utf-8")),
-        read_options=pcsv.ReadOptions(use_threads=False, skip_rows=1, column_names=names),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-        convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
-    )
+    table = _read_text_csv(text, names, on_invalid)
     cols = {
         n: (table[n] if n in table.column_names else pa.nulls(table.num_rows, pa.string()))
         for n in c.DIAGNOSIS_COLUMNS
