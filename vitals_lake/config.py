@@ -124,7 +124,7 @@ class GcsLake:
         if self.service_account_path:
             opts["google_service_account_path"] = self.service_account_path
         if self.base_url:
-            opts["gcs_base_url"] = self.base_url
+            opts["google_base_url"] = self.base_url  # object_store's key (gcs_base_url is ignored)
         return opts
 
 

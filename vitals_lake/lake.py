@@ -8,6 +8,7 @@ checkpointed every ``CHECKPOINT_INTERVAL`` commits so the log stays cheap to rep
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
@@ -15,12 +16,13 @@ from typing import Final, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
 
 CHECKPOINT_INTERVAL: Final = 10
+MERGE_ATTEMPTS: Final = 6
 _TABLE_CONFIG: Final = {
     "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
     "delta.logRetentionDuration": "interval 7 days",
@@ -181,28 +183,43 @@ class Lake:
             return {}
         spec = c.TABLES[layer]
         rows = rows.select(spec.schema.names).cast(spec.schema)
-        dt = self.ensure(layer)
-        if marker and marker.committed(dt):
-            return {}
         lo = pc.min(rows[time_column]).as_py()
         hi = pc.max(rows[time_column]).as_py()
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         predicate += f" AND t.{time_column} >= {_ts(lo)} AND t.{time_column} <= {_ts(hi)}" + _date_bounds(
             spec, lo, hi
         )
-        metrics = (
-            dt.merge(
-                rows,
-                predicate=predicate,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=_props(marker),
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            # A MERGE can lose to a concurrent rewrite of the same files (maintenance's z-order):
+            # it is safe to run again on the new snapshot, so conflicts are retried.
+            dt = self.ensure(layer)
+            if marker and marker.committed(dt):
+                return {}
+            merger = (
+                dt.merge(
+                    rows,
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=_props(marker),
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
             )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
-        return {k: int(v) for k, v in metrics.items() if k.startswith("num_") and isinstance(v, int)}
+            if replace_range:
+                in_range = f"t.{time_column} >= {_ts(lo)} AND t.{time_column} <= {_ts(hi)}"
+                merger = merger.when_not_matched_by_source_delete(
+                    predicate=in_range + _date_bounds(spec, lo, hi)
+                )
+            try:
+                metrics = merger.execute()
+            except CommitFailedError:
+                if attempt == MERGE_ATTEMPTS:
+                    raise
+                time.sleep(0.1 * attempt)
+                continue
+            return {k: int(v) for k, v in metrics.items() if k.startswith("num_") and isinstance(v, int)}
+        return {}
 
     def read(
         self, layer: c.Layer, *, columns: list[str] | None = None, where: pc.Expression | None = None

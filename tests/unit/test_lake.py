@@ -139,3 +139,32 @@ def test_gold_upsert_with_a_marker_is_applied_once(lake):
         marker=marker,
     )
     assert lake.version("gold") == version
+
+
+def test_gold_upsert_retries_when_a_concurrent_rewrite_wins(lake, monkeypatch):
+    p = window_partials(silver(range(12)), window_seconds=60).to_pylist()[0]
+    start = int(p.pop(c.WINDOW_START).timestamp() * 1e6)
+    patient = p.pop(c.PATIENT_ID)
+    lake.upsert(
+        "gold", gold_table([gold_row(patient, start, 60, p, 1)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
+    )
+    stale = DeltaTable(lake.uri("gold"))
+    # Another writer rewrites the same rows (as maintenance's z-order would) after our snapshot.
+    lake.upsert(
+        "gold", gold_table([gold_row(patient, start, 60, p, 2)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
+    )
+    calls = {"n": 0}
+    fresh = lake.ensure
+
+    def ensure_stale_first(layer):
+        calls["n"] += 1
+        return stale if calls["n"] == 1 else fresh(layer)
+
+    monkeypatch.setattr(lake, "ensure", ensure_stale_first)
+    p[c.READING_COUNT] = 99
+    lake.upsert(
+        "gold", gold_table([gold_row(patient, start, 60, p, 3)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
+    )
+    assert calls["n"] >= 2  # the stale attempt conflicted and was retried
+    gold = lake.read("gold")
+    assert gold.num_rows == 1 and gold[c.READING_COUNT][0].as_py() == 99
