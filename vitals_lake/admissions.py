@@ -161,9 +161,7 @@ def discover_new_files(landing: str, lake: Lake) -> list[str]:
 # --- Bronze -------------------------------------------------------------------------------------
 
 
-def _read_text_csv(
-    text: str, names: list[str], on_invalid: Callable[[pcsv.InvalidRow], str]
-) -> pa.Table:
+def _read_text_csv(text: str, names: list[str], on_invalid: Callable[[pcsv.InvalidRow], str]) -> pa.Table:
     """Every cell as text (cleaning decides types later); unreadable rows go to ``on_invalid``."""
     return pcsv.read_csv(
         pa.BufferReader(text.encode("utf-8")),
