@@ -21,9 +21,9 @@ from deltalake.exceptions import CommitFailedError
 
 from vitals_lake import contract as c
 from vitals_lake.lake import Lake
+from vitals_lake.summaries import GOLD_ENRICHMENT
 
 log = logging.getLogger(__name__)
-GOLD_ENRICHMENT: Final = tuple(f.name for f in c.ENRICHMENT_FIELDS if f.name in c.GOLD_SCHEMA.names)
 _ATTEMPTS: Final = 6
 
 

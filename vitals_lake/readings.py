@@ -92,12 +92,10 @@ def parse_batch(bronze: pa.Table, *, time_rules: TimeRules | None = None) -> Par
         counts[rule] = counts.get(rule, 0) + 1
     for name, count in failures.counts.items():
         counts[name] = counts.get(name, 0) + count
-    checked = {rule: n for rule in counts}
-    for name in failures.counts:
-        checked[name] = len(ok_idx)
-    for name in (*ex.TIME_RULES, "timestamp_iso8601_with_offset"):
-        if name in counts:
-            checked[name] = int(checked_ts.sum()) if name in ex.TIME_RULES else len(ok_idx)
+    # Parser rules see every record, expectations the parsed ones, time rules those still valid.
+    checked = {rule: n for rule in (*ex.PARSER_RULES, *fhir.FHIR_RULES)}
+    checked.update({name: len(ok_idx) for name in failures.counts})
+    checked.update({name: int(checked_ts.sum()) for name in ex.TIME_RULES if name in failures.counts})
 
     keep_arr = pa.array(keep)
     valid = _validated_rows(

@@ -91,6 +91,16 @@ def test_gold_has_one_row_per_patient_minute_with_exact_counts(corpus, replayed)
     assert sum(r[c.READING_COUNT] for r in hourly) == corpus["good"]
 
 
+def test_dq_metrics_agree_with_quarantine(corpus, replayed):
+    dq = replayed.read("dq_metrics")
+    assert pc.all(pc.equal(dq[c.CHECKED_ROWS], pc.add(dq[c.PASSED_ROWS], dq[c.FAILED_ROWS]))).as_py()
+    drops = dq.filter(pc.equal(dq[c.ACTION], "drop"))
+    quarantined_rules = pc.list_flatten(replayed.read("quarantine")[c.RULES])
+    assert pc.sum(drops[c.FAILED_ROWS]).as_py() == len(quarantined_rules)
+    warn = dq.filter(pc.equal(dq[c.RULE], "heart_rate_clinically_normal"))
+    assert pc.sum(warn[c.FAILED_ROWS]).as_py() > 0  # readings of 50-130/min: some outside 60-100, kept
+
+
 def test_trend_tables_cover_every_reading(corpus, replayed):
     hourly = replayed.read("diagnosis_hourly")
     assert pc.sum(hourly[c.READING_COUNT]).as_py() == corpus["good"]
