@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import apache_beam as beam
@@ -14,8 +14,8 @@ from apache_beam.metrics import Metrics
 
 from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
-from vitals_lake.lake import BatchMarker, Lake, one_per_key
-from vitals_lake.summaries import gold_table
+from vitals_lake.lake import BatchMarker, Lake
+from vitals_lake.summaries import gold_from_silver, gold_table, hours_from_minutes
 from vitals_lake.trends import diagnosis_hourly, rolling_means
 
 
@@ -89,7 +89,13 @@ class InsertSilverFn(_LakeWriterFn):
 
 
 class UpsertGoldFn(_LakeWriterFn):
-    """Insert or replace Gold rows; of several panes for one window in a batch the fullest wins."""
+    """Upsert the Gold windows that a batch of panes says have changed, recomputed from the lake.
+
+    Beam's windows decide *when* a window changed (triggers, lateness); the lake decides *what* it
+    holds: minutes are recomputed from Silver (de-duplicated and committed just before) and hours
+    from Gold's minutes. A pane alone would not do: after a restart Beam's window state is empty,
+    and an accumulating pane would replace a fuller Gold row with the readings since the restart.
+    """
 
     def __init__(self, lake: LakeSettings) -> None:
         super().__init__(lake)
@@ -98,11 +104,41 @@ class UpsertGoldFn(_LakeWriterFn):
     def process(self, batch: tuple[str, list[dict[str, Any]]]) -> Iterator[tuple[str, pa.Table]]:
         assert self.lake is not None
         batch_id, rows = batch
-        table = gold_table(rows).sort_by([(c.READING_COUNT, "descending"), (c.UPDATED_AT, "descending")])
-        table = one_per_key(table, c.GOLD_KEY)
-        self.lake.upsert(
-            "gold", table, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold", batch_id)
-        )
+        panes = gold_table(rows)
+        now = time.time_ns() // 1000
+        patients = pc.unique(panes[c.PATIENT_ID])
+        written: list[pa.Table] = []
+        minutes = panes.filter(pc.equal(panes[c.WINDOW_SECONDS], 60))
+        if minutes.num_rows:
+            lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
+            silver = self.lake.read(
+                "silver", where=_time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
+            )
+            silver = silver.filter(pc.is_in(silver[c.PATIENT_ID], value_set=patients))
+            fresh = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
+            self.lake.upsert(
+                "gold",
+                fresh,
+                keys=c.GOLD_KEY,
+                time_column=c.WINDOW_START,
+                marker=BatchMarker("gold", batch_id),
+            )
+            written.append(fresh)
+        hours = pc.unique(pc.floor_temporal(panes[c.WINDOW_START], multiple=3600, unit="second"))
+        if len(hours):
+            lo, hi = pc.min(hours).as_py(), pc.max(hours).as_py()
+            gold = self.lake.read("gold", where=_gold_range(60, lo, hi + timedelta(seconds=3599)))
+            gold = gold.filter(pc.is_in(gold[c.PATIENT_ID], value_set=patients))
+            hourly = hours_from_minutes(gold, updated_at_us=now)
+            self.lake.upsert(
+                "gold",
+                hourly,
+                keys=c.GOLD_KEY,
+                time_column=c.WINDOW_START,
+                marker=BatchMarker("gold_hours", batch_id),
+            )
+            written.append(hourly)
+        table = pa.concat_tables(written) if written else c.GOLD_SCHEMA.empty_table()
         self.rows.inc(table.num_rows)
         yield batch_id, table
 
@@ -117,7 +153,7 @@ class DeriveTrendsFn(_LakeWriterFn):
         seconds = gold[c.WINDOW_SECONDS]
         hours = gold.filter(pc.equal(seconds, 3600))
         if hours.num_rows:
-            lo, hi = pc.min(hours[c.WINDOW_START]), pc.max(hours[c.WINDOW_START])
+            lo, hi = pc.min(hours[c.WINDOW_START]).as_py(), pc.max(hours[c.WINDOW_START]).as_py()
             where = _gold_range(3600, lo, hi)
             summary = diagnosis_hourly(self.lake.read("gold", where=where), updated_at_us=now)
             self.lake.upsert(
@@ -156,14 +192,16 @@ class DeriveTrendsFn(_LakeWriterFn):
         return iter(())
 
 
-def _gold_range(window_seconds: int, lo: object, hi: object) -> pc.Expression:
-    typ = c.GOLD_SCHEMA.field(c.WINDOW_START).type
-    lo_s = lo if isinstance(lo, pa.Scalar) else pa.scalar(lo, typ)
-    hi_s = hi if isinstance(hi, pa.Scalar) else pa.scalar(hi, typ)
+def _time_range(column: str, lo: datetime, hi: datetime) -> pc.Expression:
+    """A time range on a date-partitioned table (the date bounds prune whole partitions)."""
+    typ = pa.timestamp("us", tz="UTC")
     return (
-        (pc.field(c.WINDOW_SECONDS) == window_seconds)
-        & (pc.field(c.WINDOW_START) >= lo_s)
-        & (pc.field(c.WINDOW_START) <= hi_s)
-        & (pc.field(c.EVENT_DATE) >= pa.scalar(lo_s.as_py().date(), pa.date32()))
-        & (pc.field(c.EVENT_DATE) <= pa.scalar(hi_s.as_py().date(), pa.date32()))
+        (pc.field(column) >= pa.scalar(lo, typ))
+        & (pc.field(column) <= pa.scalar(hi, typ))
+        & (pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32()))
+        & (pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32()))
     )
+
+
+def _gold_range(window_seconds: int, lo: datetime, hi: datetime) -> pc.Expression:
+    return (pc.field(c.WINDOW_SECONDS) == window_seconds) & _time_range(c.WINDOW_START, lo, hi)

@@ -159,3 +159,75 @@ def _pick(f: Any, x: float | None, y: float | None) -> float | None:
     if x is None:
         return y
     return x if y is None else f(x, y)
+
+
+def gold_from_silver(silver: pa.Table, *, window_seconds: int, updated_at_us: int) -> pa.Table:
+    """Gold rows for every (patient, window) in ``silver``: the whole truth for those windows when
+    ``silver`` holds all their readings (it is read back from the lake, so restarts cannot lose any)."""
+    partials = window_partials(silver, window_seconds=window_seconds)
+    starts = pc.cast(partials[c.WINDOW_START], pa.int64()).to_pylist()
+    rows = []
+    for start_us, partial in zip(starts, partials.drop_columns([c.WINDOW_START]).to_pylist(), strict=True):
+        patient = partial.pop(c.PATIENT_ID)
+        rows.append(gold_row(patient, start_us, window_seconds, partial, updated_at_us))
+    return gold_table(rows) if rows else c.GOLD_SCHEMA.empty_table()
+
+
+def hours_from_minutes(minutes: pa.Table, *, updated_at_us: int) -> pa.Table:
+    """One-hour Gold rows from the one-minute Gold rows of the same patients and hours (vectorised)."""
+    if minutes.num_rows == 0:
+        return c.GOLD_SCHEMA.empty_table()
+    m = minutes.sort_by([(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")])
+    hour = pc.floor_temporal(m[c.WINDOW_START], multiple=3600, unit="second")
+    t = pa.table({c.PATIENT_ID: m[c.PATIENT_ID], c.WINDOW_START: hour})
+    aggs: list[tuple[str, str]] = [(c.READING_COUNT, "sum"), (c.LAST_READING_TIME, "max")]
+    t = t.append_column(c.READING_COUNT, m[c.READING_COUNT]).append_column(
+        c.LAST_READING_TIME, m[c.LAST_READING_TIME]
+    )
+    for v in c.VITAL_NAMES:
+        mean, n = m[c.gold_column(v, "mean")], m[c.gold_column(v, "count")]
+        t = t.append_column(f"{v}__sum", pc.multiply(mean, pc.cast(n, pa.float64())))
+        for stat in ("min", "max", "count", "last"):
+            t = t.append_column(c.gold_column(v, stat), m[c.gold_column(v, stat)])
+        aggs += [(f"{v}__sum", "sum"), (c.gold_column(v, "min"), "min"), (c.gold_column(v, "max"), "max")]
+        aggs += [(c.gold_column(v, "count"), "sum"), (c.gold_column(v, "last"), "last")]
+    rank = pc.index_in(m[c.RISK_LEVEL], value_set=pa.array(c.NEWS2_RESPONSES))
+    t = t.append_column(_RISK_RANK, rank).append_column(_NEWS2_MAX, m[_NEWS2_MAX])
+    t = t.append_column(_ANOMALY_MAX, m[_ANOMALY_MAX])
+    aggs += [(_RISK_RANK, "max"), (_NEWS2_MAX, "max"), (_ANOMALY_MAX, "max")]
+    for count in _FLAG_COUNTS.values():
+        t = t.append_column(count, m[count])
+        aggs.append((count, "sum"))
+    for name in GOLD_ENRICHMENT:
+        t = t.append_column(name, m[name])
+        aggs.append((name, "last"))
+    # Rows are in time order within a patient, so "last" is the latest minute's value.
+    g = t.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate(aggs)
+    n = g.num_rows
+    columns: dict[str, Any] = {
+        c.PATIENT_ID: g[c.PATIENT_ID],
+        c.WINDOW_SECONDS: pa.array([3600] * n, pa.int32()),
+        c.WINDOW_START: g[c.WINDOW_START],
+        c.WINDOW_END: pc.add(g[c.WINDOW_START], pa.scalar(3_600_000_000, pa.duration("us"))),
+        c.READING_COUNT: g[f"{c.READING_COUNT}_sum"],
+        c.LAST_READING_TIME: g[f"{c.LAST_READING_TIME}_max"],
+        c.UPDATED_AT: pa.array([updated_at_us] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        c.EVENT_DATE: pc.cast(g[c.WINDOW_START], pa.date32()),
+        c.RISK_LEVEL: pc.take(pa.array(c.NEWS2_RESPONSES), g[f"{_RISK_RANK}_max"]),
+        _NEWS2_MAX: g[f"{_NEWS2_MAX}_max"],
+        _ANOMALY_MAX: g[f"{_ANOMALY_MAX}_max"],
+    }
+    for count in _FLAG_COUNTS.values():
+        columns[count] = g[f"{count}_sum"]
+    for name in GOLD_ENRICHMENT:
+        columns[name] = g[f"{name}_last"]
+    for v in c.VITAL_NAMES:
+        total = g[c.gold_column(v, "count") + "_sum"]
+        columns[c.gold_column(v, "count")] = total
+        columns[c.gold_column(v, "mean")] = pc.if_else(
+            pc.greater(total, 0), pc.divide(g[f"{v}__sum_sum"], pc.cast(total, pa.float64())), None
+        )
+        columns[c.gold_column(v, "min")] = g[c.gold_column(v, "min") + "_min"]
+        columns[c.gold_column(v, "max")] = g[c.gold_column(v, "max") + "_max"]
+        columns[c.gold_column(v, "last")] = g[c.gold_column(v, "last") + "_last"]
+    return pa.table({f.name: columns[f.name] for f in c.GOLD_SCHEMA}).cast(c.GOLD_SCHEMA)

@@ -6,7 +6,13 @@ import pytest
 
 from tests.factories import raw, reading, silver_rows
 from vitals_lake import contract as c
-from vitals_lake.summaries import gold_row, merge_partials, window_partials
+from vitals_lake.summaries import (
+    gold_from_silver,
+    gold_row,
+    hours_from_minutes,
+    merge_partials,
+    window_partials,
+)
 
 
 def rows_of(docs):
@@ -47,3 +53,31 @@ def test_merging_partials_in_any_order_equals_one_pass():
         if key in (c.PATIENT_ID, c.WINDOW_START):
             continue
         assert merged[key] == pytest.approx(value), key
+
+
+def test_hours_from_minutes_equal_hours_straight_from_silver():
+    rng = random.Random(3)
+    docs = [
+        reading(
+            i,
+            patient=f"P{p}",
+            heart_rate=rng.randint(40, 160),
+            spo2=float(rng.randint(85, 100)),
+            temperature=round(rng.uniform(35.0, 39.5), 1),
+        )
+        for p in range(3)
+        for i in range(0, 900, 7)  # every 35 s for 75 minutes: two hours touched
+    ]
+    silver = rows_of(docs)
+    minutes = gold_from_silver(silver, window_seconds=60, updated_at_us=0)
+    via_minutes = hours_from_minutes(minutes, updated_at_us=0)
+    direct = gold_from_silver(silver, window_seconds=3600, updated_at_us=0)
+    key = [(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")]
+    a, b = via_minutes.sort_by(key).to_pylist(), direct.sort_by(key).to_pylist()
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b, strict=True):
+        for name, value in y.items():
+            if isinstance(value, float):
+                assert x[name] == pytest.approx(value), name
+            else:
+                assert x[name] == value, name
