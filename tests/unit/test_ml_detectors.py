@@ -1,0 +1,143 @@
+"""ml.detectors and ml.artifact: ranking, thresholds, persistence, versioned artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from fractions import Fraction
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import skops.io as sio
+from sklearn.metrics import roc_auc_score
+
+from ml import artifact
+from ml.detectors import (
+    AutoencoderDetector,
+    IsolationForestDetector,
+    News2Detector,
+    RobustZScore,
+    alert_decisions,
+    fix_threshold,
+)
+from ml.features import DEVIATION_FEATURES
+from vitals_lake import contract as c
+
+
+def _features(x: np.ndarray, news2: np.ndarray | None = None) -> pa.Table:
+    cols = {name: x[:, j] for j, name in enumerate(DEVIATION_FEATURES)}
+    cols[c.NEWS2_SCORE] = news2 if news2 is not None else np.zeros(len(x))
+    return pa.table(cols)
+
+
+@pytest.fixture(scope="module")
+def normal() -> pa.Table:
+    return _features(np.random.default_rng(1).normal(size=(3000, len(DEVIATION_FEATURES))))
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [RobustZScore(), IsolationForestDetector(seed=1), AutoencoderDetector(seed=1)],
+    ids=lambda d: d.name,
+)
+def test_detectors_rank_a_deviation_above_normals(detector, normal):
+    detector.fit(normal)
+    test = np.random.default_rng(2).normal(size=(200, len(DEVIATION_FEATURES)))
+    test[:20, 0] += 8  # heart rate far from the patient's own baseline
+    s = detector.score(_features(test))
+    assert np.median(s[:20]) > np.quantile(s[20:], 0.9)
+    assert (
+        roc_auc_score(np.r_[np.ones(20), np.zeros(180)], s) > 0.9
+    )  # IsolationForest is the weakest on one-axis outliers (~0.93)
+
+
+def test_news2_detector_scores_news2():
+    s = News2Detector().score(_features(np.zeros((3, len(DEVIATION_FEATURES))), np.array([0, 3, 7])))
+    np.testing.assert_array_equal(s, [0, 3, 7])
+
+
+def test_threshold_gives_target_fpr_on_normals():
+    rng = np.random.default_rng(3)
+    train, fresh = rng.normal(size=50_000), rng.normal(size=50_000)
+    t = fix_threshold(train, 0.01)
+    assert (train >= t).mean() <= 0.01
+    assert abs((fresh >= t).mean() - 0.01) < 0.003
+    with pytest.raises(ValueError):
+        fix_threshold(train, 0.0)
+
+
+def test_persistence_suppresses_one_reading_spike_not_sustained_episode():
+    scores = np.zeros(40)
+    scores[5] = 10  # patient A: one-reading artefact
+    scores[25:31] = 10  # patient B: sustained
+    pid = np.array(["A"] * 20 + ["B"] * 20)
+    ts = np.r_[np.arange(20), np.arange(20)] * 60.0
+    alerts = alert_decisions(scores, 1.0, pid, ts, persistence=2)
+    assert not alerts[:20].any()
+    assert alerts[26:31].all() and not alerts[25]
+    assert alert_decisions(scores, 1.0, pid, ts, persistence=1)[5]
+
+
+def test_persistence_does_not_join_runs_across_patients_and_news2_red_counts():
+    scores = np.zeros(4)
+    pid = np.array(["A", "A", "B", "B"])
+    ts = np.array([0.0, 60.0, 0.0, 60.0])
+    sub = np.array([0, 3, 3, 0])  # A's last reading and B's first: adjacent rows, different patients
+    assert not alert_decisions(scores, 1.0, pid, ts, news2_max_subscore=sub).any()
+    both = np.array([0, 0, 3, 3])
+    assert alert_decisions(scores, 1.0, pid, ts, news2_max_subscore=both).tolist() == [0, 0, 0, 1]
+    assert alert_decisions(scores, 1.0, pid, ts, news2=np.array([7, 7, 0, 0])).tolist() == [0, 1, 0, 0]
+
+
+def test_persistence_uses_time_order_not_row_order():
+    scores = np.array([10.0, 0.0, 10.0])
+    ts = np.array([0.0, 120.0, 60.0])  # rows 0 and 2 are consecutive in time
+    assert alert_decisions(scores, 1.0, np.array(["A"] * 3), ts).tolist() == [0, 0, 1]
+
+
+def test_artifact_round_trip(tmp_path, normal):
+    det = IsolationForestDetector(seed=1, n_estimators=20).fit(normal)
+    meta = artifact.save(
+        det,
+        tmp_path,
+        threshold=0.6,
+        target_fpr=0.005,
+        feature_names=det.features,
+        training={"rows": normal.num_rows, "patients": 1, "start": None, "end": None, "seed": 1},
+    )
+    assert len(meta["model_version"]) == 12 and meta["sha256"].startswith(meta["model_version"])
+    assert (tmp_path / artifact.MODEL_CARD_FILE).read_text().startswith("# Vitals anomaly model")
+    loaded = artifact.load(tmp_path)
+    assert loaded.version == meta["model_version"] and loaded.threshold == 0.6
+    np.testing.assert_array_equal(loaded.score(normal), det.score(normal))
+
+
+def test_tampered_model_raises(tmp_path, normal):
+    det = RobustZScore()
+    artifact.save(det, tmp_path, threshold=4.0, target_fpr=0.005, feature_names=det.features, training={})
+    blob = bytearray((tmp_path / artifact.MODEL_FILE).read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (tmp_path / artifact.MODEL_FILE).write_bytes(bytes(blob))
+    with pytest.raises(artifact.ArtifactError, match="sha256"):
+        artifact.load(tmp_path)
+
+
+def test_tampered_metadata_raises(tmp_path):
+    det = RobustZScore()
+    artifact.save(det, tmp_path, threshold=4.0, target_fpr=0.005, feature_names=det.features, training={})
+    meta = json.loads((tmp_path / artifact.METADATA_FILE).read_text())
+    meta["sha256"] = "0" * 64
+    (tmp_path / artifact.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(artifact.ArtifactError):
+        artifact.load(tmp_path)
+
+
+def test_untrusted_type_refused_even_with_matching_hash(tmp_path):
+    blob = sio.dumps({"x": Fraction(1, 3)})  # not on the trusted list
+    (tmp_path / artifact.MODEL_FILE).write_bytes(blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    meta = {"sha256": digest, "model_version": digest[:12], "threshold": 1.0}
+    (tmp_path / artifact.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(artifact.ArtifactError, match="untrusted"):
+        artifact.load(tmp_path)
