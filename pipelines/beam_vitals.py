@@ -10,7 +10,9 @@ The data's journey, as ``create_pipeline`` builds it:
    failing a named expectation go to **quarantine** with the rule, the rest become typed rows.
    Each rule's checked/passed/failed counts go to **dq_metrics**. Valid readings are enriched from
    the admissions (ward, bed, age band, diagnosis, SpO2 scale, pseudonymous key) and scored
-   (NEWS2 with its sub-scores and response level, alert flags, MAP, shock index).
+   (NEWS2 with its sub-scores and response level, alert flags, MAP, shock index, and the anomaly
+   model against each patient's own baseline when ``--model-uri`` names one; new versions are
+   picked up live).
 5. **Silver**: rows whose event_id was not seen within the horizon are inserted; duplicates counted.
 6. **Gold**: new Silver rows folded into per-patient event-time windows of one minute and one hour
    (late readings update their window within the allowed lateness) and upserted.
@@ -95,6 +97,8 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         lake,
         clock_skew=timedelta(seconds=timing.clock_skew),
         max_age=timedelta(seconds=timing.allowed_lateness),
+        model_uri=o.model_uri,
+        model_poll=o.model_poll_seconds,
     )
     _ = checked[QUARANTINE] | "WriteQuarantine" >> beam.ParDo(AppendFn(lake, "quarantine"))
     _ = checked[DQ] | "WriteDataQuality" >> beam.ParDo(AppendFn(lake, "dq_metrics"))

@@ -84,6 +84,20 @@ class VitalsOptions(PipelineOptions):
             help="seconds a reading may run ahead of its ingest time before it counts as in the future",
         )
         parser.add_argument(
+            "--model-uri",
+            "--model_uri",
+            dest="model_uri",
+            help="anomaly model artifact directory (local or gs://); new versions there are picked up live",
+        )
+        parser.add_argument(
+            "--model-poll-seconds",
+            "--model_poll_seconds",
+            dest="model_poll_seconds",
+            type=float,
+            default=30.0,
+            help="how often the model directory is checked for a new version",
+        )
+        parser.add_argument(
             "--run-id",
             "--run_id",
             dest="run_id",

@@ -1,4 +1,5 @@
-"""Silver's gate: parse and check every record of a batch, then enrich and score the valid ones.
+"""Silver's gate: parse and check every record of a batch, then enrich and score the valid ones
+(NEWS2 and flags; the anomaly model when one is deployed).
 
 Outputs: main 'valid' (batch_id, Silver rows), 'quarantine' (batch_id, rows with the rules they
 failed) and 'dq' (batch_id, one data-quality row per rule).
@@ -16,6 +17,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
+from ml.serving import ModelWatcher, StreamScorer
 from vitals_lake import contract as c
 from vitals_lake import expectations as ex
 from vitals_lake.admissions import PatientDirectory
@@ -36,9 +38,14 @@ def batch_window_start(batch_id: str) -> int:
 
 
 class ValidateReadingsFn(beam.DoFn):
-    def __init__(self, lake: LakeSettings, time_rules: TimeRules) -> None:
+    def __init__(
+        self, lake: LakeSettings, time_rules: TimeRules, model_uri: str | None, model_poll: float
+    ) -> None:
         self.lake_settings = lake
         self.time_rules = time_rules
+        self.model_uri = model_uri
+        self.model_poll = model_poll
+        self.scorer: StreamScorer | None = None
         self.valid = Metrics.counter("quality", "valid_rows")
         self.quarantined = Metrics.counter("quality", "quarantined_rows")
         self.unknown = Metrics.counter("quality", "unknown_patient_rows")
@@ -49,12 +56,16 @@ class ValidateReadingsFn(beam.DoFn):
     def setup(self) -> None:
         self.patients = PatientDirectory(Lake(self.lake_settings))
         self.key = PseudonymKey.from_env().secret
+        watcher = ModelWatcher(self.model_uri, poll_seconds=self.model_poll) if self.model_uri else None
+        self.scorer = StreamScorer(watcher)
 
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[object]:
         assert self.patients is not None
         batch_id, bronze = batch
         parsed = parse_batch(bronze, time_rules=self.time_rules)
+        assert self.scorer is not None
         silver = to_silver(parsed.valid, patients=self.patients.table(), key=self.key)
+        silver = self.scorer.score(silver)
         self.valid.inc(silver.num_rows)
         self.quarantined.inc(parsed.quarantine.num_rows)
         self.unknown.inc(pc.sum(pc.invert(silver[c.KNOWN_PATIENT])).as_py() or 0)
@@ -82,12 +93,22 @@ class ValidateReadingsFn(beam.DoFn):
 class ValidateReadings(beam.PTransform):
     """(batch_id, Bronze rows) -> 'valid' Silver rows, 'quarantine' rows, 'dq' metric rows."""
 
-    def __init__(self, lake: LakeSettings, *, clock_skew: timedelta, max_age: timedelta | None) -> None:
+    def __init__(
+        self,
+        lake: LakeSettings,
+        *,
+        clock_skew: timedelta,
+        max_age: timedelta | None,
+        model_uri: str | None = None,
+        model_poll: float = 30.0,
+    ) -> None:
         super().__init__()
         self.lake = lake
         self.time_rules = TimeRules(clock_skew=clock_skew, max_age=max_age)
+        self.model_uri = model_uri
+        self.model_poll = model_poll
 
     def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
         return batches | "ParseCheckEnrichScore" >> beam.ParDo(
-            ValidateReadingsFn(self.lake, self.time_rules)
+            ValidateReadingsFn(self.lake, self.time_rules, self.model_uri, self.model_poll)
         ).with_outputs(QUARANTINE, DQ, main="valid")

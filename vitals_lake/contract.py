@@ -229,7 +229,9 @@ BRONZE_SCHEMA: Final = pa.schema(
     ]
 )
 
-ANOMALY_SCORE: Final = "anomaly_score"  # reserved: filled by the anomaly model (later issue)
+ANOMALY_SCORE: Final = "anomaly_score"  # the anomaly model's score (higher = more anomalous)
+IS_ANOMALY: Final = "is_anomaly"  # anomaly_score at or above the model's threshold
+MODEL_VERSION: Final = "model_version"  # which model version scored the reading
 RISK_LEVEL: Final = "risk_level"  # Gold: low | low-medium | medium | high
 
 # Columns derived per reading (clinical) and joined from admissions (enrichment), in Silver order.
@@ -245,7 +247,9 @@ CLINICAL_FIELDS: Final = [
     pa.field(NEWS2_SCORE, pa.int8()),
     pa.field(NEWS2_MISSING, pa.int8(), nullable=False),
     pa.field(NEWS2_RESPONSE, pa.string()),
-    pa.field(ANOMALY_SCORE, pa.float64()),
+    pa.field(ANOMALY_SCORE, pa.float64()),  # null while no model is deployed
+    pa.field(IS_ANOMALY, pa.bool_()),
+    pa.field(MODEL_VERSION, pa.string()),
 ]
 ENRICHMENT_FIELDS: Final = [
     pa.field(PATIENT_KEY, pa.string(), nullable=False),

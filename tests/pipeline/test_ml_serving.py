@@ -1,0 +1,79 @@
+"""The anomaly model scoring Silver in the pipeline, and new versions picked up without a restart."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from ml import artifact, evaluate, train
+from ml.serving import ModelWatcher, StreamScorer
+from pipelines.beam_vitals import run
+from tests.factories import raw, reading, silver_rows
+from vitals_lake import contract as c
+from vitals_lake.config import LocalLake
+from vitals_lake.lake import Lake
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Readings of a small simulated cohort and two model versions trained on them."""
+    root = tmp_path_factory.mktemp("ml")
+    readings, labels = evaluate.simulate(
+        root / "sim", patients=20, hours=4, interval=60, seed=5, episode_rate=0.5
+    )
+    v1, v2 = root / "v1", root / "v2"
+    train.train(readings, labels, v1, model="isolation_forest", seed=5)
+    train.train(readings, labels, v2, model="zscore", seed=5)
+    return readings, v1, v2
+
+
+def version(path: Path) -> str:
+    return json.loads((path / artifact.METADATA_FILE).read_text())["model_version"]
+
+
+def test_the_pipeline_scores_every_silver_reading_with_the_deployed_model(models, tmp_path):
+    readings, v1, _ = models
+    lake_dir = tmp_path / "lake"
+    run(["--input-jsonl", str(readings), "--lake", str(lake_dir), "--model-uri", str(v1)])
+    lake = Lake(LocalLake(root=lake_dir))
+    silver = lake.read("silver", columns=[c.ANOMALY_SCORE, c.IS_ANOMALY, c.MODEL_VERSION])
+    assert silver.num_rows > 0
+    assert silver[c.ANOMALY_SCORE].null_count == 0
+    assert set(silver[c.MODEL_VERSION].to_pylist()) == {version(v1)}
+    assert 0 < pc.sum(silver[c.IS_ANOMALY]).as_py() < silver.num_rows
+    gold = lake.read("gold", columns=[c.gold_column(c.ANOMALY_SCORE, "max")])
+    assert gold[c.gold_column(c.ANOMALY_SCORE, "max")].null_count == 0
+
+
+def test_without_a_model_readings_are_stored_unscored(tmp_path):
+    scorer = StreamScorer(ModelWatcher(str(tmp_path / "nothing-here"), poll_seconds=0))
+    out = scorer.score(silver_rows([raw(reading(i)) for i in range(5)]))
+    assert out.num_rows == 5 and out[c.ANOMALY_SCORE].null_count == 5
+
+
+def test_a_new_version_is_picked_up_and_a_tampered_one_refused(models, tmp_path):
+    _, v1, v2 = models
+    serving = tmp_path / "serving"
+    shutil.copytree(v1, serving)
+    now = [0.0]
+    watcher = ModelWatcher(str(serving), poll_seconds=30, clock=lambda: now[0])
+    scorer = StreamScorer(watcher)
+    batch = silver_rows([raw(reading(i)) for i in range(30)])
+    assert set(scorer.score(batch)[c.MODEL_VERSION].to_pylist()) == {version(v1)}
+
+    shutil.rmtree(serving)
+    shutil.copytree(v2, serving)  # a new version is published
+    now[0] = 10.0  # before the next poll: still the old one
+    assert watcher.current().version == version(v1)
+    now[0] = 31.0
+    assert set(scorer.score(batch)[c.MODEL_VERSION].to_pylist()) == {version(v2)}
+
+    meta = json.loads((serving / artifact.METADATA_FILE).read_text())
+    meta["model_version"] = "0" * 12  # a third "version" whose bytes do not match its hash
+    (serving / artifact.METADATA_FILE).write_text(json.dumps(meta))
+    now[0] = 62.0
+    assert watcher.current().version == version(v2)  # refused: the verified model keeps serving
