@@ -9,12 +9,14 @@ STAMP := $(VENV)/.installed
 DEMO_PATIENTS ?= 300
 DEMO_DURATION ?= 120
 
-.PHONY: help venv demo test test-fast lint fmt clean stack-up
+.PHONY: help venv demo test test-fast lint fmt clean train evaluate
 
 help:
 	@echo "make demo   - the whole system end to end on local real services (DEMO_PATIENTS, DEMO_DURATION)"
 	@echo "make test   - the whole test suite (unit, TestStream, integration on real services, end to end)"
 	@echo "make lint   - ruff and mypy"
+	@echo "make train  - simulate a labelled cohort and train the anomaly model into var/ml/model"
+	@echo "make evaluate - every detector side by side on a simulated cohort: var/ml/evaluation.json, report.md"
 	@echo "make clean  - remove var/ (run folders, demo lake)"
 
 venv: $(STAMP)
@@ -43,6 +45,13 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+train: $(STAMP)
+	$(PY) -m simulator --fast --sink jsonl --patients 200 --duration 24h --interval 60s --seed 42 --out var/ml/sim --quiet
+	$(PY) -m ml.train --readings var/ml/sim/readings.jsonl --labels var/ml/sim/labels.jsonl --out var/ml/model
+
+evaluate: $(STAMP)
+	$(PY) -m ml.evaluate --out var/ml
 
 clean:
 	rm -rf var
