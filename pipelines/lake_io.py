@@ -111,10 +111,8 @@ class UpsertGoldFn(_LakeWriterFn):
         minutes = panes.filter(pc.equal(panes[c.WINDOW_SECONDS], 60))
         if minutes.num_rows:
             lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
-            silver = self.lake.read(
-                "silver", where=_time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
-            )
-            silver = silver.filter(pc.is_in(silver[c.PATIENT_ID], value_set=patients))
+            where = _time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
+            silver = _read_patients(self.lake, "silver", where, patients)
             fresh = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
             self.lake.upsert(
                 "gold",
@@ -127,8 +125,9 @@ class UpsertGoldFn(_LakeWriterFn):
         hours = pc.unique(pc.floor_temporal(panes[c.WINDOW_START], multiple=3600, unit="second"))
         if len(hours):
             lo, hi = pc.min(hours).as_py(), pc.max(hours).as_py()
-            gold = self.lake.read("gold", where=_gold_range(60, lo, hi + timedelta(seconds=3599)))
-            gold = gold.filter(pc.is_in(gold[c.PATIENT_ID], value_set=patients))
+            gold = _read_patients(
+                self.lake, "gold", _gold_range(60, lo, hi + timedelta(seconds=3599)), patients
+            )
             hourly = hours_from_minutes(gold, updated_at_us=now)
             self.lake.upsert(
                 "gold",
@@ -170,10 +169,7 @@ class DeriveTrendsFn(_LakeWriterFn):
             span = timedelta(minutes=c.ROLLING_MINUTES - 1)
             lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
             patients = pc.unique(minutes[c.PATIENT_ID])
-            # Patients are filtered after the scan: MERGE-written files store strings as string_view,
-            # which an `isin` pushed down to their statistics does not match.
-            window = self.lake.read("gold", where=_gold_range(60, lo - span, hi + span))
-            window = window.filter(pc.is_in(window[c.PATIENT_ID], value_set=patients))
+            window = _read_patients(self.lake, "gold", _gold_range(60, lo - span, hi + span), patients)
             rolled = rolling_means(window, updated_at_us=now)
             ts = rolled[c.WINDOW_START]
             rolled = rolled.filter(
@@ -190,6 +186,14 @@ class DeriveTrendsFn(_LakeWriterFn):
                 marker=BatchMarker("rolling", batch_id),
             )
         return iter(())
+
+
+def _read_patients(lake: Lake, layer: c.Layer, where: pc.Expression, patients: pa.Array) -> pa.Table:
+    """Rows in a range, then only these patients. The patient filter runs after the scan: files
+    written by MERGE store strings as string_view, which an `isin` pushed down to their statistics
+    does not match."""
+    rows = lake.read(layer, where=where)
+    return rows.filter(pc.is_in(rows[c.PATIENT_ID], value_set=patients))
 
 
 def _time_range(column: str, lo: datetime, hi: datetime) -> pc.Expression:
