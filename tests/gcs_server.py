@@ -489,7 +489,7 @@ class FakeGcs:
 
     def stats(self) -> tuple[Counter[str], list[str]]:
         """The proxy's translated call counts and the calls it could not translate."""
-        status, _, body = _request(self.proxy_port, "GET", _STATS_PATH)
+        status, _, body = http_request(self.proxy_port, "GET", _STATS_PATH)
         _expect(status, body, "proxy stats")
         doc = json.loads(body)
         return Counter(doc["calls"]), list(doc["unhandled"])
@@ -586,7 +586,7 @@ class FakeGcs:
 
     def create_bucket(self, bucket: str) -> None:
         """Create a bucket through the server's JSON API (an existing bucket is fine)."""
-        status, _, body = _request(
+        status, _, body = http_request(
             self.server_port,
             "POST",
             _JSON_API,
@@ -606,12 +606,14 @@ class FakeGcs:
 
     def object_names(self, bucket: str, prefix: str = "") -> list[str]:
         """Object names under ``prefix``, read from the server directly (JSON API)."""
-        status, _, body = _request(self.server_port, "GET", f"{_JSON_API}/{bucket}/o?prefix={_enc(prefix)}")
+        status, _, body = http_request(
+            self.server_port, "GET", f"{_JSON_API}/{bucket}/o?prefix={_enc(prefix)}"
+        )
         _expect(status, body, "list")
         return [i["name"] for i in json.loads(body).get("items", [])]
 
 
-def _request(
+def http_request(
     port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=_UPSTREAM_TIMEOUT_S)
@@ -625,7 +627,7 @@ def _request(
 
 def _answers(port: int, path: str) -> bool:
     try:
-        return _request(port, "GET", path)[0] == 200
+        return http_request(port, "GET", path)[0] == 200
     except OSError:
         return False
 

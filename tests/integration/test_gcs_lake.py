@@ -58,13 +58,9 @@ def log_objects(server: FakeGcs, settings: GcsLake, layer: c.Layer) -> list[str]
 def http_call(
     port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read()
-    finally:
-        conn.close()
+    from tests.gcs_server import http_request  # noqa: PLC0415 - loaded as a plugin first (assert rewriting)
+
+    return http_request(port, method, path, body, headers)
 
 
 def test_put_if_absent_lets_exactly_one_of_racing_writers_win(
