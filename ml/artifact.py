@@ -127,8 +127,8 @@ def _model_card(m: dict[str, Any]) -> str:
         " `ml.features`).",
         f"- Training data: {t.get('rows')} normal rows of {t.get('patients')} patients,"
         f" {t.get('start')} to {t.get('end')} (simulated cohort, seed {t.get('seed')}).",
-        "- Intended use: decision support next to NEWS2 through `ml.detectors.alert_decisions`"
-        " (persistence suppresses one-reading artefacts). Not a diagnostic device.",
+        "- Intended use: decision support next to NEWS2 through the combined rule in `vitals_lake.alerting`"
+        " (persistence suppresses short sensor artefacts). Not a diagnostic device.",
         "- Limits: trained and evaluated on simulated patients only; real-patient performance unknown.",
         f"- Integrity: sha256 `{m['sha256']}`; load with `ml.artifact.load` (hash checked first,"
         " explicit skops trusted types).",

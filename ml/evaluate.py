@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -20,13 +21,23 @@ from typing import Any, Final
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from ml.detectors import alert_decisions
-from ml.features import NEWS2_MAX_SUBSCORE
-from ml.train import DEFAULT_MODEL, DEFAULT_TARGET_FPR, Dataset, fit_detector, load_dataset, split_patients
+from ml import tracking
+from ml.features import DATA_AGE, NEWS2_MAX_SUBSCORE
+from ml.train import (
+    AUTO,
+    CANDIDATES,
+    DEFAULT_TARGET_FPR,
+    Dataset,
+    fit_detector,
+    load_dataset,
+    select_model,
+    split_patients,
+)
 from simulator import EpisodeType, JsonlSink, SimulationConfig, run_simulation
 from vitals_lake import contract as c
+from vitals_lake.alerting import AlertDecisions, AlertRule, AlertTracker
 
-MODELS: Final = ("news2", "zscore", "isolation_forest", "autoencoder")
+MODELS: Final = ("news2", *CANDIDATES)
 COMBINED: Final = "combined"
 NEWS2_CLINICAL_THRESHOLD: Final = 5  # "urgent response": NEWS2's own operating point
 PREVALENCE: Final = 0.01
@@ -64,87 +75,112 @@ def evaluate(
     *,
     seed: int = 42,
     target_fpr: float = DEFAULT_TARGET_FPR,
-    chosen: str = DEFAULT_MODEL,
-    persistence: int = 2,
+    model: str = AUTO,
+    rule: AlertRule | None = None,
+    track: bool = False,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
+    """Every detector on the held-out patients, the combined rule, rule variants; files into ``out``.
+
+    ``track`` logs the run (parameters, every metric, the report and figures) to MLflow."""
+    rule = rule or AlertRule()
     t0 = time.perf_counter()
     data = load_dataset(readings, labels)
-    t_features = time.perf_counter() - t0
+    timings: dict[str, float] = {"features_s": round(time.perf_counter() - t0, 2)}
     patients = data.patients()
     in_train = np.isin(patients, list(split_patients(patients, seed=seed)))
     test = ~in_train
-    types = np.array([str(e.type) for e in data.episodes] + [""])[data.episode]  # "" for -1
-    artefact = types == str(EpisodeType.SENSOR_ARTIFACT)
-    positive = data.anomalous & ~artefact
-    scored = test & ~artefact  # rows AUROC/AUPRC are computed on
+    selection = None
+    if model == AUTO:
+        selection = select_model(data, in_train, seed=seed, target_fpr=target_fpr)
+        model = selection.chosen
+    ev = _Evaluation(data, test)
 
     results: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    alerts_by: dict[str, np.ndarray] = {}
-    timings: dict[str, float] = {"features_s": round(t_features, 2)}
+    chosen_alarms = np.zeros(len(patients), dtype=bool)
     for contaminated in (False, True):
+        # Contaminated: every training row, episodes included, as if nobody had labelled the history.
         train_rows = in_train if contaminated else in_train & ~data.anomalous
         for name in MODELS:
             if contaminated and name == "news2":
                 continue
+            key = f"{name}_contaminated" if contaminated else name
             t = time.perf_counter()
             detector, threshold = fit_detector(
                 name, data.features, train_rows, seed=seed, target_fpr=target_fpr
             )
             if name == "news2":
                 threshold = NEWS2_CLINICAL_THRESHOLD
-            t_fit = time.perf_counter() - t
+            timings[f"{key}_fit_s"] = round(time.perf_counter() - t, 2)
             t = time.perf_counter()
             scores = detector.score(data.features)
-            t_score = time.perf_counter() - t
-            alerts = scores >= threshold
-            key = f"{name}_contaminated" if contaminated else name
-            results[key] = _metrics(data, scores, alerts, positive, scored, test, artefact, threshold)
-            timings[f"{key}_fit_s"] = round(t_fit, 2)
-            timings[f"{key}_score_rows_per_s"] = round(len(scores) / max(t_score, 1e-9))
+            timings[f"{key}_score_rows_per_s"] = round(len(scores) / max(time.perf_counter() - t, 1e-9))
+            alarms = scores >= threshold
+            # Each detector alone goes through the same persistence and cooldown as the combined rule.
+            alone = ev.alerts(rule, alarms)
+            results[key] = {**ev.ranking(scores, alarms), **ev.rule_metrics(alone), "threshold": threshold}
             if not contaminated:
-                curves[name] = (scores[scored], positive[scored])
-                alerts_by[name] = alerts
-            if name == chosen and not contaminated:
-                combined = alert_decisions(
-                    scores,
-                    threshold,
-                    data.features[c.PATIENT_ID],
-                    data.features[c.TIMESTAMP],
-                    news2=np.nan_to_num(data.features[c.NEWS2_SCORE].to_numpy(zero_copy_only=False)),
-                    news2_max_subscore=data.features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False),
-                    persistence=persistence,
-                )
-                results[COMBINED] = _metrics(
-                    data, scores, combined, positive, scored, test, artefact, threshold
-                )
-                results[COMBINED]["model"] = chosen
-                results[COMBINED]["persistence"] = persistence
+                curves[name] = (scores[ev.scored], ev.positive[ev.scored])
+                if name == model:
+                    chosen_alarms = alarms
 
-    clinical = [
-        k for k, v in results[COMBINED]["recall_by_type"].items() if k != str(EpisodeType.SENSOR_ARTIFACT)
-    ]
-    clinical_recall = _clinical_recall(data, results[COMBINED], test)
-    bars = {
-        "combined_clinical_episode_recall": clinical_recall,
-        "combined_false_alarms_per_patient_day": results[COMBINED]["false_alarms_per_patient_day"],
-        "chosen_model": chosen,
-        "chosen_model_auroc": results[chosen]["auroc"],
-        "met_recall_0_9": clinical_recall >= 0.9,
-        "met_false_alarms_le_1": results[COMBINED]["false_alarms_per_patient_day"] <= 1.0,
-        "met_auroc_0_93": results[chosen]["auroc"] >= 0.93,
-        "clinical_types": clinical,
+    news2 = data.features[c.NEWS2_SCORE].to_numpy(zero_copy_only=False)
+    subscore = data.features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False)
+
+    def combined(r: AlertRule) -> AlertDecisions:
+        reasons = r.reasons(anomaly=chosen_alarms, news2=news2, news2_max_subscore=subscore)
+        return ev.alerts(r, reasons > 0)
+
+    results[COMBINED] = {
+        **ev.ranking(None, combined(rule).condition),
+        **ev.rule_metrics(combined(rule)),
+        "model": model,
+        "rule": asdict(rule),
     }
-    report = {
+    variants = []
+    for persistence in (0.0, rule.persistence_seconds, 3 * rule.persistence_seconds):
+        for red in (False, True):
+            r = replace(rule, persistence_seconds=persistence, red_subscore=red)
+            m = ev.rule_metrics(combined(r))
+            variants.append(
+                {
+                    "persistence_seconds": persistence,
+                    "red_subscore": red,
+                    "default": r == rule,
+                    **{k: m[k] for k in ("clinical_episode_recall", "false_alarms_per_patient_day")},
+                }
+            )
+
+    comb = results[COMBINED]
+    bars = {
+        "chosen_model": model,
+        "chosen_model_auroc": results[model]["auroc"],
+        "combined_clinical_episode_recall": comb["clinical_episode_recall"],
+        "combined_recall_95ci": comb["clinical_episode_recall_95ci"],
+        "combined_false_alarms_per_patient_day": comb["false_alarms_per_patient_day"],
+        "met_recall_0_9": comb["clinical_episode_recall"] >= 0.9,
+        "met_false_alarms_le_1": comb["false_alarms_per_patient_day"] <= 1.0,
+        "met_auroc_0_93": results[model]["auroc"] >= 0.93,
+    }
+    report: dict[str, Any] = {
         "rows": int(data.features.num_rows),
         "test_rows": int(test.sum()),
         "patients": len(np.unique(patients)),
         "test_patients": len(np.unique(patients[test])),
         "episodes": len(data.episodes),
-        "test_episodes": len({int(k) for k in data.episode[test & data.anomalous]}),
+        "test_clinical_episodes": ev.clinical_episodes,
+        "test_artefact_episodes": ev.artefact_episodes,
+        "normal_patient_days": round(ev.normal_days, 2),
         "seed": seed,
         "target_fpr": target_fpr,
+        "selection": (
+            {"rule": "best validation AUROC", **asdict(selection)}
+            if selection
+            else {"rule": "given", "chosen": model}
+        ),
         "detectors": results,
+        "rule_variants": variants,
         "bars": bars,
         "timings": timings,
     }
@@ -152,77 +188,106 @@ def evaluate(
     (out / "evaluation.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=float) + "\n")
     figures = _figures(out, curves, results)
     (out / "report.md").write_text(_report_md(report, figures))
+    if track:
+        report["mlflow_run_id"] = tracking.track_run(
+            run_name=f"evaluate-{model}",
+            params={
+                "readings": str(readings),
+                "seed": seed,
+                "target_fpr": target_fpr,
+                "model": model,
+                "rule": asdict(rule),
+                "selection": report["selection"],
+            },
+            metrics={"detectors": results, "bars": bars},
+            artifacts=[out / "evaluation.json", out / "report.md", *(out / f for f in figures)],
+            tags={"stage": "evaluate"},
+            tracking_uri=tracking_uri,
+        )
     return report
 
 
-def _metrics(  # noqa: PLR0917 - one call site, all masks of the same rows
-    data: Dataset,
-    scores: np.ndarray,
-    alerts: np.ndarray,
-    positive: np.ndarray,
-    scored: np.ndarray,
-    test: np.ndarray,
-    artefact: np.ndarray,
-    threshold: float,
-) -> dict[str, Any]:
-    y, s = positive[scored], scores[scored]
-    both = bool(y.any() and (~y).any())
-    tpr = float(alerts[scored & positive].mean()) if (scored & positive).any() else 0.0
-    normal = test & ~data.anomalous
-    fpr = float(alerts[normal].mean()) if normal.any() else 0.0
-    denom = tpr * PREVALENCE + fpr * (1 - PREVALENCE)
-    recall_by_type, delays = _episode_recall(data, alerts, test)
-    return {
-        "auroc": float(roc_auc_score(y, s)) if both else float("nan"),
-        "auprc": float(average_precision_score(y, s)) if both else float("nan"),
-        "threshold": float(threshold),
-        "row_recall": tpr,
-        "row_fpr": fpr,
-        "precision_at_1pct_prevalence": tpr * PREVALENCE / denom if denom > 0 else 0.0,
-        "recall_by_type": recall_by_type,
-        "median_detection_delay_s": float(np.median(delays)) if delays else float("nan"),
-        "false_alarms_per_patient_day": _false_alarms(data, alerts, test),
-        "artefact_alert_rate": float(alerts[test & artefact].mean()) if (test & artefact).any() else 0.0,
-    }
+class _Evaluation:
+    """The held-out rows of a dataset and the measures every detector is judged by."""
+
+    def __init__(self, data: Dataset, test: np.ndarray) -> None:
+        self.data = data
+        self.test = test
+        self.positive = data.anomalous & ~data.artefact  # clinical deterioration
+        self.scored = test & ~data.artefact  # the rows AUROC / AUPRC are computed on
+        self.secs = data.seconds()
+        self.pid = data.patients()
+        age = data.features[DATA_AGE].to_numpy(zero_copy_only=False)
+        self.normal_days = float(np.minimum(age[test & ~data.anomalous], MAX_GAP_SECONDS).sum()) / 86400
+        held_out = {int(k) for k in data.episode[test & data.anomalous]}
+        self.episodes = sorted(held_out)
+        artefacts = [k for k in self.episodes if data.episodes[k].type is EpisodeType.SENSOR_ARTIFACT]
+        self.artefact_episodes = len(artefacts)
+        self.clinical_episodes = len(self.episodes) - len(artefacts)
+
+    def alerts(self, rule: AlertRule, condition: np.ndarray) -> AlertDecisions:
+        return AlertTracker(rule).update(patient_ids=self.pid, seconds=self.secs, condition=condition)
+
+    def ranking(self, scores: np.ndarray | None, alarms: np.ndarray) -> dict[str, float]:
+        """Row-level measures: AUROC / AUPRC of the scores, the alarm's recall and false-positive rate."""
+        y = self.positive[self.scored]
+        both = bool(y.any() and (~y).any())
+        tpr = (
+            float(alarms[self.scored & self.positive].mean()) if (self.scored & self.positive).any() else 0.0
+        )
+        normal = self.test & ~self.data.anomalous
+        fpr = float(alarms[normal].mean()) if normal.any() else 0.0
+        denom = tpr * PREVALENCE + fpr * (1 - PREVALENCE)
+        out = {
+            "row_recall": tpr,
+            "row_fpr": fpr,
+            "precision_at_1pct_prevalence": tpr * PREVALENCE / denom if denom > 0 else 0.0,
+            "auroc": float("nan"),
+            "auprc": float("nan"),
+        }
+        if scores is not None and both:
+            out["auroc"] = float(roc_auc_score(y, scores[self.scored]))
+            out["auprc"] = float(average_precision_score(y, scores[self.scored]))
+        return out
+
+    def rule_metrics(self, d: AlertDecisions) -> dict[str, Any]:
+        """Episode-level measures of alerts: what a clinician would experience."""
+        data = self.data
+        hit: dict[str, list[bool]] = {}
+        delays: list[float] = []
+        for k in self.episodes:
+            e = data.episodes[k]
+            rows = (data.episode == k) & self.test
+            # An artefact "detected" means an alert opened on it; an episode is caught if an alert is open.
+            fired = rows & (d.opened if e.type is EpisodeType.SENSOR_ARTIFACT else d.open)
+            hit.setdefault(str(e.type), []).append(bool(fired.any()))
+            if fired.any() and e.type is not EpisodeType.SENSOR_ARTIFACT:
+                delays.append(float(self.secs[fired].min() - e.start.timestamp()))
+        clinical = [h for t, v in hit.items() if t != EpisodeType.SENSOR_ARTIFACT for h in v]
+        caught = sum(clinical)
+        opened_outside = d.opened & self.test & ~self.positive
+        on_artefacts = int((opened_outside & data.artefact).sum())
+        days = self.normal_days
+        return {
+            "recall_by_type": {t: float(np.mean(v)) for t, v in sorted(hit.items())},
+            "clinical_episode_recall": caught / len(clinical) if clinical else float("nan"),
+            "clinical_episode_recall_95ci": wilson_interval(caught, len(clinical)),
+            "median_detection_delay_s": float(np.median(delays)) if delays else float("nan"),
+            # Every alert opened outside a deterioration is a false alarm, artefacts included.
+            "false_alarms_per_patient_day": int(opened_outside.sum()) / days if days else float("nan"),
+            "false_alarms_on_artefacts": on_artefacts,
+            "alerts_opened": int((d.opened & self.test).sum()),
+        }
 
 
-def _episode_recall(
-    data: Dataset, alerts: np.ndarray, test: np.ndarray
-) -> tuple[dict[str, float], list[float]]:
-    secs = data.seconds()
-    hit: dict[str, list[bool]] = {}
-    delays: list[float] = []
-    for k, e in enumerate(data.episodes):
-        rows = (data.episode == k) & test
-        if not rows.any():
-            continue  # a training patient's episode, or one with no reading
-        fired = rows & alerts
-        hit.setdefault(str(e.type), []).append(bool(fired.any()))
-        if fired.any() and e.type is not EpisodeType.SENSOR_ARTIFACT:
-            delays.append(float(secs[fired].min() - e.start.timestamp()))
-    return {t: float(np.mean(v)) for t, v in sorted(hit.items())}, delays
-
-
-def _clinical_recall(data: Dataset, result: dict[str, Any], test: np.ndarray) -> float:
-    counts = {str(e.type): 0 for e in data.episodes}
-    for k in {int(k) for k in data.episode[test & data.anomalous]}:
-        counts[str(data.episodes[k].type)] += 1
-    num = sum(
-        result["recall_by_type"][t] * n for t, n in counts.items() if t != EpisodeType.SENSOR_ARTIFACT and n
-    )
-    den = sum(n for t, n in counts.items() if t != EpisodeType.SENSOR_ARTIFACT)
-    return float(num / den) if den else float("nan")
-
-
-def _false_alarms(data: Dataset, alerts: np.ndarray, test: np.ndarray) -> float:
-    """Alert runs starting outside any episode, per patient-day of normal (unlabelled) time."""
-    pid = data.patients()
-    outside = alerts & ~data.anomalous & test
-    prev_same = np.r_[False, (pid[1:] == pid[:-1]) & outside[:-1]]  # rows are sorted by patient, time
-    starts = int((outside & ~prev_same).sum())
-    age = data.features["data_age_seconds"].to_numpy(zero_copy_only=False)
-    normal_days = float(np.minimum(age[test & ~data.anomalous], MAX_GAP_SECONDS).sum()) / 86400
-    return starts / normal_days if normal_days > 0 else float("nan")
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion: honest about recall on a few dozen episodes."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(float(centre - half), 4), round(float(centre + half), 4))
 
 
 def _figures(
@@ -277,34 +342,61 @@ def _figures(
 
 
 def _report_md(r: dict[str, Any], figures: list[str]) -> str:
+    sel = r["selection"]
     lines = [
         "# Anomaly detection evaluation",
         "",
-        f"{r['patients']} patients ({r['test_patients']} held out), {r['rows']} rows,"
-        f" {r['episodes']} episodes ({r['test_episodes']} in the held-out patients);"
-        " thresholds fixed on training normals at"
-        f" FPR {r['target_fpr']} (NEWS2: {NEWS2_CLINICAL_THRESHOLD}).",
+        f"{r['patients']} patients ({r['test_patients']} held out), {r['rows']} rows, {r['episodes']}"
+        f" episodes; held out: {r['test_clinical_episodes']} clinical and {r['test_artefact_episodes']}"
+        f" sensor-artefact episodes over {r['normal_patient_days']} normal patient-days. Thresholds fixed"
+        f" on training normals at FPR {r['target_fpr']} (NEWS2 alone: {NEWS2_CLINICAL_THRESHOLD}).",
         "",
-        "| detector | AUROC | AUPRC | precision @1 % | FA / patient-day | median delay (s)"
-        " | artefact alerts |",
+        f"Model choice ({sel['rule']}): **{sel['chosen']}**"
+        + (
+            " — validation AUROC "
+            + ", ".join(f"{k} {v:.3f}" for k, v in sel["validation_auroc"].items())
+            + f" ({sel['validation_patients']} validation patients inside the training split)."
+            if "validation_auroc" in sel
+            else "."
+        ),
+        "",
+        "Every detector's alarms go through the same alert rule (persistence, clear, cooldown);"
+        " `combined` adds the NEWS2 emergency arm to the chosen model.",
+        "",
+        "| detector | AUROC | AUPRC | precision @1 % | clinical recall | FA / patient-day"
+        " | median delay (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for k, m in r["detectors"].items():
         lines.append(
             f"| {k} | {m['auroc']:.3f} | {m['auprc']:.3f} | {m['precision_at_1pct_prevalence']:.3f} |"
-            f" {m['false_alarms_per_patient_day']:.2f} | {m['median_detection_delay_s']:.0f} |"
-            f" {m['artefact_alert_rate']:.2f} |"
+            f" {m['clinical_episode_recall']:.3f} | {m['false_alarms_per_patient_day']:.2f} |"
+            f" {m['median_detection_delay_s']:.0f} |"
         )
-    lines += ["", "## Recall by episode type", ""]
+    lines += ["", "## Recall by episode type (sensor_artifact: alerts opened, lower is better)", ""]
     for k, m in r["detectors"].items():
         lines.append(f"- {k}: " + ", ".join(f"{t} {v:.2f}" for t, v in m["recall_by_type"].items()))
+    lines += [
+        "",
+        "## Alert rule variants (chosen model + NEWS2)",
+        "",
+        "| persistence (s) | red single-parameter arm | clinical recall | FA / patient-day |",
+        "|---|---|---|---|",
+    ]
+    for v in r["rule_variants"]:
+        mark = " (default)" if v["default"] else ""
+        lines.append(
+            f"| {v['persistence_seconds']:.0f}{mark} | {'on' if v['red_subscore'] else 'off'} |"
+            f" {v['clinical_episode_recall']:.3f} | {v['false_alarms_per_patient_day']:.2f} |"
+        )
     b = r["bars"]
+    lo, hi = b["combined_recall_95ci"]
     lines += [
         "",
         "## Bars",
         "",
-        f"- Combined rule clinical episode recall {b['combined_clinical_episode_recall']:.3f} (bar >= 0.9:"
-        f" {'met' if b['met_recall_0_9'] else 'NOT met'}).",
+        f"- Combined rule clinical episode recall {b['combined_clinical_episode_recall']:.3f}"
+        f" (95 % interval {lo:.2f}-{hi:.2f}; bar >= 0.9: {'met' if b['met_recall_0_9'] else 'NOT met'}).",
         f"- Combined rule false alarms per patient-day {b['combined_false_alarms_per_patient_day']:.2f}"
         f" (bar <= 1: {'met' if b['met_false_alarms_le_1'] else 'NOT met'}).",
         f"- Chosen model ({b['chosen_model']}) AUROC {b['chosen_model_auroc']:.3f} (bar >= 0.93:"
@@ -327,12 +419,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between readings")
     parser.add_argument("--episode-rate", type=float, default=0.2)
     parser.add_argument(
-        "--model", choices=MODELS[1:], default=DEFAULT_MODEL, help="model of the combined rule"
+        "--model",
+        choices=[AUTO, *CANDIDATES],
+        default=AUTO,
+        help="model of the combined rule (auto: best validation AUROC inside the training patients)",
     )
-    parser.add_argument("--persistence", type=int, default=2)
+    defaults = AlertRule()
+    parser.add_argument("--persistence-seconds", type=float, default=defaults.persistence_seconds)
+    parser.add_argument("--clear-seconds", type=float, default=defaults.clear_seconds)
+    parser.add_argument("--cooldown-seconds", type=float, default=defaults.cooldown_seconds)
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else var/ml/mlruns)"
+    )
+    parser.add_argument("--no-track", action="store_true", help="do not log the run to MLflow")
     args = parser.parse_args(argv)
     if (args.readings is None) != (args.labels is None):
         parser.error("give both --readings and --labels, or neither (simulate)")
+    rule = AlertRule(
+        persistence_seconds=args.persistence_seconds,
+        clear_seconds=args.clear_seconds,
+        cooldown_seconds=args.cooldown_seconds,
+    )
     readings, labels = args.readings, args.labels
     if readings is None:
         readings, labels = simulate(
@@ -343,17 +450,28 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             episode_rate=args.episode_rate,
         )
-    r = evaluate(readings, labels, args.out, seed=args.seed, chosen=args.model, persistence=args.persistence)
+    r = evaluate(
+        readings,
+        labels,
+        args.out,
+        seed=args.seed,
+        model=args.model,
+        rule=rule,
+        track=not args.no_track,
+        tracking_uri=args.tracking_uri,
+    )
     for k, m in r["detectors"].items():
         print(
             f"{k:28s} AUROC {m['auroc']:.3f}  AUPRC {m['auprc']:.3f}"
+            f"  recall {m['clinical_episode_recall']:.3f}"
             f"  FA/patient-day {m['false_alarms_per_patient_day']:.2f}"
         )
     b = r["bars"]
     print(
-        f"combined rule: clinical episode recall {b['combined_clinical_episode_recall']:.3f},"
-        f" {b['combined_false_alarms_per_patient_day']:.2f} false alarms per patient-day;"
-        f" {b['chosen_model']} AUROC {b['chosen_model_auroc']:.3f} -> {args.out / 'evaluation.json'}"
+        f"chosen {b['chosen_model']} (AUROC {b['chosen_model_auroc']:.3f}); combined rule: clinical episode"
+        f" recall {b['combined_clinical_episode_recall']:.3f} {tuple(b['combined_recall_95ci'])},"
+        f" {b['combined_false_alarms_per_patient_day']:.2f} false alarms per patient-day"
+        f" -> {args.out / 'evaluation.json'}"
     )
     return 0
 

@@ -6,27 +6,31 @@ python -m ml.train --readings var/sim/readings.jsonl --labels var/sim/labels.jso
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sklearn.metrics import roc_auc_score
 
-from ml import artifact
+from ml import artifact, tracking
 from ml.detectors import Detector, fix_threshold, make_detector
 from ml.features import features_for_history
-from simulator import Episode, read_jsonl, read_labels
+from simulator import Episode, EpisodeType, read_jsonl, read_labels
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.readings import parse_batch
 from vitals_lake.silver import to_silver
 
 TRAINING_KEY: Final = b"vitals-lake-ml-training"  # pseudonym key: training never needs real keys
-DEFAULT_MODEL: Final = "autoencoder"
+AUTO: Final = "auto"  # choose the model on a validation split of the training patients
+CANDIDATES: Final = ("zscore", "isolation_forest", "autoencoder")
+DEFAULT_MODEL: Final = AUTO
 DEFAULT_TARGET_FPR: Final = 0.005
 TRAIN_SHARE: Final = 0.6
+VALIDATION_SHARE: Final = 0.25  # of the training patients: held out from fitting to choose the model
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,12 @@ class Dataset:
     @property
     def anomalous(self) -> np.ndarray:
         return self.episode >= 0
+
+    @property
+    def artefact(self) -> np.ndarray:
+        """Rows inside a sensor-artefact episode (labelled, but not a deterioration)."""
+        kinds = np.array([e.type is EpisodeType.SENSOR_ARTIFACT for e in self.episodes] + [False])
+        return kinds[self.episode]
 
     def patients(self) -> np.ndarray:
         return np.asarray(self.features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
@@ -86,6 +96,53 @@ def split_patients(patients: np.ndarray, *, seed: int, train_share: float = TRAI
     return {str(p) for p in rng.permutation(uniq)[: round(train_share * len(uniq))]}
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The model chosen on validation patients, and every candidate's validation AUROC."""
+
+    chosen: str
+    validation_auroc: dict[str, float]
+    fit_patients: int
+    validation_patients: int
+
+
+def select_model(
+    data: Dataset,
+    in_train: np.ndarray,
+    *,
+    seed: int,
+    target_fpr: float,
+    candidates: tuple[str, ...] = CANDIDATES,
+) -> Selection:
+    """Fit each candidate on part of the training patients, keep the best AUROC on the rest.
+
+    Only training patients are used: the held-out test patients never influence the choice. Sensor
+    artefact rows are left out of the AUROC (they are labelled, but not deterioration).
+    """
+    patients = data.patients()
+    train_ids = np.unique(patients[in_train])
+    fit_ids = split_patients(train_ids, seed=seed + 1, train_share=1.0 - VALIDATION_SHARE)
+    fit_rows = in_train & np.isin(patients, list(fit_ids))
+    val_rows = in_train & ~fit_rows & ~data.artefact
+    y = data.anomalous[val_rows]
+    aurocs: dict[str, float] = {}
+    for name in candidates:
+        detector, _ = fit_detector(
+            name, data.features, fit_rows & ~data.anomalous, seed=seed, target_fpr=target_fpr
+        )
+        scores = detector.score(data.features.filter(pa.array(val_rows)))
+        aurocs[name] = float(roc_auc_score(y, scores)) if y.any() and (~y).any() else float("nan")
+    finite = {k: v for k, v in aurocs.items() if np.isfinite(v)}
+    if not finite:
+        raise ValueError("the validation patients hold no labelled episode: cannot choose a model")
+    return Selection(
+        chosen=max(finite, key=lambda k: finite[k]),
+        validation_auroc=aurocs,
+        fit_patients=len(fit_ids),
+        validation_patients=len(train_ids) - len(fit_ids),
+    )
+
+
 def fit_detector(
     name: str, features: pa.Table, normal: np.ndarray, *, seed: int, target_fpr: float
 ) -> tuple[Detector, float]:
@@ -103,17 +160,27 @@ def train(
     model: str = DEFAULT_MODEL,
     target_fpr: float = DEFAULT_TARGET_FPR,
     seed: int = 42,
+    track: bool = False,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
-    """Train on the normal rows of the training patients; write the artifact; return its metadata."""
+    """Train on the normal rows of the training patients; write the artifact; return its metadata.
+
+    ``model="auto"`` chooses among the candidates on a validation split of the training patients.
+    ``track`` logs the run to MLflow (``ml.tracking``; the CLI tracks by default).
+    """
     data = load_dataset(Path(readings), Path(labels))
     patients = data.patients()
     train_ids = split_patients(patients, seed=seed)
     in_train = np.isin(patients, list(train_ids))
+    selection = None
+    if model == AUTO:
+        selection = select_model(data, in_train, seed=seed, target_fpr=target_fpr)
+        model = selection.chosen
     # Sensor artefacts are labelled episodes too: keep every labelled row out of "normal".
     normal = in_train & ~data.anomalous
     detector, threshold = fit_detector(model, data.features, normal, seed=seed, target_fpr=target_fpr)
     ts = data.seconds()[normal]
-    training = {
+    training: dict[str, Any] = {
         "rows": int(normal.sum()),
         "patients": len(train_ids),
         "start": _iso(ts.min()) if ts.size else None,
@@ -122,8 +189,11 @@ def train(
         "readings": str(readings),
         "labels": str(labels),
         "episode_types": sorted({str(e.type) for e in data.episodes}),
+        "selection": (
+            {"rule": "best validation AUROC", **asdict(selection)} if selection else {"rule": "given"}
+        ),
     }
-    return artifact.save(
+    meta = artifact.save(
         detector,
         Path(out),
         threshold=threshold,
@@ -131,6 +201,23 @@ def train(
         feature_names=detector.features,
         training=training,
     )
+    if track:
+        meta["mlflow_run_id"] = tracking.track_run(
+            run_name=f"train-{meta['model']}-{meta['model_version']}",
+            params={"model": meta["model"], "target_fpr": target_fpr, "seed": seed, "training": training},
+            metrics={
+                "threshold": threshold,
+                "training_rows": training["rows"],
+                **{
+                    f"validation_auroc.{k}": v
+                    for k, v in (selection.validation_auroc if selection else {}).items()
+                },
+            },
+            artifacts=[Path(out)],
+            tags={"model_version": meta["model_version"], "sha256": meta["sha256"], "stage": "train"},
+            tracking_uri=tracking_uri,
+        )
+    return meta
 
 
 def _iso(seconds: float) -> str:
@@ -142,17 +229,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readings", type=Path, required=True, help="raw device lines (JSONL)")
     parser.add_argument("--labels", type=Path, required=True, help="simulator labels.jsonl")
     parser.add_argument("--out", type=Path, required=True, help="artifact directory")
-    models = ["isolation_forest", "autoencoder", "zscore"]
-    parser.add_argument("--model", choices=models, default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--model",
+        choices=[AUTO, *CANDIDATES],
+        default=DEFAULT_MODEL,
+        help="auto: the best validation AUROC among the candidates (training patients only)",
+    )
     parser.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else var/ml/mlruns)"
+    )
+    parser.add_argument("--no-track", action="store_true", help="do not log the run to MLflow")
     args = parser.parse_args(argv)
     meta = train(
-        args.readings, args.labels, args.out, model=args.model, target_fpr=args.target_fpr, seed=args.seed
+        args.readings,
+        args.labels,
+        args.out,
+        model=args.model,
+        target_fpr=args.target_fpr,
+        seed=args.seed,
+        track=not args.no_track,
+        tracking_uri=args.tracking_uri,
     )
     print(
         f"model {meta['model']} version {meta['model_version']}: threshold {meta['threshold']:.6g},"
         f" {meta['training']['rows']} training rows -> {args.out}"
+        + (f" (MLflow run {meta['mlflow_run_id']})" if "mlflow_run_id" in meta else "")
     )
     return 0
 

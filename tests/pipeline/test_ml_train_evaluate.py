@@ -18,6 +18,13 @@ def cohort(tmp_path_factory) -> tuple[Path, Path]:
     return evaluate.simulate(out, patients=30, hours=6, interval=60, seed=3, episode_rate=0.5)
 
 
+@pytest.fixture(scope="module")
+def evaluated(cohort, tmp_path_factory) -> tuple[dict, Path]:
+    readings, labels = cohort
+    out = tmp_path_factory.mktemp("evaluation")
+    return evaluate.evaluate(readings, labels, out, seed=3), out
+
+
 def test_train_writes_a_loadable_artifact(cohort, tmp_path):
     readings, labels = cohort
     assert train.main(["--readings", str(readings), "--labels", str(labels), "--out", str(tmp_path),
@@ -47,9 +54,8 @@ def test_labels_cover_episode_rows(cohort):
         assert secs[rows].min() >= e.start.timestamp() and secs[rows].max() <= e.end.timestamp()
 
 
-def test_evaluate_reports_every_metric_for_every_detector(cohort, tmp_path):
-    readings, labels = cohort
-    report = evaluate.evaluate(readings, labels, tmp_path, seed=3)
+def test_evaluate_reports_every_metric_for_every_detector(evaluated):
+    report, tmp_path = evaluated
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["bars"].keys() == report["bars"].keys()
     expected = {*evaluate.MODELS, evaluate.COMBINED, "zscore_contaminated", "isolation_forest_contaminated",
@@ -59,8 +65,63 @@ def test_evaluate_reports_every_metric_for_every_detector(cohort, tmp_path):
                "false_alarms_per_patient_day"}  # fmt: skip
     for name, m in saved["detectors"].items():
         assert metrics <= set(m), name
-        assert 0.0 <= m["auroc"] <= 1.0 and m["recall_by_type"], name
+        assert m["recall_by_type"], name
+        if name != evaluate.COMBINED:  # the rule is a decision, not a score: no curve
+            assert 0.0 <= m["auroc"] <= 1.0, name
     assert saved["detectors"]["zscore"]["auroc"] > 0.8  # deviations from own baseline do separate
     for fig in ("roc_pr.png", "recall_by_type.png", "false_alarms.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
         assert fig in (tmp_path / "report.md").read_text()
+
+
+def test_the_model_is_chosen_on_validation_patients_and_rule_variants_are_measured(evaluated):
+    report, _ = evaluated
+    sel = report["selection"]
+    assert set(sel["validation_auroc"]) == set(train.CANDIDATES)
+    best = max(sel["validation_auroc"], key=sel["validation_auroc"].get)
+    assert sel["chosen"] == best == report["bars"]["chosen_model"] == report["detectors"]["combined"]["model"]
+    variants = report["rule_variants"]
+    assert sum(v["default"] for v in variants) == 1
+    assert {(v["persistence_seconds"], v["red_subscore"]) for v in variants} == {
+        (p, red) for p in (0.0, 60.0, 180.0) for red in (False, True)
+    }
+    default = next(v for v in variants if v["default"])
+    assert (default["persistence_seconds"], default["red_subscore"]) == (60.0, False)
+    assert default["false_alarms_per_patient_day"] == report["bars"]["combined_false_alarms_per_patient_day"]
+    lo, hi = report["bars"]["combined_recall_95ci"]
+    assert lo <= report["bars"]["combined_clinical_episode_recall"] <= hi
+
+
+def test_auto_training_records_the_choice_in_the_artifact(cohort, tmp_path):
+    readings, labels = cohort
+    meta = train.train(readings, labels, tmp_path, seed=3)
+    chosen = meta["training"]["selection"]["chosen"]
+    assert meta["model"] == chosen in train.CANDIDATES
+    assert "validation AUROC" in meta["training"]["selection"]["rule"]
+
+
+def test_wilson_interval_brackets_the_proportion():
+    assert evaluate.wilson_interval(15, 15)[0] == pytest.approx(0.796, abs=1e-3)
+    lo, hi = evaluate.wilson_interval(9, 10)
+    assert lo < 0.9 < hi < 1.0
+
+
+def test_training_from_the_cli_is_tracked_in_mlflow(cohort, tmp_path, monkeypatch):
+    readings, labels = cohort
+    store = f"file:{tmp_path / 'mlruns'}"
+    args = ["--readings", str(readings), "--labels", str(labels), "--out", str(tmp_path / "model"),
+            "--model", "zscore", "--seed", "3", "--tracking-uri", store]  # fmt: skip
+    assert train.main(args) == 0
+    meta = json.loads((tmp_path / "model" / artifact.METADATA_FILE).read_text())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # reading a file store back needs the opt-in
+    from mlflow import MlflowClient  # noqa: PLC0415 - slow import, only this test
+
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("vitals-lake-anomaly").experiment_id])
+    assert run.data.params["model"] == "zscore"
+    assert run.data.tags["model_version"] == meta["model_version"]
+    assert run.data.metrics["threshold"] == pytest.approx(meta["threshold"])
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {
+        f"model/{artifact.METADATA_FILE}",
+        f"model/{artifact.MODEL_FILE}",
+    }

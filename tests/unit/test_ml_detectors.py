@@ -1,4 +1,4 @@
-"""ml.detectors and ml.artifact: ranking, thresholds, persistence, versioned artifacts."""
+"""ml.detectors and ml.artifact: ranking, thresholds, versioned artifacts."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from ml.detectors import (
     IsolationForestDetector,
     News2Detector,
     RobustZScore,
-    alert_decisions,
     fix_threshold,
 )
 from ml.features import DEVIATION_FEATURES
@@ -65,35 +64,6 @@ def test_threshold_gives_target_fpr_on_normals():
     assert abs((fresh >= t).mean() - 0.01) < 0.003
     with pytest.raises(ValueError):
         fix_threshold(train, 0.0)
-
-
-def test_persistence_suppresses_one_reading_spike_not_sustained_episode():
-    scores = np.zeros(40)
-    scores[5] = 10  # patient A: one-reading artefact
-    scores[25:31] = 10  # patient B: sustained
-    pid = np.array(["A"] * 20 + ["B"] * 20)
-    ts = np.r_[np.arange(20), np.arange(20)] * 60.0
-    alerts = alert_decisions(scores, 1.0, pid, ts, persistence=2)
-    assert not alerts[:20].any()
-    assert alerts[26:31].all() and not alerts[25]
-    assert alert_decisions(scores, 1.0, pid, ts, persistence=1)[5]
-
-
-def test_persistence_does_not_join_runs_across_patients_and_news2_red_counts():
-    scores = np.zeros(4)
-    pid = np.array(["A", "A", "B", "B"])
-    ts = np.array([0.0, 60.0, 0.0, 60.0])
-    sub = np.array([0, 3, 3, 0])  # A's last reading and B's first: adjacent rows, different patients
-    assert not alert_decisions(scores, 1.0, pid, ts, news2_max_subscore=sub).any()
-    both = np.array([0, 0, 3, 3])
-    assert alert_decisions(scores, 1.0, pid, ts, news2_max_subscore=both).tolist() == [0, 0, 0, 1]
-    assert alert_decisions(scores, 1.0, pid, ts, news2=np.array([7, 7, 0, 0])).tolist() == [0, 1, 0, 0]
-
-
-def test_persistence_uses_time_order_not_row_order():
-    scores = np.array([10.0, 0.0, 10.0])
-    ts = np.array([0.0, 120.0, 60.0])  # rows 0 and 2 are consecutive in time
-    assert alert_decisions(scores, 1.0, np.array(["A"] * 3), ts).tolist() == [0, 0, 1]
 
 
 def test_artifact_round_trip(tmp_path, normal):
