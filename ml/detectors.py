@@ -54,10 +54,14 @@ class IsolationForestDetector(Detector):
 
     def __init__(self, *, seed: int = 42, n_estimators: int = 200, max_samples: int = 512) -> None:
         self.seed = seed
+        self.max_samples = max_samples
         self.model = IsolationForest(n_estimators=n_estimators, max_samples=max_samples, random_state=seed)
 
     def fit(self, features_normal: pa.Table) -> IsolationForestDetector:
-        self.model.fit(self._x(features_normal))
+        x = self._x(features_normal)
+        # A small history has fewer rows than a tree's sample: use them all (sklearn would warn).
+        self.model.set_params(max_samples=min(self.max_samples, len(x)))
+        self.model.fit(x)
         return self
 
     def score(self, features: pa.Table) -> np.ndarray:

@@ -175,7 +175,7 @@ def evaluate(
         "seed": seed,
         "target_fpr": target_fpr,
         "selection": (
-            {"rule": "best validation AUROC", **asdict(selection)}
+            {"rule": selection.reason, **asdict(selection)}
             if selection
             else {"rule": "given", "chosen": model}
         ),

@@ -116,7 +116,7 @@ class BaselineState:
         data age of 0.
         """
         n = table.num_rows
-        ts = _seconds(table)
+        ts = epoch_seconds(table)
         pid = np.asarray(table[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
         x = np.column_stack([float_column(table, v) for v in c.VITAL_NAMES]) if n else np.zeros((0, _N))
         med = np.empty((n, _N))
@@ -173,7 +173,8 @@ def feature_matrix(features: pa.Table, names: tuple[str, ...] = DEVIATION_FEATUR
     return np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _seconds(table: pa.Table) -> np.ndarray:
+def epoch_seconds(table: pa.Table) -> np.ndarray:
+    """The rows' timestamps as float seconds since the epoch."""
     us = pc.cast(pc.cast(table[c.TIMESTAMP], pa.timestamp("us", tz="UTC")), pa.int64())
     return np.asarray(us.to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
 

@@ -15,15 +15,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from ml import artifact
 from ml.artifact import ArtifactError, LoadedModel
-from ml.features import BaselineState
+from ml.features import NEWS2_MAX_SUBSCORE, BaselineState, epoch_seconds
 from vitals_lake import contract as c
+from vitals_lake.alerting import AlertDecisions, AlertRule, AlertTracker
 
 log = logging.getLogger(__name__)
 
@@ -86,25 +89,84 @@ class ModelWatcher:
             return artifact.load(Path(tmp))
 
 
-class StreamScorer:
-    """Fills ``anomaly_score``, ``is_anomaly`` and ``model_version`` of Silver rows."""
+# What rebuilding a patient's state needs from Silver: baseline inputs and the stored alert condition.
+HISTORY_COLUMNS: Final = (
+    c.PATIENT_ID,
+    c.TIMESTAMP,
+    *c.VITAL_NAMES,
+    c.NEWS2_SCORE,
+    *(c.news2_subscore_column(p) for p in c.NEWS2_PARAMETERS),
+    c.IS_ANOMALY,
+)
+History = Callable[[list[str], float], pa.Table]  # (patients, before epoch seconds) -> their Silver rows
 
-    def __init__(self, watcher: ModelWatcher | None) -> None:
+
+class StreamScorer:
+    """Fills ``anomaly_score``, ``is_anomaly``, ``model_version``, ``alert_open`` and ``alert_opened``.
+
+    Per-patient state (robust baselines, alert runs) lives here between batches. A patient this
+    scorer has not seen (a new worker, a restart) first has their recent Silver history replayed
+    through the same code, when a ``history`` reader is given: baselines and open alerts survive.
+    """
+
+    def __init__(
+        self, watcher: ModelWatcher | None, *, rule: AlertRule | None = None, history: History | None = None
+    ) -> None:
         self.watcher = watcher
         self.baselines = BaselineState()
+        self.alerts = AlertTracker(rule or AlertRule())
+        self.history = history
+        self._seen: set[str] = set()
 
     def score(self, silver: pa.Table) -> pa.Table:
+        if silver.num_rows == 0:
+            return silver
+        self._restore(silver)
         # Baselines advance even while no model is deployed, so a new model starts warm.
         features = self.baselines.update(silver)
         model = self.watcher.current() if self.watcher else None
-        if model is None or silver.num_rows == 0:
-            return silver
-        scores = np.asarray(model.score(features), dtype=np.float64)
         out = silver
-        for name, values in (
-            (c.ANOMALY_SCORE, pa.array(scores, pa.float64())),
-            (c.IS_ANOMALY, pa.array(scores >= model.threshold, pa.bool_())),
-            (c.MODEL_VERSION, pa.array([model.version] * silver.num_rows, pa.string())),
-        ):
-            out = out.set_column(out.schema.get_field_index(name), name, values)
-        return out
+        anomaly = np.zeros(silver.num_rows, dtype=bool)
+        if model is not None:
+            scores = np.asarray(model.score(features), dtype=np.float64)
+            anomaly = scores >= model.threshold
+            out = _set(out, c.ANOMALY_SCORE, pa.array(scores, pa.float64()))
+            out = _set(out, c.IS_ANOMALY, pa.array(anomaly, pa.bool_()))
+            out = _set(out, c.MODEL_VERSION, pa.array([model.version] * silver.num_rows, pa.string()))
+        decisions = self._alerts(features, anomaly)
+        out = _set(out, c.ALERT_OPEN, pa.array(decisions.open, pa.bool_()))
+        return _set(out, c.ALERT_OPENED, pa.array(decisions.opened, pa.bool_()))
+
+    def _alerts(self, features: pa.Table, anomaly: np.ndarray) -> AlertDecisions:
+        reasons = self.alerts.rule.reasons(
+            anomaly=anomaly,
+            news2=features[c.NEWS2_SCORE].to_numpy(zero_copy_only=False),
+            news2_max_subscore=features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False),
+        )
+        return self.alerts.update(
+            patient_ids=np.asarray(features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object),
+            seconds=epoch_seconds(features),
+            condition=reasons > 0,
+        )
+
+    def _restore(self, silver: pa.Table) -> None:
+        patients = set(silver[c.PATIENT_ID].to_pylist())
+        new = sorted(patients - self._seen)
+        self._seen |= patients
+        if not new or self.history is None:
+            return
+        before = float(epoch_seconds(silver).min())
+        past = self.history(new, before)
+        if past.num_rows == 0:
+            return
+        past = past.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
+        features = self.baselines.update(past)
+        stored = np.asarray(pc.fill_null(past[c.IS_ANOMALY], False).to_numpy(zero_copy_only=False), bool)
+        self._alerts(features, stored)
+        log.info(
+            "restored baselines and alert state of %d patients from %d Silver rows", len(new), past.num_rows
+        )
+
+
+def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)

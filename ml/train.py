@@ -6,6 +6,7 @@ python -m ml.train --readings var/sim/readings.jsonl --labels var/sim/labels.jso
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -24,12 +25,14 @@ from vitals_lake import envelope
 from vitals_lake.readings import parse_batch
 from vitals_lake.silver import to_silver
 
+log = logging.getLogger(__name__)
 TRAINING_KEY: Final = b"vitals-lake-ml-training"  # pseudonym key: training never needs real keys
 AUTO: Final = "auto"  # choose the model on a validation split of the training patients
 CANDIDATES: Final = ("zscore", "isolation_forest", "autoencoder")
 DEFAULT_MODEL: Final = AUTO
 DEFAULT_TARGET_FPR: Final = 0.005
 TRAIN_SHARE: Final = 0.6
+FALLBACK_MODEL: Final = "zscore"  # when validation cannot choose: needs no training, nothing to overfit
 VALIDATION_SHARE: Final = 0.25  # of the training patients: held out from fitting to choose the model
 
 
@@ -104,6 +107,7 @@ class Selection:
     validation_auroc: dict[str, float]
     fit_patients: int
     validation_patients: int
+    reason: str = "best validation AUROC"
 
 
 def select_model(
@@ -134,12 +138,14 @@ def select_model(
         aurocs[name] = float(roc_auc_score(y, scores)) if y.any() and (~y).any() else float("nan")
     finite = {k: v for k, v in aurocs.items() if np.isfinite(v)}
     if not finite:
-        raise ValueError("the validation patients hold no labelled episode: cannot choose a model")
+        # Too few patients to validate anything: the detector that needs no training is the safe pick.
+        log.warning("no labelled episode among the validation patients: falling back to %s", FALLBACK_MODEL)
     return Selection(
-        chosen=max(finite, key=lambda k: finite[k]),
+        chosen=max(finite, key=lambda k: finite[k]) if finite else FALLBACK_MODEL,
         validation_auroc=aurocs,
         fit_patients=len(fit_ids),
         validation_patients=len(train_ids) - len(fit_ids),
+        reason="best validation AUROC" if finite else "fallback: no episode among the validation patients",
     )
 
 
@@ -189,9 +195,7 @@ def train(
         "readings": str(readings),
         "labels": str(labels),
         "episode_types": sorted({str(e.type) for e in data.episodes}),
-        "selection": (
-            {"rule": "best validation AUROC", **asdict(selection)} if selection else {"rule": "given"}
-        ),
+        "selection": ({"rule": selection.reason, **asdict(selection)} if selection else {"rule": "given"}),
     }
     meta = artifact.save(
         detector,

@@ -99,6 +99,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         max_age=timedelta(seconds=timing.allowed_lateness),
         model_uri=o.model_uri,
         model_poll=o.model_poll_seconds,
+        rule=opts.alert_rule(options),
     )
     _ = checked[QUARANTINE] | "WriteQuarantine" >> beam.ParDo(AppendFn(lake, "quarantine"))
     _ = checked[DQ] | "WriteDataQuality" >> beam.ParDo(AppendFn(lake, "dq_metrics"))

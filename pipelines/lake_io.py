@@ -111,8 +111,8 @@ class UpsertGoldFn(_LakeWriterFn):
         minutes = panes.filter(pc.equal(panes[c.WINDOW_SECONDS], 60))
         if minutes.num_rows:
             lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
-            where = _time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
-            silver = _read_patients(self.lake, "silver", where, patients)
+            where = time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
+            silver = read_patients(self.lake, "silver", where, patients)
             fresh = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
             self.lake.upsert(
                 "gold",
@@ -125,7 +125,7 @@ class UpsertGoldFn(_LakeWriterFn):
         hours = pc.unique(pc.floor_temporal(panes[c.WINDOW_START], multiple=3600, unit="second"))
         if len(hours):
             lo, hi = pc.min(hours).as_py(), pc.max(hours).as_py()
-            gold = _read_patients(
+            gold = read_patients(
                 self.lake, "gold", _gold_range(60, lo, hi + timedelta(seconds=3599)), patients
             )
             hourly = hours_from_minutes(gold, updated_at_us=now)
@@ -169,7 +169,7 @@ class DeriveTrendsFn(_LakeWriterFn):
             span = timedelta(minutes=c.ROLLING_MINUTES - 1)
             lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
             patients = pc.unique(minutes[c.PATIENT_ID])
-            window = _read_patients(self.lake, "gold", _gold_range(60, lo - span, hi + span), patients)
+            window = read_patients(self.lake, "gold", _gold_range(60, lo - span, hi + span), patients)
             rolled = rolling_means(window, updated_at_us=now)
             ts = rolled[c.WINDOW_START]
             rolled = rolled.filter(
@@ -188,15 +188,17 @@ class DeriveTrendsFn(_LakeWriterFn):
         return iter(())
 
 
-def _read_patients(lake: Lake, layer: c.Layer, where: pc.Expression, patients: pa.Array) -> pa.Table:
+def read_patients(
+    lake: Lake, layer: c.Layer, where: pc.Expression, patients: pa.Array, *, columns: list[str] | None = None
+) -> pa.Table:
     """Rows in a range, then only these patients. The patient filter runs after the scan: files
     written by MERGE store strings as string_view, which an `isin` pushed down to their statistics
     does not match."""
-    rows = lake.read(layer, where=where)
+    rows = lake.read(layer, columns=columns, where=where)
     return rows.filter(pc.is_in(rows[c.PATIENT_ID], value_set=patients))
 
 
-def _time_range(column: str, lo: datetime, hi: datetime) -> pc.Expression:
+def time_range(column: str, lo: datetime, hi: datetime) -> pc.Expression:
     """A time range on a date-partitioned table (the date bounds prune whole partitions)."""
     typ = pa.timestamp("us", tz="UTC")
     return (
@@ -208,4 +210,4 @@ def _time_range(column: str, lo: datetime, hi: datetime) -> pc.Expression:
 
 
 def _gold_range(window_seconds: int, lo: datetime, hi: datetime) -> pc.Expression:
-    return (pc.field(c.WINDOW_SECONDS) == window_seconds) & _time_range(c.WINDOW_START, lo, hi)
+    return (pc.field(c.WINDOW_SECONDS) == window_seconds) & time_range(c.WINDOW_START, lo, hi)

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from vitals_lake.alerting import AlertRule
 from vitals_lake.config import ConfigError, LakeSettings, StreamSettings, lake_from_uri
 
 # Prism (the default behind "DirectRunner") downloads a binary at start-up and fails offline:
@@ -97,6 +98,23 @@ class VitalsOptions(PipelineOptions):
             default=30.0,
             help="how often the model directory is checked for a new version",
         )
+        rule = AlertRule()
+        for name, default, what in (
+            (
+                "alert_persistence_seconds",
+                rule.persistence_seconds,
+                "the alert condition must hold this long",
+            ),
+            ("alert_clear_seconds", rule.clear_seconds, "and be absent this long before an alert closes"),
+            (
+                "alert_cooldown_seconds",
+                rule.cooldown_seconds,
+                "no new alert for a patient this soon after one",
+            ),
+        ):
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", f"--{name}", dest=name, type=float, default=default, help=what
+            )
         parser.add_argument(
             "--run-id",
             "--run_id",
@@ -131,6 +149,18 @@ def stream_settings(options: PipelineOptions) -> StreamSettings:
     )
 
 
+def alert_rule(options: PipelineOptions) -> AlertRule:
+    o = options.view_as(VitalsOptions)
+    try:
+        return AlertRule(
+            persistence_seconds=o.alert_persistence_seconds,
+            clear_seconds=o.alert_clear_seconds,
+            cooldown_seconds=o.alert_cooldown_seconds,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def lake_settings(options: PipelineOptions) -> LakeSettings:
     o = options.view_as(VitalsOptions)
     if not o.lake:
@@ -151,6 +181,7 @@ def finalize(options: PipelineOptions) -> PipelineOptions:
     streaming = is_streaming(options)
     stream_settings(options)
     lake_settings(options)
+    alert_rule(options)
     std = options.view_as(StandardOptions)
     std.streaming = streaming
     if std.runner is None:

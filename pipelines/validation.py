@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import apache_beam as beam
 import pyarrow as pa
@@ -17,10 +18,12 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from ml.serving import ModelWatcher, StreamScorer
+from ml.serving import HISTORY_COLUMNS, ModelWatcher, StreamScorer
+from pipelines.lake_io import read_patients, time_range
 from vitals_lake import contract as c
 from vitals_lake import expectations as ex
 from vitals_lake.admissions import PatientDirectory
+from vitals_lake.alerting import AlertRule
 from vitals_lake.config import LakeSettings
 from vitals_lake.lake import Lake
 from vitals_lake.pseudonym import PseudonymKey
@@ -28,6 +31,7 @@ from vitals_lake.readings import TimeRules, parse_batch
 from vitals_lake.silver import to_silver
 
 QUARANTINE = "quarantine"
+BASELINE_SPAN = timedelta(hours=24)  # how far back a restored baseline reaches (ml.features' ring)
 DQ = "dq"
 log = logging.getLogger(__name__)
 
@@ -37,14 +41,30 @@ def batch_window_start(batch_id: str) -> int:
     return int(batch_id.split("-", 1)[0])
 
 
+def recent_silver(lake: Lake, patients: list[str], before: float) -> pa.Table:
+    """These patients' Silver rows of the baseline span before ``before`` (epoch seconds): what a
+    scorer replays to rebuild their baselines and alert state after a restart or on a new worker."""
+    hi = datetime.fromtimestamp(before, UTC) - timedelta(microseconds=1)  # rows before, not at
+    where = time_range(c.TIMESTAMP, hi - BASELINE_SPAN, hi)
+    return read_patients(
+        lake, "silver", where, pa.array(patients, pa.string()), columns=list(HISTORY_COLUMNS)
+    )
+
+
 class ValidateReadingsFn(beam.DoFn):
     def __init__(
-        self, lake: LakeSettings, time_rules: TimeRules, model_uri: str | None, model_poll: float
+        self,
+        lake: LakeSettings,
+        time_rules: TimeRules,
+        model_uri: str | None,
+        model_poll: float,
+        rule: AlertRule,
     ) -> None:
         self.lake_settings = lake
         self.time_rules = time_rules
         self.model_uri = model_uri
         self.model_poll = model_poll
+        self.rule = rule
         self.scorer: StreamScorer | None = None
         self.valid = Metrics.counter("quality", "valid_rows")
         self.quarantined = Metrics.counter("quality", "quarantined_rows")
@@ -54,10 +74,11 @@ class ValidateReadingsFn(beam.DoFn):
         self.key: bytes = b""
 
     def setup(self) -> None:
-        self.patients = PatientDirectory(Lake(self.lake_settings))
+        lake = Lake(self.lake_settings)
+        self.patients = PatientDirectory(lake)
         self.key = PseudonymKey.from_env().secret
         watcher = ModelWatcher(self.model_uri, poll_seconds=self.model_poll) if self.model_uri else None
-        self.scorer = StreamScorer(watcher)
+        self.scorer = StreamScorer(watcher, rule=self.rule, history=partial(recent_silver, lake))
 
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[object]:
         assert self.patients is not None
@@ -101,14 +122,16 @@ class ValidateReadings(beam.PTransform):
         max_age: timedelta | None,
         model_uri: str | None = None,
         model_poll: float = 30.0,
+        rule: AlertRule | None = None,
     ) -> None:
         super().__init__()
         self.lake = lake
         self.time_rules = TimeRules(clock_skew=clock_skew, max_age=max_age)
         self.model_uri = model_uri
         self.model_poll = model_poll
+        self.rule = rule or AlertRule()
 
     def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
         return batches | "ParseCheckEnrichScore" >> beam.ParDo(
-            ValidateReadingsFn(self.lake, self.time_rules, self.model_uri, self.model_poll)
+            ValidateReadingsFn(self.lake, self.time_rules, self.model_uri, self.model_poll, self.rule)
         ).with_outputs(QUARANTINE, DQ, main="valid")

@@ -16,6 +16,15 @@ from vitals_lake.config import KafkaSettings, PubSubSettings
 from vitals_lake.stack import LocalStack, MissingPrerequisite, PubSubEmulator, TansuBroker
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs tracked by the ML CLIs go to a temporary store, never the repository's var/ml/mlruns."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path_factory.mktemp('mlruns')}")
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A started LocalStack (topics patient-vitals / patient-vitals-beam created), stopped at session end."""

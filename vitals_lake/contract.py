@@ -232,7 +232,13 @@ BRONZE_SCHEMA: Final = pa.schema(
 ANOMALY_SCORE: Final = "anomaly_score"  # the anomaly model's score (higher = more anomalous)
 IS_ANOMALY: Final = "is_anomaly"  # anomaly_score at or above the model's threshold
 MODEL_VERSION: Final = "model_version"  # which model version scored the reading
+ALERT_OPEN: Final = "alert_open"  # the combined alert rule (vitals_lake.alerting) has an alert open
+ALERT_OPENED: Final = "alert_opened"  # ... and it opened on this reading
 RISK_LEVEL: Final = "risk_level"  # Gold: low | low-medium | medium | high
+RISK_LEVEL_ON_ALERT: Final = "medium"  # an open alert raises the risk level at least to this
+SCORED_READINGS: Final = "scored_readings"  # Gold: readings the anomaly model scored
+ANOMALOUS_READINGS: Final = "anomalous_readings"  # Gold: readings at or above the model's threshold
+ALERT_READINGS: Final = "alert_readings"  # Gold: readings with an alert open
 
 # Columns derived per reading (clinical) and joined from admissions (enrichment), in Silver order.
 CLINICAL_FIELDS: Final = [
@@ -250,6 +256,8 @@ CLINICAL_FIELDS: Final = [
     pa.field(ANOMALY_SCORE, pa.float64()),  # null while no model is deployed
     pa.field(IS_ANOMALY, pa.bool_()),
     pa.field(MODEL_VERSION, pa.string()),
+    pa.field(ALERT_OPEN, pa.bool_()),
+    pa.field(ALERT_OPENED, pa.bool_()),
 ]
 ENRICHMENT_FIELDS: Final = [
     pa.field(PATIENT_KEY, pa.string(), nullable=False),
@@ -307,13 +315,18 @@ def _gold_vital_fields() -> list[pa.Field]:
     return fields
 
 
-# Per-window clinical aggregates: the worst NEWS2, how many readings raised each flag, the risk level
-# (the highest NEWS2 response reached in the window) and the reserved anomaly score.
+# Per-window clinical aggregates: the worst NEWS2, how many readings raised each flag, the combined
+# risk level (the highest NEWS2 response reached in the window, raised to "medium" while the combined
+# alert rule had an alert open) and the anomaly model's score aggregates.
 GOLD_CLINICAL_FIELDS: Final = [
     pa.field(gold_column(NEWS2_SCORE, "max"), pa.int8()),
     *(pa.field(gold_column(flag_column(f), "count"), pa.int32()) for f in ALERT_FLAGS),
     pa.field(RISK_LEVEL, pa.string()),
     pa.field(gold_column(ANOMALY_SCORE, "max"), pa.float64()),
+    pa.field(gold_column(ANOMALY_SCORE, "mean"), pa.float64()),
+    pa.field(SCORED_READINGS, pa.int32()),
+    pa.field(ANOMALOUS_READINGS, pa.int32()),
+    pa.field(ALERT_READINGS, pa.int32()),
 ]
 
 GOLD_SCHEMA: Final = pa.schema(

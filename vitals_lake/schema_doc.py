@@ -6,6 +6,7 @@ docs/data-model.md embeds this output between markers; a test fails when they dr
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -53,5 +54,14 @@ def render() -> str:
     return "\n".join(out)
 
 
+def write(doc: Path = Path("docs/data-model.md")) -> None:
+    """Replace the generated section of ``doc`` in place."""
+    text = doc.read_text()
+    doc.write_text(text[: text.index(BEGIN)] + render() + text[text.index(END) + len(END) :])
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render() + "\n")
+    if sys.argv[1:] == ["--write"]:
+        write()
+    else:
+        sys.stdout.write(render() + "\n")

@@ -23,6 +23,11 @@ _LAST_TS: Final = "last_ts"  # per vital: when its last value was measured (micr
 _RISK_RANK: Final = "risk_rank"  # index into c.NEWS2_RESPONSES of the highest response reached
 _NEWS2_MAX: Final = c.gold_column(c.NEWS2_SCORE, "max")
 _ANOMALY_MAX: Final = c.gold_column(c.ANOMALY_SCORE, "max")
+_ANOMALY_MEAN: Final = c.gold_column(c.ANOMALY_SCORE, "mean")
+_ANOMALY_SUM: Final = "anomaly_score__sum"  # partial only: the mean is sum / scored readings
+# Readings counted per window (partial keys = Gold columns): scored, at or above threshold, alert open.
+_READING_COUNTS: Final = (c.SCORED_READINGS, c.ANOMALOUS_READINGS, c.ALERT_READINGS)
+_ALERT_RANK: Final = c.NEWS2_RESPONSES.index(c.RISK_LEVEL_ON_ALERT)
 _FLAG_COUNTS: Final = {c.flag_column(f): c.gold_column(c.flag_column(f), "count") for f in c.ALERT_FLAGS}
 # Enrichment Gold carries as of the window's latest reading.
 GOLD_ENRICHMENT: Final = tuple(f.name for f in c.ENRICHMENT_FIELDS if f.name in c.GOLD_SCHEMA.names)
@@ -45,10 +50,14 @@ def window_partials(silver: pa.Table, *, window_seconds: int) -> pa.Table:
             f"{v}__ts", pc.if_else(pc.is_valid(values), micros, pa.scalar(None, pa.int64()))
         )
         aggs += [(v, "sum"), (v, "min"), (v, "max"), (v, "count")]
-    rank = pc.index_in(silver[c.NEWS2_RESPONSE], value_set=pa.array(c.NEWS2_RESPONSES))
-    table = table.append_column(_RISK_RANK, rank).append_column(_NEWS2_MAX, silver[c.NEWS2_SCORE])
+    table = table.append_column(_RISK_RANK, _combined_rank(silver))
+    table = table.append_column(_NEWS2_MAX, silver[c.NEWS2_SCORE])
     table = table.append_column(_ANOMALY_MAX, silver[c.ANOMALY_SCORE])
-    aggs += [(_RISK_RANK, "max"), (_NEWS2_MAX, "max"), (_ANOMALY_MAX, "max")]
+    table = table.append_column(_ANOMALY_SUM, silver[c.ANOMALY_SCORE])
+    aggs += [(_RISK_RANK, "max"), (_NEWS2_MAX, "max"), (_ANOMALY_MAX, "max"), (_ANOMALY_SUM, "sum")]
+    for name, present in _reading_indicators(silver).items():
+        table = table.append_column(name, present)
+        aggs.append((name, "sum"))
     for flag, count in _FLAG_COUNTS.items():
         table = table.append_column(count, pc.cast(silver[flag], pa.int32()))
         aggs.append((count, "sum"))
@@ -63,6 +72,7 @@ def window_partials(silver: pa.Table, *, window_seconds: int) -> pa.Table:
     rename = {"__n_sum": c.READING_COUNT, "__ts_max": c.LAST_READING_TIME}
     rename.update({f"{x}_max": x for x in (_RISK_RANK, _NEWS2_MAX, _ANOMALY_MAX)})
     rename.update({f"{count}_sum": count for count in _FLAG_COUNTS.values()})
+    rename.update({f"{name}_sum": name for name in (_ANOMALY_SUM, *_READING_COUNTS)})
     rename.update({f"{name}_last": name for name in GOLD_ENRICHMENT})
     for v in c.VITAL_NAMES:
         rename.update(
@@ -86,8 +96,9 @@ def merge_partials(a: Partial, b: Partial) -> Partial:
         _RISK_RANK: _pick(max, a[_RISK_RANK], b[_RISK_RANK]),
         _NEWS2_MAX: _pick(max, a[_NEWS2_MAX], b[_NEWS2_MAX]),
         _ANOMALY_MAX: _pick(max, a[_ANOMALY_MAX], b[_ANOMALY_MAX]),
+        _ANOMALY_SUM: _add(a[_ANOMALY_SUM], b[_ANOMALY_SUM]),
     }
-    for count in _FLAG_COUNTS.values():
+    for count in (*_FLAG_COUNTS.values(), *_READING_COUNTS):
         out[count] = (a[count] or 0) + (b[count] or 0)
     latest = b if b[c.LAST_READING_TIME] >= a[c.LAST_READING_TIME] else a
     for name in GOLD_ENRICHMENT:
@@ -123,7 +134,11 @@ def gold_row(
     row[c.RISK_LEVEL] = c.NEWS2_RESPONSES[rank] if rank is not None else None
     row[_NEWS2_MAX] = partial[_NEWS2_MAX]
     row[_ANOMALY_MAX] = partial[_ANOMALY_MAX]
-    for count in _FLAG_COUNTS.values():
+    scored = partial[c.SCORED_READINGS] or 0
+    row[_ANOMALY_MEAN] = (
+        partial[_ANOMALY_SUM] / scored if scored and partial[_ANOMALY_SUM] is not None else None
+    )
+    for count in (*_FLAG_COUNTS.values(), *_READING_COUNTS):
         row[count] = partial[count] or 0
     for name in GOLD_ENRICHMENT:
         row[name] = partial[name]
@@ -133,6 +148,23 @@ def gold_row(
         for stat in ("min", "max", "last", "count"):
             row[c.gold_column(v, stat)] = partial[c.gold_column(v, stat)]
     return row
+
+
+def _combined_rank(silver: pa.Table) -> pa.Array | pa.ChunkedArray:
+    """Per reading, the risk rank: its NEWS2 response, raised to "medium" while an alert is open."""
+    rank = pc.index_in(silver[c.NEWS2_RESPONSE], value_set=pa.array(c.NEWS2_RESPONSES))
+    alert = pc.fill_null(silver[c.ALERT_OPEN], False)
+    raised = pc.if_else(pc.greater(pc.fill_null(rank, -1), _ALERT_RANK), rank, _ALERT_RANK)
+    return pc.if_else(alert, pc.cast(raised, pa.int32()), rank)
+
+
+def _reading_indicators(silver: pa.Table) -> dict[str, pa.Array | pa.ChunkedArray]:
+    """0/1 per reading for each counted condition (a missing value counts as 0)."""
+    return {
+        c.SCORED_READINGS: pc.cast(pc.is_valid(silver[c.ANOMALY_SCORE]), pa.int32()),
+        c.ANOMALOUS_READINGS: pc.cast(pc.fill_null(silver[c.IS_ANOMALY], False), pa.int32()),
+        c.ALERT_READINGS: pc.cast(pc.fill_null(silver[c.ALERT_OPEN], False), pa.int32()),
+    }
 
 
 def gold_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -194,8 +226,10 @@ def hours_from_minutes(minutes: pa.Table, *, updated_at_us: int) -> pa.Table:
     rank = pc.index_in(m[c.RISK_LEVEL], value_set=pa.array(c.NEWS2_RESPONSES))
     t = t.append_column(_RISK_RANK, rank).append_column(_NEWS2_MAX, m[_NEWS2_MAX])
     t = t.append_column(_ANOMALY_MAX, m[_ANOMALY_MAX])
-    aggs += [(_RISK_RANK, "max"), (_NEWS2_MAX, "max"), (_ANOMALY_MAX, "max")]
-    for count in _FLAG_COUNTS.values():
+    scored = pc.cast(m[c.SCORED_READINGS], pa.float64())
+    t = t.append_column(_ANOMALY_SUM, pc.multiply(m[_ANOMALY_MEAN], scored))
+    aggs += [(_RISK_RANK, "max"), (_NEWS2_MAX, "max"), (_ANOMALY_MAX, "max"), (_ANOMALY_SUM, "sum")]
+    for count in (*_FLAG_COUNTS.values(), *_READING_COUNTS):
         t = t.append_column(count, m[count])
         aggs.append((count, "sum"))
     for name in GOLD_ENRICHMENT:
@@ -217,7 +251,11 @@ def hours_from_minutes(minutes: pa.Table, *, updated_at_us: int) -> pa.Table:
         _NEWS2_MAX: g[f"{_NEWS2_MAX}_max"],
         _ANOMALY_MAX: g[f"{_ANOMALY_MAX}_max"],
     }
-    for count in _FLAG_COUNTS.values():
+    scored_h = g[f"{c.SCORED_READINGS}_sum"]
+    columns[_ANOMALY_MEAN] = pc.if_else(
+        pc.greater(scored_h, 0), pc.divide(g[f"{_ANOMALY_SUM}_sum"], pc.cast(scored_h, pa.float64())), None
+    )
+    for count in (*_FLAG_COUNTS.values(), *_READING_COUNTS):
         columns[count] = g[f"{count}_sum"]
     for name in GOLD_ENRICHMENT:
         columns[name] = g[f"{name}_last"]

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from ml import artifact, evaluate, train
 from ml.serving import ModelWatcher, StreamScorer
 from pipelines.beam_vitals import run
-from tests.factories import raw, reading, silver_rows
+from pipelines.validation import recent_silver
+from simulator import read_jsonl
+from tests.factories import T0, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
@@ -77,3 +82,44 @@ def test_a_new_version_is_picked_up_and_a_tampered_one_refused(models, tmp_path)
     (serving / artifact.METADATA_FILE).write_text(json.dumps(meta))
     now[0] = 62.0
     assert watcher.current().version == version(v2)  # refused: the verified model keeps serving
+
+
+def test_after_a_restart_baselines_and_alert_state_are_rebuilt_from_silver(models, tmp_path):
+    readings, v1, _ = models
+    silver = train.silver_from_lines(read_jsonl(readings))
+    cut = pc.quantile(pc.cast(silver[c.TIMESTAMP], pa.int64()), q=0.6).to_pylist()[0]
+    early = silver.filter(pc.less(pc.cast(silver[c.TIMESTAMP], pa.int64()), cut))
+    late = silver.filter(pc.greater_equal(pc.cast(silver[c.TIMESTAMP], pa.int64()), cut))
+
+    running = StreamScorer(ModelWatcher(str(v1), poll_seconds=1e9))
+    stored = running.score(early)  # what the lake holds when the pipeline stops
+    expected = running.score(late)
+
+    lake = Lake(LocalLake(root=tmp_path / "lake"))
+    lake.append("silver", stored)
+    restarted = StreamScorer(ModelWatcher(str(v1), poll_seconds=1e9), history=partial(recent_silver, lake))
+    got = restarted.score(late)
+    cold = StreamScorer(ModelWatcher(str(v1), poll_seconds=1e9)).score(late)  # no history: starts cold
+
+    for col in (c.ANOMALY_SCORE, c.IS_ANOMALY, c.ALERT_OPEN):
+        assert got[col].to_pylist() == expected[col].to_pylist(), col
+    assert cold[c.ANOMALY_SCORE].to_pylist() != expected[c.ANOMALY_SCORE].to_pylist()
+    assert pc.sum(expected[c.ALERT_OPEN]).as_py() > 0  # the comparison covers open alerts too
+
+
+def test_the_combined_rule_opens_alerts_in_the_stream_even_without_a_model():
+    scorer = StreamScorer(None)
+    # NEWS2 >= 7 held for two readings a minute apart: the NEWS2 arm alone opens an alert.
+    sick = {
+        c.HEART_RATE: 135,
+        c.RESPIRATION_RATE: 28,
+        c.SPO2: 90,
+        c.BLOOD_PRESSURE: "88/50",
+        c.TEMPERATURE: 39.4,
+    }
+    rows = [raw(reading(i, patient="P-SICK", at=T0 + timedelta(minutes=i), **sick)) for i in range(3)]
+    out = scorer.score(silver_rows(rows))
+    assert out[c.NEWS2_SCORE].to_pylist()[0] >= 7
+    assert out[c.ALERT_OPENED].to_pylist() == [False, True, False]
+    assert out[c.ALERT_OPEN].to_pylist() == [False, True, True]
+    assert out[c.ANOMALY_SCORE].null_count == 3

@@ -125,3 +125,12 @@ def test_training_from_the_cli_is_tracked_in_mlflow(cohort, tmp_path, monkeypatc
         f"model/{artifact.METADATA_FILE}",
         f"model/{artifact.MODEL_FILE}",
     }
+
+
+def test_without_validation_episodes_auto_falls_back_to_the_untrained_detector(tmp_path):
+    readings, labels = evaluate.simulate(
+        tmp_path / "sim", patients=6, hours=1, interval=60, seed=1, episode_rate=0.0
+    )
+    meta = train.train(readings, labels, tmp_path / "model", seed=1)
+    assert meta["model"] == train.FALLBACK_MODEL
+    assert meta["training"]["selection"]["rule"].startswith("fallback")

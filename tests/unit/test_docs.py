@@ -12,7 +12,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "data-model.md"
 def test_data_model_columns_are_generated_from_the_contract():
     text = DOC.read_text()
     section = text[text.index(BEGIN) : text.index(END) + len(END)]
-    assert section == render(), "docs/data-model.md is stale: python -m vitals_lake.schema_doc"
+    assert section == render(), "docs/data-model.md is stale: python -m vitals_lake.schema_doc --write"
 
 
 def test_every_table_and_drop_rule_is_described():
