@@ -9,14 +9,15 @@ STAMP := $(VENV)/.installed
 DEMO_PATIENTS ?= 300
 DEMO_DURATION ?= 120
 
-.PHONY: help venv demo test test-fast lint fmt clean train evaluate
+.PHONY: help venv demo test test-fast lint fmt clean train evaluate bench
 
 help:
 	@echo "make demo   - the whole system end to end on local real services (DEMO_PATIENTS, DEMO_DURATION)"
 	@echo "make test   - the whole test suite (unit, TestStream, integration on real services, end to end)"
 	@echo "make lint   - ruff and mypy"
 	@echo "make train  - simulate a labelled cohort and train the anomaly model into var/ml/model"
-	@echo "make evaluate - every detector side by side on a simulated cohort: var/ml/evaluation.json, report.md"
+	@echo "make evaluate - every detector side by side on a simulated cohort (var/ml/report.md), the model, a real-data sanity run"
+	@echo "make bench  - benchmarks: variants measured side by side, ratios printed, var/bench/results.json"
 	@echo "make clean  - remove var/ (run folders, demo lake)"
 
 venv: $(STAMP)
@@ -40,7 +41,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy vitals_lake simulator pipelines ml
+	$(BIN)/mypy vitals_lake simulator pipelines ml bench
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
@@ -50,8 +51,15 @@ train: $(STAMP)
 	$(PY) -m simulator --fast --sink jsonl --patients 200 --duration 24h --interval 60s --seed 42 --out var/ml/sim --quiet
 	$(PY) -m ml.train --readings var/ml/sim/readings.jsonl --labels var/ml/sim/labels.jsonl --out var/ml/model
 
+# Evaluation simulates the default cohort into var/ml/sim, trains the deployable artifact on it, and
+# runs that artifact on real unlabelled wearable recordings (vitaldsp) as a false-alarm sanity check.
 evaluate: $(STAMP)
 	$(PY) -m ml.evaluate --out var/ml
+	$(PY) -m ml.train --readings var/ml/sim/readings.jsonl --labels var/ml/sim/labels.jsonl --out var/ml/model
+	$(PY) -m ml.vitaldsp_sanity --model var/ml/model --out var/ml
+
+bench: $(STAMP)
+	$(PY) -m bench
 
 clean:
 	rm -rf var

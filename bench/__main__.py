@@ -1,0 +1,5 @@
+"""python -m bench [--only NAME ...] [--quick] [--out var/bench/results.json]"""
+
+from bench.runner import main
+
+raise SystemExit(main())
