@@ -71,7 +71,7 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -143,8 +143,6 @@ class Recording:
     vitals: dict[str, str]  # contract field -> CSV column, passed through as is
     time_column: str | None = "timestamp"
     device_column: str | None = "device_id"
-    # Device "no reading" codes that fall INSIDE the contract's possible range, so the gate keeps them.
-    sentinels: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 RECORDINGS: Final = (
@@ -159,7 +157,6 @@ RECORDINGS: Final = (
         "vitalDSP/notebooks/ppg.csv",
         "VDSP-PPG",
         {c.HEART_RATE: "hr", c.SPO2: "o2"},
-        sentinels={c.HEART_RATE: (255.0,)},
     ),
 )
 
@@ -351,7 +348,11 @@ def run_recording(
     largest = Counter(c.VITAL_NAMES[j] for j in dev[above].argmax(axis=1).tolist()) if above.any() else {}
 
     sentinel_rows = {}
-    for name, codes in recording.sentinels.items():
+    # The contract's device no-reading codes (e.g. heart rate 255): none should get past the gate.
+    for name in recording.vitals:
+        codes = c.VITALS_BY_NAME[name].no_reading_codes
+        if not codes:
+            continue
         values = np.asarray(pc.cast(silver[name], pa.float64()).to_numpy(zero_copy_only=False))
         sentinel_rows[name] = {"codes": list(codes), "valid_rows": int(np.isin(values, codes).sum())}
 

@@ -168,10 +168,15 @@ class VitalSign:
     possible: tuple[float, float]
     normal: tuple[float, float]
     integral: bool
+    # Values devices send for "no reading" that fall inside ``possible``: 8-bit pulse oximeters report
+    # a pulse rate of 255 (0xFF) with no finger in the probe (1,306 of 1,570 rows of vitaldsp's ppg.csv).
+    no_reading_codes: tuple[float, ...] = ()
 
 
 VITAL_SIGNS: Final[tuple[VitalSign, ...]] = (
-    VitalSign(HEART_RATE, "/min", "8867-4", pa.int16(), (20, 300), (60, 100), integral=True),
+    VitalSign(
+        HEART_RATE, "/min", "8867-4", pa.int16(), (20, 300), (60, 100), integral=True, no_reading_codes=(255,)
+    ),
     VitalSign(TEMPERATURE, "Cel", "8310-5", pa.float64(), (25.0, 45.0), (36.1, 38.0), integral=False),
     VitalSign(SPO2, "%", "2708-6", pa.float64(), (50.0, 100.0), (95.0, 100.0), integral=False),
     VitalSign(RESPIRATION_RATE, "/min", "9279-1", pa.int16(), (2, 80), (12, 20), integral=True),
@@ -449,6 +454,36 @@ DIAGNOSIS_SCHEMA: Final = pa.schema(
         pa.field(DIAGNOSIS_CODE, pa.string(), nullable=False),
         pa.field(DIAGNOSIS_DESCRIPTION, pa.string()),
         pa.field(LOADED_AT, _UTC_US, nullable=False),
+    ]
+)
+
+# Alert events: one row per state change of an alert (the pipeline publishes them to the alerts
+# topic; the warehouse keeps them for ward_alert_counts). Pseudonymous: no names.
+ALERTS_TOPIC: Final = "vitals-alerts"
+ALERTS_TABLE: Final = "alerts"
+ALERT_ID: Final = "alert_id"  # deterministic: the same alert re-derived after a restart has the same id
+SEVERITY: Final = "severity"  # one of NEWS2_RESPONSES
+ALERT_STATE: Final = "state"  # one of ALERT_STATES
+ALERT_STATES: Final = ("opened", "escalated", "resolved")
+ALERT_REASONS: Final = "reasons"  # the arms of the rule that held: model, news2_emergency, red_subscore
+EVENT_TIME: Final = "event_time"  # when the state changed (the reading that changed it)
+ALERTS_SCHEMA: Final = pa.schema(
+    [
+        pa.field(ALERT_ID, pa.string(), nullable=False),
+        pa.field(ALERT_STATE, pa.string(), nullable=False),
+        pa.field(PATIENT_ID, pa.string(), nullable=False),
+        pa.field(PATIENT_KEY, pa.string(), nullable=False),
+        pa.field(WARD, pa.string()),
+        pa.field(BED, pa.string()),
+        pa.field(SEVERITY, pa.string(), nullable=False),
+        pa.field(ALERT_REASONS, pa.list_(pa.string()), nullable=False),
+        pa.field(NEWS2_SCORE, pa.int8()),
+        pa.field(ANOMALY_SCORE, pa.float64()),
+        pa.field(MODEL_VERSION, pa.string()),
+        pa.field(WINDOW_START, _UTC_US, nullable=False),  # the readings the state change is about
+        pa.field(WINDOW_END, _UTC_US, nullable=False),
+        pa.field(EVENT_TIME, _UTC_US, nullable=False),
+        pa.field(EVENT_DATE, pa.date32(), nullable=False),
     ]
 )
 

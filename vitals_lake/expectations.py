@@ -61,6 +61,14 @@ def _outside(col: str, lo: float, hi: float) -> Callable[[pa.Table], pa.ChunkedA
     return fails
 
 
+def _one_of(col: str, codes: tuple[float, ...]) -> Callable[[pa.Table], pa.ChunkedArray]:
+    def fails(t: pa.Table) -> pa.ChunkedArray:
+        values = pc.cast(t[col], pa.float64())
+        return pc.fill_null(pc.is_in(values, value_set=pa.array(codes, pa.float64())), False)
+
+    return fails
+
+
 def _no_vital(t: pa.Table) -> pa.ChunkedArray:
     present = [pc.is_valid(t[v]) for v in c.VITAL_NAMES if v in t.column_names]
     present.append(pc.is_valid(t[c.BLOOD_PRESSURE]))
@@ -157,6 +165,17 @@ SILVER_EXPECTATIONS: Final[tuple[Expectation, ...]] = (
             _outside(v.name, *v.possible),
         )
         for v in c.VITAL_SIGNS
+    ),
+    *(
+        Expectation(
+            f"{v.name}_device_code",
+            "drop",
+            f"{v.name} is not a device's no-reading code ({', '.join(f'{x:g}' for x in v.no_reading_codes)})",
+            v.name,
+            _one_of(v.name, v.no_reading_codes),
+        )
+        for v in c.VITAL_SIGNS
+        if v.no_reading_codes
     ),
     Expectation(
         "systolic_above_diastolic", "drop", "systolic > diastolic", c.SYSTOLIC, _systolic_not_above_diastolic

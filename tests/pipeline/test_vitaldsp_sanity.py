@@ -52,12 +52,16 @@ def report(wheel, model, tmp_path_factory) -> tuple[dict, Path]:
 
 
 def _junk_rows(wheel: Path, recording: vs.Recording) -> int:
-    """Rows with a value outside the contract's possible range, counted straight from the CSV."""
+    """Rows with a value outside the contract's possible range or equal to a device's no-reading code,
+    counted straight from the CSV."""
     bad = 0
     for row in vs.read_csv(wheel, recording.member):
         values = {name: float(row[col]) for name, col in recording.vitals.items()}
-        lo_hi = {name: c.VITALS_BY_NAME[name].possible for name in values}
-        bad += any(not lo_hi[n][0] <= v <= lo_hi[n][1] for n, v in values.items())
+        spec = {name: c.VITALS_BY_NAME[name] for name in values}
+        bad += any(
+            not spec[n].possible[0] <= v <= spec[n].possible[1] or v in spec[n].no_reading_codes
+            for n, v in values.items()
+        )
     return bad
 
 
@@ -81,11 +85,12 @@ def test_every_row_is_accounted_for_and_junk_is_quarantined_by_named_rules(repor
         "respiration_rate_possible_range": 29,
         "heart_rate_possible_range + respiration_rate_possible_range": 2,
     }
-    # Pulse oximeter without a finger: o2 = 12 is quarantined ...
-    assert ppg["rows_in"] == 1570 and ppg["quarantined_by_rule"] == {"spo2_possible_range": 1262}
-    # ... but hr = 255 (its "no pulse" code) is inside the possible range and passes the gate.
-    assert ppg["sentinels_passed_gate"][c.HEART_RATE]["valid_rows"] == 49
-    assert ppg["valid_vitals"][c.HEART_RATE]["max"] == 255.0
+    # Pulse oximeter without a finger: o2 = 12 is out of range, hr = 255 is its "no pulse" code. The
+    # code is inside the possible range: this file is why the contract names it (heart_rate_device_code).
+    assert ppg["rows_in"] == 1570
+    assert ppg["quarantined_by_rule"] == {"spo2_possible_range": 1262, "heart_rate_device_code": 1306}
+    assert ppg["sentinels_passed_gate"][c.HEART_RATE]["valid_rows"] == 0
+    assert ppg["valid_vitals"][c.HEART_RATE]["max"] < 255.0
 
 
 def test_scores_are_finite_and_the_report_has_the_per_file_figures(report):
@@ -104,7 +109,7 @@ def test_scores_are_finite_and_the_report_has_the_per_file_figures(report):
     assert r["files"]["ecg"]["monitored_hours"] == pytest.approx(1.088, abs=0.01)
     assert r["total"]["rows_in"] == 3900 + 1570
     md = (out / vs.MD_FILE).read_text()
-    assert "| ecg | 3900 | 3869 | 31 " in md and "| ppg | 1570 | 308 | 1262 " in md
+    assert "| ecg | 3900 | 3869 | 31 " in md and "| ppg | 1570 | 259 | 1311 " in md
 
 
 def test_junk_is_passed_through_as_is():

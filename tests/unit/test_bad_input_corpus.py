@@ -88,6 +88,7 @@ CORPUS: list[tuple[str, bytes, str]] = [
     # --- absurd values ---
     ("heart rate 999", j(heart_rate=999), "heart_rate_possible_range"),
     ("negative heart rate", j(heart_rate=-5), "heart_rate_possible_range"),
+    ("pulse oximeter no-pulse code 255", j(heart_rate=255), "heart_rate_device_code"),
     ("spo2 over 100", j(spo2=150.0), "spo2_possible_range"),
     ("spo2 zero", j(spo2=0.0), "spo2_possible_range"),
     ("negative temperature", j(temperature=-4.0), "temperature_possible_range"),
@@ -114,6 +115,7 @@ CORPUS: list[tuple[str, bytes, str]] = [
     ("missing event id", j(event_id=DROP), SILVER),
     ("only heart rate", j(temperature=DROP, spo2=DROP, respiration_rate=DROP, blood_pressure=DROP), SILVER),
     ("abnormal but possible", j(heart_rate=180, spo2=82.0), SILVER),
+    ("extreme tachycardia 254, one below the no-pulse code", j(heart_rate=254), SILVER),
 ]
 
 
