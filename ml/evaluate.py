@@ -273,6 +273,7 @@ class _Evaluation:
             "clinical_episode_recall": caught / len(clinical) if clinical else float("nan"),
             "clinical_episode_recall_95ci": wilson_interval(caught, len(clinical)),
             "median_detection_delay_s": float(np.median(delays)) if delays else float("nan"),
+            "detection_delays_s": [round(x, 1) for x in delays],
             # Every alert opened outside a deterioration is a false alarm, artefacts included.
             "false_alarms_per_patient_day": int(opened_outside.sum()) / days if days else float("nan"),
             "false_alarms_on_artefacts": on_artefacts,
@@ -328,6 +329,16 @@ def _figures(
     fig.tight_layout()
     fig.savefig(out / "recall_by_type.png", dpi=90)
     names.append("recall_by_type.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    delays = [np.asarray(results[k]["detection_delays_s"]) / 60 for k in keys]
+    ax.boxplot([d if d.size else [np.nan] for d in delays], tick_labels=keys)
+    ax.set(ylabel="minutes from episode start to alert", title="Detection delay (caught clinical episodes)")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(out / "detection_delay.png", dpi=90)
+    names.append("detection_delay.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -22,6 +22,8 @@ from ml.features import features_for_history
 from simulator import Episode, EpisodeType, read_jsonl, read_labels
 from vitals_lake import contract as c
 from vitals_lake import envelope
+from vitals_lake.config import lake_from_uri
+from vitals_lake.lake import Lake
 from vitals_lake.readings import parse_batch
 from vitals_lake.silver import to_silver
 
@@ -75,9 +77,19 @@ def silver_from_lines(lines: list[bytes]) -> pa.Table:
 
 
 def load_dataset(readings: Path, labels: Path) -> Dataset:
-    silver = silver_from_lines(read_jsonl(readings))
+    return dataset_from_silver(silver_from_lines(read_jsonl(readings)), labels)
+
+
+def silver_from_lake(uri: str) -> pa.Table:
+    """The Silver table of a lake (a directory or gs://), sorted by patient then time."""
+    silver = Lake(lake_from_uri(uri)).read("silver")
+    return silver.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
+
+
+def dataset_from_silver(silver: pa.Table, labels: Path | None) -> Dataset:
+    """Features for Silver rows; without labels every row counts as normal (unlabelled history)."""
     features = features_for_history(silver)
-    episodes = read_labels(labels)
+    episodes = read_labels(labels) if labels else []
     return Dataset(silver, features, label_rows(features, episodes), episodes)
 
 
@@ -159,10 +171,11 @@ def fit_detector(
 
 
 def train(
-    readings: Path,
-    labels: Path,
+    readings: Path | None,
+    labels: Path | None,
     out: Path,
     *,
+    lake: str | None = None,
     model: str = DEFAULT_MODEL,
     target_fpr: float = DEFAULT_TARGET_FPR,
     seed: int = 42,
@@ -172,9 +185,16 @@ def train(
     """Train on the normal rows of the training patients; write the artifact; return its metadata.
 
     ``model="auto"`` chooses among the candidates on a validation split of the training patients.
-    ``track`` logs the run to MLflow (``ml.tracking``; the CLI tracks by default).
+    ``track`` logs the run to MLflow (``ml.tracking``; the CLI tracks by default). History comes from
+    raw device lines (``readings``) or a lake's Silver table (``lake``); without ``labels`` every row
+    is taken as normal, which the evaluation's contaminated run measures the cost of.
     """
-    data = load_dataset(Path(readings), Path(labels))
+    if (readings is None) == (lake is None):
+        raise ValueError("train on readings (a JSONL file) or on a lake's Silver table, not both")
+    silver = silver_from_lines(read_jsonl(Path(readings))) if readings else silver_from_lake(str(lake))
+    if silver.num_rows == 0:
+        raise ValueError("no readings to train on")
+    data = dataset_from_silver(silver, Path(labels) if labels else None)
     patients = data.patients()
     train_ids = split_patients(patients, seed=seed)
     in_train = np.isin(patients, list(train_ids))
@@ -192,8 +212,8 @@ def train(
         "start": _iso(ts.min()) if ts.size else None,
         "end": _iso(ts.max()) if ts.size else None,
         "seed": seed,
-        "readings": str(readings),
-        "labels": str(labels),
+        "source": str(readings) if readings else f"silver table of {lake}",
+        "labels": str(labels) if labels else None,
         "episode_types": sorted({str(e.type) for e in data.episodes}),
         "selection": ({"rule": selection.reason, **asdict(selection)} if selection else {"rule": "given"}),
     }
@@ -230,8 +250,12 @@ def _iso(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__)
-    parser.add_argument("--readings", type=Path, required=True, help="raw device lines (JSONL)")
-    parser.add_argument("--labels", type=Path, required=True, help="simulator labels.jsonl")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--readings", type=Path, help="raw device lines (JSONL), e.g. a simulator run")
+    source.add_argument("--lake", help="train on this lake's Silver table (a directory or gs://...)")
+    parser.add_argument(
+        "--labels", type=Path, help="episode labels (simulator labels.jsonl); without: all normal"
+    )
     parser.add_argument("--out", type=Path, required=True, help="artifact directory")
     parser.add_argument(
         "--model",
@@ -250,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         args.readings,
         args.labels,
         args.out,
+        lake=args.lake,
         model=args.model,
         target_fpr=args.target_fpr,
         seed=args.seed,

@@ -10,6 +10,7 @@ import pytest
 
 from ml import artifact, evaluate, train
 from ml.features import DEVIATION_FEATURES
+from pipelines.beam_vitals import run
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_evaluate_reports_every_metric_for_every_detector(evaluated):
         if name != evaluate.COMBINED:  # the rule is a decision, not a score: no curve
             assert 0.0 <= m["auroc"] <= 1.0, name
     assert saved["detectors"]["zscore"]["auroc"] > 0.8  # deviations from own baseline do separate
-    for fig in ("roc_pr.png", "recall_by_type.png", "false_alarms.png"):
+    for fig in ("roc_pr.png", "recall_by_type.png", "detection_delay.png", "false_alarms.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
         assert fig in (tmp_path / "report.md").read_text()
 
@@ -134,3 +135,16 @@ def test_without_validation_episodes_auto_falls_back_to_the_untrained_detector(t
     meta = train.train(readings, labels, tmp_path / "model", seed=1)
     assert meta["model"] == train.FALLBACK_MODEL
     assert meta["training"]["selection"]["rule"].startswith("fallback")
+
+
+def test_training_on_a_lakes_silver_table(cohort, tmp_path):
+    readings, labels = cohort
+    lake = tmp_path / "lake"
+    run(["--input-jsonl", str(readings), "--lake", str(lake)])
+    meta = train.train(None, labels, tmp_path / "model", lake=str(lake), seed=3)
+    from_file = train.train(readings, labels, tmp_path / "model-file", seed=3)
+    assert meta["training"]["source"] == f"silver table of {lake}"
+    # The lake's Silver is what the file becomes through the same gate: the same training rows.
+    assert meta["training"]["rows"] == from_file["training"]["rows"] > 0
+    with pytest.raises(ValueError, match="not both"):
+        train.train(readings, labels, tmp_path / "x", lake=str(lake))
