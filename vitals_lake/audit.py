@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
@@ -68,7 +69,19 @@ def count_lake(lake: Lake) -> LakeCounts:
 
 def clinical_summary(lake: Lake) -> dict[str, Any]:
     """What the demo shows beyond counts: enrichment, NEWS2 responses, data-quality rule totals."""
-    silver = lake.read("silver", columns=[c.KNOWN_PATIENT, c.NEWS2_RESPONSE, c.TEMPERATURE_CONVERTED])
+    silver = lake.read(
+        "silver",
+        columns=[
+            c.KNOWN_PATIENT,
+            c.NEWS2_RESPONSE,
+            c.TEMPERATURE_CONVERTED,
+            c.ANOMALY_SCORE,
+            c.IS_ANOMALY,
+            c.MODEL_VERSION,
+            c.ALERT_OPEN,
+            c.ALERT_OPENED,
+        ],
+    )
     dq = lake.read("dq_metrics", columns=[c.RULE, c.ACTION, c.CHECKED_ROWS, c.FAILED_ROWS])
     by_rule = dq.group_by([c.RULE, c.ACTION]).aggregate([(c.CHECKED_ROWS, "sum"), (c.FAILED_ROWS, "sum")])
     failing = sorted(
@@ -86,9 +99,18 @@ def clinical_summary(lake: Lake) -> dict[str, Any]:
         "silver_unknown_patient": silver.num_rows - known,
         "silver_temperature_converted_from_f": int(pc.sum(silver[c.TEMPERATURE_CONVERTED]).as_py() or 0),
         "news2_response": dict(Counter(silver[c.NEWS2_RESPONSE].to_pylist())),
+        "scored_readings": silver.num_rows - silver[c.ANOMALY_SCORE].null_count,
+        "model_versions": sorted({v for v in silver[c.MODEL_VERSION].to_pylist() if v}),
+        "anomalous_readings": _true(silver[c.IS_ANOMALY]),
+        "alerts_opened": _true(silver[c.ALERT_OPENED]),
+        "readings_with_alert_open": _true(silver[c.ALERT_OPEN]),
         "dq_rules_evaluated": by_rule.num_rows,
         "dq_failures": {f"{rule} ({action})": n for n, rule, action in failing},
     }
+
+
+def _true(values: pa.ChunkedArray) -> int:
+    return int(pc.sum(pc.fill_null(values, False)).as_py() or 0)
 
 
 def conservation(counts: LakeCounts, *, produced: int) -> list[Check]:

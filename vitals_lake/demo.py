@@ -78,6 +78,12 @@ def run_demo(
     os.environ["VITALS_PSEUDONYM_KEY"] = key.hex()
     admitted = load_cohort_admissions(run_dir / "admissions", lake, patients=patients, seed=seed, key=key)
     say(f"admissions loaded: {admitted} patients (ward, bed, diagnosis, SpO2 scale) before the stream")
+    model_dir = run_dir / "model"
+    model = train_demo_model(model_dir, seed=seed)
+    say(
+        f"anomaly model {model['model']} {model['model_version']} trained on a labelled history"
+        f" ({model['training']['rows']:,} normal readings; chosen on validation patients)"
+    )
 
     children: list[ManagedProcess] = []
     with LocalStack(run_dir / "stack", handle_signals=True) as stack:
@@ -94,6 +100,8 @@ def run_demo(
                     stack.pubsub.subscription_path,
                     "--lake",
                     str(lake_dir),
+                    "--model-uri",
+                    str(model_dir),
                 ],
                 logs / "pipeline.log",
                 env=env,
@@ -156,6 +164,17 @@ def run_demo(
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print_summary(summary)
     return 0 if all(ch.ok for ch in checks) else 1
+
+
+def train_demo_model(out: Path, *, seed: int) -> dict[str, Any]:
+    """A model for the stream to load: a small labelled history, trained as ``make train`` does."""
+    from ml import evaluate, train  # noqa: PLC0415 - scikit-learn and friends only when the demo runs
+
+    history = out.parent / "ml-history"
+    readings, labels = evaluate.simulate(
+        history, patients=60, hours=6, interval=60, seed=seed, episode_rate=0.5
+    )
+    return train.train(readings, labels, out, seed=seed)
 
 
 def load_cohort_admissions(folder: Path, lake: Lake, *, patients: int, seed: int, key: bytes) -> int:
@@ -324,6 +343,11 @@ def print_summary(s: dict[str, Any]) -> None:
         f"{cl['silver_unknown_patient']:,} of unknown ones (kept, flagged)"
     )
     print(f"NEWS2 responses       {cl['news2_response']}")
+    print(
+        f"anomaly model         {cl['scored_readings']:,} readings scored by {cl['model_versions']},"
+        f" {cl['anomalous_readings']:,} above threshold; combined rule: {cl['alerts_opened']:,} alerts"
+        f" opened ({cl['readings_with_alert_open']:,} readings with an alert open)"
+    )
     top = list(cl["dq_failures"].items())[:6]
     print(f"data quality          {cl['dq_rules_evaluated']} rules in dq_metrics; most failed: {dict(top)}")
     print("conservation:")

@@ -90,3 +90,14 @@ def test_quarantine_names_the_rules(demo):
     rules = summary["lake"]["quarantine_by_rule"]
     assert sum(rules.values()) >= produced["malformed_sent"]
     assert {"malformed_json", "timestamp_iso8601_with_offset"} & set(rules)
+
+
+def test_every_silver_reading_is_scored_by_the_demo_model_and_the_alert_rule(demo):
+    _, summary, _, lake = demo
+    silver = lake.read("silver", columns=[c.ANOMALY_SCORE, c.MODEL_VERSION, c.ALERT_OPEN, c.ALERT_OPENED])
+    assert silver[c.ANOMALY_SCORE].null_count == 0
+    assert len(set(silver[c.MODEL_VERSION].to_pylist())) == 1
+    assert silver[c.ALERT_OPEN].null_count == 0 and silver[c.ALERT_OPENED].null_count == 0
+    cl = summary["clinical"]
+    assert cl["scored_readings"] == silver.num_rows
+    assert cl["alerts_opened"] <= cl["readings_with_alert_open"]
