@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from vitals_lake import contract as c
 from vitals_lake.admissions import refresh
@@ -26,6 +26,8 @@ from vitals_lake.audit import Check, LakeCounts, clinical_summary, conservation,
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
 from vitals_lake.stack import LocalStack, ManagedProcess, StackError
+from vitals_lake.warehouse.duck import DuckWarehouse
+from vitals_lake.warehouse.sync import sync_lake
 
 PY = sys.executable
 
@@ -152,6 +154,7 @@ def run_demo(
 
     bridge_report = json.loads(bridge_stats.read_text()) if bridge_stats.exists() else {}
     checks = conservation(counts, produced=produced["messages_sent"])
+    warehouse = load_warehouse(lake, run_dir / "warehouse.duckdb")
     summary = build_summary(
         produced,
         bridge_report,
@@ -161,9 +164,23 @@ def run_demo(
         run_dir=run_dir,
         seconds=time.monotonic() - started,
     )
+    summary["warehouse"] = warehouse
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print_summary(summary)
     return 0 if all(ch.ok for ch in checks) else 1
+
+
+def load_warehouse(lake: Lake, path: Path) -> dict[str, Any]:
+    """Bring the local warehouse up to date with the lake; what its views now hold."""
+    with DuckWarehouse(path) as wh:
+        wh.ensure()
+        synced = sync_lake(lake, wh)
+        rows = {view: wh.count(view) for view in DEMO_VIEWS}
+        top = wh.query(
+            "SELECT patient_key, ward, bed, risk_level, news2_score_max, news2_trend, anomaly_score_max"
+            " FROM patient_risk_scores ORDER BY risk_rank DESC, news2_score_max DESC LIMIT 5"
+        ).to_pylist()
+    return {"path": str(path), "synced_rows": synced, "view_rows": rows, "highest_risk": top}
 
 
 def train_demo_model(out: Path, *, seed: int) -> dict[str, Any]:
@@ -360,8 +377,33 @@ def print_summary(s: dict[str, Any]) -> None:
     print("read them:")
     for cmd in s["read_them"]:
         print(f"  {cmd}")
+    wh = s.get("warehouse")
+    if wh:
+        print(f"warehouse             {wh['path']}: rows synced {wh['synced_rows']}")
+        print(f"  view rows           {wh['view_rows']}")
+        for r in wh["highest_risk"]:
+            score = r["anomaly_score_max"]
+            print(
+                f"  highest risk        {r['patient_key'][:10]}  ward {r['ward']} bed {r['bed']}"
+                f"  {r['risk_level']}  NEWS2 {r['news2_score_max']} ({r['news2_trend']})"
+                f"  anomaly {'-' if score is None else f'{score:.2f}'}"
+            )
+        print(
+            f'  query it            {PY} -m vitals_lake.warehouse query "SELECT * FROM ward_alert_counts"'
+            f" --warehouse {wh['path']}"
+        )
     print(f"logs: {s['logs']}   summary: {s['summary']}   took {s['seconds']:.0f} s")
     print("RESULT:", "conservation holds" if s["ok"] else "CONSERVATION FAILED")
+
+
+DEMO_VIEWS: Final = (
+    "patient_risk_scores",
+    "latest_vitals",
+    "vital_signs_hourly_trend",
+    "diagnosis_summary",
+    "ward_alert_counts",
+    "data_quality_daily",
+)
 
 
 def _window_name(seconds: int) -> str:

@@ -101,3 +101,14 @@ def test_every_silver_reading_is_scored_by_the_demo_model_and_the_alert_rule(dem
     cl = summary["clinical"]
     assert cl["scored_readings"] == silver.num_rows
     assert cl["alerts_opened"] <= cl["readings_with_alert_open"]
+
+
+def test_the_demo_fills_the_local_warehouse_and_its_views(demo):
+    _, summary, _, lake = demo
+    wh = summary["warehouse"]
+    gold = lake.read("gold", columns=[c.PATIENT_ID])
+    assert wh["synced_rows"]["gold_patient_summary"] == gold.num_rows > 0
+    patients = len(set(gold[c.PATIENT_ID].to_pylist()))
+    assert wh["view_rows"]["patient_risk_scores"] == wh["view_rows"]["latest_vitals"] == patients
+    assert wh["view_rows"]["data_quality_daily"] > 0
+    assert wh["highest_risk"] and wh["highest_risk"][0]["risk_level"] in c.NEWS2_RESPONSES
