@@ -16,6 +16,7 @@ import secrets
 import shutil
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +27,7 @@ from vitals_lake.audit import Check, LakeCounts, clinical_summary, conservation,
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
 from vitals_lake.stack import LocalStack, ManagedProcess, StackError
+from vitals_lake.stack.process import free_port
 from vitals_lake.warehouse.duck import DuckWarehouse
 from vitals_lake.warehouse.sync import sync_lake
 
@@ -71,6 +73,7 @@ def run_demo(
     if run_dir.exists():
         shutil.rmtree(run_dir)
     logs, lake_dir, sim_dir = run_dir / "logs", run_dir / "lake", run_dir / "sim"
+    warehouse_path = run_dir / "warehouse.duckdb"
     lake = Lake(LocalLake(root=lake_dir))
     started = time.monotonic()
     say(f"run folder {run_dir}")
@@ -124,6 +127,33 @@ def run_demo(
             bridge.start()
             say("bridge running (Kafka -> Pub/Sub, envelopes)")
 
+            # The dashboard owns the DuckDB warehouse while the stream runs (DuckDB allows one writer
+            # process) and syncs it from the lake every few seconds.
+            port = free_port()
+            dashboard_url = f"http://127.0.0.1:{port}"
+            dashboard = ManagedProcess(
+                "dashboard",
+                [
+                    PY,
+                    "-m",
+                    "vitals_lake.dashboard",
+                    "--warehouse",
+                    str(warehouse_path),
+                    "--lake",
+                    str(lake_dir),
+                    "--sync-seconds",
+                    "5",
+                    "--port",
+                    str(port),
+                ],
+                logs / "dashboard.log",
+                env=env,
+            )
+            children.append(dashboard)
+            dashboard.start()
+            dashboard.wait_ready(lambda: _http_ok(f"{dashboard_url}/healthz"), timeout=60)
+            say(f"dashboard {dashboard_url} (the four Looker Studio pages over the local warehouse, live)")
+
             say(f"simulator: {patients} patients, one reading every {interval:g} s, for {duration:g} s ...")
             simulate(
                 sim_dir,
@@ -144,6 +174,8 @@ def run_demo(
                 timeout=drain_timeout,
                 alive=lambda: pipeline.running() and bridge.running(),
             )
+            dashboard_shown = _dashboard_patients(dashboard_url)
+            dashboard.stop(timeout=20)
             # SIGTERM: the pipeline cancels first, while the bridge's heartbeats keep its Pub/Sub pull
             # short (an idle pull waits 30 s); then the bridge drains and commits its offsets.
             pipeline.stop(timeout=40)
@@ -154,7 +186,8 @@ def run_demo(
 
     bridge_report = json.loads(bridge_stats.read_text()) if bridge_stats.exists() else {}
     checks = conservation(counts, produced=produced["messages_sent"])
-    warehouse = load_warehouse(lake, run_dir / "warehouse.duckdb")
+    warehouse = load_warehouse(lake, warehouse_path)
+    warehouse["dashboard"] = {"url": dashboard_url, "patients_shown_during_run": dashboard_shown}
     summary = build_summary(
         produced,
         bridge_report,
@@ -170,6 +203,25 @@ def run_demo(
     return 0 if all(ch.ok for ch in checks) else 1
 
 
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _dashboard_patients(url: str) -> int:
+    """How many patients the live dashboard's high-risk page lists (after one more sync)."""
+    time.sleep(6)  # one sync interval: the last committed batches reach the warehouse
+    try:
+        with urllib.request.urlopen(f"{url}/api/high-risk", timeout=10) as resp:
+            return len(json.loads(resp.read())["patients"])
+    except (OSError, ValueError, KeyError) as exc:
+        say(f"dashboard did not answer: {exc}")
+        return 0
+
+
 def load_warehouse(lake: Lake, path: Path) -> dict[str, Any]:
     """Bring the local warehouse up to date with the lake; what its views now hold."""
     with DuckWarehouse(path) as wh:
@@ -180,7 +232,14 @@ def load_warehouse(lake: Lake, path: Path) -> dict[str, Any]:
             "SELECT patient_key, ward, bed, risk_level, news2_score_max, news2_trend, anomaly_score_max"
             " FROM patient_risk_scores ORDER BY risk_rank DESC, news2_score_max DESC LIMIT 5"
         ).to_pylist()
-    return {"path": str(path), "synced_rows": synced, "view_rows": rows, "highest_risk": top}
+        windows = wh.count("gold_latest")  # one per Gold key: the lake's Gold, whoever synced it
+    return {
+        "path": str(path),
+        "synced_rows": synced,
+        "gold_windows": windows,
+        "view_rows": rows,
+        "highest_risk": top,
+    }
 
 
 def train_demo_model(out: Path, *, seed: int) -> dict[str, Any]:
@@ -379,7 +438,15 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"  {cmd}")
     wh = s.get("warehouse")
     if wh:
-        print(f"warehouse             {wh['path']}: rows synced {wh['synced_rows']}")
+        db = wh["dashboard"]
+        print(
+            f"dashboard             {db['url']} listed {db['patients_shown_during_run']} patients"
+            " while the stream ran"
+        )
+        print(
+            f"warehouse             {wh['path']}: {wh['gold_windows']:,} Gold windows;"
+            f" rows synced after the stream {wh['synced_rows']}"
+        )
         print(f"  view rows           {wh['view_rows']}")
         for r in wh["highest_risk"]:
             score = r["anomaly_score_max"]

@@ -107,8 +107,14 @@ def test_the_demo_fills_the_local_warehouse_and_its_views(demo):
     _, summary, _, lake = demo
     wh = summary["warehouse"]
     gold = lake.read("gold", columns=[c.PATIENT_ID])
-    assert wh["synced_rows"]["gold_patient_summary"] == gold.num_rows > 0
+    assert wh["gold_windows"] == gold.num_rows > 0  # synced live by the dashboard, then finished
     patients = len(set(gold[c.PATIENT_ID].to_pylist()))
     assert wh["view_rows"]["patient_risk_scores"] == wh["view_rows"]["latest_vitals"] == patients
     assert wh["view_rows"]["data_quality_daily"] > 0
     assert wh["highest_risk"] and wh["highest_risk"][0]["risk_level"] in c.NEWS2_RESPONSES
+
+
+def test_the_dashboard_ran_during_the_stream_and_listed_every_patient(demo):
+    _, summary, _, _ = demo
+    shown = summary["warehouse"]["dashboard"]["patients_shown_during_run"]
+    assert shown == summary["warehouse"]["view_rows"]["patient_risk_scores"] > 0

@@ -1,0 +1,528 @@
+"""BigQuerySink through the real google-cloud-bigquery client against the BigQuery emulator (bqemulator),
+started from its own venv (.venv-bq, built on first use). Faults are real HTTP: a small proxy in front
+of the emulator answers 503 / 429 / drops the connection before forwarding, and records every
+insertAll request that it forwards (rows and insert ids)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pytest
+from google.cloud import bigquery
+
+from vitals_lake import contract as c
+from vitals_lake.config import ConfigError
+from vitals_lake.stack import MissingPrerequisite
+from vitals_lake.stack.bigquery import BigQueryEmulator, emulator_venv, ensure_emulator_venv
+from vitals_lake.warehouse.bigquery import (
+    BigQuerySink,
+    BigQueryWriteError,
+    DeadLetterError,
+    bigquery_schema,
+    make_client,
+)
+from vitals_lake.warehouse.settings import BigQuerySettings
+from vitals_lake.warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
+
+pytestmark = pytest.mark.integration
+
+GOLD = WAREHOUSE_TABLES[c.GOLD_TABLE]
+ALERTS = WAREHOUSE_TABLES[c.ALERTS_TABLE]
+DQ = WAREHOUSE_TABLES[c.DQ_METRICS_TABLE]
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+V1 = datetime(2026, 11, 22, 10, 5, 30, 123456, tzinfo=UTC)
+
+
+# --- the emulator and a fault-injecting proxy ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    emu = BigQueryEmulator(tmp_path_factory.mktemp("bigquery"))
+    try:
+        emu.start()
+    except MissingPrerequisite as exc:
+        pytest.fail(f"BigQuery emulator prerequisite missing: {exc}", pytrace=False)
+    print(f"\nBigQuery emulator ready in {emu.ready_seconds:.2f} s at {emu.endpoint}")
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+class FaultProxy:
+    """Forwards HTTP to the emulator. Requests for insertAll first consume ``faults`` ("503", "429",
+    "reset": the connection dropped without an answer), or all get ``always`` while it is set."""
+
+    def __init__(self, upstream: str) -> None:
+        url = urlsplit(upstream)
+        self.upstream = (url.hostname or "127.0.0.1", url.port or 80)
+        self.faults: list[str] = []
+        self.always: str | None = None
+        self.served: list[str] = []  # faults served, in order
+        self.inserts: list[tuple[str, list[str]]] = []  # forwarded insertAll: (table, insert ids)
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if "/insertAll" in self.path:
+                    fault = proxy._next_fault()
+                    if fault is not None:
+                        self._fault(fault)
+                        return
+                    table = self.path.split("/tables/")[1].split("/")[0]
+                    ids = [r.get("insertId") for r in json.loads(body).get("rows", [])]
+                    with proxy._lock:
+                        proxy.inserts.append((table, ids))
+                self._forward(body)
+
+            def _fault(self, fault: str) -> None:
+                if fault == "reset":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                code, reason = {"503": (503, "backendError"), "429": (429, "rateLimitExceeded")}[fault]
+                payload = json.dumps(
+                    {"error": {"code": code, "message": f"injected {code}", "errors": [{"reason": reason}]}}
+                ).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _forward(self, body: bytes) -> None:
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+                skip = {"host", "connection", "content-length", "accept-encoding"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _next_fault(self) -> str | None:
+        with self._lock:
+            fault = self.always or (self.faults.pop(0) if self.faults else None)
+            if fault is not None:
+                self.served.append(fault)
+            return fault
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(emulator: BigQueryEmulator) -> Iterator[FaultProxy]:
+    p = FaultProxy(emulator.endpoint)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def fresh_settings(endpoint: str, **kw: Any) -> BigQuerySettings:
+    kw.setdefault("retry_deadline", 20.0)
+    return BigQuerySettings(
+        dataset=f"t_{uuid.uuid4().hex[:10]}", api_endpoint=endpoint, credentials="anonymous", **kw
+    )
+
+
+@pytest.fixture
+def settings(emulator: BigQueryEmulator) -> BigQuerySettings:
+    return fresh_settings(emulator.endpoint)
+
+
+@pytest.fixture
+def client(settings: BigQuerySettings) -> Iterator[bigquery.Client]:
+    cl = make_client(settings)
+    try:
+        yield cl
+    finally:
+        cl.close()
+
+
+# --- rows --------------------------------------------------------------------------------------------------
+def gold_row(patient: str, minute: int, *, bed: str | None = "12", **values: Any) -> dict[str, Any]:
+    start = T0 + timedelta(minutes=minute)
+    row: dict[str, Any] = dict.fromkeys(c.GOLD_SCHEMA.names)
+    row.update(
+        {
+            c.PATIENT_ID: patient,
+            c.WINDOW_SECONDS: 60,
+            c.WINDOW_START: start,
+            c.WINDOW_END: start + timedelta(seconds=60),
+            c.READING_COUNT: 12,
+            c.gold_column("heart_rate", "mean"): 88.25,
+            c.gold_column("heart_rate", "count"): 12,
+            c.gold_column(c.NEWS2_SCORE, "max"): 5,
+            c.RISK_LEVEL: "medium",
+            c.SCORED_READINGS: 12,
+            c.ANOMALOUS_READINGS: 1,
+            c.ALERT_READINGS: 0,
+            c.PATIENT_KEY: f"key-{patient}",
+            c.WARD: "ICU",
+            c.BED: bed,
+            c.KNOWN_PATIENT: True,
+            c.LAST_READING_TIME: start + timedelta(seconds=55, microseconds=250),
+            c.UPDATED_AT: V1,
+            c.EVENT_DATE: start.date(),
+        }
+    )
+    row.update(values)
+    return row
+
+
+def gold_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=GOLD.schema)
+
+
+def alert_table(n: int) -> pa.Table:
+    rows = [
+        {
+            c.ALERT_ID: f"A{i}",
+            c.ALERT_STATE: "opened",
+            c.PATIENT_ID: f"P{i}",
+            c.PATIENT_KEY: f"key-P{i}",
+            c.WARD: "ICU",
+            c.BED: None,
+            c.SEVERITY: "high",
+            c.ALERT_REASONS: ["news2_emergency", "model"][: i % 2 + 1] if i else [],
+            c.NEWS2_SCORE: 7,
+            c.ANOMALY_SCORE: 0.93 if i else float("nan"),
+            c.MODEL_VERSION: "v3",
+            c.WINDOW_START: T0,
+            c.WINDOW_END: T0 + timedelta(minutes=1),
+            c.EVENT_TIME: T0 + timedelta(seconds=61 + i),
+            c.EVENT_DATE: T0.date(),
+        }
+        for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows, schema=ALERTS.schema)
+
+
+def dq_table(n: int, batch: str = "b1") -> pa.Table:
+    rows = [
+        {
+            c.BATCH_ID: batch,
+            c.WINDOW_START: T0,
+            c.LAYER: "silver",
+            c.RULE: f"rule_{i:04d}",
+            c.ACTION: "drop",
+            c.CHECKED_ROWS: 100 + i,
+            c.PASSED_ROWS: 100,
+            c.FAILED_ROWS: i,
+            c.EVENT_DATE: T0.date(),
+        }
+        for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows, schema=DQ.schema)
+
+
+def query(cl: bigquery.Client, sql: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in cl.query(sql).result()]
+
+
+def count(cl: bigquery.Client, s: BigQuerySettings, table: str) -> int:
+    return int(query(cl, f"SELECT COUNT(*) AS n FROM `{s.table_ref(table)}`")[0]["n"])
+
+
+def expected_json_value(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+# --- tests -------------------------------------------------------------------------------------------------
+def test_emulator_venv_is_built_once_and_reused(emulator: BigQueryEmulator) -> None:
+    venv = emulator_venv()
+    started = time.monotonic()
+    again = ensure_emulator_venv()
+    assert time.monotonic() - started < 1.0, "a built venv must be reused, not rebuilt"
+    assert again == venv and venv.is_built()
+    extensions = venv.duckdb_home / ".duckdb" / "extensions"
+    assert {p.name for p in extensions.glob("*/*/*.duckdb_extension")} >= {
+        "spatial.duckdb_extension",
+        "avro.duckdb_extension",
+    }
+    assert emulator.ready_seconds is not None and emulator.ready_seconds < 30
+
+
+def test_ensure_creates_dataset_tables_and_dead_letter_idempotently(
+    settings: BigQuerySettings, client: bigquery.Client
+) -> None:
+    sink = BigQuerySink(settings, client=client)
+    sink.ensure()
+    sink.ensure()  # a second time: no error, nothing changes
+    names = {t.table_id for t in client.list_tables(settings.dataset_ref)}
+    assert names == {*WAREHOUSE_TABLES, DEAD_LETTER_TABLE}
+    assert sink.drift == {}
+
+    gold = client.get_table(settings.table_ref(c.GOLD_TABLE))
+    fields = {f.name: (f.field_type, f.mode) for f in gold.schema}
+    assert fields[c.PATIENT_ID] == ("STRING", "REQUIRED")
+    assert fields[c.WINDOW_SECONDS][0] in ("INT64", "INTEGER")  # int32 in Arrow
+    assert fields[c.gold_column(c.NEWS2_SCORE, "max")] in (("INT64", "NULLABLE"), ("INTEGER", "NULLABLE"))
+    assert fields[c.WINDOW_START] == ("TIMESTAMP", "REQUIRED")
+    assert fields[c.EVENT_DATE] == ("DATE", "REQUIRED")
+    assert fields[c.KNOWN_PATIENT][0] in ("BOOL", "BOOLEAN")
+    assert fields[c.gold_column("heart_rate", "mean")][0] in ("FLOAT64", "FLOAT")
+    # The emulator stores partitioning and clustering (DuckDB has neither: they have no effect there).
+    assert gold.time_partitioning is not None and gold.time_partitioning.field == c.EVENT_DATE
+    assert gold.clustering_fields == list(GOLD.clustering)
+
+    alerts = client.get_table(settings.table_ref(c.ALERTS_TABLE))
+    reasons = next(f for f in alerts.schema if f.name == c.ALERT_REASONS)
+    assert (reasons.field_type, reasons.mode) == ("STRING", "REPEATED")
+    diagnoses = client.get_table(settings.table_ref(c.DIAGNOSIS_TABLE))
+    assert diagnoses.time_partitioning is None and not diagnoses.clustering_fields
+    dead = client.get_table(settings.table_ref(DEAD_LETTER_TABLE))
+    assert dead.time_partitioning is not None and dead.time_partitioning.field == "failed_at"
+
+
+def test_gold_and_alert_rows_read_back_with_their_types(
+    settings: BigQuerySettings, client: bigquery.Client
+) -> None:
+    sink = BigQuerySink(settings, client=client)
+    sink.ensure()
+    rows = [
+        gold_row("P000001", 0),
+        gold_row("P000002", 0, bed=None, **{c.gold_column("heart_rate", "mean"): float("nan")}),
+        gold_row("P000003", 1, **{c.RISK_LEVEL: None, c.gold_column(c.NEWS2_SCORE, "max"): None}),
+    ]
+    result = sink.write(c.GOLD_TABLE, gold_table(rows))
+    assert (result.inserted, result.duplicates, result.rejected) == (3, 0, 0)
+
+    job = client.query(f"SELECT * FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY {c.PATIENT_ID}")
+    back = job.result()
+    types = {f.name: f.field_type for f in back.schema}
+    assert types[c.WINDOW_START] == "TIMESTAMP" and types[c.EVENT_DATE] == "DATE"
+    assert types[c.WINDOW_SECONDS] in ("INT64", "INTEGER") and types[c.KNOWN_PATIENT] in ("BOOL", "BOOLEAN")
+    got = [dict(r) for r in back]
+    assert got == [{k: expected_json_value(v) for k, v in r.items()} for r in rows]
+    assert got[0][c.LAST_READING_TIME] == T0 + timedelta(seconds=55, microseconds=250)  # microseconds kept
+    assert isinstance(got[0][c.EVENT_DATE], date) and got[0][c.WINDOW_START].tzinfo is not None
+
+    alerts = alert_table(3)
+    result = sink.write(c.ALERTS_TABLE, alerts)
+    assert result.inserted == 3
+    back_alerts = query(
+        client,
+        f"SELECT {c.ALERT_ID}, {c.ALERT_REASONS}, {c.ANOMALY_SCORE} FROM "
+        f"`{settings.table_ref(c.ALERTS_TABLE)}` ORDER BY {c.ALERT_ID}",
+    )
+    assert [r[c.ALERT_REASONS] for r in back_alerts] == [
+        [],
+        ["news2_emergency", "model"],
+        ["news2_emergency"],
+    ]
+    assert [r[c.ANOMALY_SCORE] for r in back_alerts] == [None, 0.93, 0.93]  # NaN -> NULL
+
+
+def test_same_rows_again_are_not_duplicated(emulator: BigQueryEmulator, proxy: FaultProxy) -> None:
+    settings = fresh_settings(proxy.endpoint)
+    rows = gold_table([gold_row(f"P{i:06d}", i % 3) for i in range(6)])
+    with BigQuerySink(settings) as sink:
+        sink.ensure()
+        first = sink.write(c.GOLD_TABLE, rows)
+        second = sink.write(c.GOLD_TABLE, rows)  # a retried batch
+        doubled = sink.write(c.GOLD_TABLE, pa.concat_tables([rows.slice(0, 2), rows.slice(0, 2)]))
+        assert (first.inserted, first.duplicates) == (6, 0)
+        assert (second.inserted, second.duplicates) == (0, 6)
+        assert (doubled.inserted, doubled.duplicates) == (0, 4)
+        assert count(sink.client, settings, c.GOLD_TABLE) == 6
+
+        # Every row went over the wire once, with its deterministic insert id.
+        sent = [i for table, ids in proxy.inserts if table == c.GOLD_TABLE for i in ids]
+        assert sent == GOLD.insert_ids(rows)
+
+    # A new sink (another worker, a restart) cannot know what was sent: it sends the same insert ids,
+    # which real BigQuery drops (best effort, about a minute). The emulator ignores insertId and
+    # stores them again (measured, bqemulator 1.4.0): the base views (newest per key) absorb that.
+    with BigQuerySink(settings) as other:
+        assert other.write(c.GOLD_TABLE, rows).inserted == 6
+        resent = [i for table, ids in proxy.inserts if table == c.GOLD_TABLE for i in ids][6:]
+        assert resent == GOLD.insert_ids(rows)
+        assert count(other.client, settings, c.GOLD_TABLE) == 12
+
+
+def drifted_gold_table(cl: bigquery.Client, s: BigQuerySettings) -> None:
+    """Gold as an older deployment created it: ``bed`` was a bed number (INT64), now it is text."""
+    cl.create_dataset(s.dataset_ref, exists_ok=True)
+    fields = [
+        bigquery.SchemaField(c.BED, "INT64") if f.name == c.BED else f for f in bigquery_schema(GOLD.schema)
+    ]
+    cl.create_table(bigquery.Table(s.table_ref(c.GOLD_TABLE), schema=fields))
+
+
+def test_refused_row_goes_to_dead_letter_and_the_rest_lands(
+    settings: BigQuerySettings, client: bigquery.Client
+) -> None:
+    drifted_gold_table(client, settings)
+    sink = BigQuerySink(settings, client=client)
+    sink.ensure()  # creates the other tables, leaves Gold alone and reports how it differs
+    assert list(sink.drift) == [c.GOLD_TABLE]
+    assert any(c.BED in d and "INT64" in d for d in sink.drift[c.GOLD_TABLE])
+
+    rows = gold_table(
+        [
+            gold_row("P000001", 0, bed="12"),
+            gold_row("P000002", 0, bed="ICU-03"),
+            gold_row("P000003", 0, bed=None),
+        ]
+    )
+    result = sink.write(c.GOLD_TABLE, rows)
+    assert (result.inserted, result.duplicates, result.rejected) == (2, 0, 1)
+    bad_id = GOLD.insert_ids(rows)[1]
+    assert len(result.errors) == 1 and result.errors[0].startswith(bad_id)
+
+    landed = query(
+        client, f"SELECT {c.PATIENT_ID}, {c.BED} FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY 1"
+    )
+    assert landed == [{c.PATIENT_ID: "P000001", c.BED: 12}, {c.PATIENT_ID: "P000003", c.BED: None}]
+    dead = query(client, f"SELECT * FROM `{settings.table_ref(DEAD_LETTER_TABLE)}`")
+    assert len(dead) == 1
+    letter = dead[0]
+    assert letter["table_name"] == c.GOLD_TABLE and letter["insert_id"] == bad_id
+    assert "invalid" in letter["error"] and "Cannot convert" in letter["error"]
+    print(f"\ndead letter error: {letter['error']}")
+    assert json.loads(letter["row_json"])[c.BED] == "ICU-03"
+    assert json.loads(letter["row_json"])[c.WINDOW_START] == T0.isoformat()
+    assert abs(letter["failed_at"] - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_dead_letter_failure_raises(settings: BigQuerySettings, client: bigquery.Client) -> None:
+    drifted_gold_table(client, settings)  # and no dead_letter table: ensure() was never run
+    sink = BigQuerySink(settings, client=client)
+    rows = gold_table([gold_row("P000001", 0, bed="ICU-03")])
+    with pytest.raises(DeadLetterError, match="could not be dead-lettered"):
+        sink.write(c.GOLD_TABLE, rows)
+
+
+def test_transient_failures_are_retried(emulator: BigQueryEmulator, proxy: FaultProxy) -> None:
+    settings = fresh_settings(proxy.endpoint)
+    with BigQuerySink(settings) as sink:
+        sink.ensure()
+        proxy.faults = ["503", "429", "reset"]
+        started = time.monotonic()
+        result = sink.write(c.DQ_METRICS_TABLE, dq_table(20))
+        elapsed = time.monotonic() - started
+        assert proxy.served == ["503", "429", "reset"] and proxy.faults == []
+        assert (result.inserted, result.rejected) == (20, 0)
+        assert sink.transient_errors == 3
+        assert count(sink.client, settings, c.DQ_METRICS_TABLE) == 20  # once: faults came before forwarding
+        assert elapsed < 10
+
+
+def test_outage_past_the_deadline_raises_and_a_retry_succeeds(
+    emulator: BigQueryEmulator, proxy: FaultProxy
+) -> None:
+    settings = fresh_settings(proxy.endpoint, retry_deadline=1.5)
+    with BigQuerySink(settings) as sink:
+        sink.ensure()
+        proxy.always = "503"
+        started = time.monotonic()
+        with pytest.raises(BigQueryWriteError, match="insertAll"):
+            sink.write(c.DQ_METRICS_TABLE, dq_table(5))
+        assert time.monotonic() - started < 6
+        assert len(proxy.served) >= 2
+        proxy.always = None
+        result = sink.write(c.DQ_METRICS_TABLE, dq_table(5))  # what the runner does: the same batch again
+        assert (result.inserted, result.duplicates) == (5, 0)  # nothing was acknowledged before
+        assert count(sink.client, settings, c.DQ_METRICS_TABLE) == 5
+
+
+def test_requests_are_split_by_rows_and_bytes(emulator: BigQueryEmulator, proxy: FaultProxy) -> None:
+    settings = fresh_settings(proxy.endpoint, max_rows_per_request=500)
+    with BigQuerySink(settings) as sink:
+        sink.ensure()
+        assert sink.write(c.DQ_METRICS_TABLE, dq_table(1_100)).inserted == 1_100
+        assert [len(ids) for t, ids in proxy.inserts if t == c.DQ_METRICS_TABLE] == [500, 500, 100]
+
+    small = fresh_settings(proxy.endpoint, max_bytes_per_request=8_000)
+    proxy.inserts.clear()
+    with BigQuerySink(small) as sink:
+        sink.ensure()
+        assert sink.write(c.DQ_METRICS_TABLE, dq_table(100)).inserted == 100
+        sizes = [len(ids) for t, ids in proxy.inserts if t == c.DQ_METRICS_TABLE]
+        assert sum(sizes) == 100 and len(sizes) > 1 and max(sizes) < 100
+        assert count(sink.client, small, c.DQ_METRICS_TABLE) == 100
+
+
+def test_views_are_created_or_replaced(settings: BigQuerySettings, client: bigquery.Client) -> None:
+    """What the view deployment relies on: CREATE OR REPLACE VIEW, twice, over a streamed table."""
+    sink = BigQuerySink(settings, client=client)
+    sink.ensure()
+    sink.write(c.GOLD_TABLE, gold_table([gold_row("P000001", 0), gold_row("P000002", 0)]))
+    view = settings.table_ref("gold_probe")
+    gold = settings.table_ref(c.GOLD_TABLE)
+    client.query(f"CREATE OR REPLACE VIEW `{view}` AS SELECT {c.PATIENT_ID} FROM `{gold}`").result()
+    assert len(query(client, f"SELECT * FROM `{view}`")) == 2
+    client.query(
+        f"CREATE OR REPLACE VIEW `{view}` AS "
+        f"SELECT {c.PATIENT_ID} FROM `{gold}` WHERE {c.PATIENT_ID} = 'P000002'"
+    ).result()
+    assert query(client, f"SELECT * FROM `{view}`") == [{c.PATIENT_ID: "P000002"}]
+    assert client.get_table(view).table_type == "VIEW"
+
+
+def test_a_venv_that_cannot_be_built_fails_with_what_to_do(tmp_path: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{tmp_path / 'no-such-distribution'}\n")  # fails locally, asks no registry
+    with pytest.raises(MissingPrerequisite, match=r"(?s)installing requirements.txt failed.*bootstrap"):
+        ensure_emulator_venv(tmp_path / "venv", requirements=requirements)
+    assert not emulator_venv(tmp_path / "venv").is_built(requirements)
+
+
+def test_settings_are_validated_where_they_enter() -> None:
+    env = {"VITALS_BQ_ENDPOINT": "http://127.0.0.1:9050", "VITALS_BQ_DATASET": "vitals"}
+    s = BigQuerySettings.from_env(env)
+    assert (s.credentials, s.api_endpoint, s.dataset_ref) == (
+        "anonymous",
+        env["VITALS_BQ_ENDPOINT"],
+        "vitals-lake-local.vitals",
+    )
+    assert BigQuerySettings.from_env({}).credentials == "default"
+    for bad in (
+        {"credentials": "anonymous"},  # anonymous only against an emulator
+        {"dataset": "my-dataset"},
+        {"api_endpoint": "127.0.0.1:9050"},
+        {"credentials": "service-account"},  # without a key file
+        {"max_rows_per_request": 0},
+    ):
+        with pytest.raises(ConfigError):
+            BigQuerySettings(**bad)
