@@ -12,12 +12,14 @@ The data's journey, as ``create_pipeline`` builds it:
    the admissions (ward, bed, age band, diagnosis, SpO2 scale, pseudonymous key) and scored
    (NEWS2 with its sub-scores and response level, alert flags, MAP, shock index, and the anomaly
    model against each patient's own baseline when ``--model-uri`` names one; new versions are
-   picked up live).
+   picked up live), then the combined alert rule (model and NEWS2, held for a while) per patient.
 5. **Silver**: rows whose event_id was not seen within the horizon are inserted; duplicates counted.
 6. **Gold**: new Silver rows folded into per-patient event-time windows of one minute and one hour
    (late readings update their window within the allowed lateness) and upserted.
 7. **Trends**: the hours and minutes a Gold commit touched are summarised again per diagnosis and
    hour (``gold_diagnosis_hourly``) and as per-patient rolling averages (``gold_patient_rolling``).
+8. **Warehouse**: with ``--bigquery-dataset``, the Gold rows each commit wrote and the data-quality
+   rows stream into BigQuery, where the views in ``sql/views/`` serve Looker Studio.
 
 Every commit carries a batch marker (a Delta application transaction), so a retried batch is
 written once.
@@ -55,6 +57,7 @@ from pipelines.lake_io import AppendFn, DeriveTrendsFn, InsertSilverFn, UpsertGo
 from pipelines.options import VitalsOptions
 from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
 from pipelines.validation import DQ, QUARANTINE, ValidateReadings
+from pipelines.warehouse_io import WriteWarehouse
 from vitals_lake import contract as c
 from vitals_lake.config import lake_from_uri
 from vitals_lake.lake import Lake
@@ -115,14 +118,20 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         >> SummarizeWindows(window_seconds=seconds, allowed_lateness=timing.allowed_lateness, fire=fire)
         for seconds in sorted({timing.gold_window, *c.GOLD_WINDOWS})
     ]
-    _ = (
+    gold = (
         summaries
         | "AllWindows" >> beam.Flatten()
         | "BatchGold" >> BatchForCommit(timing.commit_interval, run_id=run_id)
         | "UpsertGold" >> beam.ParDo(UpsertGoldFn(lake))
-        # 7. Seed-two summaries from Gold: per diagnosis per hour, per-patient rolling averages.
-        | "DeriveTrends" >> beam.ParDo(DeriveTrendsFn(lake))
     )
+    # 7. Seed-two summaries from Gold: per diagnosis per hour, per-patient rolling averages.
+    _ = gold | "DeriveTrends" >> beam.ParDo(DeriveTrendsFn(lake))
+
+    # 8. The warehouse: the Gold rows each commit wrote, and data-quality rows, streamed into BigQuery
+    #    (idempotent insert ids; refused rows to a dead-letter table). Views read the newest per key.
+    if bigquery := opts.bigquery_settings(options):
+        _ = gold | "StreamGoldToBigQuery" >> WriteWarehouse(bigquery, c.GOLD_TABLE)
+        _ = checked[DQ] | "StreamDataQualityToBigQuery" >> WriteWarehouse(bigquery, c.DQ_METRICS_TABLE)
     return p
 
 

@@ -8,6 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from vitals_lake.alerting import AlertRule
 from vitals_lake.config import ConfigError, LakeSettings, StreamSettings, lake_from_uri
+from vitals_lake.warehouse.settings import DEFAULT_LOCATION, BigQuerySettings
 
 # Prism (the default behind "DirectRunner") downloads a binary at start-up and fails offline:
 # name the runner that runs here.
@@ -98,6 +99,21 @@ class VitalsOptions(PipelineOptions):
             default=30.0,
             help="how often the model directory is checked for a new version",
         )
+        parser.add_argument(
+            "--bigquery-dataset",
+            "--bigquery_dataset",
+            dest="bigquery_dataset",
+            help="PROJECT.DATASET: stream Gold and data-quality rows into BigQuery (streaming inserts)",
+        )
+        parser.add_argument(
+            "--bigquery-endpoint",
+            "--bigquery_endpoint",
+            dest="bigquery_endpoint",
+            help="a BigQuery emulator's URL (local runs and tests); credentials are then anonymous",
+        )
+        parser.add_argument(
+            "--bigquery-location", "--bigquery_location", dest="bigquery_location", default=DEFAULT_LOCATION
+        )
         rule = AlertRule()
         for name, default, what in (
             (
@@ -161,6 +177,24 @@ def alert_rule(options: PipelineOptions) -> AlertRule:
         raise ConfigError(str(exc)) from exc
 
 
+def bigquery_settings(options: PipelineOptions) -> BigQuerySettings | None:
+    o = options.view_as(VitalsOptions)
+    if not o.bigquery_dataset:
+        if o.bigquery_endpoint:
+            raise ConfigError("--bigquery-endpoint needs --bigquery-dataset PROJECT.DATASET")
+        return None
+    project, sep, dataset = o.bigquery_dataset.partition(".")
+    if not sep:
+        raise ConfigError(f"--bigquery-dataset must be PROJECT.DATASET, got {o.bigquery_dataset!r}")
+    return BigQuerySettings(
+        project=project,
+        dataset=dataset,
+        location=o.bigquery_location,
+        api_endpoint=o.bigquery_endpoint,
+        credentials="anonymous" if o.bigquery_endpoint else "default",
+    )
+
+
 def lake_settings(options: PipelineOptions) -> LakeSettings:
     o = options.view_as(VitalsOptions)
     if not o.lake:
@@ -182,6 +216,7 @@ def finalize(options: PipelineOptions) -> PipelineOptions:
     stream_settings(options)
     lake_settings(options)
     alert_rule(options)
+    bigquery_settings(options)
     std = options.view_as(StandardOptions)
     std.streaming = streaming
     if std.runner is None:

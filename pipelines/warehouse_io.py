@@ -101,4 +101,4 @@ class WriteWarehouse(beam.PTransform):
         self.fn = WriteWarehouseFn(settings, table, sink_factory=sink_factory, ensure=ensure)
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return batches | beam.ParDo(self.fn)
+        return batches | "WriteBatches" >> beam.ParDo(self.fn)

@@ -14,6 +14,7 @@ import pytest
 
 from vitals_lake.config import KafkaSettings, PubSubSettings
 from vitals_lake.stack import LocalStack, MissingPrerequisite, PubSubEmulator, TansuBroker
+from vitals_lake.stack.bigquery import BigQueryEmulator
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,6 +24,20 @@ def _mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     mp.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path_factory.mktemp('mlruns')}")
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    """One BigQuery emulator per session (its own venv, built on first use), stopped at the end."""
+    emu = BigQueryEmulator(tmp_path_factory.mktemp("bigquery"))
+    try:
+        emu.start()
+    except MissingPrerequisite as exc:
+        pytest.fail(f"BigQuery emulator prerequisite missing: {exc}", pytrace=False)
+    try:
+        yield emu
+    finally:
+        emu.stop()
 
 
 @pytest.fixture(scope="session")

@@ -48,17 +48,9 @@ V1 = datetime(2026, 11, 22, 10, 5, 30, 123456, tzinfo=UTC)
 
 # --- the emulator and a fault-injecting proxy ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
-    emu = BigQueryEmulator(tmp_path_factory.mktemp("bigquery"))
-    try:
-        emu.start()
-    except MissingPrerequisite as exc:
-        pytest.fail(f"BigQuery emulator prerequisite missing: {exc}", pytrace=False)
-    print(f"\nBigQuery emulator ready in {emu.ready_seconds:.2f} s at {emu.endpoint}")
-    try:
-        yield emu
-    finally:
-        emu.stop()
+def emulator(bigquery_emulator: BigQueryEmulator) -> BigQueryEmulator:
+    """The session's emulator (tests/conftest.py); each test uses a dataset of its own."""
+    return bigquery_emulator
 
 
 class FaultProxy:

@@ -17,6 +17,7 @@ def test_dataflow_dry_run_builds_the_whole_streaming_graph():
             "--temp_location=gs://vitals-demo-temp/tmp",
             "--subscription=projects/vitals-demo-123/subscriptions/patient-vitals-beam",
             "--lake=gs://vitals-demo-lake/lake",
+            "--bigquery-dataset=vitals-demo-123.vitals",
         ]
     )
     pipeline = create_pipeline(options)
@@ -36,6 +37,9 @@ def test_dataflow_dry_run_builds_the_whole_streaming_graph():
         "Summarize60s/CombinePerPatient",
         "Summarize3600s/EventTimeWindows",
         "UpsertGold",
+        "DeriveTrends",
+        "StreamGoldToBigQuery/WriteBatches",
+        "StreamDataQualityToBigQuery/WriteBatches",
     ]:
         assert stage in names, stage
     assert options.view_as(__import__("apache_beam").options.pipeline_options.StandardOptions).streaming

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -24,7 +23,6 @@ from tests.integration.test_bigquery_sink import (
     query,
 )
 from vitals_lake import contract as c
-from vitals_lake.stack import MissingPrerequisite
 from vitals_lake.stack.bigquery import BigQueryEmulator
 from vitals_lake.warehouse.bigquery import BigQuerySink, make_client
 from vitals_lake.warehouse.sink import WriteResult
@@ -34,16 +32,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
-    emu = BigQueryEmulator(tmp_path_factory.mktemp("bigquery"))
-    try:
-        emu.start()
-    except MissingPrerequisite as exc:
-        pytest.fail(f"BigQuery emulator prerequisite missing: {exc}", pytrace=False)
-    try:
-        yield emu
-    finally:
-        emu.stop()
+def emulator(bigquery_emulator: BigQueryEmulator) -> BigQueryEmulator:
+    """The session's emulator (tests/conftest.py); each test uses a dataset of its own."""
+    return bigquery_emulator
 
 
 def summary(batch_id: str, result: WriteResult) -> tuple[str, int, int, int]:
