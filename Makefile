@@ -33,6 +33,7 @@ demo: $(STAMP)
 	$(PY) -m vitals_lake.demo --patients $(DEMO_PATIENTS) --duration $(DEMO_DURATION)
 
 test: $(STAMP)
+	$(PY) -m vitals_lake.stack.bigquery bootstrap
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
