@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,8 +118,14 @@ class StreamScorer:
         self.alerts = AlertTracker(rule or AlertRule())
         self.history = history
         self._seen: set[str] = set()
+        # Runners may hand batches to several DoFn instances of one process (they share this scorer).
+        self._lock = threading.Lock()
 
     def score(self, silver: pa.Table) -> pa.Table:
+        with self._lock:
+            return self._score(silver)
+
+    def _score(self, silver: pa.Table) -> pa.Table:
         if silver.num_rows == 0:
             return silver
         self._restore(silver)
@@ -155,8 +162,14 @@ class StreamScorer:
         self._seen |= patients
         if not new or self.history is None:
             return
-        before = float(epoch_seconds(silver).min())
-        past = self.history(new, before)
+        past = self.history(new, float(epoch_seconds(silver).max()))
+        # Only what came before each patient's first reading in this batch (a replayed batch may
+        # already be in Silver: its rows must not enter the baseline twice).
+        first = silver.group_by(c.PATIENT_ID, use_threads=False).aggregate([(c.TIMESTAMP, "min")])
+        past = past.join(first, c.PATIENT_ID, join_type="inner", use_threads=False)
+        past = past.filter(pc.less(past[c.TIMESTAMP], past[f"{c.TIMESTAMP}_min"])).drop_columns(
+            [f"{c.TIMESTAMP}_min"]
+        )
         if past.num_rows == 0:
             return
         past = past.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])

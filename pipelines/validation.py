@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
 
 from ml.serving import HISTORY_COLUMNS, ModelWatcher, StreamScorer
 from pipelines.lake_io import read_patients, time_range
@@ -65,6 +66,9 @@ class ValidateReadingsFn(beam.DoFn):
         self.model_uri = model_uri
         self.model_poll = model_poll
         self.rule = rule
+        # One scorer per worker process: its per-patient state must outlive a DoFn instance (the
+        # local runner makes one per bundle); Shared keeps the last one alive between bundles.
+        self.shared = Shared()
         self.scorer: StreamScorer | None = None
         self.valid = Metrics.counter("quality", "valid_rows")
         self.quarantined = Metrics.counter("quality", "quarantined_rows")
@@ -77,8 +81,12 @@ class ValidateReadingsFn(beam.DoFn):
         lake = Lake(self.lake_settings)
         self.patients = PatientDirectory(lake)
         self.key = PseudonymKey.from_env().secret
-        watcher = ModelWatcher(self.model_uri, poll_seconds=self.model_poll) if self.model_uri else None
-        self.scorer = StreamScorer(watcher, rule=self.rule, history=partial(recent_silver, lake))
+
+        def make_scorer() -> StreamScorer:
+            watcher = ModelWatcher(self.model_uri, poll_seconds=self.model_poll) if self.model_uri else None
+            return StreamScorer(watcher, rule=self.rule, history=partial(recent_silver, lake))
+
+        self.scorer = self.shared.acquire(make_scorer)
 
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[object]:
         assert self.patients is not None

@@ -123,3 +123,24 @@ def test_the_combined_rule_opens_alerts_in_the_stream_even_without_a_model():
     assert out[c.ALERT_OPENED].to_pylist() == [False, True, False]
     assert out[c.ALERT_OPEN].to_pylist() == [False, True, True]
     assert out[c.ANOMALY_SCORE].null_count == 3
+
+
+def test_dofn_copies_in_one_process_share_one_scorer_and_its_patient_state(tmp_path):
+    """Runners deserialise a DoFn per bundle or thread: the per-patient state must not go with it."""
+    from apache_beam.internal import pickler  # noqa: PLC0415
+
+    from pipelines.validation import ValidateReadingsFn  # noqa: PLC0415
+    from vitals_lake.alerting import AlertRule  # noqa: PLC0415
+    from vitals_lake.readings import TimeRules  # noqa: PLC0415
+
+    fn = ValidateReadingsFn(LocalLake(root=tmp_path), TimeRules(), None, 30.0, AlertRule())
+    wire = pickler.dumps(fn)
+    first, second = pickler.loads(wire), pickler.loads(wire)
+    first.setup()
+    second.setup()
+    assert first.scorer is second.scorer is not None
+    other_pipeline = pickler.loads(
+        pickler.dumps(ValidateReadingsFn(LocalLake(root=tmp_path), TimeRules(), None, 30.0, AlertRule()))
+    )
+    other_pipeline.setup()
+    assert other_pipeline.scorer is not first.scorer
