@@ -27,6 +27,7 @@ from ml import artifact
 from ml.artifact import ArtifactError, LoadedModel
 from ml.features import NEWS2_MAX_SUBSCORE, BaselineState, epoch_seconds
 from vitals_lake import contract as c
+from vitals_lake.alert_events import alert_events, severity_ranks
 from vitals_lake.alerting import AlertDecisions, AlertRule, AlertTracker
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,14 @@ HISTORY_COLUMNS: Final = (
     c.NEWS2_SCORE,
     *(c.news2_subscore_column(p) for p in c.NEWS2_PARAMETERS),
     c.IS_ANOMALY,
+    c.NEWS2_RESPONSE,
 )
 History = Callable[[list[str], float], pa.Table]  # (patients, before epoch seconds) -> their Silver rows
 
 
 class StreamScorer:
-    """Fills ``anomaly_score``, ``is_anomaly``, ``model_version``, ``alert_open`` and ``alert_opened``.
+    """Fills ``anomaly_score``, ``is_anomaly``, ``model_version``, ``alert_open`` and ``alert_opened``,
+    and turns the alert rule's state changes into alert events.
 
     Per-patient state (robust baselines, alert runs) lives here between batches. A patient this
     scorer has not seen (a new worker, a restart) first has their recent Silver history replayed
@@ -122,12 +125,16 @@ class StreamScorer:
         self._lock = threading.Lock()
 
     def score(self, silver: pa.Table) -> pa.Table:
+        return self.score_with_events(silver)[0]
+
+    def score_with_events(self, silver: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Scored Silver rows, and the alert events (``c.ALERTS_SCHEMA``) they caused."""
         with self._lock:
             return self._score(silver)
 
-    def _score(self, silver: pa.Table) -> pa.Table:
+    def _score(self, silver: pa.Table) -> tuple[pa.Table, pa.Table]:
         if silver.num_rows == 0:
-            return silver
+            return silver, c.ALERTS_SCHEMA.empty_table()
         self._restore(silver)
         # Baselines advance even while no model is deployed, so a new model starts warm.
         features = self.baselines.update(silver)
@@ -140,21 +147,26 @@ class StreamScorer:
             out = _set(out, c.ANOMALY_SCORE, pa.array(scores, pa.float64()))
             out = _set(out, c.IS_ANOMALY, pa.array(anomaly, pa.bool_()))
             out = _set(out, c.MODEL_VERSION, pa.array([model.version] * silver.num_rows, pa.string()))
-        decisions = self._alerts(features, anomaly)
+        decisions, reasons = self._alerts(silver, features, anomaly)
         out = _set(out, c.ALERT_OPEN, pa.array(decisions.open, pa.bool_()))
-        return _set(out, c.ALERT_OPENED, pa.array(decisions.opened, pa.bool_()))
+        out = _set(out, c.ALERT_OPENED, pa.array(decisions.opened, pa.bool_()))
+        return out, alert_events(out, decisions, reasons)
 
-    def _alerts(self, features: pa.Table, anomaly: np.ndarray) -> AlertDecisions:
+    def _alerts(
+        self, silver: pa.Table, features: pa.Table, anomaly: np.ndarray
+    ) -> tuple[AlertDecisions, np.ndarray]:
         reasons = self.alerts.rule.reasons(
             anomaly=anomaly,
             news2=features[c.NEWS2_SCORE].to_numpy(zero_copy_only=False),
             news2_max_subscore=features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False),
         )
-        return self.alerts.update(
+        decisions = self.alerts.update(
             patient_ids=np.asarray(features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object),
             seconds=epoch_seconds(features),
             condition=reasons > 0,
+            severity=severity_ranks(silver, reasons),
         )
+        return decisions, reasons
 
     def _restore(self, silver: pa.Table) -> None:
         patients = set(silver[c.PATIENT_ID].to_pylist())
@@ -175,7 +187,7 @@ class StreamScorer:
         past = past.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
         features = self.baselines.update(past)
         stored = np.asarray(pc.fill_null(past[c.IS_ANOMALY], False).to_numpy(zero_copy_only=False), bool)
-        self._alerts(features, stored)
+        self._alerts(past, features, stored)  # state only: these events were published before
         log.info(
             "restored baselines and alert state of %d patients from %d Silver rows", len(new), past.num_rows
         )

@@ -12,7 +12,9 @@ The data's journey, as ``create_pipeline`` builds it:
    the admissions (ward, bed, age band, diagnosis, SpO2 scale, pseudonymous key) and scored
    (NEWS2 with its sub-scores and response level, alert flags, MAP, shock index, and the anomaly
    model against each patient's own baseline when ``--model-uri`` names one; new versions are
-   picked up live), then the combined alert rule (model and NEWS2, held for a while) per patient.
+   picked up live), then the combined alert rule (model and NEWS2, held for a while) per patient:
+   its state changes become **alert events**, kept in the lake and published (``--alerts-topic``)
+   to the notifier Cloud Function.
 5. **Silver**: rows whose event_id was not seen within the horizon are inserted; duplicates counted.
 6. **Gold**: new Silver rows folded into per-patient event-time windows of one minute and one hour
    (late readings update their window within the allowed lateness) and upserted.
@@ -51,12 +53,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipelines import options as opts
+from pipelines.alerts_io import PublishAlerts
 from pipelines.batching import BatchForCommit, concat_batch
 from pipelines.gold import SummarizeWindows, streaming_trigger
 from pipelines.lake_io import AppendFn, DeriveTrendsFn, InsertSilverFn, UpsertGoldFn
 from pipelines.options import VitalsOptions
 from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
-from pipelines.validation import DQ, QUARANTINE, ValidateReadings
+from pipelines.validation import ALERTS, DQ, QUARANTINE, ValidateReadings
 from pipelines.warehouse_io import WriteWarehouse
 from vitals_lake import contract as c
 from vitals_lake.config import lake_from_uri
@@ -105,6 +108,10 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         rule=opts.alert_rule(options),
     )
     _ = checked[QUARANTINE] | "WriteQuarantine" >> beam.ParDo(AppendFn(lake, "quarantine"))
+    # Alert events (opened / escalated / resolved): kept in the lake, published to the notifier.
+    _ = checked[ALERTS] | "WriteAlerts" >> beam.ParDo(AppendFn(lake, "alerts"))
+    if topic := opts.alerts_topic(options):
+        _ = checked[ALERTS] | "PublishAlerts" >> PublishAlerts(topic)
     _ = checked[DQ] | "WriteDataQuality" >> beam.ParDo(AppendFn(lake, "dq_metrics"))
 
     # 5. Silver: de-duplicated by event_id; emits only the rows that were new.
@@ -132,6 +139,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     if bigquery := opts.bigquery_settings(options):
         _ = gold | "StreamGoldToBigQuery" >> WriteWarehouse(bigquery, c.GOLD_TABLE)
         _ = checked[DQ] | "StreamDataQualityToBigQuery" >> WriteWarehouse(bigquery, c.DQ_METRICS_TABLE)
+        _ = checked[ALERTS] | "StreamAlertsToBigQuery" >> WriteWarehouse(bigquery, c.ALERTS_TABLE)
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -9,6 +10,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from vitals_lake.alerting import AlertRule
 from vitals_lake.config import ConfigError, LakeSettings, StreamSettings, lake_from_uri
 from vitals_lake.warehouse.settings import DEFAULT_LOCATION, BigQuerySettings
+
+TOPIC_PATH = re.compile(r"projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}")
 
 # Prism (the default behind "DirectRunner") downloads a binary at start-up and fails offline:
 # name the runner that runs here.
@@ -100,6 +103,12 @@ class VitalsOptions(PipelineOptions):
             help="how often the model directory is checked for a new version",
         )
         parser.add_argument(
+            "--alerts-topic",
+            "--alerts_topic",
+            dest="alerts_topic",
+            help="projects/P/topics/vitals-alerts: publish alert events there (the notifier's trigger)",
+        )
+        parser.add_argument(
             "--bigquery-dataset",
             "--bigquery_dataset",
             dest="bigquery_dataset",
@@ -165,6 +174,13 @@ def stream_settings(options: PipelineOptions) -> StreamSettings:
     )
 
 
+def alerts_topic(options: PipelineOptions) -> str | None:
+    topic = options.view_as(VitalsOptions).alerts_topic
+    if topic and not TOPIC_PATH.fullmatch(topic):
+        raise ConfigError(f"--alerts-topic must be projects/<project>/topics/<topic>, got {topic!r}")
+    return topic or None
+
+
 def alert_rule(options: PipelineOptions) -> AlertRule:
     o = options.view_as(VitalsOptions)
     try:
@@ -216,6 +232,7 @@ def finalize(options: PipelineOptions) -> PipelineOptions:
     stream_settings(options)
     lake_settings(options)
     alert_rule(options)
+    alerts_topic(options)
     bigquery_settings(options)
     std = options.view_as(StandardOptions)
     std.streaming = streaming

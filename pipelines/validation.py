@@ -2,7 +2,8 @@
 (NEWS2 and flags; the anomaly model when one is deployed).
 
 Outputs: main 'valid' (batch_id, Silver rows), 'quarantine' (batch_id, rows with the rules they
-failed) and 'dq' (batch_id, one data-quality row per rule).
+failed), 'dq' (batch_id, one data-quality row per rule) and 'alerts' (batch_id, the alert events the
+combined rule's state changes produced).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from vitals_lake.readings import TimeRules, parse_batch
 from vitals_lake.silver import to_silver
 
 QUARANTINE = "quarantine"
+ALERTS = "alerts"
 BASELINE_SPAN = timedelta(hours=24)  # how far back a restored baseline reaches (ml.features' ring)
 DQ = "dq"
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class ValidateReadingsFn(beam.DoFn):
         self.valid = Metrics.counter("quality", "valid_rows")
         self.quarantined = Metrics.counter("quality", "quarantined_rows")
         self.unknown = Metrics.counter("quality", "unknown_patient_rows")
+        self.alert_events = Metrics.counter("alerts", "events")
         self.failed_batches = Metrics.counter("quality", f"fail_{ex.RULE_QUARANTINE_RATIO}")
         self.patients: PatientDirectory | None = None
         self.key: bytes = b""
@@ -94,7 +97,7 @@ class ValidateReadingsFn(beam.DoFn):
         parsed = parse_batch(bronze, time_rules=self.time_rules)
         assert self.scorer is not None
         silver = to_silver(parsed.valid, patients=self.patients.table(), key=self.key)
-        silver = self.scorer.score(silver)
+        silver, alerts = self.scorer.score_with_events(silver)
         self.valid.inc(silver.num_rows)
         self.quarantined.inc(parsed.quarantine.num_rows)
         self.unknown.inc(pc.sum(pc.invert(silver[c.KNOWN_PATIENT])).as_py() or 0)
@@ -111,6 +114,9 @@ class ValidateReadingsFn(beam.DoFn):
             self.failed_batches.inc()
             log.error("batch %s: %.0f %% of %d records quarantined", batch_id, 100 * ratio, bronze.num_rows)
         yield batch_id, silver
+        if alerts.num_rows:
+            self.alert_events.inc(alerts.num_rows)
+            yield pvalue.TaggedOutput(ALERTS, (batch_id, alerts))
         if parsed.quarantine.num_rows:
             yield pvalue.TaggedOutput(QUARANTINE, (batch_id, parsed.quarantine))
         dq = ex.dq_metrics(
@@ -120,7 +126,7 @@ class ValidateReadingsFn(beam.DoFn):
 
 
 class ValidateReadings(beam.PTransform):
-    """(batch_id, Bronze rows) -> 'valid' Silver rows, 'quarantine' rows, 'dq' metric rows."""
+    """(batch_id, Bronze rows) -> 'valid' Silver rows, 'quarantine' rows, 'dq' metric rows, 'alerts'."""
 
     def __init__(
         self,
@@ -142,4 +148,4 @@ class ValidateReadings(beam.PTransform):
     def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
         return batches | "ParseCheckEnrichScore" >> beam.ParDo(
             ValidateReadingsFn(self.lake, self.time_rules, self.model_uri, self.model_poll, self.rule)
-        ).with_outputs(QUARANTINE, DQ, main="valid")
+        ).with_outputs(QUARANTINE, DQ, ALERTS, main="valid")

@@ -65,6 +65,14 @@ class AlertRule:
         return out.astype(np.int8)
 
 
+# What a reading did to its patient's alert.
+NO_CHANGE: Final = 0
+OPENED: Final = 1
+ESCALATED: Final = 2  # open, and the severity rose
+RESOLVED: Final = 3  # the condition stayed absent for the clear time
+TRANSITION_STATES: Final = {OPENED: "opened", ESCALATED: "escalated", RESOLVED: "resolved"}
+
+
 @dataclass
 class _PatientAlert:
     last_ts: float = -np.inf  # newest reading applied
@@ -72,15 +80,34 @@ class _PatientAlert:
     is_open: bool = False
     absent_since: float | None = None  # while open: when the condition was last lost
     closed_at: float = -np.inf
+    opened_at: float = np.nan  # the open alert's (or the last closed one's) opening time
+    severity: int = -1  # the open alert's severity rank (highest seen while open)
 
 
 @dataclass(frozen=True)
 class AlertDecisions:
-    """Per input row: the condition, whether an alert opened on it, whether one is open at it."""
+    """Per input row: the condition, the alert state change it caused (``transition``: NO_CHANGE,
+    OPENED, ESCALATED, RESOLVED), whether an alert is open at it, the alert's severity rank after it
+    (-1: none), when that alert opened, and for OPENED rows when the condition's run began."""
 
     condition: np.ndarray
-    opened: np.ndarray
+    transition: np.ndarray
     open: np.ndarray
+    severity: np.ndarray
+    opened_at: np.ndarray
+    run_start: np.ndarray
+
+    @property
+    def opened(self) -> np.ndarray:
+        return self.transition == OPENED
+
+    @classmethod
+    def empty(cls, condition: np.ndarray) -> AlertDecisions:
+        n = len(condition)
+        nan = np.full(n, np.nan)
+        return cls(
+            condition, np.zeros(n, np.int8), np.zeros(n, bool), np.full(n, -1, np.int8), nan, nan.copy()
+        )
 
 
 @dataclass
@@ -91,19 +118,24 @@ class AlertTracker:
     patients: dict[str, _PatientAlert] = field(default_factory=dict)
 
     def update(
-        self, *, patient_ids: np.ndarray, seconds: np.ndarray, condition: np.ndarray
+        self,
+        *,
+        patient_ids: np.ndarray,
+        seconds: np.ndarray,
+        condition: np.ndarray,
+        severity: np.ndarray | None = None,
     ) -> AlertDecisions:
         """Rows in any order (taken per patient in time order); results in the input order.
 
-        A reading older than one the patient already had cannot change the past: it gets the
-        patient's current open state and is otherwise ignored.
+        ``severity`` ranks each row (higher = worse; used while the condition is present): an open
+        alert escalates when a reading is worse than any before it. A reading older than one the
+        patient already had cannot change the past: it gets the patient's current state.
         """
-        n = len(condition)
         cond = np.asarray(condition, dtype=bool)
-        opened = np.zeros(n, dtype=bool)
-        is_open = np.zeros(n, dtype=bool)
-        if n == 0:
-            return AlertDecisions(cond, opened, is_open)
+        out = AlertDecisions.empty(cond)
+        if len(cond) == 0:
+            return out
+        sev = np.zeros(len(cond), np.int8) if severity is None else np.asarray(severity, np.int8)
         pid = np.asarray(patient_ids, dtype=object)
         ts = np.asarray(seconds, dtype=np.float64)
         _, codes = np.unique(pid, return_inverse=True)
@@ -118,32 +150,42 @@ class AlertTracker:
                     state.last_ts = newest
                 continue
             for i in rows:
-                opened[i], is_open[i] = self._step(state, float(ts[i]), bool(cond[i]))
-        return AlertDecisions(cond, opened, is_open)
+                self._step(state, float(ts[i]), bool(cond[i]), int(sev[i]), out=out, i=i)
+        return out
 
-    def _step(self, s: _PatientAlert, t: float, present: bool) -> tuple[bool, bool]:
+    def _step(
+        self, s: _PatientAlert, t: float, present: bool, severity: int, *, out: AlertDecisions, i: int
+    ) -> None:
         rule = self.rule
-        if t < s.last_ts:
-            return False, s.is_open
-        s.last_ts = t
-        if not present:
-            s.run_start = None
-            if s.is_open:
-                s.absent_since = t if s.absent_since is None else s.absent_since
-                if t - s.absent_since >= rule.clear_seconds:
-                    s.is_open, s.absent_since, s.closed_at = False, None, t
-            return False, s.is_open
-        s.absent_since = None
-        if s.run_start is None:
-            s.run_start = t
-        if (
-            not s.is_open
-            and t - s.run_start >= rule.persistence_seconds
-            and t - s.closed_at >= rule.cooldown_seconds
-        ):
-            s.is_open = True
-            return True, True
-        return False, s.is_open
+        transition = NO_CHANGE
+        if t >= s.last_ts:
+            s.last_ts = t
+            if not present:
+                s.run_start = None
+                if s.is_open:
+                    s.absent_since = t if s.absent_since is None else s.absent_since
+                    if t - s.absent_since >= rule.clear_seconds:
+                        s.is_open, s.absent_since, s.closed_at = False, None, t
+                        transition = RESOLVED
+            else:
+                s.absent_since = None
+                if s.run_start is None:
+                    s.run_start = t
+                if s.is_open and severity > s.severity:
+                    s.severity = severity
+                    transition = ESCALATED
+                elif (
+                    not s.is_open
+                    and t - s.run_start >= rule.persistence_seconds
+                    and t - s.closed_at >= rule.cooldown_seconds
+                ):
+                    s.is_open, s.opened_at, s.severity = True, t, severity
+                    transition = OPENED
+                    out.run_start[i] = s.run_start
+        out.transition[i] = transition
+        out.open[i] = s.is_open
+        out.severity[i] = s.severity if s.is_open or transition == RESOLVED else -1
+        out.opened_at[i] = s.opened_at if s.is_open or transition == RESOLVED else np.nan
 
 
 def _bools(values: np.ndarray) -> np.ndarray:

@@ -480,6 +480,7 @@ ALERTS_SCHEMA: Final = pa.schema(
         pa.field(NEWS2_SCORE, pa.int8()),
         pa.field(ANOMALY_SCORE, pa.float64()),
         pa.field(MODEL_VERSION, pa.string()),
+        *(pa.field(v.name, pa.float64()) for v in VITAL_SIGNS),  # the reading that changed the state
         pa.field(WINDOW_START, _UTC_US, nullable=False),  # the readings the state change is about
         pa.field(WINDOW_END, _UTC_US, nullable=False),
         pa.field(EVENT_TIME, _UTC_US, nullable=False),
@@ -499,6 +500,7 @@ Layer = Literal[
     "bronze_admissions",
     "patients",
     "diagnoses",
+    "alerts",
 ]
 
 
@@ -523,4 +525,5 @@ TABLES: Final[dict[Layer, TableSpec]] = {
     "bronze_admissions": TableSpec(BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,)),
     "patients": TableSpec(PATIENTS_TABLE, PATIENTS_SCHEMA, ()),
     "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),
+    "alerts": TableSpec(ALERTS_TABLE, ALERTS_SCHEMA, (EVENT_DATE,)),
 }

@@ -18,6 +18,7 @@ def test_dataflow_dry_run_builds_the_whole_streaming_graph():
             "--subscription=projects/vitals-demo-123/subscriptions/patient-vitals-beam",
             "--lake=gs://vitals-demo-lake/lake",
             "--bigquery-dataset=vitals-demo-123.vitals",
+            "--alerts-topic=projects/vitals-demo-123/topics/vitals-alerts",
         ]
     )
     pipeline = create_pipeline(options)
@@ -40,6 +41,9 @@ def test_dataflow_dry_run_builds_the_whole_streaming_graph():
         "DeriveTrends",
         "StreamGoldToBigQuery/WriteBatches",
         "StreamDataQualityToBigQuery/WriteBatches",
+        "WriteAlerts",
+        "PublishAlerts/Publish",
+        "StreamAlertsToBigQuery/WriteBatches",
     ]:
         assert stage in names, stage
     assert options.view_as(__import__("apache_beam").options.pipeline_options.StandardOptions).streaming

@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 
 from vitals_lake.alerting import (
+    ESCALATED,
+    NO_CHANGE,
+    OPENED,
     REASON_MODEL,
     REASON_NEWS2,
     REASON_RED_SUBSCORE,
+    RESOLVED,
     AlertRule,
     AlertTracker,
 )
@@ -84,3 +88,22 @@ def test_reasons_combine_the_arms_and_missing_values_count_as_absent():
 def test_rules_are_validated_once(bad):
     with pytest.raises(ValueError, match="AlertRule"):
         AlertRule(**bad)
+
+
+def test_an_alert_opens_escalates_once_per_rise_and_resolves_with_its_opening_time():
+    #           0  1  2  3  4  5  6  7  8
+    condition = [1, 1, 1, 1, 1, 0, 0, 0, 0]
+    severity = [2, 2, 2, 3, 3, 0, 0, 0, 0]  # medium, then high from reading 3
+    n = len(condition)
+    d = AlertTracker(RULE).update(
+        patient_ids=np.array(["A"] * n),
+        seconds=np.arange(n) * 60.0,
+        condition=np.array(condition, bool),
+        severity=np.array(severity),
+    )
+    assert d.transition.tolist() == [NO_CHANGE, OPENED, NO_CHANGE, ESCALATED, NO_CHANGE, 0, 0, RESOLVED, 0]
+    assert d.severity.tolist() == [-1, 2, 2, 3, 3, 3, 3, 3, -1]
+    assert d.opened_at[1] == d.opened_at[3] == d.opened_at[7] == 60.0  # one alert, one identity
+    assert np.isnan(d.opened_at[0]) and np.isnan(d.opened_at[8])
+    assert d.run_start[1] == 0.0  # the condition began a reading before the alert opened
+    assert d.open.tolist() == [0, 1, 1, 1, 1, 1, 1, 0, 0]

@@ -89,6 +89,7 @@ class LocalStack:
             self.emulator.wait_ready(self.start_timeout)
             self.tansu.create_topic(c.VITALS_TOPIC, self.kafka_partitions)
             self.create_pubsub_topic(c.VITALS_TOPIC, subscriptions=(c.VITALS_SUBSCRIPTION,))
+            self.create_pubsub_topic(c.ALERTS_TOPIC)  # the pipeline publishes alert events here
             self._write_state()
         except BaseException:
             self.stop()
@@ -137,6 +138,10 @@ class LocalStack:
             "PUBSUB_EMULATOR_HOST": self.emulator.host_port,
             "VITALS_GCP_PROJECT": self.project,
         }
+
+    @property
+    def alerts_topic_path(self) -> str:
+        return f"projects/{self.project}/topics/{c.ALERTS_TOPIC}"
 
     # --- extra resources ---------------------------------------------------------------------------------
     def create_kafka_topic(self, name: str, partitions: int = 4) -> KafkaSettings:
