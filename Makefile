@@ -43,6 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy vitals_lake simulator pipelines ml bench
+	$(BIN)/mypy functions/alert_notifier
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -1,0 +1,169 @@
+"""The alert event: field names and allowed values from the generated schema, and its parsing.
+
+``alert_event.schema.json`` is generated from the project's contract (``python -m vitals_lake.alert_events
+--write-schema``). This module names the fields the notifier relies on and checks each name against that
+file when it is imported, so a renamed field fails the deploy and the tests instead of reading ``None``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from jsonschema import Draft202012Validator
+
+SCHEMA_PATH: Final = Path(__file__).resolve().parents[1] / "alert_event.schema.json"
+SCHEMA: Final[dict[str, Any]] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+_PROPERTIES: Final[dict[str, Any]] = SCHEMA["properties"]
+# Fields the schema does not know are dropped, not refused: a producer deployed with a newer contract
+# must not have its alerts thrown away, and an unknown field (a name?) must not reach a message either.
+_VALIDATOR: Final = Draft202012Validator(
+    {k: v for k, v in SCHEMA.items() if k != "additionalProperties"},
+    format_checker=Draft202012Validator.FORMAT_CHECKER,
+)
+
+
+class SchemaDrift(RuntimeError):
+    """The generated schema no longer has a field or value list the notifier relies on."""
+
+
+def _field(name: str) -> str:
+    if name not in _PROPERTIES:
+        raise SchemaDrift(f"{SCHEMA_PATH.name} has no field {name!r}: update the notifier")
+    return name
+
+
+def _enum(name: str) -> tuple[str, ...]:
+    spec = _PROPERTIES[name]
+    values = spec.get("enum") or spec.get("items", {}).get("enum")
+    if not values:
+        raise SchemaDrift(f"{SCHEMA_PATH.name} lists no allowed values for {name!r}")
+    return tuple(values)
+
+
+ALERT_ID: Final = _field("alert_id")
+STATE: Final = _field("state")
+PATIENT_ID: Final = _field("patient_id")  # the hospital's identifier: shown only where the config allows
+PATIENT_KEY: Final = _field("patient_key")  # pseudonym
+WARD: Final = _field("ward")
+BED: Final = _field("bed")
+SEVERITY: Final = _field("severity")
+REASONS: Final = _field("reasons")
+NEWS2_SCORE: Final = _field("news2_score")
+ANOMALY_SCORE: Final = _field("anomaly_score")
+MODEL_VERSION: Final = _field("model_version")
+HEART_RATE: Final = _field("heart_rate")
+TEMPERATURE: Final = _field("temperature")
+SPO2: Final = _field("spo2")
+RESPIRATION_RATE: Final = _field("respiration_rate")
+SYSTOLIC: Final = _field("systolic")
+DIASTOLIC: Final = _field("diastolic")
+WINDOW_START: Final = _field("window_start")
+WINDOW_END: Final = _field("window_end")
+EVENT_TIME: Final = _field("event_time")
+
+STATES: Final = _enum(STATE)
+SEVERITIES: Final = _enum(SEVERITY)  # in rising order: routing compares positions
+REASON_VALUES: Final = _enum(REASONS)
+# The format checker only checks date-time when an optional package is installed: parse them here.
+_TIMESTAMPS: Final = tuple(n for n, p in _PROPERTIES.items() if p.get("format") == "date-time")
+
+
+class MalformedEvent(ValueError):
+    """The message is not a valid alert event. The message names the problem, never the payload."""
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One validated alert event plus the Pub/Sub message it came in."""
+
+    fields: Mapping[str, Any]
+    message_id: str
+    delivery_attempt: int | None = None
+    dropped_fields: tuple[str, ...] = ()  # names the schema does not know (their values are gone)
+
+    def get(self, name: str) -> Any:
+        return self.fields.get(name)
+
+    @property
+    def alert_id(self) -> str:
+        return str(self.fields[ALERT_ID])
+
+    @property
+    def state(self) -> str:
+        return str(self.fields[STATE])
+
+    @property
+    def severity(self) -> str:
+        return str(self.fields[SEVERITY])
+
+    @property
+    def ward(self) -> str | None:
+        ward = self.fields.get(WARD)
+        return None if ward is None else str(ward)
+
+    @property
+    def notification_id(self) -> str:
+        """One per state change. ``alert_id`` alone is shared by an alert's opened, escalated and
+        resolved events, so it cannot key their notifications; the state change's time tells them apart
+        and stays the same when the pipeline re-derives the alert."""
+        return f"{self.alert_id}:{self.state}:{self.fields[EVENT_TIME]}"
+
+    def log_fields(self) -> dict[str, Any]:
+        """What may go into logs: no patient identifiers, no vitals."""
+        return {
+            "alert_id": self.alert_id,
+            "state": self.state,
+            "alert_severity": self.severity,  # "severity" is the log entry's own level in Cloud Logging
+            "ward": self.ward,
+            "message_id": self.message_id,
+        }
+
+
+def parse_pubsub_data(data: Any) -> AlertEvent:
+    """Parse the CloudEvent data of a Pub/Sub trigger (``{"message": {"data": base64, ...}}``).
+
+    Eventarc's messagePublished events and the Pub/Sub emulator's push envelope (which
+    functions-framework converts) have this same shape.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("message"), Mapping):
+        raise MalformedEvent("CloudEvent data has no Pub/Sub message")
+    message = data["message"]
+    message_id = str(message.get("messageId") or message.get("message_id") or "")
+    attempt = data.get("deliveryAttempt", message.get("deliveryAttempt"))
+    try:
+        raw = base64.b64decode(message.get("data") or "", validate=True)
+        payload = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
+        raise MalformedEvent(f"message data is not base64 JSON in UTF-8 ({type(exc).__name__})") from None
+    fields = validate(payload)
+    return AlertEvent(
+        fields=fields,
+        message_id=message_id,
+        delivery_attempt=int(attempt) if isinstance(attempt, int | str) and str(attempt).isdigit() else None,
+        dropped_fields=tuple(sorted(set(payload) - set(fields))),
+    )
+
+
+def validate(payload: Any) -> dict[str, Any]:
+    """Check a decoded event against the schema and keep the fields it knows.
+
+    The error names the field and the rule, never the value (which may identify a patient).
+    """
+    error = next(iter(sorted(_VALIDATOR.iter_errors(payload), key=lambda e: e.json_path)), None)
+    if error is not None:
+        raise MalformedEvent(f"event does not match the schema at {error.json_path}: {error.validator}")
+    for name in _TIMESTAMPS:
+        value = payload.get(name)
+        if value is not None:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise MalformedEvent(f"event field {name} is not an ISO-8601 timestamp") from None
+    return {name: value for name, value in payload.items() if name in _PROPERTIES}

@@ -1,0 +1,163 @@
+"""What clinicians receive: the email (plain text and HTML), the generic JSON body and Slack blocks.
+
+Minimum necessary: the pseudonym, ward, bed, the alert and the vitals of the reading that changed it.
+The hospital's patient id appears only where the route's ``include_patient_id`` allows it. The event
+carries no names, so none can be sent.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from notifier import event as ev
+
+PAYLOAD_TYPE: Final = "vitals-lake.alert"
+PAYLOAD_VERSION: Final = 1
+
+_REASON_LABELS: Final = {
+    "model": "anomaly model",
+    "news2_emergency": "NEWS2 emergency (7 or more)",
+    "red_subscore": "NEWS2 red sub-score (3 in one parameter)",
+}
+# (label, field, unit) per vital; blood pressure is shown as one systolic/diastolic row.
+_VITALS: Final = (
+    ("Heart rate", ev.HEART_RATE, "/min"),
+    ("Respiration rate", ev.RESPIRATION_RATE, "/min"),
+    ("SpO2", ev.SPO2, "%"),
+    ("Temperature", ev.TEMPERATURE, "°C"),
+)
+_FOOTER: Final = (
+    "This message carries the minimum patient information needed to act. "
+    "Open the ward dashboard for the patient's record."
+)
+
+
+@dataclass(frozen=True)
+class EmailContent:
+    subject: str
+    text: str
+    html: str
+
+
+def headline(event: ev.AlertEvent) -> str:
+    where = ", ".join(
+        part
+        for part in (
+            f"ward {event.ward}" if event.ward else "no ward",
+            f"bed {event.get(ev.BED)}" if event.get(ev.BED) else "",
+        )
+        if part
+    )
+    return f"{event.severity.upper()} alert {event.state}: {where}"
+
+
+def summary(event: ev.AlertEvent, include_patient_id: bool) -> list[tuple[str, str]]:
+    """(label, value) rows shared by every format, in reading order."""
+    rows = [("Patient (pseudonym)", str(event.get(ev.PATIENT_KEY)))]
+    if include_patient_id:
+        rows.append(("Hospital patient id", str(event.get(ev.PATIENT_ID))))
+    rows += [
+        ("Ward", event.ward or "-"),
+        ("Bed", _text(event.get(ev.BED))),
+        ("Severity", event.severity),
+        ("State", event.state),
+        ("Why", ", ".join(_REASON_LABELS.get(r, r) for r in event.get(ev.REASONS) or []) or "-"),
+        ("NEWS2 score", _text(event.get(ev.NEWS2_SCORE))),
+        ("Anomaly score", _anomaly(event)),
+    ]
+    for label, field, unit in _VITALS:
+        rows.append((label, _with_unit(event.get(field), unit)))
+    sys_bp, dia_bp = event.get(ev.SYSTOLIC), event.get(ev.DIASTOLIC)
+    bp = f"{_number(sys_bp)}/{_number(dia_bp)} mmHg" if sys_bp is not None or dia_bp is not None else "-"
+    rows += [
+        ("Blood pressure", bp),
+        ("Reading time", _time(event.get(ev.EVENT_TIME))),
+        ("Window", f"{_time(event.get(ev.WINDOW_START))} to {_time(event.get(ev.WINDOW_END))}"),
+        ("Alert id", event.alert_id),
+    ]
+    return rows
+
+
+def render_email(event: ev.AlertEvent, include_patient_id: bool, subject_prefix: str) -> EmailContent:
+    rows = summary(event, include_patient_id)
+    width = max(len(label) for label, _ in rows)
+    text = "\n".join(
+        [headline(event), "", *(f"{label.ljust(width)}  {value}" for label, value in rows), "", _FOOTER, ""]
+    )
+    cells = "\n".join(
+        f'<tr><th align="left" style="padding:2px 12px 2px 0">{html.escape(label)}</th>'
+        f"<td>{html.escape(value)}</td></tr>"
+        for label, value in rows
+    )
+    body = (
+        '<!DOCTYPE html>\n<html><body style="font-family:sans-serif">\n'
+        f"<h2>{html.escape(headline(event))}</h2>\n<table>\n{cells}\n</table>\n"
+        f'<p style="color:#555">{html.escape(_FOOTER)}</p>\n</body></html>\n'
+    )
+    return EmailContent(subject=f"{subject_prefix} {headline(event)}".strip(), text=text, html=body)
+
+
+def json_payload(event: ev.AlertEvent, notification_id: str, include_patient_id: bool) -> dict[str, Any]:
+    """The generic webhook body: the event's own fields, without the hospital id unless allowed."""
+    alert = {k: v for k, v in event.fields.items() if include_patient_id or k != ev.PATIENT_ID}
+    return {
+        "type": PAYLOAD_TYPE,
+        "version": PAYLOAD_VERSION,
+        "notification_id": notification_id,
+        "alert": alert,
+    }
+
+
+def slack_payload(event: ev.AlertEvent, include_patient_id: bool) -> dict[str, Any]:
+    """A Slack incoming-webhook body: ``text`` for notifications, ``blocks`` for the message."""
+    rows = summary(event, include_patient_id)
+    details = [(label, value) for label, value in rows if label not in ("Alert id", "Window")]
+    fields = [{"type": "mrkdwn", "text": f"*{_mrkdwn(label)}*\n{_mrkdwn(value)}"} for label, value in details]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline(event)[:150]}},
+        # Slack allows at most 10 fields per section.
+        *({"type": "section", "fields": fields[i : i + 10]} for i in range(0, len(fields), 10)),
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": _mrkdwn(f"Alert id {event.alert_id}. {_FOOTER}")}],
+        },
+    ]
+    return {"text": _mrkdwn(f"{headline(event)} (patient {event.get(ev.PATIENT_KEY)})"), "blocks": blocks}
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}".removesuffix(".0")
+    return str(value)
+
+
+def _with_unit(value: Any, unit: str) -> str:
+    return "-" if value is None else f"{_number(value)} {unit}"
+
+
+def _anomaly(event: ev.AlertEvent) -> str:
+    score = event.get(ev.ANOMALY_SCORE)
+    if score is None:
+        return "-"
+    model = event.get(ev.MODEL_VERSION)
+    return f"{score:.3f}" + (f" (model {model})" if model else "")
+
+
+def _time(value: Any) -> str:
+    if not value:
+        return "-"
+    t = datetime.fromisoformat(str(value))
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t.utcoffset() is not None else str(value)
+
+
+def _mrkdwn(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
