@@ -25,6 +25,7 @@ from vitals_lake import contract as c
 from vitals_lake.admissions import refresh
 from vitals_lake.audit import Check, LakeCounts, clinical_summary, conservation, count_lake
 from vitals_lake.config import LocalLake
+from vitals_lake.demo_alerts import alert_summary, notifier
 from vitals_lake.lake import Lake
 from vitals_lake.stack import LocalStack, ManagedProcess, StackError
 from vitals_lake.stack.process import free_port
@@ -91,8 +92,16 @@ def run_demo(
     )
 
     children: list[ManagedProcess] = []
-    with LocalStack(run_dir / "stack", handle_signals=True) as stack:
+    with (
+        LocalStack(run_dir / "stack", handle_signals=True) as stack,
+        notifier(run_dir, stack.pubsub) as delivery,
+    ):
         say(f"stack up: Tansu {stack.tansu.bootstrap}, Pub/Sub emulator {stack.emulator.host_port}")
+        say(
+            f"alert notifier (functions-framework) {delivery.function.push_endpoint}, pushed from"
+            f" {c.ALERTS_TOPIC}; email to SMTP {delivery.mail.host}:{delivery.mail.port},"
+            f" webhooks to {delivery.hooks.url('')}"
+        )
         env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
         try:
             pipeline = ManagedProcess(
@@ -107,6 +116,8 @@ def run_demo(
                     str(lake_dir),
                     "--model-uri",
                     str(model_dir),
+                    "--alerts-topic",
+                    stack.alerts_topic_path,
                 ],
                 logs / "pipeline.log",
                 env=env,
@@ -180,6 +191,8 @@ def run_demo(
             # short (an idle pull waits 30 s); then the bridge drains and commits its offsets.
             pipeline.stop(timeout=40)
             bridge.stop(timeout=20)
+            delivery.settle()  # pushes still in flight reach the function
+            alerts = alert_summary(lake, delivery)
         finally:
             for child in reversed(children):
                 child.stop(timeout=10)
@@ -198,6 +211,7 @@ def run_demo(
         seconds=time.monotonic() - started,
     )
     summary["warehouse"] = warehouse
+    summary["alerts"] = alerts
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print_summary(summary)
     return 0 if all(ch.ok for ch in checks) else 1
@@ -436,6 +450,13 @@ def print_summary(s: dict[str, Any]) -> None:
     print("read them:")
     for cmd in s["read_them"]:
         print(f"  {cmd}")
+    al = s.get("alerts")
+    if al:
+        print(
+            f"alerts                {al['events']} (opened by severity {al['opened_by_severity']});"
+            f" delivered: {al['emails_delivered']} emails, {al['webhooks_delivered']} webhooks,"
+            f" {al['dead_letters']} dead letters"
+        )
     wh = s.get("warehouse")
     if wh:
         db = wh["dashboard"]

@@ -118,3 +118,16 @@ def test_the_dashboard_ran_during_the_stream_and_listed_every_patient(demo):
     _, summary, _, _ = demo
     shown = summary["warehouse"]["dashboard"]["patients_shown_during_run"]
     assert shown == summary["warehouse"]["view_rows"]["patient_risk_scores"] > 0
+
+
+def test_alerts_the_pipeline_raised_reach_the_inbox_and_the_webhooks_once(demo):
+    _, summary, _, lake = demo
+    al = summary["alerts"]
+    events = lake.read("alerts", columns=[c.ALERT_STATE, c.SEVERITY])
+    assert sum(al["events"].values()) == events.num_rows
+    # Routing: every event to the EHR webhook; "medium" and up also by email and to chat.
+    ranked = [c.NEWS2_RESPONSES.index(s) for s in events[c.SEVERITY].to_pylist()]
+    to_ward = sum(r >= c.NEWS2_RESPONSES.index("medium") for r in ranked)
+    assert al["emails_delivered"] == to_ward
+    assert al["webhooks_delivered"] == events.num_rows + to_ward
+    assert al["dead_letters"] == 0
