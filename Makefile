@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_PATIENTS ?= 300
 DEMO_DURATION ?= 120
 
-.PHONY: help venv demo test test-fast lint fmt clean train evaluate bench
+.PHONY: help venv demo test test-fast lint fmt clean train evaluate bench infra-names checkov flex-build flex-run flex-update flex-drain
 
 help:
 	@echo "make demo   - the whole system end to end on local real services (DEMO_PATIENTS, DEMO_DURATION)"
@@ -19,6 +19,7 @@ help:
 	@echo "make evaluate - every detector side by side on a simulated cohort (var/ml/report.md), the model, a real-data sanity run"
 	@echo "make bench  - benchmarks: variants measured side by side, ratios printed, var/bench/results.json"
 	@echo "make clean  - remove var/ (run folders, demo lake)"
+	@echo "make checkov / infra-names / flex-build / flex-run / flex-update / flex-drain - cloud deployment (docs/deploy.md)"
 
 venv: $(STAMP)
 
@@ -34,6 +35,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m vitals_lake.stack.bigquery bootstrap
+	$(PY) infra/checkov/checkov_venv.py bootstrap
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
@@ -65,3 +67,26 @@ bench: $(STAMP)
 
 clean:
 	rm -rf var
+
+# Cloud deployment (docs/deploy.md). Names Terraform uses are generated from the contract.
+FLEX := $(PY) infra/dataflow/flex.py --from-terraform infra/terraform $(if $(DRY_RUN),--dry-run)
+
+infra-names: $(STAMP)
+	$(PY) -m vitals_lake.infra_names --write
+
+checkov: $(STAMP)
+	$(PY) infra/checkov/checkov_venv.py run
+
+flex-build: $(STAMP)
+	$(FLEX) build $(if $(TAG),--tag $(TAG))
+
+flex-run: $(STAMP)
+	@test -n "$(TAG)" || { echo "usage: make flex-run TAG=<tag printed by make flex-build>"; exit 2; }
+	$(FLEX) run --tag $(TAG)
+
+flex-update: $(STAMP)
+	@test -n "$(TAG)" || { echo "usage: make flex-update TAG=<tag>"; exit 2; }
+	$(FLEX) update --tag $(TAG)
+
+flex-drain: $(STAMP)
+	$(FLEX) drain

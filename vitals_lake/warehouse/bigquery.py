@@ -325,7 +325,14 @@ class BigQuerySink:
         s = self.settings
         dataset = bigquery.Dataset(s.dataset_ref)
         dataset.location = s.location
-        self.client.create_dataset(dataset, exists_ok=True, retry=self._retry(), timeout=s.request_timeout)
+        # Look first: in the cloud Terraform owns the dataset and the pipeline's account may not create
+        # datasets (BigQuery then answers 403, not 409, to a create of an existing one).
+        try:
+            self.client.get_dataset(s.dataset_ref, retry=self._retry(), timeout=s.request_timeout)
+        except gexc.NotFound:
+            self.client.create_dataset(
+                dataset, exists_ok=True, retry=self._retry(), timeout=s.request_timeout
+            )
         for spec in WAREHOUSE_TABLES.values():
             self._ensure_table(spec.name, spec.schema, spec.partition or None, spec.clustering)
         self._ensure_table(DEAD_LETTER_TABLE, DEAD_LETTER_SCHEMA, "failed_at", ("table_name",))

@@ -1,0 +1,53 @@
+# Secret containers: credential values never pass through Terraform (or its state); add their versions
+# with gcloud (docs/deploy.md). The one exception is the notifier's routing config (not a credential,
+# but it names clinicians), written from var.alert_routing in function.tf. Each reader is granted on
+# the one secret it needs.
+resource "google_secret_manager_secret" "secrets" {
+  for_each = local.names.secrets
+
+  secret_id = each.value
+
+  replication {
+    user_managed {
+      replicas {
+        location = var.region
+
+        dynamic "customer_managed_encryption" {
+          for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
+          content {
+            kms_key_name = customer_managed_encryption.value
+          }
+        }
+      }
+    }
+  }
+
+  depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
+}
+
+locals {
+  # secret key (names.json) -> members that read it
+  secret_readers = {
+    pseudonym_key = {
+      dataflow   = google_service_account.dataflow.member
+      admissions = google_service_account.admissions.member
+    }
+    smtp_password       = { notifier = google_service_account.alert_notifier.member }
+    webhook_signing_key = { notifier = google_service_account.alert_notifier.member }
+    slack_webhook_url   = { notifier = google_service_account.alert_notifier.member }
+    alert_routing       = { notifier = google_service_account.alert_notifier.member }
+  }
+  secret_bindings = merge([
+    for secret, readers in local.secret_readers : {
+      for who, member in readers : "${secret}/${who}" => { secret = secret, member = member }
+    }
+  ]...)
+}
+
+resource "google_secret_manager_secret_iam_member" "readers" {
+  for_each = local.secret_bindings
+
+  secret_id = google_secret_manager_secret.secrets[each.value.secret].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value.member
+}
