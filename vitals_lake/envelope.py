@@ -106,6 +106,16 @@ ENVELOPE_COLUMNS: Final = pa.schema(
 )
 
 
+def is_envelope(data: bytes) -> bool:
+    """Whether a message claims to be an envelope (a JSON object with a version ``v``); anything
+    else is taken as one record."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and "v" in body and "values" in body
+
+
 def decode_envelope(data: bytes) -> pa.Table:
     """Unpack a message body into one Arrow row per record (schema ``ENVELOPE_COLUMNS``)."""
     try:

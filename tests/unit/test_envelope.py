@@ -46,3 +46,22 @@ def test_heartbeat_is_recognised():
     assert e.is_heartbeat(attrs)
     assert not e.is_heartbeat({e.ATTR_KIND: "readings"})
     assert not e.is_heartbeat(None)
+
+
+def test_a_message_holding_one_reading_is_one_record_not_a_bad_envelope():
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from apache_beam.io import PubsubMessage  # noqa: PLC0415
+
+    from pipelines.sources import DecodeEnvelopeFn  # noqa: PLC0415
+
+    envelope_data, _ = e.encode_envelope([e.SourceRecord(value=b'{"a": 1}')], source="simulator")
+    assert e.is_envelope(envelope_data)
+    assert not e.is_envelope(b'{"patient_id": "P000001", "heart_rate": 72}')
+    assert not e.is_envelope(b"not json")
+    fn = DecodeEnvelopeFn()
+    reading = b'{"patient_id": "P000001", "heart_rate": 72}'
+    message = PubsubMessage(reading, {}, message_id="7", publish_time=datetime.now(UTC))
+    (bronze,) = list(fn.process(message))
+    assert bronze[c.RAW].to_pylist() == [reading]
+    assert bronze[c.RECORD_REF].to_pylist() == ["pubsub:7:0"]
