@@ -87,6 +87,8 @@ def alert_events(silver: pa.Table, decisions: AlertDecisions, reasons: np.ndarra
             for t, r in zip(transition, np.asarray(reasons)[idx], strict=True)
         ],
         c.NEWS2_SCORE: rows[c.NEWS2_SCORE],
+        **{c.news2_subscore_column(p): rows[c.news2_subscore_column(p)] for p in c.NEWS2_PARAMETERS},
+        c.ALERT_FLAGS_RAISED: _flags(rows),
         c.ANOMALY_SCORE: rows[c.ANOMALY_SCORE],
         c.MODEL_VERSION: rows[c.MODEL_VERSION],
         **{v: pc.cast(rows[v], pa.float64()) for v in c.VITAL_NAMES},
@@ -96,6 +98,11 @@ def alert_events(silver: pa.Table, decisions: AlertDecisions, reasons: np.ndarra
         c.EVENT_DATE: pc.cast(pa.array(event_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")), pa.date32()),
     }
     return pa.table({f.name: columns[f.name] for f in c.ALERTS_SCHEMA}).cast(c.ALERTS_SCHEMA)
+
+
+def _flags(rows: pa.Table) -> list[list[str]]:
+    raised = [rows[c.flag_column(f)].to_pylist() for f in c.ALERT_FLAGS]
+    return [[f for f, on in zip(c.ALERT_FLAGS, row, strict=True) if on] for row in zip(*raised, strict=True)]
 
 
 def to_json(events: pa.Table) -> list[bytes]:
@@ -127,6 +134,8 @@ def json_schema() -> dict[str, Any]:
             prop["enum"] = list(c.NEWS2_RESPONSES)
         elif f.name == c.ALERT_REASONS:
             prop["items"] = {"type": "string", "enum": list(REASON_NAMES.values())}
+        elif f.name == c.ALERT_FLAGS_RAISED:
+            prop["items"] = {"type": "string", "enum": list(c.ALERT_FLAGS)}
         if f.nullable:
             prop["type"] = [prop["type"], "null"]
         props[f.name] = prop

@@ -466,6 +466,7 @@ SEVERITY: Final = "severity"  # one of NEWS2_RESPONSES
 ALERT_STATE: Final = "state"  # one of ALERT_STATES
 ALERT_STATES: Final = ("opened", "escalated", "resolved")
 ALERT_REASONS: Final = "reasons"  # the arms of the rule that held: model, news2_emergency, red_subscore
+ALERT_FLAGS_RAISED: Final = "flags"  # the simple flags (ALERT_FLAGS) the reading raised
 EVENT_TIME: Final = "event_time"  # when the state changed (the reading that changed it)
 ALERTS_SCHEMA: Final = pa.schema(
     [
@@ -478,6 +479,8 @@ ALERTS_SCHEMA: Final = pa.schema(
         pa.field(SEVERITY, pa.string(), nullable=False),
         pa.field(ALERT_REASONS, pa.list_(pa.string()), nullable=False),
         pa.field(NEWS2_SCORE, pa.int8()),
+        *(pa.field(news2_subscore_column(p), pa.int8()) for p in NEWS2_PARAMETERS),
+        pa.field(ALERT_FLAGS_RAISED, pa.list_(pa.string()), nullable=False),
         pa.field(ANOMALY_SCORE, pa.float64()),
         pa.field(MODEL_VERSION, pa.string()),
         *(pa.field(v.name, pa.float64()) for v in VITAL_SIGNS),  # the reading that changed the state

@@ -41,6 +41,10 @@ def test_a_deterioration_gives_opened_then_resolved_with_one_alert_id():
     assert resolved[c.ALERT_REASONS] == [] and resolved[c.WINDOW_START] == T0 + timedelta(minutes=1)
     assert resolved[c.EVENT_TIME] == T0 + timedelta(minutes=5)  # absent for the 120 s clear time
     assert opened[c.HEART_RATE] == 135 and opened[c.PATIENT_KEY] == silver[c.PATIENT_KEY][0].as_py()
+    # What triggered it, for the clinician: the NEWS2 sub-scores and the simple flags.
+    assert opened[c.news2_subscore_column(c.HEART_RATE)] == 3  # >= 131 /min
+    assert {"tachycardia", "fever"} <= set(opened[c.ALERT_FLAGS_RAISED])
+    assert resolved[c.ALERT_FLAGS_RAISED] == []
 
 
 def test_an_alert_at_the_top_severity_does_not_escalate_and_severity_ranks_follow_news2():

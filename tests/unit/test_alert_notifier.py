@@ -59,6 +59,9 @@ def make_event(**overrides: Any) -> dict[str, Any]:
         c.SEVERITY: "high",
         c.ALERT_REASONS: ["news2_emergency", "model"],
         c.NEWS2_SCORE: 9,
+        c.news2_subscore_column(c.HEART_RATE): 3,
+        c.news2_subscore_column(c.RESPIRATION_RATE): 3,
+        c.ALERT_FLAGS_RAISED: ["tachycardia", "fever"],
         c.ANOMALY_SCORE: 0.8731,
         c.MODEL_VERSION: "iforest-3",
         c.HEART_RATE: 132.0,
@@ -657,3 +660,12 @@ def test_field_names_come_from_the_generated_schema() -> None:
     assert ev.STATES == c.ALERT_STATES
     for name in (ev.ALERT_ID, ev.WARD, ev.BED, ev.PATIENT_KEY, ev.EVENT_TIME, ev.HEART_RATE):
         assert name in schema["properties"]
+
+
+def test_messages_show_what_triggered_the_alert_news2_parameters_and_flags():
+    event = ev.AlertEvent(
+        fields=ev.validate(make_event()), message_id="1", delivery_attempt=1, dropped_fields=()
+    )
+    rows = dict(render.summary(event, include_patient_id=False))
+    assert rows["NEWS2 score"] == "9 (respiration rate 3, heart rate 3)"
+    assert rows["Flags"] == "tachycardia, fever"

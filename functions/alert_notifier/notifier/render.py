@@ -65,7 +65,8 @@ def summary(event: ev.AlertEvent, include_patient_id: bool) -> list[tuple[str, s
         ("Severity", event.severity),
         ("State", event.state),
         ("Why", ", ".join(_REASON_LABELS.get(r, r) for r in event.get(ev.REASONS) or []) or "-"),
-        ("NEWS2 score", _text(event.get(ev.NEWS2_SCORE))),
+        ("NEWS2 score", _news2(event)),
+        ("Flags", ", ".join(str(f).replace("_", " ") for f in event.get(ev.FLAGS) or []) or "-"),
         ("Anomaly score", _anomaly(event)),
     ]
     for label, field, unit in _VITALS:
@@ -79,6 +80,17 @@ def summary(event: ev.AlertEvent, include_patient_id: bool) -> list[tuple[str, s
         ("Alert id", event.alert_id),
     ]
     return rows
+
+
+def _news2(event: ev.AlertEvent) -> str:
+    """The aggregate, and the parameters that scored (what a clinician checks first)."""
+    scored = [
+        f"{name.removeprefix('news2_').replace('_', ' ')} {value}"
+        for name in ev.NEWS2_SUBSCORES
+        if (value := event.get(name))
+    ]
+    total = _text(event.get(ev.NEWS2_SCORE))
+    return f"{total} ({', '.join(scored)})" if scored else total
 
 
 def render_email(event: ev.AlertEvent, include_patient_id: bool, subject_prefix: str) -> EmailContent:
