@@ -14,25 +14,24 @@ platform) with the custom policies of ``infra/checkov/policies/``, then applies 
 fails anywhere is reported as stale instead of hiding silently. checkov exits 0 when a file does not parse, so
 ``run`` also fails when checkov reports parsing errors (tests/infra parses the HCL separately too).
 
-Standard library only: it runs under any Python >= 3.11 (the project's .venv or the system one).
+It runs under the project's .venv (the venv builder is ``vitals_lake.stack.toolvenv``, shared with the
+BigQuery emulator's venv).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from vitals_lake.stack.toolvenv import ToolVenv
 
 HERE: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = HERE.parents[1]
@@ -42,9 +41,6 @@ POLICIES: Final = HERE / "policies"
 TERRAFORM_DIR: Final = REPO_ROOT / "infra" / "terraform"
 DEFAULT_VENV: Final = REPO_ROOT / ".venv-checkov"
 VENV_ENV: Final = "VITALS_CHECKOV_VENV"  # another place for checkov's venv
-_STAMP: Final = ".vitals-stamp"
-_BOOTSTRAP_VERSION: Final = 1  # bump when the build steps change
-_BOOTSTRAP_TIMEOUT: Final = 1200.0
 _RUN_TIMEOUT: Final = 600.0
 _HINT: Final = (
     "it needs PyPI (uv or pip) and Python >= 3.11; build it by hand with: "
@@ -56,122 +52,25 @@ class CheckovError(RuntimeError):
     """checkov's venv could not be built, or checkov could not run."""
 
 
-@dataclass(frozen=True)
-class CheckovVenv:
-    path: Path
-
-    @property
-    def python(self) -> Path:
-        return self.path / "bin" / "python"
-
-    @property
-    def executable(self) -> Path:
-        return self.path / "bin" / "checkov"
-
-    @property
-    def stamp_path(self) -> Path:
-        return self.path / _STAMP
-
-    def is_built(self, requirements: Path = REQUIREMENTS) -> bool:
-        try:
-            stamp = json.loads(self.stamp_path.read_text())
-        except (OSError, ValueError):
-            return False
-        return stamp == _stamp(requirements) and self.executable.is_file() and self.python.is_file()
-
-
-def checkov_venv(path: Path | str | None = None) -> CheckovVenv:
+def checkov_venv(path: Path | str | None = None, *, requirements: Path = REQUIREMENTS) -> ToolVenv:
     """Where checkov's venv is (``$VITALS_CHECKOV_VENV``, else ``.venv-checkov`` at the repo root)."""
     if path is None:
         path = os.environ.get(VENV_ENV) or DEFAULT_VENV
-    return CheckovVenv(Path(path).absolute())
-
-
-def _stamp(requirements: Path) -> dict[str, object]:
-    return {
-        "bootstrap": _BOOTSTRAP_VERSION,
-        "requirements_sha256": hashlib.sha256(requirements.read_bytes()).hexdigest(),
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-    }
-
-
-def _find_uv() -> str | None:
-    beside = Path(sys.executable).with_name("uv")  # the project venv installs uv (see the Makefile)
-    if beside.is_file():
-        return str(beside)
-    return shutil.which("uv")
-
-
-def _run(argv: Sequence[str], what: str) -> None:
-    try:
-        out = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            timeout=_BOOTSTRAP_TIMEOUT,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CheckovError(f"checkov venv: {what} failed ({exc}); {_HINT}") from exc
-    if out.returncode != 0:
-        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-25:])
-        raise CheckovError(
-            f"checkov venv: {what} failed (exit {out.returncode}): {' '.join(argv)}\n{tail}\n{_HINT}"
-        )
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _ignore_in_git(path: Path) -> None:
-    """Like the venvs uv and Python 3.13 make: git ignores the whole directory by itself."""
-    marker = path / ".gitignore"
-    if not marker.exists():
-        marker.write_text("# created by infra/checkov/checkov_venv.py\n*\n")
+    return ToolVenv(
+        path=Path(path).absolute(),
+        requirements=requirements,
+        executable_name="checkov",
+        error=CheckovError,
+        hint=_HINT,
+    )
 
 
 def ensure_venv(
     path: Path | str | None = None, *, requirements: Path = REQUIREMENTS, verbose: bool = False
-) -> CheckovVenv:
+) -> ToolVenv:
     """Build checkov's venv unless its stamp matches ``requirements``; return it (cheap when built)."""
-    venv = checkov_venv(path)
-    if venv.is_built(requirements):
-        _ignore_in_git(venv.path)
-        return venv
-    if not requirements.is_file():
-        raise CheckovError(f"checkov requirements not found: {requirements}")
-    venv.path.mkdir(parents=True, exist_ok=True)
-    _ignore_in_git(venv.path)
-    with _locked(venv.path / ".bootstrap.lock"):
-        if venv.is_built(requirements):  # another process built it while we waited
-            return venv
-        venv.stamp_path.unlink(missing_ok=True)
-        started = time.monotonic()
-        uv = _find_uv()
-        if not venv.python.is_file():
-            _run(
-                [sys.executable, "-m", "venv", *(["--without-pip"] if uv else []), str(venv.path)],
-                "creating the venv",
-            )
-        quiet = [] if verbose else ["--quiet"]
-        if uv:
-            install = [uv, "pip", "install", "--python", str(venv.python), "--compile-bytecode", *quiet]
-        else:
-            install = [str(venv.python), "-m", "pip", "install", "--compile", *quiet]
-        _run([*install, "-r", str(requirements)], f"installing {requirements.name}")
-        if not venv.executable.is_file():
-            raise CheckovError(f"checkov venv: {venv.executable} missing after the install")
-        venv.stamp_path.write_text(json.dumps(_stamp(requirements)) + "\n")
-        if verbose:
-            print(f"built {venv.path} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    venv = checkov_venv(path, requirements=requirements)
+    venv.ensure(verbose=verbose)
     return venv
 
 
@@ -226,7 +125,7 @@ def inline_reason(result: dict[str, Any]) -> str:
     return str((result.get("check_result") or {}).get("suppress_comment") or "").strip()
 
 
-def command(venv: CheckovVenv, directory: Path = TERRAFORM_DIR, skips: Sequence[str] = ()) -> list[str]:
+def command(venv: ToolVenv, directory: Path = TERRAFORM_DIR, skips: Sequence[str] = ()) -> list[str]:
     """The checkov command line (``run`` passes no skips: it applies the list itself)."""
     argv = [
         str(venv.executable),
@@ -247,7 +146,7 @@ def command(venv: CheckovVenv, directory: Path = TERRAFORM_DIR, skips: Sequence[
 
 
 def run(
-    venv: CheckovVenv | None = None, directory: Path = TERRAFORM_DIR, skips: dict[str, str] | None = None
+    venv: ToolVenv | None = None, directory: Path = TERRAFORM_DIR, skips: dict[str, str] | None = None
 ) -> Report:
     """Run checkov (offline) over ``directory`` and apply the skip list."""
     venv = venv or ensure_venv()

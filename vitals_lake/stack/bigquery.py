@@ -44,20 +44,13 @@ Measured on this machine (2 cores, Python 3.11.7, google-cloud-bigquery 3.47 as 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Final
@@ -65,6 +58,7 @@ from typing import Final
 from vitals_lake.config import LOCAL_PROJECT
 from vitals_lake.stack.process import MissingPrerequisite, StackError
 from vitals_lake.stack.services import _Service
+from vitals_lake.stack.toolvenv import ToolVenv
 from vitals_lake.warehouse.settings import DEFAULT_DATASET, BigQuerySettings
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -72,9 +66,6 @@ REQUIREMENTS: Final = REPO_ROOT / "requirements" / "bigquery-emulator.txt"
 DEFAULT_VENV: Final = REPO_ROOT / ".venv-bq"
 VENV_ENV: Final = "VITALS_BQ_EMULATOR_VENV"  # another place for the emulator's venv
 DUCKDB_EXTENSIONS: Final = ("spatial", "avro", "icu")
-_STAMP: Final = ".vitals-stamp"
-_BOOTSTRAP_VERSION: Final = 1  # bump when the build steps change
-_BOOTSTRAP_TIMEOUT: Final = 1200.0
 _BOOTSTRAP_HINT: Final = (
     "it needs PyPI (uv or pip) and Python >= 3.11 (the interpreter running this); "
     "build it by hand with: python -m vitals_lake.stack.bigquery bootstrap"
@@ -96,142 +87,44 @@ print(duckdb.__version__)
 """
 
 
-@dataclass(frozen=True)
-class EmulatorVenv:
-    path: Path
-
-    @property
-    def python(self) -> Path:
-        return self.path / "bin" / "python"
-
-    @property
-    def executable(self) -> Path:
-        return self.path / "bin" / "bqemulator"
-
-    @property
-    def duckdb_home(self) -> Path:
-        """``HOME`` of the emulator process: DuckDB keeps its extensions in ``$HOME/.duckdb``."""
-        return self.path / "duckdb-home"
-
-    @property
-    def stamp_path(self) -> Path:
-        return self.path / _STAMP
-
-    def is_built(self, requirements: Path = REQUIREMENTS) -> bool:
-        try:
-            stamp = json.loads(self.stamp_path.read_text())
-        except (OSError, ValueError):
-            return False
-        return stamp == _stamp(requirements) and self.executable.is_file() and self.python.is_file()
-
-
-def emulator_venv(path: Path | str | None = None) -> EmulatorVenv:
+def emulator_venv(path: Path | str | None = None, *, requirements: Path = REQUIREMENTS) -> ToolVenv:
     """Where the emulator's venv is (``$VITALS_BQ_EMULATOR_VENV``, else ``.venv-bq`` at the repo root)."""
     if path is None:
         path = os.environ.get(VENV_ENV) or DEFAULT_VENV
-    return EmulatorVenv(Path(path).absolute())
+    return ToolVenv(
+        path=Path(path).absolute(),
+        requirements=requirements,
+        executable_name="bqemulator",
+        error=MissingPrerequisite,
+        hint=_BOOTSTRAP_HINT,
+        extra_stamp={"extensions": list(DUCKDB_EXTENSIONS)},
+    )
 
 
-def _stamp(requirements: Path) -> dict[str, object]:
-    return {
-        "bootstrap": _BOOTSTRAP_VERSION,
-        "requirements_sha256": hashlib.sha256(requirements.read_bytes()).hexdigest(),
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "extensions": list(DUCKDB_EXTENSIONS),
-    }
+def duckdb_home(venv: ToolVenv) -> Path:
+    """``HOME`` of the emulator process: DuckDB keeps its extensions in ``$HOME/.duckdb``."""
+    return venv.path / "duckdb-home"
 
 
-def _find_uv() -> str | None:
-    beside = Path(sys.executable).with_name("uv")  # the project venv installs uv (see the Makefile)
-    if beside.is_file():
-        return str(beside)
-    return shutil.which("uv")
-
-
-def _run(argv: Sequence[str], what: str, *, env: dict[str, str] | None = None) -> None:
-    try:
-        out = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=_BOOTSTRAP_TIMEOUT,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise MissingPrerequisite(
-            f"BigQuery emulator venv: {what} failed ({exc}); {_BOOTSTRAP_HINT}"
-        ) from exc
-    if out.returncode != 0:
-        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-25:])
-        raise MissingPrerequisite(
-            f"BigQuery emulator venv: {what} failed (exit {out.returncode}): {' '.join(argv)}\n{tail}\n"
-            f"{_BOOTSTRAP_HINT}"
-        )
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _ignore_in_git(path: Path) -> None:
-    """Like the venvs uv and Python 3.13 make: git ignores the whole directory by itself."""
-    marker = path / ".gitignore"
-    if not marker.exists():
-        marker.write_text("# created by vitals_lake.stack.bigquery\n*\n")
+def _install_extensions(venv: ToolVenv) -> None:
+    duckdb_home(venv).mkdir(exist_ok=True)
+    venv.run_step(
+        [str(venv.python), "-c", _INSTALL_EXTENSIONS, *DUCKDB_EXTENSIONS],
+        "installing the DuckDB extensions",
+        env={**os.environ, "HOME": str(duckdb_home(venv))},
+    )
 
 
 def ensure_emulator_venv(
     path: Path | str | None = None, *, requirements: Path = REQUIREMENTS, verbose: bool = False
-) -> EmulatorVenv:
+) -> ToolVenv:
     """Build the emulator's venv unless its stamp matches ``requirements``; return it.
 
     Idempotent and cheap when built (reads one small file). Raises MissingPrerequisite, saying what
     failed and how to retry, when a step fails (no PyPI, no suitable Python).
     """
-    venv = emulator_venv(path)
-    if venv.is_built(requirements):
-        _ignore_in_git(venv.path)
-        return venv
-    if not requirements.is_file():
-        raise MissingPrerequisite(f"BigQuery emulator requirements not found: {requirements}")
-    venv.path.mkdir(parents=True, exist_ok=True)
-    _ignore_in_git(venv.path)
-    with _locked(venv.path / ".bootstrap.lock"):
-        if venv.is_built(requirements):  # another process built it while we waited
-            return venv
-        venv.stamp_path.unlink(missing_ok=True)
-        started = time.monotonic()
-        uv = _find_uv()
-        if not venv.python.is_file():
-            _run(
-                [sys.executable, "-m", "venv", *(["--without-pip"] if uv else []), str(venv.path)],
-                "creating the venv",
-            )
-        quiet = [] if verbose else ["--quiet"]
-        if uv:
-            install = [uv, "pip", "install", "--python", str(venv.python), "--compile-bytecode", *quiet]
-        else:
-            install = [str(venv.python), "-m", "pip", "install", "--compile", *quiet]
-        _run([*install, "-r", str(requirements)], f"installing {requirements.name}")
-        venv.duckdb_home.mkdir(exist_ok=True)
-        _run(
-            [str(venv.python), "-c", _INSTALL_EXTENSIONS, *DUCKDB_EXTENSIONS],
-            "installing the DuckDB extensions",
-            env={**os.environ, "HOME": str(venv.duckdb_home)},
-        )
-        if not venv.executable.is_file():
-            raise MissingPrerequisite(f"BigQuery emulator venv: {venv.executable} missing after the install")
-        venv.stamp_path.write_text(json.dumps(_stamp(requirements)) + "\n")
-        if verbose:
-            print(f"built {venv.path} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    venv = emulator_venv(path, requirements=requirements)
+    venv.ensure(after_install=_install_extensions, verbose=verbose)
     return venv
 
 
@@ -304,7 +197,7 @@ class BigQueryEmulator(_Service):
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BQEMU_")}
-        env.update(HOME=str(self.venv.duckdb_home), PYTHONUNBUFFERED="1")
+        env.update(HOME=str(duckdb_home(self.venv)), PYTHONUNBUFFERED="1")
         return env
 
     def _ready(self) -> bool:
