@@ -3,7 +3,7 @@
 A benchmark is a function registered with :func:`benchmark`; it gets a :class:`Context` (sizes shrink
 under ``--quick``) and returns a :class:`Result`: the measured :class:`Variant` s (rows, median
 seconds, rows/s, peak memory) and the :class:`Ratio` s between them (``batched vs one-row: 420x``).
-Every module in the ``bench`` package except this one and ``__main__`` is imported by
+Every module in the ``bench`` package except this one, ``report`` and ``__main__`` is imported by
 :func:`load_benchmarks`, so a new benchmark is a new module with a decorated function.
 
 Speed and memory claims are proven by ratios measured in the same run on the same machine, never by
@@ -30,11 +30,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+from bench import report as results_report
+
 DEFAULT_OUT: Final = Path("var/bench/results.json")
 DEFAULT_REPEATS: Final = 3
 DEFAULT_WARMUP: Final = 1
 QUICK_REPEATS: Final = 2
-_NOT_BENCHMARKS: Final = frozenset({"runner", "__main__"})
+_NOT_BENCHMARKS: Final = frozenset({"runner", "report", "__main__"})
 _LIBRARIES: Final = ("numpy", "pyarrow", "scikit-learn", "apache-beam", "deltalake")
 MEMORY_NOTE: Final = (
     "peak MB: tracemalloc peak of one extra, untimed run (Python and numpy allocations;"
@@ -419,8 +421,10 @@ def main(argv: list[str] | None = None, *, registry: Registry | None = None) -> 
     doc = report(results, ctx, started=started, seconds=total)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    written = results_report.write(args.out)  # results.md and results.png beside the JSON
     print(
         f"{len(results)} benchmark(s) in {total:,.1f} s; median of {repeats} timed run(s) after"
         f" {ctx.warmup} warm-up; {MEMORY_NOTE if ctx.memory else 'memory not measured'} -> {args.out}"
+        f" ({', '.join(str(p) for p in written)})"
     )
     return 0

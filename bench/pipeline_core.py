@@ -1,0 +1,420 @@
+"""The pipeline core three ways, on the same recorded readings, in one run.
+
+Bronze -> Silver (expectations, enrichment, NEWS2, anomaly model) -> Gold, on readings simulated once
+into a temporary directory, each run into a fresh lake:
+
+* ``A this pipeline``: ``pipelines.beam_vitals.run`` in batch mode on the local FnApiRunner (tables of
+  5,000 readings per element, one Delta commit per table per batch; it also derives the trend tables);
+* ``B naive Beam``: one element per reading, as typical Beam/Spark demos do: ``ReadFromText`` ->
+  the same gate on a one-row table -> the same NEWS2 and enrichment on one row -> one model call per
+  reading (``StreamScorer`` on a one-row batch) -> de-duplication by ``event_id`` (``GroupByKey``) ->
+  one Delta append per 1,000 elements -> Gold from per-reading partials combined per patient window
+  (``CombinePerKey``);
+* ``C bare loop``: the same vectorised functions without Beam, batches of 5,000 readings, the same
+  Delta calls as the pipeline (append, insert_new, upsert).
+
+Throughput is **readings per CPU second** of this process (``resource.getrusage``, all threads, plus
+children), i.e. readings/s per core; wall time is in the notes. The variants are checked to produce
+the same Silver row count and Gold minute-row count. The issue's targets (A >= 20x B, A >= 0.5x C)
+are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam import coders, pvalue
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from bench.runner import Context, Result, Variant, benchmark
+from ml import evaluate, train
+from ml.serving import ModelWatcher, StreamScorer
+from pipelines import beam_vitals
+from pipelines.gold import CombinePartialsFn
+from pipelines.lake_io import read_patients, time_range
+from vitals_lake import contract as c
+from vitals_lake import envelope
+from vitals_lake import expectations as ex
+from vitals_lake.admissions import PatientDirectory
+from vitals_lake.config import lake_from_uri
+from vitals_lake.lake import BatchMarker, Lake
+from vitals_lake.pseudonym import PseudonymKey
+from vitals_lake.readings import TimeRules, parse_batch
+from vitals_lake.silver import to_silver
+from vitals_lake.summaries import (
+    Partial,
+    gold_from_silver,
+    gold_row,
+    gold_table,
+    hours_from_minutes,
+    window_partials,
+)
+
+NAME: Final = "pipeline_core"
+TITLE: Final = "Pipeline core (Bronze -> Silver -> Gold) three ways on the same readings"
+MODEL: Final = "autoencoder"
+BATCH: Final = 5000  # the pipeline's --batch_size
+NAIVE_FLUSH: Final = 1000  # the naive writers' Delta append every N elements (or bundle end)
+NEVER_POLL: Final = 1e9
+TARGET_VS_NAIVE: Final = 20.0
+TARGET_VS_BARE: Final = 0.5
+# The pipeline's defaults (vitals_lake.config): the same time rules and de-duplication in every variant.
+TIME_RULES: Final = TimeRules(clock_skew=timedelta(seconds=300), max_age=timedelta(seconds=600))
+DEDUP_HORIZON: Final = timedelta(seconds=3600)
+
+VARIANT_A: Final = "A this pipeline (Beam, 5,000-reading tables)"
+VARIANT_B: Final = "B naive Beam (one element, one model call per reading)"
+VARIANT_C: Final = "C bare vectorised loop (no Beam)"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    patients: int
+    hours: float
+    naive_repeats: int  # the naive variant is slow: fewer timed runs
+    interval: float = 60.0
+    seed: int = 11
+    episode_rate: float = 0.3
+
+
+FULL: Final = Sizes(patients=100, hours=2, naive_repeats=1)
+QUICK: Final = Sizes(patients=8, hours=0.5, naive_repeats=1)
+
+
+@dataclass(frozen=True)
+class Counts:
+    silver: int
+    gold_minutes: int
+    gold_hours: int
+
+
+def _counts(lake_dir: Path) -> Counts:
+    lake = Lake(lake_from_uri(str(lake_dir)))
+    seconds = lake.read("gold", columns=[c.WINDOW_SECONDS])[c.WINDOW_SECONDS]
+    return Counts(
+        silver=lake.count("silver"),
+        gold_minutes=int(pc.sum(pc.equal(seconds, 60)).as_py() or 0),
+        gold_hours=int(pc.sum(pc.equal(seconds, 3600)).as_py() or 0),
+    )
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@dataclass
+class _Runs:
+    cpu: list[float]
+    wall: list[float]
+    counts: Counts
+
+
+def _measure(
+    ctx: Context, tmp: Path, label: str, run: Callable[[Path], object], *, repeats: int, rows: int
+) -> tuple[Variant, _Runs]:
+    """Run ``run(fresh_lake_dir)`` ``repeats`` times; the variant's seconds are CPU seconds."""
+    cpu: list[float] = []
+    wall: list[float] = []
+    counts: Counts | None = None
+    for i in range(max(repeats, 1)):
+        lake_dir = tmp / f"lake-{label[0]}-{i}"
+        shutil.rmtree(lake_dir, ignore_errors=True)
+        c0, w0 = _cpu(), time.perf_counter()
+        run(lake_dir)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(_cpu() - c0)
+        counts = _counts(lake_dir)
+        shutil.rmtree(lake_dir, ignore_errors=True)
+    assert counts is not None
+    median_cpu, median_wall = statistics.median(cpu), statistics.median(wall)
+    v = Variant(
+        label,
+        rows,
+        median_cpu,
+        cpu,
+        None,
+        note=f"CPU s; wall {median_wall:,.2f} s = {rows / median_wall:,.0f} readings/s wall",
+    )
+    ctx.log(f"  {label}: {rows:,} readings, {v.rows_per_s:,.0f} readings/CPU-s, wall {median_wall:.1f} s")
+    return v, _Runs(cpu, wall, counts)
+
+
+@benchmark(NAME, TITLE)
+def pipeline_core(ctx: Context) -> Result:
+    sizes = QUICK if ctx.quick else FULL
+    result = Result(NAME, TITLE)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp_name:
+        tmp = Path(tmp_name)
+        ctx.log(f"  simulating {sizes.patients} patients x {sizes.hours:g} h, training {MODEL}")
+        readings, labels = evaluate.simulate(
+            tmp / "sim",
+            patients=sizes.patients,
+            hours=sizes.hours,
+            interval=sizes.interval,
+            seed=sizes.seed,
+            episode_rate=sizes.episode_rate,
+        )
+        model_dir = tmp / "model"
+        with warnings.catch_warnings(action="ignore"):
+            train.train(readings, labels, model_dir, model=MODEL, seed=sizes.seed)
+        n = sum(1 for _ in readings.open("rb"))
+        result.setup_seconds = time.perf_counter() - t0
+
+        def run_a(lake: Path) -> object:
+            return beam_vitals.run(
+                ["--input-jsonl", str(readings), "--lake", str(lake), "--model-uri", str(model_dir)]
+            )
+
+        def run_b(lake: Path) -> object:
+            run_naive(readings, lake, model_dir)
+            return None
+
+        def run_c(lake: Path) -> object:
+            return run_bare(readings, lake, model_dir)
+
+        a, runs_a = _measure(ctx, tmp, VARIANT_A, run_a, repeats=ctx.repeats, rows=n)
+        b, runs_b = _measure(ctx, tmp, VARIANT_B, run_b, repeats=sizes.naive_repeats, rows=n)
+        cc, runs_c = _measure(ctx, tmp, VARIANT_C, run_c, repeats=ctx.repeats, rows=n)
+    result.add(a, b, cc)
+    vs_naive = result.ratio("A this pipeline vs B naive Beam (readings per CPU-s)", a, b)
+    vs_bare = result.ratio("A this pipeline vs C bare loop (readings per CPU-s)", a, cc)
+    counts = {"A": runs_a.counts, "B": runs_b.counts, "C": runs_c.counts}
+    result.checks["same Silver row count (A, B, C)"] = len({x.silver for x in counts.values()}) == 1
+    result.checks["same Gold minute-row count (A, B, C)"] = (
+        len({x.gold_minutes for x in counts.values()}) == 1
+    )
+    result.checks["same Gold hour-row count (A, B, C)"] = len({x.gold_hours for x in counts.values()}) == 1
+    targets = {
+        f"A >= {TARGET_VS_NAIVE:g}x B": vs_naive.value >= TARGET_VS_NAIVE,
+        f"A >= {TARGET_VS_BARE:g}x C": vs_bare.value >= TARGET_VS_BARE,
+    }
+    result.config = {
+        **asdict(sizes),
+        "readings": n,
+        "model": MODEL,
+        "batch_size": BATCH,
+        "naive_flush_every": NAIVE_FLUSH,
+        "counts": {k: asdict(v) for k, v in counts.items()},
+        "wall_seconds": {"A": runs_a.wall, "B": runs_b.wall, "C": runs_c.wall},
+        "cpu_seconds": {"A": runs_a.cpu, "B": runs_b.cpu, "C": runs_c.cpu},
+        "targets": targets,
+        "throughput_unit": "readings per CPU second of the process (all threads): readings/s per core",
+    }
+    result.notes.append(
+        f"{n:,} readings: {sizes.patients} simulated patients x {sizes.hours:g} h at {sizes.interval:g} s"
+        f" (with the simulator's faults), model {MODEL}; each run writes a fresh lake"
+    )
+    result.notes.append(
+        "rows/s = readings per CPU second (getrusage, every thread) = readings/s per core; median column"
+        " = CPU seconds; wall time in the note column"
+    )
+    result.notes.append("A also derives the trend tables (diagnosis_hourly, rolling); B and C do not")
+    result.notes.append(
+        "targets (reported, not asserted): "
+        + ", ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in targets.items())
+    )
+    return result
+
+
+# -- C: the bare vectorised loop ------------------------------------------------------------------
+
+
+def _lines(path: Path) -> list[bytes]:
+    with path.open("rb") as fh:
+        return [line.rstrip(b"\r\n") for line in fh]
+
+
+def run_bare(readings: Path, lake_dir: Path, model_dir: Path) -> Counts | None:
+    """The pipeline's logic as a plain loop over batches of ``BATCH`` readings (no Beam)."""
+    lake = Lake(lake_from_uri(str(lake_dir)))
+    lake.ensure_all()
+    key = PseudonymKey.from_env().secret
+    patients = PatientDirectory(lake).table()
+    scorer = StreamScorer(ModelWatcher(str(model_dir), poll_seconds=NEVER_POLL))
+    lines = _lines(readings)
+    for number, start in enumerate(range(0, len(lines), BATCH)):
+        batch_id = f"{number}-0-bare"
+        now = time.time_ns() // 1000
+        records = envelope.records_from_lines(lines[start : start + BATCH], source="file")
+        bronze = envelope.to_bronze(records, ingest_time_us=now, ref_prefix=f"file:{readings}")
+        lake.append("bronze", bronze, marker=BatchMarker("bronze", batch_id))
+        parsed = parse_batch(bronze, time_rules=TIME_RULES)
+        silver, alerts = scorer.score_with_events(to_silver(parsed.valid, patients=patients, key=key))
+        lake.append("quarantine", parsed.quarantine, marker=BatchMarker("quarantine", batch_id))
+        lake.append("alerts", alerts, marker=BatchMarker("alerts", batch_id))
+        dq = ex.dq_metrics(
+            batch_id=batch_id, window_start_us=now, failed=parsed.rule_counts, checked=parsed.checked
+        )
+        lake.append("dq_metrics", dq, marker=BatchMarker("dq_metrics", batch_id))
+        _, fresh = lake.insert_new(
+            "silver",
+            silver,
+            key=c.EVENT_ID,
+            time_column=c.TIMESTAMP,
+            horizon=DEDUP_HORIZON,
+            marker=BatchMarker("silver", batch_id),
+        )
+        if fresh.num_rows:
+            _bare_gold(lake, fresh, batch_id)
+    return None
+
+
+def _bare_gold(lake: Lake, fresh: pa.Table, batch_id: str) -> None:
+    """As the pipeline's UpsertGoldFn: minutes recomputed from Silver, hours from Gold's minutes."""
+    now = time.time_ns() // 1000
+    patients = pc.unique(fresh[c.PATIENT_ID])
+    minute = pc.floor_temporal(fresh[c.TIMESTAMP], multiple=60, unit="second")
+    lo, hi = pc.min(minute).as_py(), pc.max(minute).as_py()
+    silver = read_patients(lake, "silver", time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=60)), patients)
+    silver = silver.filter(
+        pc.less(silver[c.TIMESTAMP], pa.scalar(hi + timedelta(seconds=60), silver[c.TIMESTAMP].type))
+    )
+    minutes = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
+    lake.upsert(
+        "gold", minutes, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold", batch_id)
+    )
+    hour = pc.floor_temporal(fresh[c.TIMESTAMP], multiple=3600, unit="second")
+    lo, hi = pc.min(hour).as_py(), pc.max(hour).as_py()
+    where = (pc.field(c.WINDOW_SECONDS) == 60) & time_range(c.WINDOW_START, lo, hi + timedelta(seconds=3599))
+    hourly = hours_from_minutes(read_patients(lake, "gold", where, patients), updated_at_us=now)
+    lake.upsert(
+        "gold",
+        hourly,
+        keys=c.GOLD_KEY,
+        time_column=c.WINDOW_START,
+        marker=BatchMarker("gold_hours", batch_id),
+    )
+
+
+# -- B: the naive per-reading Beam pipeline -------------------------------------------------------
+
+SILVER_TAG: Final = "silver"
+QUARANTINE_TAG: Final = "quarantine"
+
+
+class _PerReadingFn(beam.DoFn):
+    """One raw line -> the gate on a one-row Bronze table -> enrichment + NEWS2 on one row -> one
+    model call (a one-row StreamScorer batch). Emits the Silver row as a dict, or the quarantine row."""
+
+    def __init__(self, lake_dir: str, model_dir: str, source: str) -> None:
+        self.lake_dir, self.model_dir, self.source = lake_dir, model_dir, source
+        self.scorer: StreamScorer | None = None
+        self.patients: pa.Table | None = None
+        self.key = b""
+
+    def setup(self) -> None:
+        lake = Lake(lake_from_uri(self.lake_dir))
+        self.patients = PatientDirectory(lake).table()
+        self.key = PseudonymKey.from_env().secret
+        self.scorer = StreamScorer(ModelWatcher(self.model_dir, poll_seconds=NEVER_POLL))
+
+    def process(self, line: bytes) -> Iterator[object]:
+        assert self.scorer is not None and self.patients is not None
+        records = envelope.records_from_lines([line], source="file")
+        bronze = envelope.to_bronze(records, ingest_time_us=time.time_ns() // 1000, ref_prefix=self.source)
+        yield bronze.to_pylist()[0]
+        parsed = parse_batch(bronze, time_rules=TIME_RULES)
+        if parsed.quarantine.num_rows:
+            yield pvalue.TaggedOutput(QUARANTINE_TAG, parsed.quarantine.to_pylist()[0])
+            return
+        silver = self.scorer.score(to_silver(parsed.valid, patients=self.patients, key=self.key))
+        row = silver.to_pylist()[0]
+        yield pvalue.TaggedOutput(SILVER_TAG, (row[c.EVENT_ID], row))
+
+
+class _WriteRowsFn(beam.DoFn):
+    """Buffer row dicts; one Delta append per ``NAIVE_FLUSH`` rows and at the end of each bundle."""
+
+    def __init__(self, lake_dir: str, layer: c.Layer) -> None:
+        self.lake_dir, self.layer = lake_dir, layer
+        self.rows: list[dict[str, Any]] = []
+        self.lake: Lake | None = None
+
+    def setup(self) -> None:
+        self.lake = Lake(lake_from_uri(self.lake_dir))
+
+    def start_bundle(self) -> None:
+        self.rows = []
+
+    def process(self, row: dict[str, Any]) -> Iterator[None]:
+        self.rows.append(row)
+        if len(self.rows) >= NAIVE_FLUSH:
+            self._flush()
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.lake is not None
+        if self.rows:
+            schema = c.TABLES[self.layer].schema
+            if self.layer == "gold":
+                table = gold_table(self.rows)
+            else:
+                table = pa.Table.from_pylist(self.rows, schema=schema)
+            self.lake.append(self.layer, table)
+        self.rows = []
+
+
+def _first(keyed: tuple[str, Iterable[dict[str, Any]]]) -> dict[str, Any]:
+    return next(iter(keyed[1]))
+
+
+def _partials(row: dict[str, Any]) -> Iterator[tuple[tuple[str, int, int], Partial]]:
+    """One Silver row -> its partial, keyed by its minute and by its hour (one reading: same partial)."""
+    one = pa.Table.from_pylist([row], schema=c.SILVER_SCHEMA)
+    partials = window_partials(one, window_seconds=60)
+    start_us = int(pc.cast(partials[c.WINDOW_START], pa.int64())[0].as_py())
+    partial = partials.drop_columns([c.WINDOW_START]).to_pylist()[0]
+    patient = partial.pop(c.PATIENT_ID)
+    yield (patient, 60, start_us), partial
+    yield (patient, 3600, start_us - start_us % 3_600_000_000), partial
+
+
+def _gold(keyed: tuple[tuple[str, int, int], Partial]) -> dict[str, Any]:
+    (patient, seconds, start_us), partial = keyed
+    return gold_row(patient, start_us, seconds, partial, time.time_ns() // 1000)
+
+
+def run_naive(readings: Path, lake_dir: Path, model_dir: Path) -> None:
+    """Build and run the naive pipeline on the local FnApiRunner (batch)."""
+    lake = str(lake_dir)
+    Lake(lake_from_uri(lake)).ensure_all()
+    options = PipelineOptions(["--runner", "FnApiRunner"], save_main_session=False)
+    with beam.Pipeline(options=options) as p:
+        out = (
+            p
+            | "Read" >> beam.io.ReadFromText(str(readings), coder=coders.BytesCoder())
+            | "PerReading"
+            >> beam.ParDo(_PerReadingFn(lake, str(model_dir), f"file:{readings}")).with_outputs(
+                SILVER_TAG, QUARANTINE_TAG, main="bronze"
+            )
+        )
+        _ = out.bronze | "WriteBronze" >> beam.ParDo(_WriteRowsFn(lake, "bronze"))
+        _ = out[QUARANTINE_TAG] | "WriteQuarantine" >> beam.ParDo(_WriteRowsFn(lake, "quarantine"))
+        silver = out[SILVER_TAG] | "ByEventId" >> beam.GroupByKey() | "FirstPerEventId" >> beam.Map(_first)
+        _ = silver | "WriteSilver" >> beam.ParDo(_WriteRowsFn(lake, "silver"))
+        _ = (
+            silver
+            | "PartialPerReading" >> beam.FlatMap(_partials)
+            | "CombinePerPatientWindow" >> beam.CombinePerKey(CombinePartialsFn())
+            | "ToGoldRow" >> beam.Map(_gold)
+            | "WriteGold" >> beam.ParDo(_WriteRowsFn(lake, "gold"))
+        )

@@ -1,0 +1,79 @@
+"""The pipeline-core and growth benchmarks in --quick mode: structure and checks, never a speed target."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import pipeline_core, runner
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[dict, object]:
+    """`python -m bench --only pipeline_core growth --quick` in process; its JSON and output folder."""
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    assert runner.main(["--only", "pipeline_core", "growth", "--quick", "--out", str(out)]) == 0
+    return json.loads(out.read_text()), out
+
+
+def _result(doc: dict, name: str) -> dict:
+    return next(r for r in doc["results"] if r["name"] == name)
+
+
+def _check_ratios(result: dict) -> None:
+    by_key = {v["key"]: v for v in result["variants"]}
+    assert len(by_key) == len(result["variants"])
+    for r in result["ratios"]:
+        expected = by_key[r["numerator"]]["rows_per_s"] / by_key[r["denominator"]]["rows_per_s"]
+        assert math.isclose(r["value"], expected, rel_tol=1e-9), r
+
+
+def test_pipeline_core_measures_three_variants_on_the_same_readings(quick_run):
+    doc, _ = quick_run
+    result = _result(doc, "pipeline_core")
+    keys = [v["key"] for v in result["variants"]]
+    assert keys == [pipeline_core.VARIANT_A, pipeline_core.VARIANT_B, pipeline_core.VARIANT_C]
+    n = result["config"]["readings"]
+    for v in result["variants"]:
+        assert v["rows"] == n > 0 and v["seconds"] > 0 and v["rows_per_s"] > 0
+        assert math.isclose(v["rows_per_s"], v["rows"] / v["seconds"], rel_tol=1e-9)
+        assert "wall" in v["note"]
+    assert [r["numerator"] for r in result["ratios"]] == [pipeline_core.VARIANT_A] * 2
+    assert [r["denominator"] for r in result["ratios"]] == [pipeline_core.VARIANT_B, pipeline_core.VARIANT_C]
+    _check_ratios(result)
+    # The variants did the same work: the same Silver, Gold minute and hour rows.
+    assert result["checks"] and all(result["checks"].values()), result["checks"]
+    counts = result["config"]["counts"]
+    assert counts["A"] == counts["B"] == counts["C"] and counts["A"]["silver"] > 0
+    assert set(result["config"]["targets"]) == {"A >= 20x B", "A >= 0.5x C"}  # reported, not asserted
+
+
+def test_growth_compares_gold_merge_sizes_and_maintenance(quick_run):
+    doc, _ = quick_run
+    result = _result(doc, "growth")
+    groups = {v["group"] for v in result["variants"]}
+    assert groups == {"gold MERGE of one batch", "read one day (silver)", "read one day (gold)"}
+    for v in result["variants"]:
+        assert v["rows"] > 0 and v["seconds"] > 0 and v["rows_per_s"] > 0
+    assert len(result["ratios"]) == 3
+    _check_ratios(result)
+    config = result["config"]
+    assert config["gold_rows_10N"] == 10 * config["gold_rows_N"]
+    files = config["files_per_partition"]
+    for layer in ("silver", "gold"):
+        assert sum(files["before"][layer].values()) > sum(files["after"][layer].values()) >= 1
+    assert result["checks"] and all(result["checks"].values()), result["checks"]
+
+
+def test_the_run_writes_a_markdown_table_and_a_plot_next_to_the_json(quick_run):
+    doc, out = quick_run
+    md, png = out.with_suffix(".md"), out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = md.read_text()
+    assert f"({png.name})" in text
+    for r in doc["results"]:
+        assert f"## {r['name']}:" in text
+        for v in r["variants"]:
+            assert f"| {v['key']} |" in text
