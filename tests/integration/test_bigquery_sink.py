@@ -216,6 +216,7 @@ def alert_table(n: int) -> pa.Table:
             c.SEVERITY: "high",
             c.ALERT_REASONS: ["news2_emergency", "model"][: i % 2 + 1] if i else [],
             c.NEWS2_SCORE: 7,
+            c.ALERT_FLAGS_RAISED: ["tachycardia"] if i else [],
             c.ANOMALY_SCORE: 0.93 if i else float("nan"),
             c.MODEL_VERSION: "v3",
             c.WINDOW_START: T0,

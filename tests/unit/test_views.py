@@ -68,6 +68,7 @@ def alert(
         c.SEVERITY: severity,
         c.ALERT_REASONS: ["news2_emergency"],
         c.NEWS2_SCORE: 7,
+        c.ALERT_FLAGS_RAISED: [],
         c.ANOMALY_SCORE: None,
         c.MODEL_VERSION: None,
         # The readings the change is about end before it: their window is not the event's hour.

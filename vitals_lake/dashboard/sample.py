@@ -9,10 +9,9 @@ Nothing here is hand-typed clinical data.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -97,7 +96,7 @@ def build_sample(
         )
         silver_parts.append(to_silver(parsed.valid, patients=patients_table, key=SAMPLE_KEY))
     silver = pa.concat_tables(silver_parts).sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
-    silver = _score(silver)
+    silver, alerts = _score(silver)  # the stream's own scorer and alert events
     minutes = gold_from_silver(silver, window_seconds=60, updated_at_us=ingest_us)
     hours_rows = hours_from_minutes(minutes, updated_at_us=ingest_us)
     gold = pa.concat_tables([minutes, hours_rows])
@@ -109,7 +108,7 @@ def build_sample(
     return SampleWarehouse(
         tables={
             c.GOLD_TABLE: gold,
-            c.ALERTS_TABLE: _alerts(silver),
+            c.ALERTS_TABLE: alerts,
             c.DQ_METRICS_TABLE: pa.concat_tables(tables[c.DQ_METRICS_TABLE]),
             c.DIAGNOSIS_TABLE: diagnoses,
         },
@@ -194,123 +193,10 @@ def _score(silver: pa.Table) -> pa.Table:
     order = np.argsort(seconds, kind="stable")
     silver = silver.take(pa.array(order))
     seconds = seconds[order]
-    parts = []
+    parts, events = [], []
     edges = np.flatnonzero(np.diff(seconds // 300)) + 1
     for rows in np.split(np.arange(silver.num_rows), edges):
-        parts.append(scorer.score(silver.take(pa.array(rows))))
-    return pa.concat_tables(parts)
-
-
-def _alerts(silver: pa.Table) -> pa.Table:
-    """One row per alert state change: opened when the rule fires, escalated when the NEWS2 response
-    rises while it is open, resolved when it closes."""
-    s = silver.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
-    cols = {
-        name: s[name].to_pylist()
-        for name in (
-            c.PATIENT_ID,
-            c.PATIENT_KEY,
-            c.WARD,
-            c.BED,
-            c.TIMESTAMP,
-            c.NEWS2_SCORE,
-            c.NEWS2_RESPONSE,
-            c.ANOMALY_SCORE,
-            c.IS_ANOMALY,
-            c.MODEL_VERSION,
-            c.ALERT_OPEN,
-            c.ALERT_OPENED,
-        )
-    }
-    rows: list[dict[str, Any]] = []
-    current: dict[str, Any] | None = None
-    for i in range(s.num_rows):
-        pid = cols[c.PATIENT_ID][i]
-        if current is not None and current["patient"] != pid:
-            current = None
-        open_now = bool(cols[c.ALERT_OPEN][i])
-        response = cols[c.NEWS2_RESPONSE][i] or "low"
-        severity = max(response, c.RISK_LEVEL_ON_ALERT, key=c.NEWS2_RESPONSES.index)
-        at = cols[c.TIMESTAMP][i]
-        if cols[c.ALERT_OPENED][i]:
-            alert_id = hashlib.sha256(f"{pid}|{at.isoformat()}".encode()).hexdigest()[:24]
-            reasons = _reasons(cols, i)
-            current = {"patient": pid, "id": alert_id, "severity": severity, "since": at, "reasons": reasons}
-            rows.append(
-                _alert_row(
-                    cols, i, alert_id=alert_id, state="opened", severity=severity, since=at, reasons=reasons
-                )
-            )
-        elif current is not None and open_now:
-            if c.NEWS2_RESPONSES.index(severity) > c.NEWS2_RESPONSES.index(current["severity"]):
-                current["severity"] = severity
-                current["reasons"] = sorted({*current["reasons"], *_reasons(cols, i)})
-                rows.append(
-                    _alert_row(
-                        cols,
-                        i,
-                        alert_id=current["id"],
-                        state="escalated",
-                        severity=severity,
-                        since=current["since"],
-                        reasons=current["reasons"],
-                    )
-                )
-        elif current is not None and not open_now:
-            rows.append(
-                _alert_row(
-                    cols,
-                    i,
-                    alert_id=current["id"],
-                    state="resolved",
-                    severity=current["severity"],
-                    since=current["since"],
-                    reasons=current["reasons"],
-                )
-            )
-            current = None
-    if not rows:
-        return c.ALERTS_SCHEMA.empty_table()
-    return pa.Table.from_pylist(rows, schema=c.ALERTS_SCHEMA)
-
-
-def _reasons(cols: dict[str, list[Any]], i: int) -> list[str]:
-    """The arms of the combined rule that held on reading ``i`` (vitals_lake.alerting's names)."""
-    from vitals_lake.alerting import NEWS2_EMERGENCY  # noqa: PLC0415
-
-    reasons = []
-    if cols[c.IS_ANOMALY][i]:
-        reasons.append("model")
-    if (cols[c.NEWS2_SCORE][i] or 0) >= NEWS2_EMERGENCY:
-        reasons.append("news2_emergency")
-    return reasons or ["model"]
-
-
-def _alert_row(
-    cols: dict[str, list[Any]],
-    i: int,
-    *,
-    alert_id: str,
-    state: str,
-    severity: str,
-    since: datetime,
-    reasons: list[str],
-) -> dict[str, Any]:
-    at: datetime = cols[c.TIMESTAMP][i]
-    return {
-        c.ALERT_ID: alert_id,
-        c.ALERT_STATE: state,
-        c.PATIENT_ID: cols[c.PATIENT_ID][i],
-        c.PATIENT_KEY: cols[c.PATIENT_KEY][i],
-        c.WARD: cols[c.WARD][i],
-        c.BED: cols[c.BED][i],
-        c.SEVERITY: severity,
-        c.ALERT_REASONS: reasons,
-        c.NEWS2_SCORE: cols[c.NEWS2_SCORE][i],
-        c.ANOMALY_SCORE: cols[c.ANOMALY_SCORE][i],
-        c.MODEL_VERSION: cols[c.MODEL_VERSION][i],
-        c.WINDOW_START: since,
-        c.WINDOW_END: at,
-        c.EVENT_TIME: at,
-        c.EVENT_DATE: date(at.year, at.month, at.day),
-    }
+        scored, raised = scorer.score_with_events(silver.take(pa.array(rows)))
+        parts.append(scored)
+        events.append(raised)
+    return pa.concat_tables(parts), pa.concat_tables(events)
