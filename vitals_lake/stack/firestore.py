@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import glob
 import os
-import urllib.request
 from pathlib import Path
 from typing import Final
 
 from vitals_lake.stack.process import MissingPrerequisite
-from vitals_lake.stack.services import _SDK_DIRS, DEFAULT_JVM_OPTIONS, _gcloud_sdk_root, _Service, find_java
+from vitals_lake.stack.services import (
+    _SDK_DIRS,
+    DEFAULT_JVM_OPTIONS,
+    _gcloud_sdk_root,
+    _Service,
+    answers_ok,
+    find_java,
+)
 
 JAR_ENV: Final = "VITALS_FIRESTORE_EMULATOR_JAR"
 _JAR_GLOB: Final = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
@@ -67,12 +73,7 @@ class FirestoreEmulator(_Service):
         ]
 
     def _ready(self) -> bool:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(f"http://{self.host_port}/", timeout=1) as resp:
-                return bool(resp.status == 200 and resp.read().strip() == b"Ok")
-        except OSError:
-            return False
+        return answers_ok(self.host_port)
 
     def env(self) -> dict[str, str]:
         return {"FIRESTORE_EMULATOR_HOST": self.host_port}

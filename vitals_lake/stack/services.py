@@ -299,13 +299,7 @@ class PubSubEmulator(_Service):
         ]
 
     def _ready(self) -> bool:
-        # Its HTTP/1 endpoint answers "Ok" once the gRPC server is up.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(f"http://{self.host_port}/", timeout=1) as resp:
-                return bool(resp.status == 200 and resp.read().strip() == b"Ok")
-        except OSError:
-            return False
+        return answers_ok(self.host_port)  # its HTTP/1 endpoint says "Ok" once the gRPC server is up
 
     def create_topic(
         self,
@@ -323,3 +317,14 @@ class PubSubEmulator(_Service):
         for sub in subscriptions:
             ensure_subscription(settings, sub, ack_deadline_seconds=ack_deadline_seconds)
         return settings
+
+
+def answers_ok(host_port: str) -> bool:
+    """Whether a Google emulator's HTTP endpoint answers "Ok" (the Pub/Sub and Firestore emulators do
+    once they serve); no proxy, one second."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{host_port}/", timeout=1) as resp:
+            return bool(resp.status == 200 and resp.read().strip() == b"Ok")
+    except OSError:
+        return False
