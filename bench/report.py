@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-def _num(x: float) -> str:
+def fmt_number(x: float) -> str:
+    """Rates and ratios, as the console table and the markdown report print them."""
     if x >= 100:
         return f"{x:,.0f}"
     if x >= 1:
@@ -25,8 +26,8 @@ def _num(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _seconds(s: float) -> str:
-    return f"{s * 1e3:,.1f} ms" if s < 1 else f"{s:,.2f} s"
+def fmt_seconds(s: float) -> str:
+    return f"{s * 1e3:,.2f} ms" if s < 1 else f"{s:,.2f} s"
 
 
 def markdown(doc: dict[str, Any], plot: str | None = None) -> str:
@@ -46,11 +47,17 @@ def markdown(doc: dict[str, Any], plot: str | None = None) -> str:
         lines += [f"## {r['name']}: {r['title']}", ""]
         lines += ["| variant | rows | median | rows/s | note |", "|---|---:|---:|---:|---|"]
         for v in r["variants"]:
-            cells = (v["key"], f"{v['rows']:,}", _seconds(v["seconds"]), _num(v["rows_per_s"]), v["note"])
+            cells = (
+                v["key"],
+                f"{v['rows']:,}",
+                fmt_seconds(v["seconds"]),
+                fmt_number(v["rows_per_s"]),
+                v["note"],
+            )
             lines.append("| " + " | ".join(cells) + " |")
         if r["ratios"]:
             lines += ["", "| ratio (rows/s over rows/s) | value |", "|---|---:|"]
-            lines += [f"| {x['label']} | {_num(x['value'])}x |" for x in r["ratios"]]
+            lines += [f"| {x['label']} | {fmt_number(x['value'])}x |" for x in r["ratios"]]
         if r["checks"]:
             lines += [""] + [
                 f"- {'ok' if ok else '**MISMATCH**'}: {name}" for name, ok in r["checks"].items()
@@ -79,7 +86,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         ax.tick_params(axis="y", labelsize=7)
         ax.tick_params(axis="x", labelsize=7)
         for y, x in enumerate(values):
-            ax.text(x, y, f" {_num(x)}", va="center", fontsize=7)
+            ax.text(x, y, f" {fmt_number(x)}", va="center", fontsize=7)
     axes[-1, 0].set_xlabel("rows/s (log scale; pipeline_core: readings per CPU second)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

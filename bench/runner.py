@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import report as results_report
+from bench.report import fmt_number, fmt_seconds
 
 DEFAULT_OUT: Final = Path("var/bench/results.json")
 DEFAULT_REPEATS: Final = 3
@@ -312,27 +313,15 @@ def _memory_gb() -> float | None:
 # -- output ---------------------------------------------------------------------------------------
 
 
-def _num(x: float) -> str:
-    if x >= 100:
-        return f"{x:,.0f}"
-    if x >= 1:
-        return f"{x:,.1f}"
-    return f"{x:.3g}"
-
-
-def _seconds(s: float) -> str:
-    return f"{s * 1e3:,.2f} ms" if s < 1 else f"{s:,.2f} s"
-
-
 def format_result(r: Result) -> str:
     head = ("variant", "rows", "median", "spread", "rows/s", "peak MB", "note")
     body = [
         (
             f"{v.group}: {v.label}" if v.group else v.label,
             f"{v.rows:,}",
-            _seconds(v.seconds),
+            fmt_seconds(v.seconds),
             f"{v.spread:.0%}",
-            _num(v.rows_per_s),
+            fmt_number(v.rows_per_s),
             "-" if v.peak_mb is None else f"{v.peak_mb:,.1f}",
             v.note,
         )
@@ -357,12 +346,12 @@ def format_result(r: Result) -> str:
     if r.ratios:
         out += ["", "ratios (rows/s):"]
         width = max(len(x.label) for x in r.ratios)
-        out += [f"  {x.label.ljust(width)}  {_num(x.value)}x" for x in r.ratios]
+        out += [f"  {x.label.ljust(width)}  {fmt_number(x.value)}x" for x in r.ratios]
     if r.checks:
         out += ["", "checks:"]
         out += [f"  {'ok      ' if ok else 'MISMATCH'}  {name}" for name, ok in r.checks.items()]
     out += [f"note: {n}" for n in r.notes]
-    out.append(f"({_seconds(r.seconds)} in all, of which setup {_seconds(r.setup_seconds)})")
+    out.append(f"({fmt_seconds(r.seconds)} in all, of which setup {fmt_seconds(r.setup_seconds)})")
     return "\n".join(out)
 
 
