@@ -1,17 +1,21 @@
-"""Gold: per-patient aggregates in event-time windows that stay correct when readings arrive late.
+"""Gold: which per-patient event-time windows changed, decided by Beam's windows and triggers.
 
-New Silver rows become one partial per (patient, window) on the batch (vectorised), stamped with the
-window's start. Beam then combines partials per patient in fixed event-time windows. Panes fire
-early every commit interval (dashboards see the running window), on time at the watermark, and again
-for every late reading within the allowed lateness; panes accumulate, so each one carries the whole
-window and Gold simply upserts it.
+The Gold rows themselves are recomputed from the lake (``UpsertGoldFn``): after a restart Beam's
+window state is empty, so a pane's own aggregates could replace a fuller Gold row. What Beam decides
+is *when* a window changed and whether a reading is still in time for it (allowed lateness). So a
+pane carries only the patients whose window got new readings.
+
+Each Silver batch becomes one element per window it touches: the Arrow array of its patients, stamped
+with the window's start (vectorised: one ``group_by`` per batch, a handful of elements, not one per
+patient). Beam combines them per window in fixed event-time windows. Panes fire early every commit
+interval (dashboards see the running window), on time at the watermark, and again for late readings
+within the allowed lateness.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Final
 
 import apache_beam as beam
 import pyarrow as pa
@@ -22,56 +26,82 @@ from apache_beam.transforms.window import FixedWindows, IntervalWindow, Timestam
 from apache_beam.utils.timestamp import Duration
 
 from vitals_lake import contract as c
-from vitals_lake.summaries import Partial, gold_row, merge_partials, window_partials
+
+# Combining is a set union of patient ids, so it lifts before the shuffle on Dataflow and one key per
+# window size is no hot key. Accumulators compact to distinct ids once they hold this many arrays.
+_COMPACT_AFTER: Final = 16
+Patients = list[pa.Array]
 
 
-class ToPartialsFn(beam.DoFn):
+class TouchedPatientsFn(beam.DoFn):
+    """Silver batch -> (window_seconds, patients) per window it touches, stamped at the window start."""
+
     def __init__(self, window_seconds: int) -> None:
         self.window_seconds = window_seconds
 
     def process(self, silver: pa.Table) -> Iterator[TimestampedValue]:
-        partials = window_partials(silver, window_seconds=self.window_seconds)
-        starts = pc.cast(partials[c.WINDOW_START], pa.int64()).to_pylist()
-        body = partials.drop_columns([c.WINDOW_START])
-        for start_us, row in zip(starts, body.to_pylist(), strict=True):
-            patient = row.pop(c.PATIENT_ID)
-            yield TimestampedValue((patient, row), start_us / 1e6)
+        if silver.num_rows == 0:
+            return
+        start = pc.floor_temporal(silver[c.TIMESTAMP], multiple=self.window_seconds, unit="second")
+        keys = pa.table({"start": pc.cast(start, pa.int64()), c.PATIENT_ID: silver[c.PATIENT_ID]})
+        grouped = keys.group_by("start", use_threads=False).aggregate([(c.PATIENT_ID, "distinct")])
+        starts = grouped["start"].to_pylist()
+        patients = grouped[f"{c.PATIENT_ID}_distinct"].combine_chunks()
+        for i, start_us in enumerate(starts):
+            yield TimestampedValue((self.window_seconds, patients[i].values), start_us / 1e6)
 
 
-class CombinePartialsFn(beam.CombineFn):
-    def create_accumulator(self) -> Partial | None:
-        return None
+class UnionPatientsFn(beam.CombineFn):
+    """The distinct patients of a window, as a list of Arrow arrays (cheap to pickle)."""
 
-    def add_input(self, acc: Partial | None, partial: Partial) -> Partial:
-        return partial if acc is None else merge_partials(acc, partial)
+    def create_accumulator(self) -> Patients:
+        return []
 
-    def merge_accumulators(self, accs: Iterable[Partial | None]) -> Partial | None:
-        out: Partial | None = None
-        for a in accs:
-            if a is not None:
-                out = a if out is None else merge_partials(out, a)
-        return out
+    def add_input(self, acc: Patients, patients: pa.Array) -> Patients:
+        acc.append(patients)
+        return _compact(acc) if len(acc) >= _COMPACT_AFTER else acc
 
-    def extract_output(self, acc: Partial | None) -> Partial | None:
-        return acc
+    def merge_accumulators(self, accs: Iterable[Patients]) -> Patients:
+        return _compact([a for acc in accs for a in acc])
+
+    def extract_output(self, acc: Patients) -> Patients:
+        return _compact(acc)
 
 
-class ToGoldRowFn(beam.DoFn):
-    def __init__(self, window_seconds: int) -> None:
-        self.window_seconds = window_seconds
+def _compact(arrays: Patients) -> Patients:
+    if len(arrays) <= 1:
+        return arrays
+    return [pc.unique(pa.concat_arrays(arrays))]
+
+
+class ChangedWindowsFn(beam.DoFn):
+    """A pane -> one table of (patient_id, window_seconds, window_start): the windows to recompute."""
+
+    def __init__(self) -> None:
         self.panes = Metrics.counter("gold", "panes")
+        self.windows = Metrics.counter("gold", "patient_windows_changed")
 
     def process(
         self,
-        keyed: tuple[str, Partial | None],
+        keyed: tuple[int, Patients],
         window: IntervalWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]  # Beam's marker
-    ) -> Iterator[dict[str, Any]]:
-        patient, partial = keyed
-        if partial is None:
+    ) -> Iterator[pa.Table]:
+        seconds, acc = keyed
+        if not acc:
             return
+        patients = acc[0]
+        n = len(patients)
         self.panes.inc()
-        yield gold_row(
-            patient, int(window.start.micros), self.window_seconds, partial, time.time_ns() // 1000
+        self.windows.inc(n)
+        start = pa.array([int(window.start.micros)] * n, pa.int64()).cast(
+            c.GOLD_SCHEMA.field(c.WINDOW_START).type
+        )
+        yield pa.table(
+            {
+                c.PATIENT_ID: patients.cast(pa.string()),
+                c.WINDOW_SECONDS: pa.array([seconds] * n, pa.int32()),
+                c.WINDOW_START: start,
+            }
         )
 
 
@@ -84,7 +114,7 @@ def streaming_trigger(every: float) -> trigger.TriggerFn:
 
 
 class SummarizeWindows(beam.PTransform):
-    """New Silver rows -> Gold rows (dicts), one per pane of each (patient, window)."""
+    """New Silver batches -> tables of the (patient, window) keys whose Gold rows changed, per pane."""
 
     def __init__(self, *, window_seconds: int, allowed_lateness: int, fire: trigger.TriggerFn | None) -> None:
         """``fire`` None: one pane per window at the watermark (batch replay, where every reading is
@@ -106,8 +136,8 @@ class SummarizeWindows(beam.PTransform):
             )
         return (
             silver
-            | "PartialsPerPatientWindow" >> beam.ParDo(ToPartialsFn(self.window_seconds))
+            | "TouchedPatientsPerWindow" >> beam.ParDo(TouchedPatientsFn(self.window_seconds))
             | "EventTimeWindows" >> windows
-            | "CombinePerPatient" >> beam.CombinePerKey(CombinePartialsFn())
-            | "ToGoldRows" >> beam.ParDo(ToGoldRowFn(self.window_seconds))
+            | "UnionPerWindow" >> beam.CombinePerKey(UnionPatientsFn())
+            | "ChangedWindows" >> beam.ParDo(ChangedWindowsFn())
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -15,7 +14,7 @@ from apache_beam.metrics import Metrics
 from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
 from vitals_lake.lake import BatchMarker, Lake
-from vitals_lake.summaries import gold_from_silver, gold_table, hours_from_minutes
+from vitals_lake.summaries import gold_from_silver, hours_from_minutes
 from vitals_lake.trends import diagnosis_hourly, rolling_means
 
 
@@ -89,55 +88,17 @@ class InsertSilverFn(_LakeWriterFn):
 
 
 class UpsertGoldFn(_LakeWriterFn):
-    """Upsert the Gold windows that a batch of panes says have changed, recomputed from the lake.
-
-    Beam's windows decide *when* a window changed (triggers, lateness); the lake decides *what* it
-    holds: minutes are recomputed from Silver (de-duplicated and committed just before) and hours
-    from Gold's minutes. A pane alone would not do: after a restart Beam's window state is empty,
-    and an accumulating pane would replace a fuller Gold row with the readings since the restart.
-    """
+    """Upsert the Gold windows that a batch of panes says have changed, recomputed from the lake
+    (:func:`upsert_gold_windows`)."""
 
     def __init__(self, lake: LakeSettings) -> None:
         super().__init__(lake)
         self.rows = Metrics.counter("lake", "gold_rows_upserted")
 
-    def process(self, batch: tuple[str, list[dict[str, Any]]]) -> Iterator[tuple[str, pa.Table]]:
+    def process(self, batch: tuple[str, list[pa.Table]]) -> Iterator[tuple[str, pa.Table]]:
         assert self.lake is not None
-        batch_id, rows = batch
-        panes = gold_table(rows)
-        now = time.time_ns() // 1000
-        patients = pc.unique(panes[c.PATIENT_ID])
-        written: list[pa.Table] = []
-        minutes = panes.filter(pc.equal(panes[c.WINDOW_SECONDS], 60))
-        if minutes.num_rows:
-            lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
-            where = time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
-            silver = read_patients(self.lake, "silver", where, patients)
-            fresh = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
-            self.lake.upsert(
-                "gold",
-                fresh,
-                keys=c.GOLD_KEY,
-                time_column=c.WINDOW_START,
-                marker=BatchMarker("gold", batch_id),
-            )
-            written.append(fresh)
-        hours = pc.unique(pc.floor_temporal(panes[c.WINDOW_START], multiple=3600, unit="second"))
-        if len(hours):
-            lo, hi = pc.min(hours).as_py(), pc.max(hours).as_py()
-            gold = read_patients(
-                self.lake, "gold", _gold_range(60, lo, hi + timedelta(seconds=3599)), patients
-            )
-            hourly = hours_from_minutes(gold, updated_at_us=now)
-            self.lake.upsert(
-                "gold",
-                hourly,
-                keys=c.GOLD_KEY,
-                time_column=c.WINDOW_START,
-                marker=BatchMarker("gold_hours", batch_id),
-            )
-            written.append(hourly)
-        table = pa.concat_tables(written) if written else c.GOLD_SCHEMA.empty_table()
+        batch_id, changed = batch
+        table = upsert_gold_windows(self.lake, pa.concat_tables(changed), batch_id=batch_id)
         self.rows.inc(table.num_rows)
         yield batch_id, table
 
@@ -148,44 +109,87 @@ class DeriveTrendsFn(_LakeWriterFn):
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[None]:
         assert self.lake is not None
         batch_id, gold = batch
-        now = time.time_ns() // 1000
-        seconds = gold[c.WINDOW_SECONDS]
-        hours = gold.filter(pc.equal(seconds, 3600))
-        if hours.num_rows:
-            lo, hi = pc.min(hours[c.WINDOW_START]).as_py(), pc.max(hours[c.WINDOW_START]).as_py()
-            where = _gold_range(3600, lo, hi)
-            summary = diagnosis_hourly(self.lake.read("gold", where=where), updated_at_us=now)
-            self.lake.upsert(
-                "diagnosis_hourly",
-                summary,
-                keys=c.DIAGNOSIS_HOURLY_KEY,
-                time_column=c.WINDOW_START,
-                marker=BatchMarker("diagnosis_hourly", batch_id),
-                replace_range=True,
-            )
-        minutes = gold.filter(pc.equal(seconds, 60))
-        if minutes.num_rows:
-            # A changed minute also changes the trailing windows of the minutes after it.
-            span = timedelta(minutes=c.ROLLING_MINUTES - 1)
-            lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
-            patients = pc.unique(minutes[c.PATIENT_ID])
-            window = read_patients(self.lake, "gold", _gold_range(60, lo - span, hi + span), patients)
-            rolled = rolling_means(window, updated_at_us=now)
-            ts = rolled[c.WINDOW_START]
-            rolled = rolled.filter(
-                pc.and_(
-                    pc.greater_equal(ts, pa.scalar(lo, ts.type)),
-                    pc.less_equal(ts, pa.scalar(hi + span, ts.type)),
-                )
-            )
-            self.lake.upsert(
-                "rolling",
-                rolled,
-                keys=c.ROLLING_KEY,
-                time_column=c.WINDOW_START,
-                marker=BatchMarker("rolling", batch_id),
-            )
+        derive_trends(self.lake, gold, batch_id=batch_id)
         return iter(())
+
+
+def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.Table:
+    """Recompute and upsert the Gold rows of ``changed`` (patient_id, window_seconds, window_start);
+    return the rows written.
+
+    Beam's windows decide *when* a window changed (triggers, lateness); the lake decides *what* it
+    holds: minutes are recomputed from Silver (de-duplicated and committed just before) and hours
+    from Gold's minutes. A pane alone would not do: after a restart Beam's window state is empty,
+    and an accumulating pane would replace a fuller Gold row with the readings since the restart.
+    """
+    now = time.time_ns() // 1000
+    patients = pc.unique(changed[c.PATIENT_ID])
+    written: list[pa.Table] = []
+    minutes = changed.filter(pc.equal(changed[c.WINDOW_SECONDS], 60))
+    if minutes.num_rows:
+        lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
+        where = time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
+        silver = read_patients(lake, "silver", where, patients)
+        fresh = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
+        lake.upsert(
+            "gold", fresh, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold", batch_id)
+        )
+        written.append(fresh)
+    hours = pc.unique(pc.floor_temporal(changed[c.WINDOW_START], multiple=3600, unit="second"))
+    if len(hours):
+        lo, hi = pc.min(hours).as_py(), pc.max(hours).as_py()
+        gold = read_patients(lake, "gold", _gold_range(60, lo, hi + timedelta(seconds=3599)), patients)
+        hourly = hours_from_minutes(gold, updated_at_us=now)
+        lake.upsert(
+            "gold",
+            hourly,
+            keys=c.GOLD_KEY,
+            time_column=c.WINDOW_START,
+            marker=BatchMarker("gold_hours", batch_id),
+        )
+        written.append(hourly)
+    return pa.concat_tables(written) if written else c.GOLD_SCHEMA.empty_table()
+
+
+def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
+    """Recompute the per-diagnosis hours and the per-patient rolling averages that ``gold`` (the rows
+    one Gold commit wrote) touched."""
+    now = time.time_ns() // 1000
+    seconds = gold[c.WINDOW_SECONDS]
+    hours = gold.filter(pc.equal(seconds, 3600))
+    if hours.num_rows:
+        lo, hi = pc.min(hours[c.WINDOW_START]).as_py(), pc.max(hours[c.WINDOW_START]).as_py()
+        summary = diagnosis_hourly(lake.read("gold", where=_gold_range(3600, lo, hi)), updated_at_us=now)
+        lake.upsert(
+            "diagnosis_hourly",
+            summary,
+            keys=c.DIAGNOSIS_HOURLY_KEY,
+            time_column=c.WINDOW_START,
+            marker=BatchMarker("diagnosis_hourly", batch_id),
+            replace_range=True,
+        )
+    minutes = gold.filter(pc.equal(seconds, 60))
+    if minutes.num_rows:
+        # A changed minute also changes the trailing windows of the minutes after it.
+        span = timedelta(minutes=c.ROLLING_MINUTES - 1)
+        lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
+        patients = pc.unique(minutes[c.PATIENT_ID])
+        window = read_patients(lake, "gold", _gold_range(60, lo - span, hi + span), patients)
+        rolled = rolling_means(window, updated_at_us=now)
+        ts = rolled[c.WINDOW_START]
+        rolled = rolled.filter(
+            pc.and_(
+                pc.greater_equal(ts, pa.scalar(lo, ts.type)),
+                pc.less_equal(ts, pa.scalar(hi + span, ts.type)),
+            )
+        )
+        lake.upsert(
+            "rolling",
+            rolled,
+            keys=c.ROLLING_KEY,
+            time_column=c.WINDOW_START,
+            marker=BatchMarker("rolling", batch_id),
+        )
 
 
 def read_patients(

@@ -35,7 +35,7 @@ def test_dataflow_dry_run_builds_the_whole_streaming_graph():
         "WriteDataQuality",
         "InsertSilver",
         "Summarize60s/EventTimeWindows",
-        "Summarize60s/CombinePerPatient",
+        "Summarize60s/UnionPerWindow",
         "Summarize3600s/EventTimeWindows",
         "UpsertGold",
         "DeriveTrends",

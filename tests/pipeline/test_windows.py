@@ -1,10 +1,14 @@
-"""Gold's event-time windows under a controlled watermark (TestStream): on-time, late, too late."""
+"""Gold's event-time windows under a controlled watermark (TestStream): on-time, late, too late.
+
+A pane names the patients whose window changed (accumulating: everyone since the window opened).
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_pipeline, test_stream, util
 from apache_beam.transforms import trigger
@@ -34,7 +38,14 @@ def streaming_options() -> PipelineOptions:
     return options
 
 
-def run_panes(stream: test_stream.TestStream, expected: list[tuple[str, str, int]]) -> None:
+def pane_key(pane: pa.Table) -> tuple[tuple[str, ...], str]:
+    starts = {str(int(s.timestamp() * 1e6)) for s in pane[c.WINDOW_START].to_pylist()}
+    assert len(starts) == 1, "a pane covers one window"
+    assert set(pane[c.WINDOW_SECONDS].to_pylist()) == {60}
+    return tuple(sorted(pane[c.PATIENT_ID].to_pylist())), starts.pop()
+
+
+def run_panes(stream: test_stream.TestStream, expected: list[tuple[tuple[str, ...], str]]) -> None:
     with test_pipeline.TestPipeline(options=streaming_options()) as p:
         panes = (
             p
@@ -46,7 +57,7 @@ def run_panes(stream: test_stream.TestStream, expected: list[tuple[str, str, int
                 allowed_lateness=LATENESS,
                 fire=trigger.AfterWatermark(late=trigger.AfterCount(1)),
             )
-            | beam.Map(lambda r: (r[c.PATIENT_ID], str(r[c.WINDOW_START]), r[c.READING_COUNT]))
+            | beam.Map(pane_key)
         )
         # A window may repeat its last accumulated pane when it expires; Gold upserts, so compare
         # the distinct pane contents.
@@ -63,12 +74,14 @@ def test_on_time_late_and_too_late_readings():
         .advance_watermark_to(epoch(0))
         .add_elements([TimestampedValue(silver_at([0, 10, 20, 30, 40, 50]), epoch(50))])
         .advance_watermark_to(epoch(61))  # window [0, 60) closes on time: 6 readings
-        .add_elements([TimestampedValue(silver_at([55, 59]), epoch(61))])  # late, within lateness: 8
+        # Late, within the lateness: a late pane adds P000002 to the window.
+        .add_elements([TimestampedValue(silver_at([55, 59], patient="P000002"), epoch(61))])
         .advance_watermark_to(epoch(60 + LATENESS + 1))  # the window expires
-        .add_elements([TimestampedValue(silver_at([5]), epoch(200))])  # too late: dropped from Gold
+        # Too late: no pane ever names P000003 (its reading stays in Silver, Gold is not recomputed).
+        .add_elements([TimestampedValue(silver_at([5], patient="P000003"), epoch(200))])
         .advance_watermark_to_infinity()
     )
-    run_panes(stream, [("P000001", W0, 6), ("P000001", W0, 8)])
+    run_panes(stream, [(("P000001",), W0), (("P000001", "P000002"), W0)])
 
 
 def test_readings_split_across_windows_and_patients():
@@ -79,4 +92,4 @@ def test_readings_split_across_windows_and_patients():
         .add_elements([TimestampedValue(silver_at([15], patient="P000002"), epoch(70))])
         .advance_watermark_to_infinity()
     )
-    run_panes(stream, [("P000001", W0, 1), ("P000001", W1, 2), ("P000002", W0, 1)])
+    run_panes(stream, [(("P000001", "P000002"), W0), (("P000001",), W1)])

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -9,7 +10,7 @@ from tests.factories import bronze, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import BatchMarker, Lake, first_per_key
-from vitals_lake.summaries import gold_row, gold_table, window_partials
+from vitals_lake.summaries import gold_from_silver
 
 
 @pytest.fixture
@@ -65,17 +66,18 @@ def test_first_per_key_keeps_arrival_order():
     assert first_per_key(t, c.EVENT_ID)[c.EVENT_ID].to_pylist() == [f"evt-P000001-{i}" for i in (3, 1, 2)]
 
 
+def gold_rows(updated_at_us: int, *, count: int | None = None) -> pa.Table:
+    """One Gold minute row of 12 readings; ``count`` overrides its reading count."""
+    rows = gold_from_silver(silver(range(12)), window_seconds=60, updated_at_us=updated_at_us)
+    if count is not None:
+        i = rows.schema.get_field_index(c.READING_COUNT)
+        rows = rows.set_column(i, c.READING_COUNT, pa.array([count], rows.schema.field(i).type))
+    return rows
+
+
 def test_upsert_replaces_by_key(lake):
-    p = window_partials(silver(range(12)), window_seconds=60).to_pylist()[0]
-    start = int(p.pop(c.WINDOW_START).timestamp() * 1e6)
-    patient = p.pop(c.PATIENT_ID)
-    lake.upsert(
-        "gold", gold_table([gold_row(patient, start, 60, p, 1)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
-    )
-    p[c.READING_COUNT] = 99
-    lake.upsert(
-        "gold", gold_table([gold_row(patient, start, 60, p, 2)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
-    )
+    lake.upsert("gold", gold_rows(1), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    lake.upsert("gold", gold_rows(2, count=99), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
     gold = lake.read("gold")
     assert gold.num_rows == 1 and gold[c.READING_COUNT][0].as_py() == 99
 
@@ -119,13 +121,10 @@ def test_insert_new_reports_a_replayed_batch_without_writing(lake):
 
 
 def test_gold_upsert_with_a_marker_is_applied_once(lake):
-    p = window_partials(silver(range(12)), window_seconds=60).to_pylist()[0]
-    start = int(p.pop(c.WINDOW_START).timestamp() * 1e6)
-    patient = p.pop(c.PATIENT_ID)
     marker = BatchMarker("gold", "7-0")
     lake.upsert(
         "gold",
-        gold_table([gold_row(patient, start, 60, p, 1)]),
+        gold_rows(1),
         keys=c.GOLD_KEY,
         time_column=c.WINDOW_START,
         marker=marker,
@@ -133,7 +132,7 @@ def test_gold_upsert_with_a_marker_is_applied_once(lake):
     version = lake.version("gold")
     lake.upsert(
         "gold",
-        gold_table([gold_row(patient, start, 60, p, 2)]),
+        gold_rows(2),
         keys=c.GOLD_KEY,
         time_column=c.WINDOW_START,
         marker=marker,
@@ -142,17 +141,10 @@ def test_gold_upsert_with_a_marker_is_applied_once(lake):
 
 
 def test_gold_upsert_retries_when_a_concurrent_rewrite_wins(lake, monkeypatch):
-    p = window_partials(silver(range(12)), window_seconds=60).to_pylist()[0]
-    start = int(p.pop(c.WINDOW_START).timestamp() * 1e6)
-    patient = p.pop(c.PATIENT_ID)
-    lake.upsert(
-        "gold", gold_table([gold_row(patient, start, 60, p, 1)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
-    )
+    lake.upsert("gold", gold_rows(1), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
     stale = DeltaTable(lake.uri("gold"))
     # Another writer rewrites the same rows (as maintenance's z-order would) after our snapshot.
-    lake.upsert(
-        "gold", gold_table([gold_row(patient, start, 60, p, 2)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
-    )
+    lake.upsert("gold", gold_rows(2), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
     calls = {"n": 0}
     fresh = lake.ensure
 
@@ -161,10 +153,7 @@ def test_gold_upsert_retries_when_a_concurrent_rewrite_wins(lake, monkeypatch):
         return stale if calls["n"] == 1 else fresh(layer)
 
     monkeypatch.setattr(lake, "ensure", ensure_stale_first)
-    p[c.READING_COUNT] = 99
-    lake.upsert(
-        "gold", gold_table([gold_row(patient, start, 60, p, 3)]), keys=c.GOLD_KEY, time_column=c.WINDOW_START
-    )
+    lake.upsert("gold", gold_rows(3, count=99), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
     assert calls["n"] >= 2  # the stale attempt conflicted and was retried
     gold = lake.read("gold")
     assert gold.num_rows == 1 and gold[c.READING_COUNT][0].as_py() == 99

@@ -1,18 +1,13 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 
 from tests.factories import raw, reading, silver_rows
 from vitals_lake import contract as c
-from vitals_lake.summaries import (
-    gold_from_silver,
-    gold_row,
-    hours_from_minutes,
-    merge_partials,
-    window_partials,
-)
+from vitals_lake.summaries import gold_from_silver, hours_from_minutes, window_partials
 
 
 def rows_of(docs):
@@ -29,30 +24,28 @@ def test_partials_by_hand():
     assert p[c.gold_column(c.HEART_RATE, "min")] == 60 and p[c.gold_column(c.HEART_RATE, "max")] == 100
     assert p[c.gold_column(c.HEART_RATE, "last")] == 70
     assert p[c.gold_column(c.SPO2, "count")] == 3
-    row = gold_row("P000001", 0, 60, p, 0)
+    row = gold_from_silver(rows_of(docs), window_seconds=60, updated_at_us=0).to_pylist()[0]
     assert row[c.gold_column(c.HEART_RATE, "mean")] == pytest.approx(77.5)
+    assert row[c.gold_column(c.SPO2, "mean")] == pytest.approx(p[c.gold_column(c.SPO2, "sum")] / 3)
+    assert row[c.READING_COUNT] == 4 and row[c.WINDOW_SECONDS] == 60
+    assert row[c.WINDOW_END] - row[c.WINDOW_START] == timedelta(seconds=60)
+    assert row[c.EVENT_DATE] == row[c.WINDOW_START].date()
+
+
+def test_gold_means_are_null_where_nothing_was_counted_and_counts_zero():
+    docs = [reading(i, spo2=None) for i in range(3)]  # no SpO2 at all, nothing scored by a model
+    row = gold_from_silver(rows_of(docs), window_seconds=60, updated_at_us=0).to_pylist()[0]
+    assert row[c.gold_column(c.SPO2, "count")] == 0
+    assert row[c.gold_column(c.SPO2, "mean")] is None
+    assert row[c.gold_column(c.ANOMALY_SCORE, "mean")] is None
+    assert row[c.SCORED_READINGS] == 0 and row[c.ALERT_READINGS] == 0
+    assert row[c.RISK_LEVEL] in c.NEWS2_RESPONSES
 
 
 def test_windows_split_on_the_minute():
     docs = [reading(i) for i in range(24)]  # 0..115 s -> two 1-minute windows of 12
     p = window_partials(rows_of(docs), window_seconds=60)
     assert sorted(p[c.READING_COUNT].to_pylist()) == [12, 12]
-
-
-def test_merging_partials_in_any_order_equals_one_pass():
-    rng = random.Random(7)
-    docs = [reading(i, heart_rate=rng.randint(40, 160), spo2=float(rng.randint(85, 100))) for i in range(12)]
-    whole = window_partials(rows_of(docs), window_seconds=60).to_pylist()[0]
-    shuffled = docs[:]
-    rng.shuffle(shuffled)
-    parts = [
-        window_partials(rows_of(shuffled[k : k + 4]), window_seconds=60).to_pylist()[0] for k in (0, 4, 8)
-    ]
-    merged = merge_partials(merge_partials(parts[2], parts[0]), parts[1])
-    for key, value in whole.items():
-        if key in (c.PATIENT_ID, c.WINDOW_START):
-            continue
-        assert merged[key] == pytest.approx(value), key
 
 
 def test_hours_from_minutes_equal_hours_straight_from_silver():
