@@ -30,6 +30,28 @@ def fmt_seconds(s: float) -> str:
     return f"{s * 1e3:,.2f} ms" if s < 1 else f"{s:,.2f} s"
 
 
+def fmt_figure(value: Any) -> str:
+    """A fault scenario's figure: counts with separators, seconds to 0.1, anything else as JSON."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return json.dumps(value, separators=(",", ":"))
+
+
+def scenario_tables(result: dict[str, Any]) -> list[str]:
+    """Markdown: one table of figures per fault scenario in ``config["scenarios"]`` (``FaultReport``)."""
+    lines: list[str] = []
+    for s in result.get("config", {}).get("scenarios", []):
+        state = "ok" if s["checks"] and all(s["checks"].values()) else "**FAILED**"
+        lines += ["", f"### {s['scenario']}: {s['description']} ({state}, {s['seconds']:,.1f} s)", ""]
+        lines += ["| figure | value |", "|---|---:|"]
+        lines += [f"| {k} | {fmt_figure(v)} |" for k, v in s["figures"].items()]
+    return lines
+
+
 def markdown(doc: dict[str, Any], plot: str | None = None) -> str:
     m = doc["machine"]
     lines = [
@@ -44,8 +66,9 @@ def markdown(doc: dict[str, Any], plot: str | None = None) -> str:
     if plot:
         lines += [f"![rows/s per variant]({plot})", ""]
     for r in doc["results"]:
-        lines += [f"## {r['name']}: {r['title']}", ""]
-        lines += ["| variant | rows | median | rows/s | note |", "|---|---:|---:|---:|---|"]
+        lines.append(f"## {r['name']}: {r['title']}")
+        if r["variants"]:
+            lines += ["", "| variant | rows | median | rows/s | note |", "|---|---:|---:|---:|---|"]
         for v in r["variants"]:
             cells = (
                 v["key"],
@@ -58,6 +81,7 @@ def markdown(doc: dict[str, Any], plot: str | None = None) -> str:
         if r["ratios"]:
             lines += ["", "| ratio (rows/s over rows/s) | value |", "|---|---:|"]
             lines += [f"| {x['label']} | {fmt_number(x['value'])}x |" for x in r["ratios"]]
+        lines += scenario_tables(r)
         if r["checks"]:
             lines += [""] + [
                 f"- {'ok' if ok else '**MISMATCH**'}: {name}" for name, ok in r["checks"].items()
@@ -69,9 +93,10 @@ def markdown(doc: dict[str, Any], plot: str | None = None) -> str:
 
 
 def plot(doc: dict[str, Any], path: Path) -> None:
-    """One horizontal bar chart per benchmark, rows/s on a log scale."""
+    """One horizontal bar chart per benchmark, rows/s on a log scale (none when nothing has variants)."""
     results = [r for r in doc["results"] if r["variants"]]
     if not results:
+        path.unlink(missing_ok=True)  # a chart from an earlier run would not match these results
         return
     heights = [max(1.2, 0.35 * len(r["variants"]) + 0.8) for r in results]
     fig, axes = plt.subplots(

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import report as results_report
-from bench.report import fmt_number, fmt_seconds
+from bench.report import fmt_figure, fmt_number, fmt_seconds
 
 DEFAULT_OUT: Final = Path("var/bench/results.json")
 DEFAULT_REPEATS: Final = 3
@@ -336,7 +336,9 @@ def format_result(r: Result) -> str:
         ]
         return "  ".join(cells).rstrip()
 
-    out = [f"== {r.name}: {r.title}", line(head), line(tuple("-" * w for w in widths))]
+    out = [f"== {r.name}: {r.title}"]
+    if r.variants:
+        out += [line(head), line(tuple("-" * w for w in widths))]
     previous = None
     for v, row in zip(r.variants, body, strict=True):
         if previous is not None and v.group != previous:
@@ -347,6 +349,10 @@ def format_result(r: Result) -> str:
         out += ["", "ratios (rows/s):"]
         width = max(len(x.label) for x in r.ratios)
         out += [f"  {x.label.ljust(width)}  {fmt_number(x.value)}x" for x in r.ratios]
+    for sc in r.config.get("scenarios", []):  # fault scenarios (bench/faults.py): their figures
+        out += ["", f"figures, {sc['scenario']} ({sc['seconds']:,.1f} s):"]
+        width = max((len(k) for k in sc["figures"]), default=0)
+        out += [f"  {k.ljust(width)}  {fmt_figure(v)}" for k, v in sc["figures"].items()]
     if r.checks:
         out += ["", "checks:"]
         out += [f"  {'ok      ' if ok else 'MISMATCH'}  {name}" for name, ok in r.checks.items()]
