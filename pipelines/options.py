@@ -123,6 +123,23 @@ class VitalsOptions(PipelineOptions):
         parser.add_argument(
             "--bigquery-location", "--bigquery_location", dest="bigquery_location", default=DEFAULT_LOCATION
         )
+        parser.add_argument(
+            "--bigquery-retry-deadline",
+            "--bigquery_retry_deadline",
+            dest="bigquery_retry_deadline",
+            type=float,
+            default=BigQuerySettings.retry_deadline,
+            help="seconds one warehouse write retries transient failures (blips) before it gives up",
+        )
+        parser.add_argument(
+            "--bigquery-outage-budget",
+            "--bigquery_outage_budget",
+            dest="bigquery_outage_budget",
+            type=float,
+            default=BigQuerySettings.outage_budget,
+            help="seconds the warehouse writer keeps repeating a failed write while BigQuery is unreachable"
+            " (an outage) before the bundle fails; 0: fail at once",
+        )
         rule = AlertRule()
         for name, default, what in (
             (
@@ -208,6 +225,8 @@ def bigquery_settings(options: PipelineOptions) -> BigQuerySettings | None:
         location=o.bigquery_location,
         api_endpoint=o.bigquery_endpoint,
         credentials="anonymous" if o.bigquery_endpoint else "default",
+        retry_deadline=o.bigquery_retry_deadline,
+        outage_budget=o.bigquery_outage_budget,
     )
 
 

@@ -1,22 +1,17 @@
 """BigQuerySink through the real google-cloud-bigquery client against the BigQuery emulator (bqemulator),
 started from its own venv (.venv-bq, built on first use). Faults are real HTTP: a small proxy in front
-of the emulator answers 503 / 429 / drops the connection before forwarding, and records every
-insertAll request that it forwards (rows and insert ids)."""
+of the emulator (:class:`vitals_lake.faults.proxy.FaultProxy`) answers 503 / 429 / drops the connection
+before forwarding, and records every insertAll request that it forwards (rows and insert ids)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
-import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pytest
@@ -24,6 +19,7 @@ from google.cloud import bigquery
 
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError
+from vitals_lake.faults.proxy import FaultProxy
 from vitals_lake.stack import MissingPrerequisite
 from vitals_lake.stack.bigquery import BigQueryEmulator, duckdb_home, emulator_venv, ensure_emulator_venv
 from vitals_lake.warehouse.bigquery import (
@@ -50,93 +46,6 @@ V1 = datetime(2026, 11, 22, 10, 5, 30, 123456, tzinfo=UTC)
 def emulator(bigquery_emulator: BigQueryEmulator) -> BigQueryEmulator:
     """The session's emulator (tests/conftest.py); each test uses a dataset of its own."""
     return bigquery_emulator
-
-
-class FaultProxy:
-    """Forwards HTTP to the emulator. Requests for insertAll first consume ``faults`` ("503", "429",
-    "reset": the connection dropped without an answer), or all get ``always`` while it is set."""
-
-    def __init__(self, upstream: str) -> None:
-        url = urlsplit(upstream)
-        self.upstream = (url.hostname or "127.0.0.1", url.port or 80)
-        self.faults: list[str] = []
-        self.always: str | None = None
-        self.served: list[str] = []  # faults served, in order
-        self.inserts: list[tuple[str, list[str]]] = []  # forwarded insertAll: (table, insert ids)
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-            def _handle(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if "/insertAll" in self.path:
-                    fault = proxy._next_fault()
-                    if fault is not None:
-                        self._fault(fault)
-                        return
-                    table = self.path.split("/tables/")[1].split("/")[0]
-                    ids = [r.get("insertId") for r in json.loads(body).get("rows", [])]
-                    with proxy._lock:
-                        proxy.inserts.append((table, ids))
-                self._forward(body)
-
-            def _fault(self, fault: str) -> None:
-                if fault == "reset":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                code, reason = {"503": (503, "backendError"), "429": (429, "rateLimitExceeded")}[fault]
-                payload = json.dumps(
-                    {"error": {"code": code, "message": f"injected {code}", "errors": [{"reason": reason}]}}
-                ).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def _forward(self, body: bytes) -> None:
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=30)
-                skip = {"host", "connection", "content-length", "accept-encoding"}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def _next_fault(self) -> str | None:
-        with self._lock:
-            fault = self.always or (self.faults.pop(0) if self.faults else None)
-            if fault is not None:
-                self.served.append(fault)
-            return fault
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -444,9 +353,11 @@ def test_outage_past_the_deadline_raises_and_a_retry_succeeds(
     with BigQuerySink(settings) as sink:
         sink.ensure()
         proxy.always = "503"
-        with pytest.raises(BigQueryWriteError, match="insertAll"):
+        with pytest.raises(BigQueryWriteError, match="insertAll") as failed:
             sink.write(c.DQ_METRICS_TABLE, dq_table(5))
         assert len(proxy.served) >= 2  # retried until the deadline, then gave up
+        # Marked as an outage (the pipeline's writer repeats it) with nothing landed before it.
+        assert (failed.value.transient, failed.value.inserted) == (True, 0)
         proxy.always = None
         result = sink.write(c.DQ_METRICS_TABLE, dq_table(5))  # what the runner does: the same batch again
         assert (result.inserted, result.duplicates) == (5, 0)  # nothing was acknowledged before

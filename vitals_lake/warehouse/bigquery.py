@@ -15,6 +15,11 @@ What one :meth:`BigQuerySink.write` guarantees:
   connection resets and timeouts) with exponential backoff until ``settings.retry_deadline``; then
   :class:`BigQueryWriteError` is raised. Re-running the same write is then safe (same insert ids):
   in Beam the bundle is retried, and nothing was acknowledged for the rows that did not land.
+* **Outages are reported as such.** A :class:`BigQueryWriteError` says whether the failure was
+  ``transient`` (the warehouse unreachable or failing: write again later) and how many rows of the
+  write had landed before it (``inserted``: remembered, so a repeat does not send them again).
+  :class:`~pipelines.warehouse_io.WriteWarehouseFn` repeats transient failures for
+  ``settings.outage_budget`` seconds instead of failing the bundle.
 * **Rejected rows are never lost.** Rows that come back in ``insertErrors`` with a permanent reason
   (``invalid``: wrong type, missing required field, unknown column …) are written to the
   ``dead_letter`` table with the error text and the row as JSON, while the rest of the batch lands
@@ -95,7 +100,18 @@ class BigQueryError(RuntimeError):
 
 class BigQueryWriteError(BigQueryError):
     """Rows could not be written (the retry deadline passed, or a permanent request error).
-    Nothing is lost: the same write may be repeated (same insert ids)."""
+    Nothing is lost: the same write may be repeated (same insert ids).
+
+    ``transient``: the warehouse was unreachable or failing transiently (worth writing again later;
+    :class:`~pipelines.warehouse_io.WriteWarehouseFn` rides such outages out). ``inserted``: rows of
+    this write that were acknowledged before it failed; the sink remembers their insert ids, so a
+    repeat of the write skips them (and counts them as ``duplicates``).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False, inserted: int = 0) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.inserted = inserted
 
 
 class DeadLetterError(BigQueryWriteError):
@@ -401,13 +417,17 @@ class BigQuerySink:
 
         deadline = time.monotonic() + self.settings.retry_deadline
         inserted = 0
-        for chunk in self._chunks(pending):
-            ok, refused = self._insert_chunk(self.settings.table_ref(table), chunk, deadline)
-            inserted += len(ok)
-            rejected += refused
-            self._remember(r.insert_id for r in ok)
-        if rejected:
-            self._dead_letter(table, rejected, deadline)
+        try:
+            for chunk in self._chunks(pending):
+                ok, refused = self._insert_chunk(self.settings.table_ref(table), chunk, deadline)
+                inserted += len(ok)
+                rejected += refused
+                self._remember(r.insert_id for r in ok)
+            if rejected:
+                self._dead_letter(table, rejected, deadline)
+        except BigQueryWriteError as exc:
+            exc.inserted += inserted  # what landed before the failure (remembered, skipped on a repeat)
+            raise
         return WriteResult(
             inserted=inserted,
             duplicates=duplicates,
@@ -435,7 +455,8 @@ class BigQuerySink:
         if remaining <= 0:
             raise BigQueryWriteError(
                 f"insertAll into {ref}: {len(rows)} rows still unwritten after "
-                f"{self.settings.retry_deadline:.0f} s"
+                f"{self.settings.retry_deadline:.0f} s",
+                transient=True,
             )
         try:
             return self.client.insert_rows_json(
@@ -452,7 +473,11 @@ class BigQuerySink:
             auth_exceptions.GoogleAuthError,
             OSError,
         ) as exc:
-            raise BigQueryWriteError(f"insertAll into {ref} failed ({len(rows)} rows): {exc}") from exc
+            # RetryError: the deadline passed while every attempt failed transiently.
+            transient = isinstance(exc, gexc.RetryError) or is_transient(exc)
+            raise BigQueryWriteError(
+                f"insertAll into {ref} failed ({len(rows)} rows): {exc}", transient=transient
+            ) from exc
 
     def _insert_chunk(
         self, ref: str, chunk: list[_Row], deadline: float
@@ -463,7 +488,13 @@ class BigQuerySink:
         todo = chunk
         pause = 0.2
         while todo:
-            errors = self._insert_all(ref, todo, deadline, skip_invalid=True)
+            try:
+                errors = self._insert_all(ref, todo, deadline, skip_invalid=True)
+            except BigQueryWriteError as exc:
+                # Rows stored by an earlier round of this chunk are remembered: a repeated write skips them.
+                self._remember(r.insert_id for r in stored)
+                exc.inserted += len(stored)
+                raise
             again: dict[int, str] = {}
             bad: dict[int, str] = {}
             for entry in errors:
@@ -517,7 +548,8 @@ class BigQuerySink:
                 _, refused = self._insert_chunk(ref, chunk, letter_deadline)
             except BigQueryWriteError as exc:
                 raise DeadLetterError(
-                    f"{len(chunk)} rows of {table} refused by BigQuery could not be dead-lettered: {exc}"
+                    f"{len(chunk)} rows of {table} refused by BigQuery could not be dead-lettered: {exc}",
+                    transient=exc.transient,
                 ) from exc
             if refused:
                 raise DeadLetterError(

@@ -11,6 +11,20 @@ themselves: :meth:`BigQuerySettings.from_env` does it at the edge.
     VITALS_BQ_CREDENTIALS     ``default`` | ``anonymous`` | ``service-account``
                               (default: ``anonymous`` with an endpoint, else ``default``)
     VITALS_BQ_KEY_FILE        service-account JSON key (with ``service-account``)
+    VITALS_BQ_RETRY_DEADLINE  seconds one write retries transient failures before it raises (120)
+    VITALS_BQ_OUTAGE_BUDGET   seconds the pipeline's warehouse writer keeps repeating a write that
+                              failed transiently (the warehouse down) before it fails the bundle
+                              (3600; 0: no ride-out, the first failed write fails the bundle)
+
+Two budgets, because they answer different questions. ``retry_deadline`` bounds one
+:meth:`~vitals_lake.warehouse.bigquery.BigQuerySink.write` (blips: a 503, a reset). ``outage_budget``
+is how long a longer outage is ridden out by
+:class:`~pipelines.warehouse_io.WriteWarehouseFn` (repeating the write with backoff capped at
+``outage_backoff`` seconds, logging and counting each repeat) instead of failing the bundle: the local
+DirectRunner gives a failed bundle four immediate tries and then stops the whole stream, whereas
+Dataflow would retry it forever. While a write waits, a DirectRunner pipeline waits with it (its
+executor has one thread): nothing is lost, Pub/Sub keeps the backlog, and the allowed lateness
+(600 s by default) must cover the outage for Gold windows to take the late readings.
 """
 
 from __future__ import annotations
@@ -51,6 +65,10 @@ class BigQuerySettings:
     max_bytes_per_request: int = 9_000_000
     retry_deadline: float = 120.0
     request_timeout: float = 30.0  # one HTTP attempt
+    # Outage ride-out in the pipeline's writer (see the module docstring): how long, and the cap of the
+    # pause between repeats of a write that failed transiently.
+    outage_budget: float = 3600.0
+    outage_backoff: float = 30.0
 
     def __post_init__(self) -> None:
         if not _PROJECT_RE.match(self.project):
@@ -87,6 +105,8 @@ class BigQuerySettings:
             )
         if self.retry_deadline <= 0 or self.request_timeout <= 0:
             raise ConfigError("retry_deadline and request_timeout must be > 0 seconds")
+        if self.outage_budget < 0 or self.outage_backoff <= 0:
+            raise ConfigError("outage_budget must be >= 0 and outage_backoff > 0 seconds")
 
     @property
     def dataset_ref(self) -> str:
@@ -117,4 +137,16 @@ class BigQuerySettings:
             api_endpoint=endpoint,
             credentials=cast(CredentialsMode, mode),
             key_file=e.get("VITALS_BQ_KEY_FILE") or None,
+            retry_deadline=_seconds(e, "VITALS_BQ_RETRY_DEADLINE", 120.0),
+            outage_budget=_seconds(e, "VITALS_BQ_OUTAGE_BUDGET", 3600.0),
         )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds: {raw!r}") from None
