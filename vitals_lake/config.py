@@ -150,11 +150,10 @@ class StreamSettings:
     allowed_lateness: int = 600  # the DirectRunner's watermark is wall-clock: cover restarts and backlogs
     dedup_horizon: int = 3600  # event_id duplicates are recognised this far apart (event time)
     clock_skew: int = 300  # a reading this far ahead of its ingest time is quarantined as "in the future"
-    commit_shards: int = 1  # parallel writers per table; 1 keeps commits conflict-free
 
     def __post_init__(self) -> None:
-        if self.commit_interval <= 0 or self.gold_window <= 0 or self.commit_shards < 1:
-            raise ConfigError("commit_interval and gold_window must be > 0 and commit_shards >= 1")
+        if self.commit_interval <= 0 or self.gold_window <= 0:
+            raise ConfigError("commit_interval and gold_window must be > 0")
         if self.allowed_lateness < 0 or self.dedup_horizon < 0:
             raise ConfigError("allowed_lateness and dedup_horizon must be >= 0")
 
