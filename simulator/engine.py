@@ -35,6 +35,7 @@ from simulator.sinks import Sink
 
 LABELS_FILE: Final = "labels.jsonl"
 MANIFEST_FILE: Final = "produced.json"
+SEND_STEP_S: Final = 0.25  # real time: how often due readings are released within an interval
 
 # Why a message is on the queue; counted when it is actually sent.
 _VALID, _LATE, _OUT_OF_ORDER, _DUPLICATE = 0, 1, 2, 3
@@ -232,7 +233,12 @@ class Simulation:
             boundary = self.start_ms + (k + 1) * self.interval_ms
             generated_until = boundary
             if not cfg.fast:
-                stop.wait(max(0.0, (boundary - _now_ms()) / 1000))
+                # A monitor sends each reading as it measures it: release readings as their time comes
+                # (every SEND_STEP_S), not all at the end of the interval, which would age them by up
+                # to one interval before they leave.
+                while (now := _now_ms()) < boundary and not stop.is_set():
+                    sent += self._send_due(sink, now)
+                    stop.wait(min(SEND_STEP_S, (boundary - now) / 1000))
             sent += self._send_due(sink, boundary)
             if not cfg.fast:
                 sink.flush()

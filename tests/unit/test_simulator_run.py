@@ -228,3 +228,32 @@ def test_even_two_devices_use_both_blood_pressure_forms():
             skew_seconds=(2, 90),
         )
         assert set(fleet.bp_as_string.tolist()) == {True, False}
+
+
+class _StampingSink(ListSink):
+    """Records when each message left, to compare with the reading's own time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent_at: list[float] = []
+
+    def send(self, value: bytes, *, key: str) -> None:
+        self.sent_at.append(time.time())
+        super().send(value, key=key)
+
+
+def test_real_time_readings_leave_when_measured_not_at_the_end_of_their_interval():
+    # 20 monitors, one reading each per 2 s: holding a tick's readings until its end would age them by
+    # 1 s on average; released as they come due, the typical age is the release step (0.25 s).
+    config = SimulationConfig(
+        patients=20, interval_seconds=2, duration_seconds=4, fast=False, faults=NO_FAULTS, seed=3
+    )
+    sink = _StampingSink()
+    run_simulation(config, sink)
+    ages = [
+        sent - datetime.fromisoformat(json.loads(raw)[TIMESTAMP]).timestamp()
+        for raw, sent in zip(sink.values, sink.sent_at, strict=True)
+    ]
+    assert len(ages) == 40
+    assert min(ages) >= -0.01  # never before the reading was taken
+    assert float(np.median(ages)) < 0.6, f"median age at send {np.median(ages):.2f} s"
