@@ -547,7 +547,11 @@ def sustained_load(ctx: Context) -> Result:
             f"{name} {u.cpu_cores:.2f} cores / {u.peak_rss_mb:,.0f} MB" for name, u in run.processes.items()
         )
         result.notes.append(f"{kind} {run.patients:,} patients: CPU (average cores) and peak RSS: {use}")
-    result.notes.append(f"highest N that held: {max(holding):,} patients" if holding else "no rung held")
+    held_long = [r.patients for r in sustained if r.holds]
+    result.notes.append(
+        (f"highest N that held a {rung_minutes:g}-min rung: {max(holding):,}" if holding else "no rung held")
+        + (f"; held for {minutes:g} min: {max(held_long):,} patients" if held_long else "")
+    )
     if final is None and not ctx.quick:
         result.notes.append("no sustained run: the first rung did not hold")
     return result
