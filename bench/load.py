@@ -30,8 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -45,8 +44,9 @@ from deltalake import DeltaTable
 from bench.runner import Context, Result, Variant, benchmark
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
-from vitals_lake.demo import DEMO_ALERT_TIMES, PY, load_cohort_admissions, train_demo_model
+from vitals_lake.demo import PY, demo_pipeline, load_cohort_admissions, simulator_argv, train_demo_model
 from vitals_lake.demo_alerts import Notifier, notifier
+from vitals_lake.faults.harness import child_env, children
 from vitals_lake.lake import Lake
 from vitals_lake.stack import LocalStack, ManagedProcess
 from vitals_lake.stack.process import group_members
@@ -308,16 +308,6 @@ def _iso_seconds(text: str) -> float:
 # -- one run -------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _children() -> Iterator[list[ManagedProcess]]:
-    procs: list[ManagedProcess] = []
-    try:
-        yield procs
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=20)
-
-
 def run_load(run_dir: Path, *, patients: int, minutes: float, model_dir: Path, log: Any = print) -> LoadRun:
     """Run the whole stack under ``patients`` x one reading per 5 s for ``minutes``; measure."""
     if run_dir.exists():
@@ -332,27 +322,11 @@ def run_load(run_dir: Path, *, patients: int, minutes: float, model_dir: Path, l
     with (
         LocalStack(run_dir / "stack") as stack,
         notifier(run_dir, stack.pubsub) as delivery,
-        _children() as procs,
+        children(stop_timeout=20) as procs,
     ):
-        env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
-        pipeline = ManagedProcess(
-            "pipeline",
-            [
-                PY,
-                "-m",
-                "pipelines.beam_vitals",
-                "--subscription",
-                stack.pubsub.subscription_path,
-                "--lake",
-                str(lake_dir),
-                "--model-uri",
-                str(model_dir),
-                "--alerts-topic",
-                stack.alerts_topic_path,
-                *DEMO_ALERT_TIMES,
-            ],
-            logs / "pipeline.log",
-            env=env,
+        env = child_env(stack)
+        pipeline = demo_pipeline(
+            stack, lake_dir=lake_dir, model_dir=model_dir, log=logs / "pipeline.log", env=env
         )
         procs.append(pipeline)
         pipeline.start()
@@ -360,28 +334,17 @@ def run_load(run_dir: Path, *, patients: int, minutes: float, model_dir: Path, l
         bridge = ManagedProcess("bridge", [PY, "-m", "pipelines.kafka_bridge"], logs / "bridge.log", env=env)
         procs.append(bridge)
         bridge.start()
+        argv = simulator_argv(
+            sim_dir,
+            stack.kafka.bootstrap_servers,
+            patients=patients,
+            duration=minutes * 60,
+            interval=INTERVAL_S,
+            seed=SEED,
+        )
         simulator = ManagedProcess(
             "simulator",
-            [
-                PY,
-                "-m",
-                "simulator",
-                "--sink",
-                "kafka",
-                "--bootstrap",
-                stack.kafka.bootstrap_servers,
-                "--patients",
-                str(patients),
-                "--duration",
-                f"{minutes * 60:g}s",
-                "--interval",
-                f"{INTERVAL_S:g}s",
-                "--seed",
-                str(SEED),
-                "--out",
-                str(sim_dir),
-                *SIMULATOR_FAULTS_OFF,
-            ],
+            [*argv, *SIMULATOR_FAULTS_OFF],
             logs / "simulator.log",
             env=env,
         )

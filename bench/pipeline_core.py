@@ -44,7 +44,7 @@ from bench.runner import Context, Result, Variant, benchmark
 from ml import evaluate, train
 from ml.serving import ModelWatcher, StreamScorer
 from pipelines import beam_vitals
-from pipelines.lake_io import derive_trends, upsert_gold_windows
+from pipelines.lake_io import changed_minutes, derive_trends, upsert_gold_windows
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake import expectations as ex
@@ -270,11 +270,7 @@ def run_bare(readings: Path, lake_dir: Path, model_dir: Path) -> Counts | None:
 
 def _bare_gold(lake: Lake, fresh: pa.Table, batch_id: str) -> None:
     """As the pipeline: the minutes the new rows touched, recomputed and upserted, then the trends."""
-    minute = pc.floor_temporal(fresh[c.TIMESTAMP], multiple=60, unit="second")
-    changed = pa.table({c.PATIENT_ID: fresh[c.PATIENT_ID], c.WINDOW_START: minute})
-    changed = changed.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate([])
-    changed = changed.append_column(c.WINDOW_SECONDS, pa.array([60] * changed.num_rows, pa.int32()))
-    gold = upsert_gold_windows(lake, changed, batch_id=batch_id)
+    gold = upsert_gold_windows(lake, changed_minutes(fresh), batch_id=batch_id)
     derive_trends(lake, gold, batch_id=batch_id)
 
 

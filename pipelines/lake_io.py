@@ -151,6 +151,15 @@ def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.T
     return pa.concat_tables(written) if written else c.GOLD_SCHEMA.empty_table()
 
 
+def changed_minutes(rows: pa.Table) -> pa.Table:
+    """(patient_id, window_start, window_seconds = 60) of every patient-minute with a reading in ``rows``:
+    the input of :func:`upsert_gold_windows` outside Beam (the bare loop, recovery)."""
+    minute = pc.floor_temporal(rows[c.TIMESTAMP], multiple=60, unit="second")
+    keys = pa.table({c.PATIENT_ID: rows[c.PATIENT_ID], c.WINDOW_START: minute})
+    keys = keys.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate([])
+    return keys.append_column(c.WINDOW_SECONDS, pa.array([60] * keys.num_rows, pa.int32()))
+
+
 def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
     """Recompute the per-diagnosis hours and the per-patient rolling averages that ``gold`` (the rows
     one Gold commit wrote) touched."""

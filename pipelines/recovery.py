@@ -39,8 +39,7 @@ from confluent_kafka.admin import AdminClient
 
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError, KafkaSettings, lake_from_uri
-from vitals_lake.lake import BatchMarker, Lake
-from vitals_lake.summaries import gold_from_silver, hours_from_minutes
+from vitals_lake.lake import Lake
 
 log = logging.getLogger("vitals_lake.recovery")
 
@@ -224,31 +223,16 @@ def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> int:
     )
     if recent.num_rows == 0:
         return 0
-    patients = pc.unique(recent[c.PATIENT_ID])
-    lo = pc.min(pc.floor_temporal(recent[c.TIMESTAMP], multiple=60, unit="second")).as_py()
-    hi = pc.max(recent[c.TIMESTAMP]).as_py()
     # Imported here: pipelines.lake_io pulls in Apache Beam, which a dry run does not need.
-    from pipelines.lake_io import read_patients, time_range  # noqa: PLC0415
+    from pipelines.lake_io import changed_minutes, derive_trends, upsert_gold_windows  # noqa: PLC0415
 
-    now = time.time_ns() // 1000
-    batch = f"recovery-{now}"
-    silver = read_patients(lake, "silver", time_range(c.TIMESTAMP, lo, hi), patients)
-    minutes_rows = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
-    lake.upsert(
-        "gold",
-        minutes_rows,
-        keys=c.GOLD_KEY,
-        time_column=c.WINDOW_START,
-        marker=BatchMarker("gold", batch),
-    )
-    hour_lo = lo.replace(minute=0, second=0, microsecond=0)
-    hour_hi = hi.replace(minute=59, second=59, microsecond=999999)
-    where = (pc.field(c.WINDOW_SECONDS) == 60) & time_range(c.WINDOW_START, hour_lo, hour_hi)
-    hourly = hours_from_minutes(read_patients(lake, "gold", where, patients), updated_at_us=now)
-    lake.upsert(
-        "gold", hourly, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold_hours", batch)
-    )
-    return minutes_rows.num_rows + hourly.num_rows
+    # Every (patient, minute) with a recent reading, recomputed as the pipeline's Gold writer would;
+    # then the trend tables those Gold rows feed.
+    changed = changed_minutes(recent)
+    batch = f"recovery-{time.time_ns() // 1000}"
+    gold = upsert_gold_windows(lake, changed, batch_id=batch)
+    derive_trends(lake, gold, batch_id=batch)
+    return gold.num_rows
 
 
 # --- CLI -------------------------------------------------------------------------------------------

@@ -104,24 +104,8 @@ def run_demo(
         )
         env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
         try:
-            pipeline = ManagedProcess(
-                "pipeline",
-                [
-                    PY,
-                    "-m",
-                    "pipelines.beam_vitals",
-                    "--subscription",
-                    stack.pubsub.subscription_path,
-                    "--lake",
-                    str(lake_dir),
-                    "--model-uri",
-                    str(model_dir),
-                    "--alerts-topic",
-                    stack.alerts_topic_path,
-                    *DEMO_ALERT_TIMES,
-                ],
-                logs / "pipeline.log",
-                env=env,
+            pipeline = demo_pipeline(
+                stack, lake_dir=lake_dir, model_dir=model_dir, log=logs / "pipeline.log", env=env
             )
             children.append(pipeline)
             pipeline.start()
@@ -221,6 +205,17 @@ def run_demo(
     return 0 if all(ch.ok for ch in checks) else 1
 
 
+def demo_pipeline(
+    stack: LocalStack, *, lake_dir: Path, model_dir: Path, log: Path, env: dict[str, str]
+) -> ManagedProcess:
+    """The streaming pipeline as the demo runs it (not started): the stack's subscription, the model,
+    alerts published to the notifier's topic, the alert rule's times scaled to short episodes."""
+    argv = [PY, "-m", "pipelines.beam_vitals", "--subscription", stack.pubsub.subscription_path]
+    argv += ["--lake", str(lake_dir), "--model-uri", str(model_dir)]
+    argv += ["--alerts-topic", stack.alerts_topic_path, *DEMO_ALERT_TIMES]
+    return ManagedProcess("pipeline", argv, log, env=env)
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
@@ -300,6 +295,17 @@ def load_cohort_admissions(folder: Path, lake: Lake, *, patients: int, seed: int
     return report.patients_changed
 
 
+def simulator_argv(
+    sim_dir: Path, bootstrap: str, *, patients: int, duration: float, interval: float, seed: int
+) -> list[str]:
+    """``python -m simulator`` producing to Kafka in real time (append fault options to taste)."""
+    return [
+        *(PY, "-m", "simulator", "--sink", "kafka", "--bootstrap", bootstrap),
+        *("--patients", str(patients), "--duration", f"{duration:g}s", "--interval", f"{interval:g}s"),
+        *("--seed", str(seed), "--out", str(sim_dir)),
+    ]
+
+
 def simulate(
     sim_dir: Path,
     bootstrap: str,
@@ -313,30 +319,11 @@ def simulate(
 ) -> None:
     import subprocess  # noqa: PLC0415 - only the demo's foreground child
 
-    argv = [
-        PY,
-        "-m",
-        "simulator",
-        "--sink",
-        "kafka",
-        "--bootstrap",
-        bootstrap,
-        "--patients",
-        str(patients),
-        "--duration",
-        f"{duration:g}s",
-        "--interval",
-        f"{interval:g}s",
-        "--seed",
-        str(seed),
-        "--out",
-        str(sim_dir),
-        # Late readings arrive 5-20 s after their time: inside the pipeline's lateness, short for a demo.
-        "--late-seconds",
-        "5",
-        "20",
-        *extra,
-    ]
+    # Late readings arrive 5-20 s after their time: inside the pipeline's lateness, short for a demo.
+    argv = simulator_argv(
+        sim_dir, bootstrap, patients=patients, duration=duration, interval=interval, seed=seed
+    )
+    argv += ["--late-seconds", "5", "20", *extra]
     result = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=False)
     if result.returncode != 0:
         raise StackError(f"simulator exited with code {result.returncode}")

@@ -78,14 +78,14 @@ def fresh_topics(stack: LocalStack, *, prefix: str, partitions: int = 4) -> Topi
 
 
 @contextmanager
-def children() -> Iterator[list[ManagedProcess]]:
+def children(*, stop_timeout: float = 10.0) -> Iterator[list[ManagedProcess]]:
     """A list to append started children to; all are stopped (newest first) on exit, even on errors."""
     procs: list[ManagedProcess] = []
     try:
         yield procs
     finally:
         for proc in reversed(procs):
-            proc.stop(timeout=10)
+            proc.stop(timeout=stop_timeout)
 
 
 def child_env(stack: LocalStack) -> dict[str, str]:
@@ -195,3 +195,14 @@ def distinct(lake: Lake, layer: c.Layer, column: str) -> int:
     """Distinct values of ``column`` in ``layer`` (record refs, event ids)."""
     values = lake.read(layer, columns=[column])[column]
     return int(pc.count_distinct(values).as_py()) if len(values) else 0
+
+
+def gold_checks(counts: LakeCounts, *, mismatched: int) -> dict[str, bool]:
+    """Gold holds every Silver reading exactly once: per patient-minute (``mismatched`` minutes whose
+    reading count differs from Silver's) and in total, in minute and in hour windows alike."""
+    return {
+        "Gold counts every Silver reading once, per patient-minute": mismatched == 0,
+        "Gold minute and hour windows sum to Silver": (
+            counts.gold_readings[60] == counts.gold_readings[3600] == counts.silver
+        ),
+    }

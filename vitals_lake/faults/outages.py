@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -51,6 +51,7 @@ from vitals_lake.config import LocalLake, PubSubSettings
 from vitals_lake.contract import Layer
 from vitals_lake.envelope import SourceRecord, encode_envelope, heartbeat
 from vitals_lake.faults import FaultReport
+from vitals_lake.faults.harness import children
 from vitals_lake.faults.proxy import FaultProxy
 from vitals_lake.lake import Lake
 from vitals_lake.stack import LocalStack, ManagedProcess
@@ -91,16 +92,6 @@ def _wait(probe: Callable[[], bool], *, timeout: float, every: float = 0.5) -> b
     return probe()
 
 
-@contextlib.contextmanager
-def _children() -> Iterator[list[ManagedProcess]]:
-    procs: list[ManagedProcess] = []
-    try:
-        yield procs
-    finally:
-        for proc in reversed(procs):
-            proc.stop(timeout=40)
-
-
 # --- a. the warehouse unreachable mid-stream ---------------------------------------------------------------
 def run_warehouse_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
     """BigQuery (through the proxy) answers 503 to everything for a while, mid-stream; see the module doc."""
@@ -127,7 +118,7 @@ def run_warehouse_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
         LocalStack(workdir / "stack") as stack,
         BigQueryEmulator(workdir / "bigquery") as emulator,
         contextlib.closing(FaultProxy(emulator.endpoint)) as proxy,
-        _children() as procs,
+        children(stop_timeout=40) as procs,
     ):
         pubsub = stack.create_pubsub_topic(
             f"outage-{dataset}", subscriptions=(f"outage-{dataset}-sub",), ack_deadline_seconds=30

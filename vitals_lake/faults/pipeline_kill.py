@@ -31,6 +31,7 @@ from vitals_lake.faults.harness import (
     children,
     distinct,
     fresh_topics,
+    gold_checks,
     mismatched_minutes,
     own_stack,
     settle,
@@ -205,12 +206,7 @@ def run_scenario(workdir: Path, *, quick: bool = False, stack: LocalStack | None
     # Conservation, adapted: Bronze = Silver + quarantine + duplicates removed + the rows of batches a stop
     # cut off between their Bronze and Silver/quarantine commits (found by recovery, re-sent).
     checks["Bronze = Silver + quarantine + duplicates removed + unsettled rows"] = leftover >= unsettled >= 0
-    checks["Gold counts every Silver reading once, per patient-minute"] = (
-        report.figures["gold_minutes_mismatched"] == 0
-    )
-    checks["Gold minute and hour windows sum to Silver"] = (
-        counts.gold_readings[60] == counts.gold_readings[3600] == counts.silver
-    )
+    checks.update(gold_checks(counts, mismatched=report.figures["gold_minutes_mismatched"]))
     if no_rewind.timed_out:
         report.notes.append("the control (restart without rewind) did not settle within 60 s")
     if final.timed_out:

@@ -27,6 +27,7 @@ from vitals_lake.faults.harness import (
     ScenarioError,
     children,
     distinct,
+    gold_checks,
     mismatched_minutes,
     own_stack,
     settle,
@@ -159,12 +160,7 @@ def run_scenario(workdir: Path, *, quick: bool = False, stack: LocalStack | None
     checks["Bronze = Silver + quarantine + duplicates removed"] = (
         counts.bronze == counts.silver + counts.quarantine + counts.duplicates_removed
     )
-    checks["Gold counts every Silver reading once, per patient-minute"] = (
-        report.figures["gold_minutes_mismatched"] == 0
-    )
-    checks["Gold minute and hour windows sum to Silver"] = (
-        counts.gold_readings[60] == counts.gold_readings[3600] == counts.silver
-    )
+    checks.update(gold_checks(counts, mismatched=report.figures["gold_minutes_mismatched"]))
     if settled.timed_out:
         report.notes.append("the pipeline did not settle within 60 s")
     report.notes.append(
