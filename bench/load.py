@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -300,8 +301,6 @@ def alert_latencies(delivery: Notifier) -> np.ndarray:
 
 
 def _iso_seconds(text: str) -> float:
-    from datetime import datetime  # noqa: PLC0415
-
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
