@@ -21,7 +21,6 @@ from vitals_lake.config import LakeSettings
 from vitals_lake.lake import Lake
 
 log = logging.getLogger(__name__)
-BAD_ENVELOPE_RULE = "bad_envelope"
 
 
 def _now_us() -> int:
@@ -29,8 +28,12 @@ def _now_us() -> int:
 
 
 class DecodeEnvelopeFn(beam.DoFn):
-    """A Pub/Sub message -> a table of Bronze rows; heartbeats are dropped, undecodable messages
-    become one Bronze row holding the whole message (quarantined downstream, never lost)."""
+    """A Pub/Sub message -> a table of Bronze rows; heartbeats are dropped.
+
+    Never raises for a message's content: a message that is not a decodable envelope becomes one Bronze
+    row holding the whole message, which the gate quarantines as ``bad_envelope`` (a failed bundle
+    would be retried forever on Dataflow, and stop the local runner after four tries).
+    """
 
     def __init__(self) -> None:
         self.envelopes = Metrics.counter("ingest", "envelopes")
@@ -40,28 +43,41 @@ class DecodeEnvelopeFn(beam.DoFn):
         self.bad = Metrics.counter("ingest", "bad_envelopes")
 
     def process(self, message: beam.io.PubsubMessage) -> Iterator[pa.Table]:
-        attrs = message.attributes or {}
-        if envelope.is_heartbeat(attrs):
+        if envelope.is_heartbeat(message.attributes):
             self.heartbeats.inc()
             return
-        publish_us = int(message.publish_time.timestamp() * 1e6) if message.publish_time else None
+        publish_us = _publish_us(message)
+        try:
+            records = self._records(message)
+            bronze = envelope.to_bronze(
+                records, ingest_time_us=_now_us(), message_id=message.message_id, publish_time_us=publish_us
+            )
+        except Exception as exc:  # noqa: BLE001 (the whole message is kept; the gate names the fault)
+            self.bad.inc()
+            log.warning("message %s kept whole: %s: %s", message.message_id, type(exc).__name__, exc)
+            records = envelope.records_from_lines([bytes(message.data or b"")], source="pubsub")
+            bronze = envelope.to_bronze(
+                records, ingest_time_us=_now_us(), message_id=message.message_id, publish_time_us=publish_us
+            )
+        self.records.inc(bronze.num_rows)
+        yield bronze
+
+    def _records(self, message: beam.io.PubsubMessage) -> pa.Table:
         if not envelope.is_envelope(message.data):
             # One reading per message (a device publishing directly, or the Managed Kafka Pub/Sub
             # sink connector): a record as it is; the gate judges it like any other.
             self.single.inc()
-            records = envelope.records_from_lines([message.data], source="pubsub")
-        else:
-            try:
-                records = envelope.decode_envelope(message.data)
-                self.envelopes.inc()
-            except envelope.EnvelopeError as exc:
-                self.bad.inc()
-                log.warning("undecodable envelope %s: %s", message.message_id, exc)
-                records = envelope.records_from_lines([message.data], source="pubsub")
-        self.records.inc(records.num_rows)
-        yield envelope.to_bronze(
-            records, ingest_time_us=_now_us(), message_id=message.message_id, publish_time_us=publish_us
-        )
+            return envelope.records_from_lines([message.data], source="pubsub")
+        records = envelope.decode_envelope(message.data)  # raises EnvelopeError only
+        self.envelopes.inc()
+        return records
+
+
+def _publish_us(message: beam.io.PubsubMessage) -> int | None:
+    try:
+        return int(message.publish_time.timestamp() * 1e6) if message.publish_time else None
+    except (AttributeError, OverflowError, ValueError, TypeError):
+        return None
 
 
 class ReadEnvelopes(beam.PTransform):

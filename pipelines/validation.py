@@ -29,8 +29,8 @@ from vitals_lake.alerting import AlertRule
 from vitals_lake.config import LakeSettings
 from vitals_lake.lake import Lake
 from vitals_lake.pseudonym import PseudonymKey
-from vitals_lake.readings import TimeRules, parse_batch
-from vitals_lake.silver import to_silver
+from vitals_lake.readings import TimeRules
+from vitals_lake.silver import gate_batch
 
 QUARANTINE = "quarantine"
 ALERTS = "alerts"
@@ -92,11 +92,12 @@ class ValidateReadingsFn(beam.DoFn):
         self.scorer = self.shared.acquire(make_scorer)
 
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[object]:
-        assert self.patients is not None
+        assert self.patients is not None and self.scorer is not None
         batch_id, bronze = batch
-        parsed = parse_batch(bronze, time_rules=self.time_rules)
-        assert self.scorer is not None
-        silver = to_silver(parsed.valid, patients=self.patients.table(), key=self.key)
+        patients = self.patients.table()
+        parsed, silver = gate_batch(bronze, time_rules=self.time_rules, patients=patients, key=self.key)
+        # Not isolated: scoring sees only rows the gate typed and range-checked, and what can fail there
+        # (reading a patient's recent Silver, the model's store) is transient: a retry is the right answer.
         silver, alerts = self.scorer.score_with_events(silver)
         self.valid.inc(silver.num_rows)
         self.quarantined.inc(parsed.quarantine.num_rows)

@@ -7,6 +7,7 @@ nothing redefines them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 import pyarrow as pa
@@ -27,6 +28,9 @@ DIASTOLIC: Final = "diastolic"
 TEMPERATURE_UNIT: Final = "temperature_unit"  # "Cel" (default) or "[degF]" / "F"
 CONSCIOUSNESS: Final = "consciousness"  # ACVPU: "A" alert, "C" new confusion, "V", "P", "U"
 SUPPLEMENTAL_OXYGEN: Final = "supplemental_oxygen"  # true when on supplemental oxygen
+# A correction (FHIR status amended / corrected): the event_id of the reading it corrects. Both stay in
+# Silver; the correction is marked by this field, the original is never dropped.
+SUPERSEDES: Final = "supersedes"
 
 # --- Fields the platform adds ----------------------------------------------------------------
 RAW: Final = "raw"  # the reading's bytes exactly as received
@@ -44,6 +48,17 @@ INGEST_DATE: Final = "ingest_date"
 EVENT_DATE: Final = "event_date"
 RULES: Final = "rules"  # names of the expectations a quarantined record failed
 DETAIL: Final = "detail"  # the offending value or parser message
+RAW_BYTES: Final = "raw_bytes"  # the record's size as received (quarantine keeps at most RAW_CAP_BYTES of it)
+RAW_TRUNCATED: Final = "raw_truncated"  # quarantine holds only the first RAW_CAP_BYTES (Bronze has all)
+RECORD_PART: Final = "record_part"  # the part of a record that was rejected (a FHIR Bundle entry); null: all
+# A quarantine row keeps at most this much of the record: a 10 MB poison message must not bloat triage
+# tables. Bronze keeps every byte, so nothing is lost; raw_bytes says how large it was.
+RAW_CAP_BYTES: Final = 64 * 1024
+# A record larger than this is no reading (a FHIR Bundle of one reading is a few KB) and is quarantined
+# unparsed; the bridge forwards at most this much of a Kafka record (Pub/Sub takes 10 MB a message).
+MAX_RECORD_BYTES: Final = 1024 * 1024
+# Readings stamped before this are from a device whose clock was never set (1970, 1980, 2000 epochs).
+PLAUSIBLE_AFTER: Final = datetime(2010, 1, 1, tzinfo=UTC)
 WINDOW_START: Final = "window_start"
 WINDOW_END: Final = "window_end"
 WINDOW_SECONDS: Final = "window_seconds"
@@ -207,6 +222,7 @@ READING_JSON_SCHEMA: Final = pa.schema(
         (TEMPERATURE_UNIT, pa.string()),
         (CONSCIOUSNESS, pa.string()),
         (SUPPLEMENTAL_OXYGEN, pa.bool_()),
+        (SUPERSEDES, pa.string()),
     ]
 )
 
@@ -281,6 +297,7 @@ SILVER_SCHEMA: Final = pa.schema(
         pa.field(DEVICE_ID, pa.string()),
         pa.field(TIMESTAMP, _UTC_US, nullable=False),
         *(pa.field(v.name, v.arrow_type) for v in VITAL_SIGNS),
+        pa.field(SUPERSEDES, pa.string()),
         *CLINICAL_FIELDS,
         *ENRICHMENT_FIELDS,
         pa.field(RECORD_REF, pa.string(), nullable=False),
@@ -296,6 +313,9 @@ QUARANTINE_SCHEMA: Final = pa.schema(
         pa.field(DETAIL, pa.string()),
         pa.field(EVENT_ID, pa.string()),
         pa.field(PATIENT_ID, pa.string()),
+        pa.field(RAW_BYTES, pa.int64(), nullable=False),
+        pa.field(RAW_TRUNCATED, pa.bool_(), nullable=False),
+        pa.field(RECORD_PART, pa.string()),
         *_LINEAGE,
         pa.field(INGEST_TIME, _UTC_US, nullable=False),
         pa.field(INGEST_DATE, pa.date32(), nullable=False),

@@ -13,6 +13,7 @@ valid UTF-8 travel base64-encoded and are listed in ``b64`` so nothing is ever d
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -34,6 +35,13 @@ ATTR_SOURCE: Final = "source"
 ATTR_COUNT: Final = "count"
 ATTR_KAFKA_TOPIC: Final = "kafka_topic"
 ATTR_KAFKA_OFFSETS: Final = "kafka_offsets"  # "partition:first-last,..." so duplicates can be recognised
+MAX_KEY_CHARS: Final = 256  # a Kafka key is a routing hint; Bronze keeps no more of it
+
+# What each optional envelope column may hold: a JSON value outside these bounds makes the envelope bad.
+_INT32: Final = (-(2**31), 2**31 - 1)
+_INT64: Final = (-(2**63), 2**63 - 1)
+# Kafka timestamps in ms that Arrow's microsecond timestamps can hold (years 1 to 9999).
+_TIMESTAMP_MS: Final = (-62_135_596_800_000, 253_402_300_799_999)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +65,21 @@ def encode_envelope(
     source: Source,
     kafka_topic: str | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """Pack records into one message body and its attributes."""
+    """Pack records into one message body and its attributes.
+
+    Whatever the records hold, ``decode_envelope`` reads the result back: a value over
+    ``c.MAX_RECORD_BYTES`` travels cut to one byte more than that (the gate quarantines it as too large,
+    and its Kafka coordinates say where the whole record is), a key is cut to ``MAX_KEY_CHARS``, and a
+    producer timestamp outside what Arrow can hold travels as null.
+    """
     values: list[str] = []
     b64: list[int] = []
     for i, r in enumerate(records):
+        value = r.value[: c.MAX_RECORD_BYTES + 1]
         try:
-            values.append(r.value.decode("utf-8"))
+            values.append(value.decode("utf-8"))
         except UnicodeDecodeError:
-            values.append(base64.b64encode(r.value).decode("ascii"))
+            values.append(base64.b64encode(value).decode("ascii"))
             b64.append(i)
     body: dict[str, object] = {"v": ENVELOPE_VERSION, "source": source, "values": values, "b64": b64}
     attributes = {
@@ -75,10 +90,12 @@ def encode_envelope(
     }
     if source == "kafka":
         body["topic"] = kafka_topic
-        body["keys"] = [r.key for r in records]
-        body["partitions"] = [r.partition for r in records]
-        body["offsets"] = [r.offset for r in records]
-        body["timestamps_ms"] = [r.timestamp_ms for r in records]
+        body["keys"] = [None if r.key is None else r.key[:MAX_KEY_CHARS] for r in records]
+        body["partitions"] = [r.partition if _is_int(r.partition, _INT32) else None for r in records]
+        body["offsets"] = [r.offset if _is_int(r.offset, _INT64) else None for r in records]
+        body["timestamps_ms"] = [
+            r.timestamp_ms if _is_int(r.timestamp_ms, _TIMESTAMP_MS) else None for r in records
+        ]
         attributes[ATTR_KAFKA_TOPIC] = kafka_topic or ""
         attributes[ATTR_KAFKA_OFFSETS] = _offset_ranges(records)
     return orjson.dumps(body), attributes
@@ -117,50 +134,89 @@ def is_envelope(data: bytes) -> bool:
 
 
 def decode_envelope(data: bytes) -> pa.Table:
-    """Unpack a message body into one Arrow row per record (schema ``ENVELOPE_COLUMNS``)."""
+    """Unpack a message body into one Arrow row per record (schema ``ENVELOPE_COLUMNS``).
+
+    Total: any body that is not a well-formed envelope raises ``EnvelopeError`` (never another
+    exception), so the caller can quarantine the whole message and carry on with the bundle.
+    """
+    try:
+        return _decode(data)
+    except EnvelopeError:
+        raise
+    except Exception as exc:  # a decoder bug must not stop the stream: name it instead
+        raise EnvelopeError(f"undecodable envelope ({type(exc).__name__}: {_clip(str(exc))})") from exc
+
+
+def _decode(data: bytes) -> pa.Table:
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise EnvelopeError(f"envelope is not JSON: {exc}") from exc
-    if not isinstance(body, dict) or body.get("v") != ENVELOPE_VERSION:
-        raise EnvelopeError(
-            f"unsupported envelope version: {body.get('v') if isinstance(body, dict) else body!r}"
-        )
+        raise EnvelopeError(f"envelope is not JSON: {_clip(str(exc))}") from exc
+    if not isinstance(body, dict) or body.get("v") != ENVELOPE_VERSION or isinstance(body.get("v"), bool):
+        version = body.get("v") if isinstance(body, dict) else body
+        raise EnvelopeError(f"unsupported envelope version: {_clip(repr(version))}")
     values = body.get("values")
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise EnvelopeError("envelope 'values' must be a list of strings")
     n = len(values)
     raw = pa.array(values, pa.string()).cast(pa.binary())
     b64 = body.get("b64") or []
+    if not isinstance(b64, list) or not all(_is_int(i, (0, n - 1)) for i in b64):
+        raise EnvelopeError(f"envelope 'b64' must list indices of 'values' (0..{n - 1})")
     if b64:
         fixed = raw.to_pylist()
         for i in b64:
-            fixed[i] = base64.b64decode(values[i])
+            try:
+                fixed[i] = base64.b64decode(values[i], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise EnvelopeError(f"envelope value {i} is listed in 'b64' but is not base64") from exc
         raw = pa.array(fixed, pa.binary())
-    source = str(body.get("source", "simulator"))
+    source = body.get("source", "simulator")
     topic = body.get("topic")
+    if not isinstance(source, str) or not (topic is None or isinstance(topic, str)):
+        raise EnvelopeError("envelope 'source' and 'topic' must be strings")
 
-    def column(name: str, typ: pa.DataType) -> pa.Array:
-        col = body.get(name)
-        if col is None:
-            return pa.nulls(n, typ)
-        if len(col) != n:
-            raise EnvelopeError(f"envelope column {name!r} has {len(col)} items for {n} values")
-        return pa.array(col, typ)
-
-    ts_ms = column("timestamps_ms", pa.int64())
+    ts_ms = _column(body, "timestamps_ms", n, pa.int64(), _TIMESTAMP_MS)
     return pa.Table.from_arrays(
         [
             raw,
             pa.array([source] * n, pa.string()),
             pa.array([topic] * n, pa.string()),
-            column("partitions", pa.int32()),
-            column("offsets", pa.int64()),
-            column("keys", pa.string()),
+            _column(body, "partitions", n, pa.int32(), _INT32),
+            _column(body, "offsets", n, pa.int64(), _INT64),
+            _column(body, "keys", n, pa.string(), None),
             ts_ms.cast(pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("us", tz="UTC")),
         ],
         schema=ENVELOPE_COLUMNS,
     )
+
+
+def _column(
+    body: dict[str, object], name: str, n: int, typ: pa.DataType, bounds: tuple[int, int] | None
+) -> pa.Array:
+    """An optional per-record column: absent is all nulls; each item null or of the column's type."""
+    col = body.get(name)
+    if col is None:
+        return pa.nulls(n, typ)
+    if not isinstance(col, list) or len(col) != n:
+        size = len(col) if isinstance(col, list) else type(col).__name__
+        raise EnvelopeError(f"envelope column {name!r} has {size} items for {n} values")
+    ok = (
+        (lambda x: x is None or isinstance(x, str))
+        if bounds is None
+        else (lambda x: x is None or _is_int(x, bounds))
+    )
+    if not all(ok(x) for x in col):
+        raise EnvelopeError(f"envelope column {name!r} holds an item that is not a {typ} in range")
+    return pa.array(col, typ)
+
+
+def _is_int(value: object, bounds: tuple[int, int]) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text[:limit] + ("…" if len(text) > limit else "")
 
 
 def _offset_ranges(records: Sequence[SourceRecord]) -> str:

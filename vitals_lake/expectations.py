@@ -121,6 +121,13 @@ SILVER_EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         _present_and_not_matching(c.EVENT_ID, ID_RE),
     ),
     Expectation(
+        "supersedes_format",
+        "drop",
+        "supersedes, when present, is the plain event_id of the reading it corrects",
+        c.SUPERSEDES,
+        _present_and_not_matching(c.SUPERSEDES, ID_RE),
+    ),
+    Expectation(
         "timestamp_required", "drop", "timestamp is present", c.TIMESTAMP, _is_null_or_empty(c.TIMESTAMP)
     ),
     Expectation(
@@ -199,8 +206,22 @@ RULE_MALFORMED_JSON: Final = "malformed_json"
 RULE_NOT_UTF8: Final = "not_utf8"
 RULE_WRONG_TYPE: Final = "wrong_type"
 RULE_NOT_AN_OBJECT: Final = "not_a_json_object"
-PARSER_RULES: Final = (RULE_MALFORMED_JSON, RULE_NOT_UTF8, RULE_WRONG_TYPE, RULE_NOT_AN_OBJECT)
+RULE_TOO_LARGE: Final = "record_too_large"  # over c.MAX_RECORD_BYTES: no reading is that large
+RULE_BAD_ENVELOPE: Final = "bad_envelope"  # a Pub/Sub message shaped like an envelope that cannot be unpacked
+RULE_UNREADABLE: Final = "unreadable_record"  # the gate raised on this record alone (a bug): named, isolated
+PARSER_RULES: Final = (
+    RULE_MALFORMED_JSON,
+    RULE_NOT_UTF8,
+    RULE_WRONG_TYPE,
+    RULE_NOT_AN_OBJECT,
+    RULE_TOO_LARGE,
+    RULE_BAD_ENVELOPE,
+    RULE_UNREADABLE,
+)
 
+# A device whose clock was never set reports its epoch (1970 Unix, 1980 GPS, 2000 RTC): a reading
+# before c.PLAUSIBLE_AFTER is quarantined in every mode, streaming, replay and training alike.
+RULE_TIMESTAMP_IMPLAUSIBLE: Final = "timestamp_before_plausible_floor"
 # Timestamp sanity, against each record's ingest time (so a replay of Bronze judges as the stream did).
 RULE_TIMESTAMP_IN_FUTURE: Final = "timestamp_in_future"  # beyond the clock-skew tolerance
 RULE_TIMESTAMP_TOO_OLD: Final = "timestamp_older_than_lateness"  # Gold could no longer count it

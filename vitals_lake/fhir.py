@@ -1,7 +1,9 @@
-"""FHIR R4 input: turn one vital-signs ``Observation`` (or a ``Bundle`` of them) into one plain reading.
+"""FHIR R4 input: turn vital-signs ``Observation``s (one, or a ``Bundle`` of them) into one plain reading.
 
-A record is one reading, whatever shape it arrives in, so every record still ends in Silver or
-quarantine one-to-one. Accepted shapes:
+A record is one reading of one patient at one instant, whatever shape it arrives in. ``normalise_fhir``
+gives one ``FhirOutcome`` per record: either a reading (the contract's JSON) plus a problem for each
+Bundle entry it had to leave out (``part`` = the entry's fullUrl, else ``entry[i]``), or no reading and
+exactly one problem for the whole record (``part`` None). Accepted shapes:
 
 * a single vital Observation: heart rate 8867-4, respiratory rate 9279-1, SpO2 2708-6 / 59408-5,
   body temperature 8310-5 (``Cel`` or ``[degF]``, passed through; the Silver gate converts), systolic
@@ -19,17 +21,39 @@ quarantine one-to-one. Accepted shapes:
   from SNOMED 371825009 "patient on oxygen" / 722742002 "breathing room air" as the code or the
   coded value.
 
+Event ids are namespaced, never the bare ``Observation.id`` (unique only per server): ``fhir-`` + 32 hex
+digits of SHA-256 over the identities of the Observations in the reading. An identity is the first
+``identifier`` (system, value, patient; without a system also the source), else (source, patient, id)
+with source = ``meta.source``, else the entry's absolute ``fullUrl``, else the Bundle's ``meta.source``;
+an Observation with neither id nor identifier nor absolute fullUrl is identified by a digest of its
+content. So a redelivery is still a duplicate, and equal ids of two patients or servers never collide.
+
+Corrections: status ``amended`` / ``corrected`` adds the version (``meta.versionId``, else
+``meta.lastUpdated``, else a content digest) to the identity, so the correction is a reading of its own,
+and sets ``supersedes`` to the event id the original gets (the same identities without versions;
+omitted when an identity is a content digest, as the original cannot be named then).
+
+In a Bundle an entry that fails on its own (bad status, unit, code, value, subject, comparator ...) is
+left out as a part problem and the other entries still make the reading. Whole-record problems: not one
+JSON object (or nested deeper than ``MAX_DEPTH``), a bundle type that is not one reading, no Observation,
+valid entries of several patients or instants, one vital with two values, nothing valid left (then the
+first rejected entry's rule, with the count of rejected entries in the detail).
+
 Codes of the vital-signs profile the lake does not carry (height, weight, BMI, head circumference,
 mean blood pressure) are skipped inside a panel or bundle; a record holding nothing else is a problem.
-Anything else that does not fit is a named problem (``FhirProblem``), never a guess: wrong units are
-not converted, unknown codes are not dropped silently.
+Anything else that does not fit is a named problem (``FhirProblem``), never a guess: a bound
+(``valueQuantity.comparator``, ``< 40``) is not stored as a number, a vital sent as a string, Range,
+Ratio, SampledData or integer is not a measurement, a subject that is a Group, Device or Location is
+not a patient, wrong units are not converted, unknown codes are not dropped silently.
+``normalise_fhir`` never raises: an unexpected error costs its record (``fhir_malformed``), nothing more.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
@@ -55,6 +79,9 @@ RULE_MISSING_VALUE: Final = "fhir_missing_value"
 RULE_MIXED_BUNDLE: Final = "fhir_mixed_bundle"  # several patients or effective times in one record
 RULE_DUPLICATE_VITAL: Final = "fhir_duplicate_vital"  # the same vital twice with different values
 RULE_UNRESOLVED_MEMBER: Final = "fhir_unresolved_member"  # hasMember points outside the record
+RULE_COMPARATOR: Final = "fhir_comparator"  # valueQuantity.comparator (< 40): a bound, not a measurement
+RULE_NOT_A_MEASUREMENT: Final = "fhir_not_a_measurement"  # a vital as string, Range, Ratio, SampledData ...
+RULE_SUBJECT_NOT_PATIENT: Final = "fhir_subject_not_patient"  # a Group, Device, Location ... as subject
 FHIR_RULES: Final = (
     RULE_MALFORMED,
     RULE_NOT_OBSERVATION,
@@ -69,15 +96,35 @@ FHIR_RULES: Final = (
     RULE_MIXED_BUNDLE,
     RULE_DUPLICATE_VITAL,
     RULE_UNRESOLVED_MEMBER,
+    RULE_COMPARATOR,
+    RULE_NOT_A_MEASUREMENT,
+    RULE_SUBJECT_NOT_PATIENT,
 )
 
 
 @dataclass(frozen=True)
 class FhirProblem:
-    """Why a FHIR record could not become a reading: a rule name from ``FHIR_RULES`` and a short detail."""
+    """Why a FHIR record, or one part of it, could not become (part of) a reading.
+
+    ``rule`` is a name from ``FHIR_RULES``; ``part`` names the rejected Bundle entry (its fullUrl, else
+    ``entry[i]``), or is None when the whole record is rejected.
+    """
 
     rule: str
     detail: str
+    part: str | None = None
+
+
+@dataclass(frozen=True)
+class FhirOutcome:
+    """What became of one record.
+
+    ``reading`` None: the whole record is quarantined, under the one problem in ``problems`` (part None).
+    ``reading`` set: the contract's JSON of what was valid; ``problems`` are the entries left out (part set).
+    """
+
+    reading: bytes | None
+    problems: tuple[FhirProblem, ...]
 
 
 # --- Terminology ---------------------------------------------------------------------------------
@@ -85,6 +132,7 @@ LOINC: Final = "http://loinc.org"
 SNOMED: Final = "http://snomed.info/sct"
 UCUM: Final = "http://unitsofmeasure.org"
 ACCEPTED_STATUS: Final = frozenset({"final", "amended", "corrected", "preliminary"})
+CORRECTION_STATUS: Final = frozenset({"amended", "corrected"})  # a new version of a reading already sent
 ACCEPTED_BUNDLE_TYPES: Final = frozenset({"collection", "transaction", "batch", "message"})
 # Resources that may travel alongside the Observations of a bundle without being a reading themselves.
 CONTEXT_RESOURCES: Final = frozenset(
@@ -97,6 +145,9 @@ SNOMED_ON_OXYGEN: Final = "371825009"
 SNOMED_ROOM_AIR: Final = "722742002"
 ROOM_AIR_O2_PERCENT: Final = 21.0
 FAHRENHEIT: Final = "[degF]"
+EVENT_ID_PREFIX: Final = "fhir-"
+MAX_DEPTH: Final = 64  # FHIR vitals nest about a dozen levels; deeper JSON is junk, not a reading
+MAX_PART_LENGTH: Final = 256  # a longer fullUrl is named by its position instead
 
 # What a coded element means. Vitals use the contract's field names; the rest are internal kinds.
 _PANEL: Final = "<panel>"
@@ -132,6 +183,8 @@ _ACVPU_LETTERS: Final = frozenset("ACVPU")
 # A JSON object with a "resourceType" key; (?s) because FHIR JSON is often pretty-printed.
 _FHIR_RE: Final = r'(?s)^\s*\{.*"resourceType"\s*:.*\}\s*$'
 _UCUM_ANNOTATION: Final = re.compile(r"\{[^{}]*\}")
+_VALUE_X: Final = re.compile(r"value[A-Z]")  # an Observation's or component's value[x] element
+_ABSOLUTE_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S")  # urn:uuid:..., https://...
 
 
 def looks_like_fhir(raw: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -144,8 +197,8 @@ def looks_like_fhir(raw: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def normalise_fhir(records: Sequence[bytes]) -> list[bytes | FhirProblem]:
-    """One plain reading (the contract's JSON) or one ``FhirProblem`` per record, in order."""
+def normalise_fhir(records: Sequence[bytes]) -> list[FhirOutcome]:
+    """One ``FhirOutcome`` per record, in order; never raises, whatever the bytes."""
     return [_normalise_one(record) for record in records]
 
 
@@ -155,84 +208,231 @@ class _Reject(Exception):
         self.problem = FhirProblem(rule, detail)
 
 
-def _normalise_one(record: bytes) -> bytes | FhirProblem:
+def _whole(problem: FhirProblem) -> FhirOutcome:
+    return FhirOutcome(None, (FhirProblem(problem.rule, problem.detail),))
+
+
+def _normalise_one(record: object) -> FhirOutcome:
+    try:
+        return _normalise_record(record)
+    except Exception as exc:  # noqa: BLE001 -- a bug must cost its own record, never the batch
+        return _whole(FhirProblem(RULE_MALFORMED, _describe(exc)))
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 -- an exception whose message itself fails
+        text = ""
+    return _truncate(f"{type(exc).__name__}: {text}", 200)
+
+
+def _normalise_record(record: object) -> FhirOutcome:
     if not isinstance(record, bytes | bytearray | memoryview | str):
-        return FhirProblem(RULE_MALFORMED, f"record is {type(record).__name__}, not bytes")
+        return _whole(FhirProblem(RULE_MALFORMED, f"record is {type(record).__name__}, not bytes"))
     try:
         doc = orjson.loads(record)
     except orjson.JSONDecodeError as exc:
-        return FhirProblem(RULE_MALFORMED, str(exc)[:200])
+        return _whole(FhirProblem(RULE_MALFORMED, _truncate(str(exc), 200)))
     try:
+        if _deeper_than(doc, MAX_DEPTH):
+            raise _Reject(RULE_MALFORMED, f"JSON nested deeper than {MAX_DEPTH} levels")
         return _normalise_doc(doc)
     except _Reject as reject:
-        return reject.problem
+        return _whole(reject.problem)
 
 
-def _normalise_doc(doc: Any) -> bytes:
+def _deeper_than(doc: object, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (checked without recursion)."""
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _normalise_doc(doc: Any) -> FhirOutcome:
     if not isinstance(doc, dict):
         raise _Reject(RULE_MALFORMED, "record is not one JSON object")
     kind = doc.get("resourceType")
+    parts: list[_Part]
+    problems: list[FhirProblem]
     if kind == "Observation":
-        observations, entry_refs = [doc], frozenset[str]()
-        event_id = _observation_event_id(doc)
+        parts, problems, entries = [_observation_part(doc, frozenset())], [], 1
     elif kind == "Bundle":
-        observations, entry_refs = _bundle_observations(doc)
-        event_id = _bundle_event_id(doc)
+        parts, problems, entries = _bundle_parts(doc)
     elif isinstance(kind, str):
         raise _Reject(RULE_NOT_OBSERVATION, f"resourceType={_short(kind)}")
     else:
         raise _Reject(RULE_MALFORMED, "resourceType is missing or not a string")
+    return FhirOutcome(_reading_json(parts, problems, entries), tuple(problems))
+
+
+def _reading_json(parts: list[_Part], problems: list[FhirProblem], entries: int) -> bytes:
+    """The merged reading of the valid parts; a whole-record ``_Reject`` when there is none."""
+    if not parts:
+        if not problems:
+            raise _Reject(RULE_NOT_OBSERVATION, "bundle holds no Observation")
+        raise _Reject(problems[0].rule, f"no valid Observation entry: {_rejected(problems, entries)}")
     reading = _Reading()
-    for obs in observations:
-        _take_observation(obs, reading, entry_refs, contained=_contained(obs), top_level=True, seen=set())
-    return reading.to_json(event_id)
+    try:
+        for part in parts:
+            reading.merge(part.reading)
+        return reading.to_json(*_event_ids(parts))
+    except _Reject as reject:
+        if not problems:
+            raise
+        if reject.problem.rule in (RULE_MISSING_VALUE, RULE_UNKNOWN_CODE):
+            # What was valid measured nothing: the rejected entries are why the record holds no reading.
+            detail = f"no measured value in the valid entries ({reject.problem.detail}); "
+            raise _Reject(problems[0].rule, detail + _rejected(problems, entries)) from None
+        detail = f"{reject.problem.detail}; besides, {_rejected(problems, entries)}"
+        raise _Reject(reject.problem.rule, detail) from None
+
+
+def _rejected(problems: list[FhirProblem], entries: int) -> str:
+    rules = ", ".join(sorted({p.rule for p in problems}))
+    first = problems[0]
+    return _truncate(
+        f"{len(problems)} of {entries} entries rejected ({rules}); first {first.part}: {first.detail}", 400
+    )
 
 
 # --- Bundles -------------------------------------------------------------------------------------
 
 
-def _bundle_observations(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], frozenset[str]]:
-    """The bundle's Observations and the references that resolve to them (fullUrl, Observation/<id>)."""
+def _bundle_parts(bundle: dict[str, Any]) -> tuple[list[_Part], list[FhirProblem], int]:
+    """The bundle's valid Observations, the problems of the entries left out, and how many entries."""
     bundle_type = bundle.get("type")
     if not _one_of(bundle_type, ACCEPTED_BUNDLE_TYPES):
         raise _Reject(RULE_BUNDLE_TYPE, f"Bundle.type={_short(bundle_type)}")
-    observations: list[dict[str, Any]] = []
+    bundle_source = _meta_source(bundle, "Bundle")
+    entries = bundle.get("entry")
+    items: list[Any] = [] if entries is None else _typed(entries, list, "Bundle.entry")
+    refs = _entry_refs(items)
+    parts: list[_Part] = []
+    problems: list[FhirProblem] = []
+    for i, item in enumerate(items):
+        name = f"entry[{i}]"
+        full_url = item.get("fullUrl") if isinstance(item, dict) else None
+        if isinstance(full_url, str) and 0 < len(full_url) <= MAX_PART_LENGTH:
+            name = full_url
+        try:
+            entry = _typed(item, dict, f"Bundle.entry[{i}]")
+            resource = entry.get("resource")
+            if not isinstance(resource, dict):
+                raise _Reject(RULE_MALFORMED, f"entry[{i}] has no resource")
+            kind = resource.get("resourceType")
+            if kind == "Observation":
+                absolute = full_url if isinstance(full_url, str) and _ABSOLUTE_URL.match(full_url) else ""
+                parts.append(
+                    _observation_part(resource, refs, full_url=absolute, fallback_source=bundle_source)
+                )
+            elif not _one_of(kind, CONTEXT_RESOURCES):
+                raise _Reject(RULE_NOT_OBSERVATION, f"entry[{i}].resourceType={_short(kind)}")
+        except _Reject as reject:
+            problems.append(FhirProblem(reject.problem.rule, reject.problem.detail, name))
+    return parts, problems, len(items)
+
+
+def _entry_refs(items: list[Any]) -> frozenset[str]:
+    """References that resolve to an Observation entry (fullUrl, Observation/<id>), valid or not."""
     refs: set[str] = set()
-    for i, entry in enumerate(_objects(bundle, "entry", "Bundle")):
-        resource = entry.get("resource")
-        if not isinstance(resource, dict):
-            raise _Reject(RULE_MALFORMED, f"entry[{i}] has no resource")
-        kind = resource.get("resourceType")
-        if kind == "Observation":
-            observations.append(resource)
-            full_url = entry.get("fullUrl")
-            if isinstance(full_url, str):
-                refs.add(full_url)
-            if isinstance(resource.get("id"), str):
-                refs.add(f"Observation/{resource['id']}")
-        elif not _one_of(kind, CONTEXT_RESOURCES):
-            raise _Reject(RULE_NOT_OBSERVATION, f"entry[{i}].resourceType={_short(kind)}")
-    if not observations:
-        raise _Reject(RULE_NOT_OBSERVATION, "bundle holds no Observation")
-    return observations, frozenset(refs)
+    for item in items:
+        resource = item.get("resource") if isinstance(item, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+            continue
+        if isinstance(item.get("fullUrl"), str):
+            refs.add(item["fullUrl"])
+        if isinstance(resource.get("id"), str):
+            refs.add(f"Observation/{resource['id']}")
+    return frozenset(refs)
 
 
-def _bundle_event_id(bundle: dict[str, Any]) -> str | None:
-    # Bundle.identifier is a single Identifier in R4; a list is a common sender mistake, accepted.
-    identifier = bundle.get("identifier")
-    if isinstance(identifier, list):
-        identifier = identifier[0] if identifier else None
-    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str) and identifier["value"]:
-        return str(identifier["value"])
-    return _string_or_none(bundle.get("id"), "Bundle.id")
+# --- Identity: event ids and corrections -----------------------------------------------------------
 
 
-def _observation_event_id(obs: dict[str, Any]) -> str | None:
+@dataclass(frozen=True)
+class _Part:
+    """One top-level Observation, checked on its own: what it says and who it is."""
+
+    reading: _Reading
+    identity: tuple[str, ...]  # the namespace of the reading it is (a version of)
+    version: tuple[str, ...] | None  # set for amended / corrected: which version this is
+    digest_identity: bool  # identified by its content only: an original cannot be named
+
+    @property
+    def versioned(self) -> tuple[str, ...]:
+        return self.identity if self.version is None else (*self.identity, "version", *self.version)
+
+
+def _observation_part(
+    obs: dict[str, Any], entry_refs: frozenset[str], *, full_url: str = "", fallback_source: str = ""
+) -> _Part:
+    reading = _Reading()
+    _take_observation(obs, reading, entry_refs)
+    assert reading.patient is not None  # a top-level Observation has a subject or was rejected
+    source = _meta_source(obs, "Observation") or full_url or fallback_source
+    identity, digest = _identity(obs, reading.patient, source, full_url)
+    version = _version(obs) if _one_of(obs.get("status"), CORRECTION_STATUS) else None
+    return _Part(reading, identity, version, digest)
+
+
+def _identity(obs: dict[str, Any], patient: str, source: str, full_url: str) -> tuple[tuple[str, ...], bool]:
+    """Who the Observation is, across servers and patients; True when only its content identifies it."""
     for identifier in _objects(obs, "identifier", "Observation"):
-        value = identifier.get("value")
+        value, system = identifier.get("value"), identifier.get("system")
         if isinstance(value, str) and value:
-            return value
-    return _string_or_none(obs.get("id"), "Observation.id")
+            if isinstance(system, str) and system:
+                return ("identifier", system, value, patient), False
+            return ("local-identifier", source, value, patient), False
+    obs_id = _string_or_none(obs.get("id"), "Observation.id")
+    if obs_id is not None:
+        return ("id", source, patient, obs_id), False
+    if full_url:
+        return ("fullUrl", full_url, patient), False
+    return ("content", _digest(obs)), True
+
+
+def _version(obs: dict[str, Any]) -> tuple[str, str]:
+    meta = obs.get("meta")
+    if isinstance(meta, dict):
+        for key in ("versionId", "lastUpdated"):
+            value = meta.get(key)
+            if isinstance(value, str) and value:
+                return key, value
+    return "content", _digest(obs)
+
+
+def _event_ids(parts: list[_Part]) -> tuple[str, str | None]:
+    """The reading's event id and, for a correction whose original can be named, the original's."""
+    event_id = _hashed_id(p.versioned for p in parts)
+    if all(p.version is None for p in parts) or any(p.digest_identity for p in parts):
+        return event_id, None
+    return event_id, _hashed_id(p.identity for p in parts)
+
+
+def _hashed_id(identities: Iterable[tuple[str, ...]]) -> str:
+    """``fhir-`` + 32 hex digits: fits ``expectations.ID_RE``; the order of the Observations is irrelevant."""
+    canonical = orjson.dumps(sorted({orjson.dumps(list(identity)).decode() for identity in identities}))
+    return EVENT_ID_PREFIX + hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _digest(resource: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _meta_source(resource: dict[str, Any], where: str) -> str:
+    meta = resource.get("meta")
+    if meta is None:
+        return ""
+    source = _typed(meta, dict, f"{where}.meta").get("source")
+    return _string_or_none(source, f"{where}.meta.source") or ""
 
 
 # --- One Observation -----------------------------------------------------------------------------
@@ -268,7 +468,19 @@ class _Reading:
             raise _Reject(RULE_DUPLICATE_VITAL, f"{name}: {_short(self.values[name])} and {_short(value)}")
         self.values.setdefault(name, value)
 
-    def to_json(self, event_id: str | None) -> bytes:
+    def merge(self, other: _Reading) -> None:
+        """Add what another Observation of the same record says (entries in order)."""
+        if other.patient is not None:
+            self.set_patient(other.patient)
+        if other.timestamp is not None:
+            self.set_timestamp(other.timestamp)
+        self.devices.extend(other.devices)
+        for name, value in other.values.items():
+            self.put(name, value)
+        self.absent.extend(other.absent)
+        self.not_carried.extend(other.not_carried)
+
+    def to_json(self, event_id: str | None, supersedes: str | None = None) -> bytes:
         if not self.values:
             if self.not_carried:
                 raise _Reject(RULE_UNKNOWN_CODE, f"no vital this lake carries: {', '.join(self.not_carried)}")
@@ -278,6 +490,8 @@ class _Reading:
         out: dict[str, object] = {}
         if event_id:
             out[c.EVENT_ID] = event_id
+        if supersedes:
+            out[c.SUPERSEDES] = supersedes
         out[c.PATIENT_ID] = self.patient
         # Two devices (a BP cuff and an oximeter) measured one reading: naming either would be wrong.
         if len(set(self.devices)) == 1:
@@ -298,16 +512,34 @@ class _Reading:
         return orjson.dumps(out)
 
 
-def _take_observation(
+def _take_observation(obs: dict[str, Any], reading: _Reading, entry_refs: frozenset[str]) -> None:
+    """Merge one top-level Observation, its components and its contained members into ``reading``.
+
+    Members are walked with an explicit stack (a long chain of contained members cannot exhaust the
+    interpreter's recursion limit); a member listed twice, or in a cycle, counts once.
+    """
+    contained = _contained(obs)
+    seen: set[str] = set()
+    stack: list[tuple[dict[str, Any], bool]] = [(obs, True)]
+    while stack:
+        current, top_level = stack.pop()
+        members = []
+        for ref in _take_one(current, reading, entry_refs, contained, top_level=top_level):
+            if ref not in seen:
+                seen.add(ref)
+                members.append(contained[ref])
+        stack.extend((member, False) for member in reversed(members))
+
+
+def _take_one(
     obs: dict[str, Any],
     reading: _Reading,
     entry_refs: frozenset[str],
-    *,
     contained: dict[str, dict[str, Any]],
+    *,
     top_level: bool,
-    seen: set[str],
-) -> None:
-    """Merge one Observation (and its components and contained members) into ``reading``.
+) -> list[str]:
+    """Merge one Observation (and its components); return the contained members it points at.
 
     Top-level Observations must carry status, subject and effective time; contained members may
     omit them (they inherit the panel's) but must agree when they do carry them.
@@ -329,14 +561,14 @@ def _take_observation(
         reading.set_timestamp(timestamp)
     elif top_level:
         raise _Reject(RULE_MISSING_EFFECTIVE, f"{where} has no effective time")
-    device = _reference_id(obs.get("device"), "Device", f"{where}.device")
+    device = _device(obs.get("device"), f"{where}.device")
     if device is not None:
         reading.devices.append(device)
 
     kind = _kind(obs, where)
     if kind == _NOT_CARRIED:
         reading.not_carried.append(_codes_text(obs.get("code")))
-        return  # a weight or height: its components and members are not vitals either
+        return []  # a weight or height: its components and members are not vitals either
     if kind != _PANEL:
         _take_value(obs, kind, reading, where)
     for i, component in enumerate(_objects(obs, "component", where)):
@@ -348,21 +580,18 @@ def _take_observation(
             reading.not_carried.append(_codes_text(component.get("code")))
             continue
         _take_value(component, comp_kind, reading, comp_where)
+    members: list[str] = []
     for i, member in enumerate(_objects(obs, "hasMember", where)):
         ref = member.get("reference")
         if not isinstance(ref, str):
             raise _Reject(RULE_UNRESOLVED_MEMBER, f"{where}.hasMember[{i}] has no reference")
         if ref in contained:
-            if ref in seen:
-                continue  # a member listed twice (or a cycle) counts once
-            seen.add(ref)
-            _take_observation(
-                contained[ref], reading, entry_refs, contained=contained, top_level=False, seen=seen
-            )
+            members.append(ref)
         elif not _in_bundle(ref, entry_refs):
             # The member lives elsewhere: the reading would silently lack what it measured.
             raise _Reject(RULE_UNRESOLVED_MEMBER, f"{where}.hasMember[{i}]={_short(ref)}")
         # else: the member is another entry of the same bundle and is merged as that entry.
+    return members
 
 
 def _in_bundle(ref: str, entry_refs: frozenset[str]) -> bool:
@@ -409,19 +638,33 @@ def _take_value(element: dict[str, Any], kind: str, reading: _Reading, where: st
     if kind in (_O2_ON, _O2_OFF):
         reading.put(c.SUPPLEMENTAL_OXYGEN, kind == _O2_ON)
         return
+    name = kind.strip("<>")
     if element.get("dataAbsentReason") is not None:
-        reading.absent.append(kind.strip("<>"))  # not measured, said so explicitly: not an error
+        reading.absent.append(name)  # not measured, said so explicitly: not an error
         return
+    expected = "valueCodeableConcept" if kind == c.CONSCIOUSNESS else "valueQuantity"
+    given = [key for key, value in element.items() if _VALUE_X.match(key) and value is not None]
+    if len(given) > 1:
+        raise _Reject(RULE_MALFORMED, f"{where}: several value[x] ({', '.join(given)})")
+    if given and given[0] != expected:
+        # A string, Range, Ratio, SampledData or integer is no plain measurement: never guess one.
+        raise _Reject(RULE_NOT_A_MEASUREMENT, f"{where}: {name} given as {given[0]}, expected {expected}")
     if kind == c.CONSCIOUSNESS:
         reading.put(c.CONSCIOUSNESS, _acvpu(element, where))
         return
     quantity = element.get("valueQuantity")
     if quantity is None:
-        raise _Reject(RULE_MISSING_VALUE, f"{where}: {kind.strip('<>')} has no valueQuantity")
+        raise _Reject(RULE_MISSING_VALUE, f"{where}: {name} has no valueQuantity")
     quantity = _typed(quantity, dict, f"{where}.valueQuantity")
     value = quantity.get("value")
+    comparator = quantity.get("comparator")
+    if comparator is not None:
+        raise _Reject(
+            RULE_COMPARATOR,
+            f"{where}: {name} {_short(comparator)} {_short(value)} is a bound, not a measurement",
+        )
     if value is None:
-        raise _Reject(RULE_MISSING_VALUE, f"{where}: {kind.strip('<>')} has no valueQuantity.value")
+        raise _Reject(RULE_MISSING_VALUE, f"{where}: {name} has no valueQuantity.value")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _Reject(RULE_MALFORMED, f"{where}.valueQuantity.value={_short(value)} is not a number")
     unit = _unit(quantity, kind, where)
@@ -477,30 +720,48 @@ def _acvpu(element: dict[str, Any], where: str) -> str:
 _REFERENCE_RE: Final = re.compile(r"(?:^|/)(?P<type>[A-Za-z]+)/(?P<id>[^/]+)(?:/_history/[^/]+)?$")
 
 
-def _reference_id(ref: object, resource_type: str, where: str) -> str | None:
-    """``<type>/<id>`` (relative or absolute, with or without _history) or the identifier's value."""
-    if ref is None:
-        return None
+def _target(ref: object, where: str) -> tuple[set[str], str | None]:
+    """The resource types a Reference names (literal ``<type>/<id>`` and ``Reference.type``) and its id.
+
+    The id is the literal reference's (relative or absolute, with or without _history), else the logical
+    identifier's value. No type at all (an identifier without ``type``) is an empty set.
+    """
     element: dict[str, Any] = _typed(ref, dict, where)
+    kinds: set[str] = set()
+    declared = _string_or_none(element.get("type"), f"{where}.type")
+    if declared is not None:
+        kinds.add(declared)
     text = element.get("reference")
-    if isinstance(text, str):
-        match = _REFERENCE_RE.search(text)
-        return match["id"] if match and match["type"] == resource_type else None
+    if text is not None:
+        match = _REFERENCE_RE.search(_typed(text, str, f"{where}.reference"))
+        if match:
+            kinds.add(match["type"])
+            return kinds, match["id"]
     identifier = element.get("identifier")
     if isinstance(identifier, dict) and isinstance(identifier.get("value"), str) and identifier["value"]:
-        return str(identifier["value"])
-    return None
+        return kinds, str(identifier["value"])
+    return kinds, None
 
 
 def _patient(subject: object, where: str) -> str | None:
     if subject is None:
         return None
-    element: dict[str, Any] = _typed(subject, dict, f"{where}.subject")
-    patient = _reference_id(element, "Patient", f"{where}.subject")
+    kinds, patient = _target(subject, f"{where}.subject")
+    if kinds - {"Patient"}:
+        named = ", ".join(_short(k, 40) for k in sorted(kinds))
+        raise _Reject(RULE_SUBJECT_NOT_PATIENT, f"{where}.subject is a {named}, not a Patient")
     if patient is None:
-        ref = element.get("reference")
-        raise _Reject(RULE_MISSING_SUBJECT, f"{where}.subject is not a Patient: {_short(ref)}")
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        raise _Reject(RULE_MISSING_SUBJECT, f"{where}.subject names no Patient: {_short(ref)}")
     return patient
+
+
+def _device(ref: object, where: str) -> str | None:
+    """The device's id; a DeviceMetric (or any other type) is not a device and names none."""
+    if ref is None:
+        return None
+    kinds, device = _target(ref, where)
+    return device if kinds <= {"Device"} else None
 
 
 def _effective(obs: dict[str, Any], where: str) -> str | None:
@@ -550,12 +811,12 @@ def _codes_text(concept: object) -> str:
         return "(none)"
     codings = concept.get("coding")
     codes = [
-        f"{d.get('system', '')}|{d.get('code', '')}"
-        for d in (codings if isinstance(codings, list) else [])
+        f"{_truncate(str(d.get('system', '')), 80)}|{_truncate(str(d.get('code', '')), 40)}"
+        for d in (codings if isinstance(codings, list) else [])[:10]
         if isinstance(d, dict)
     ]
     if not codes and isinstance(concept.get("text"), str):
-        codes = [repr(concept["text"])]
+        codes = [_short(concept["text"])]
     return _truncate(", ".join(codes) or "(none)", 160)
 
 

@@ -9,7 +9,9 @@
 The fixed records enter as a new file source (Bronze gains them with a ``file:`` record_ref), pass
 the same expectations, and reach Silver and Gold like any reading; the quarantine row stays as the
 history of what arrived. Records that are not UTF-8 or contain a line break cannot be edited as a
-line: they are exported base64-encoded to ``<out>.binary.jsonl`` for inspection.
+line: they are exported base64-encoded to ``<out>.binary.jsonl`` for inspection. Quarantine keeps at
+most the first 64 KiB of a record (``raw_truncated``); export takes such records whole from Bronze.
+A record is exported once even when several of its parts (FHIR Bundle entries) were rejected.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
@@ -31,15 +34,20 @@ from vitals_lake.lake import Lake
 
 def export(lake: Lake, out: Path, *, rule: str | None = None) -> tuple[int, int]:
     """Write quarantined records (optionally only those failing ``rule``); return (lines, binary)."""
-    table = lake.read("quarantine", columns=[c.RAW, c.RULES, c.DETAIL, c.RECORD_REF])
+    table = lake.read("quarantine", columns=[c.RAW, c.RULES, c.DETAIL, c.RECORD_REF, c.RAW_TRUNCATED])
     if rule is not None and table.num_rows:
         rules = table[c.RULES].combine_chunks()
         hits = pc.filter(pc.list_parent_indices(rules), pc.equal(pc.list_flatten(rules), rule))
         table = table.take(pc.unique(hits))
+    whole = _whole_records(lake, table)
     lines: list[bytes] = []
     binary: list[bytes] = []
+    seen: set[str] = set()
     for row in table.to_pylist():
-        raw: bytes = row[c.RAW]
+        if row[c.RECORD_REF] in seen:
+            continue
+        seen.add(row[c.RECORD_REF])
+        raw: bytes = whole.get(row[c.RECORD_REF], row[c.RAW]) if row[c.RAW_TRUNCATED] else row[c.RAW]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -53,6 +61,16 @@ def export(lake: Lake, out: Path, *, rule: str | None = None) -> tuple[int, int]
     if binary:
         out.with_suffix(".binary.jsonl").write_bytes(b"".join(b + b"\n" for b in binary))
     return len(lines), len(binary)
+
+
+def _whole_records(lake: Lake, table: pa.Table) -> dict[str, bytes]:
+    """The full bytes, from Bronze, of the quarantined records that quarantine keeps only the start of."""
+    refs = pc.filter(table[c.RECORD_REF], table[c.RAW_TRUNCATED]) if table.num_rows else []
+    if not len(refs):
+        return {}
+    bronze = lake.read("bronze", columns=[c.RECORD_REF, c.RAW])
+    hits = bronze.filter(pc.is_in(bronze[c.RECORD_REF], value_set=pa.array(pc.unique(refs))))
+    return dict(zip(hits[c.RECORD_REF].to_pylist(), hits[c.RAW].to_pylist(), strict=True))
 
 
 def summary(lake: Lake) -> dict[str, int]:

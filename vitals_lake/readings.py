@@ -3,6 +3,11 @@
 The fast path parses the whole batch with Arrow's JSON reader against the reading contract in one
 call. Only when a batch holds bad records does it bisect, so a few bad records among thousands cost
 O(k log n) parses and a bad record can never take its neighbours down with it.
+
+``parse_batch`` is total: whatever the bytes, every record ends in exactly one place (a Silver row or
+a quarantine row naming its rule). Should a record still make the gate raise (a bug, not bad luck),
+the batch is bisected down to that record, which is quarantined as ``unreadable_record`` with the
+exception named, and the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from vitals_lake import contract as c
+from vitals_lake import envelope, fhir
 from vitals_lake import expectations as ex
-from vitals_lake import fhir
+from vitals_lake.isolation import run_isolating
 
 _UTC_US: Final = pa.timestamp("us", tz="UTC")
 _PARSE_OPTIONS: Final = pj.ParseOptions(
@@ -41,7 +47,11 @@ VALIDATED_SCHEMA: Final = pa.schema(
 
 @dataclass(frozen=True)
 class TimeRules:
-    """Timestamp sanity, judged against each record's own ingest time."""
+    """Timestamp sanity, judged against each record's own ingest time.
+
+    Whatever the rules, a reading before ``c.PLAUSIBLE_AFTER`` (a device whose clock was never set)
+    is quarantined in every mode; these rules add the future tolerance and the allowed age.
+    """
 
     clock_skew: timedelta = timedelta(minutes=5)  # a device clock may run this far ahead
     max_age: timedelta | None = None  # older than this is quarantined (the allowed lateness)
@@ -56,10 +66,26 @@ class ParsedBatch:
 
 
 def parse_batch(bronze: pa.Table, *, time_rules: TimeRules | None = None) -> ParsedBatch:
-    """Validate Bronze rows (``c.BRONZE_SCHEMA``); each row ends in exactly one of the two outputs."""
+    """Validate Bronze rows (``c.BRONZE_SCHEMA``); each row ends in exactly one of the two outputs.
+
+    ``time_rules`` None (model training, offline tools) skips the future and age rules; the
+    plausibility floor applies always.
+    """
+    results, poison = run_isolating(bronze, lambda part: _parse_batch(part, time_rules))
+    if poison:
+        results.append(unreadable(bronze, poison))
+    return merge_parsed(results) if len(results) != 1 else results[0]
+
+
+def _parse_batch(bronze: pa.Table, time_rules: TimeRules | None) -> ParsedBatch:
     n = bronze.num_rows
     raw = bronze[c.RAW].combine_chunks()
-    raw, fhir_errors = _normalise_fhir(raw)
+    # Records that are no reading at all: too large to be one, or a Pub/Sub envelope that could not be
+    # unpacked (DecodeEnvelopeFn keeps such a message whole, as one record, so it is judged here).
+    early = _oversized(raw)
+    early.update(_envelopes(raw, skip=early))
+    raw, fhir_errors, fhir_parts = _normalise_fhir(raw, skip=early)
+    fhir_errors.update(early)
     parsed, ok_idx, errors = parse_json(raw, skip=fhir_errors)
     errors.update(fhir_errors)
 
@@ -69,6 +95,11 @@ def parse_batch(bronze: pa.Table, *, time_rules: TimeRules | None = None) -> Par
     _record(failures, bad_ts, "timestamp_iso8601_with_offset", normalised[c.TIMESTAMP])
     ingest = bronze[c.INGEST_TIME].take(pa.array(ok_idx))
     checked_ts = ~(failures.drop | bad_ts)
+    implausible = checked_ts & _before_floor(timestamps)
+    _record(failures, implausible, ex.RULE_TIMESTAMP_IMPLAUSIBLE, normalised[c.TIMESTAMP])
+    bad_ts |= implausible
+    checked_plausible = int(checked_ts.sum())
+    checked_ts &= ~implausible
     if time_rules is not None:
         # Lateness applies to streamed records; a file is historical by nature, whenever replayed.
         streamed = pc.not_equal(bronze[c.SOURCE].take(pa.array(ok_idx)), "file").to_numpy(
@@ -90,11 +121,14 @@ def parse_batch(bronze: pa.Table, *, time_rules: TimeRules | None = None) -> Par
     counts = {rule: 0 for rule in (*ex.PARSER_RULES, *fhir.FHIR_RULES)}
     for rule, _ in errors.values():
         counts[rule] = counts.get(rule, 0) + 1
+    for _, problem in fhir_parts:
+        counts[problem.rule] = counts.get(problem.rule, 0) + 1
     for name, count in failures.counts.items():
         counts[name] = counts.get(name, 0) + count
     # Parser rules see every record, expectations the parsed ones, time rules those still valid.
     checked = {rule: n for rule in (*ex.PARSER_RULES, *fhir.FHIR_RULES)}
     checked.update({name: len(ok_idx) for name in failures.counts})
+    checked[ex.RULE_TIMESTAMP_IMPLAUSIBLE] = checked_plausible
     checked.update({name: int(checked_ts.sum()) for name in ex.TIME_RULES if name in failures.counts})
 
     keep_arr = pa.array(keep)
@@ -106,7 +140,76 @@ def parse_batch(bronze: pa.Table, *, time_rules: TimeRules | None = None) -> Par
     )
     quarantine = _quarantine_rows(bronze, normalised, ok_idx, rules, details)
     assert valid.num_rows + quarantine.num_rows == n, "every record lands in Silver or quarantine"
+    if fhir_parts:  # entries of a FHIR Bundle rejected on their own; the rest of it is a reading
+        quarantine = pa.concat_tables([quarantine, _part_rows(bronze, fhir_parts)])
     return ParsedBatch(valid=valid, quarantine=quarantine, rule_counts=counts, checked=checked)
+
+
+def merge_parsed(parts: list[ParsedBatch]) -> ParsedBatch:
+    """One ``ParsedBatch`` from the parsed slices of a batch (counts added rule by rule)."""
+    counts: dict[str, int] = {}
+    checked: dict[str, int] = {}
+    for part in parts:
+        for rule, k in part.rule_counts.items():
+            counts[rule] = counts.get(rule, 0) + k
+        for rule, k in part.checked.items():
+            checked[rule] = checked.get(rule, 0) + k
+    return ParsedBatch(
+        valid=pa.concat_tables([p.valid for p in parts]) if parts else VALIDATED_SCHEMA.empty_table(),
+        quarantine=pa.concat_tables([p.quarantine for p in parts])
+        if parts
+        else c.QUARANTINE_SCHEMA.empty_table(),
+        rule_counts=counts,
+        checked=checked,
+    )
+
+
+def unreadable(bronze: pa.Table, poison: list[tuple[int, str]]) -> ParsedBatch:
+    """Quarantine rows for the records the gate raised on, each alone (``RULE_UNREADABLE``)."""
+    rules = {i: [ex.RULE_UNREADABLE] for i, _ in poison}
+    details = dict(poison)
+    quarantine = _quarantine_rows(
+        bronze, c.READING_JSON_SCHEMA.empty_table(), np.zeros(0, np.int64), rules, details
+    )
+    return ParsedBatch(
+        valid=VALIDATED_SCHEMA.empty_table(),
+        quarantine=quarantine,
+        rule_counts={ex.RULE_UNREADABLE: len(poison)},
+        checked={ex.RULE_UNREADABLE: len(poison)},
+    )
+
+
+def _oversized(raw: pa.Array) -> dict[int, tuple[str, str]]:
+    """Records larger than ``c.MAX_RECORD_BYTES``: no reading (or FHIR resource of one) is that large."""
+    sizes = pc.binary_length(raw).to_numpy(zero_copy_only=False)
+    return {
+        int(i): (ex.RULE_TOO_LARGE, f"record of {int(sizes[i]):,} bytes; at most {c.MAX_RECORD_BYTES:,}")
+        for i in np.flatnonzero(sizes > c.MAX_RECORD_BYTES)
+    }
+
+
+def _envelopes(raw: pa.Array, *, skip: dict[int, tuple[str, str]]) -> dict[int, tuple[str, str]]:
+    """Records shaped like a Pub/Sub envelope: one that could not be unpacked, kept whole by the reader."""
+    maybe = pc.fill_null(pc.match_substring(raw, b'"values"'), False).to_numpy(zero_copy_only=False)
+    out: dict[int, tuple[str, str]] = {}
+    for i in np.flatnonzero(maybe).tolist():  # rare: only records naming a "values" key
+        value = raw[i].as_py()
+        if i in skip or not envelope.is_envelope(value):
+            continue
+        try:
+            envelope.decode_envelope(value)
+            why = "a whole envelope arrived as one record"
+        except envelope.EnvelopeError as exc:
+            why = str(exc)
+        out[i] = (ex.RULE_BAD_ENVELOPE, why)
+    return out
+
+
+def _before_floor(timestamps: pa.Array) -> np.ndarray:
+    micros = pc.cast(timestamps, pa.int64()).to_numpy(zero_copy_only=False)
+    floor = int(c.PLAUSIBLE_AFTER.timestamp() * 1_000_000)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(np.nan_to_num(micros, nan=float(floor)) < floor, dtype=bool)
 
 
 def _record(failures: ex.RuleFailures, mask: np.ndarray, rule: str, values: pa.ChunkedArray) -> None:
@@ -130,20 +233,31 @@ def _time_sanity(
     return future, old
 
 
-def _normalise_fhir(raw: pa.Array) -> tuple[pa.Array, dict[int, tuple[str, str]]]:
-    """FHIR R4 Observations become plain readings before parsing; the Bronze row keeps the original."""
+def _normalise_fhir(
+    raw: pa.Array, *, skip: dict[int, tuple[str, str]]
+) -> tuple[pa.Array, dict[int, tuple[str, str]], list[tuple[int, fhir.FhirProblem]]]:
+    """FHIR R4 Observations become plain readings before parsing; the Bronze row keeps the original.
+
+    Returns the records with FHIR ones replaced by readings, the FHIR records rejected whole, and the
+    entries of otherwise valid Bundles rejected on their own (record index, problem).
+    """
     mask = fhir.looks_like_fhir(raw)
+    if skip:
+        mask[list(skip)] = False
     idx = np.flatnonzero(mask)
     if idx.size == 0:
-        return raw, {}
+        return raw, {}, []
     errors: dict[int, tuple[str, str]] = {}
+    parts: list[tuple[int, fhir.FhirProblem]] = []
     values = raw.to_pylist()
     for i, out in zip(idx.tolist(), fhir.normalise_fhir([values[i] for i in idx.tolist()]), strict=True):
-        if isinstance(out, fhir.FhirProblem):
-            errors[i] = (out.rule, out.detail)
+        if out.reading is None:
+            whole = out.problems[0]
+            errors[i] = (whole.rule, whole.detail)
         else:
-            values[i] = out
-    return pa.array(values, pa.binary()), errors
+            values[i] = out.reading
+            parts.extend((i, problem) for problem in out.problems)
+    return pa.array(values, pa.binary()), errors, parts
 
 
 def _normalise_units(parsed: pa.Table) -> tuple[pa.Table, pa.Array]:
@@ -346,6 +460,7 @@ def _validated_rows(bronze: pa.Table, rows: pa.Table, timestamps: pa.Array, conv
     columns[c.TEMPERATURE_CONVERTED] = converted
     columns[c.CONSCIOUSNESS] = pc.utf8_upper(rows[c.CONSCIOUSNESS])
     columns[c.SUPPLEMENTAL_OXYGEN] = rows[c.SUPPLEMENTAL_OXYGEN]
+    columns[c.SUPERSEDES] = rows[c.SUPERSEDES]
     columns[c.RECORD_REF] = bronze[c.RECORD_REF]
     columns[c.INGEST_TIME] = bronze[c.INGEST_TIME]
     columns[c.EVENT_DATE] = pc.cast(timestamps, pa.date32())
@@ -378,12 +493,50 @@ def _quarantine_rows(
             else None
         )
     picked = bronze.take(pa.array(rows))
+    return _quarantine_table(
+        picked,
+        rules=[rules[r] for r in rows.tolist()],
+        details=[details.get(r) for r in rows.tolist()],
+        event_ids=event_ids,
+        patient_ids=patient_ids,
+        parts=[None] * len(rows),
+    )
+
+
+def _part_rows(bronze: pa.Table, parts: list[tuple[int, fhir.FhirProblem]]) -> pa.Table:
+    """One quarantine row per rejected part of a record; the record itself reached Silver."""
+    picked = bronze.take(pa.array([i for i, _ in parts], pa.int64()))
+    return _quarantine_table(
+        picked,
+        rules=[[p.rule] for _, p in parts],
+        details=[p.detail for _, p in parts],
+        event_ids=[None] * len(parts),
+        patient_ids=[None] * len(parts),
+        parts=[p.part or "?" for _, p in parts],
+    )
+
+
+def _quarantine_table(
+    picked: pa.Table,
+    *,
+    rules: list[list[str]],
+    details: list[str | None],
+    event_ids: list[str | None],
+    patient_ids: list[str | None],
+    parts: list[str | None],
+) -> pa.Table:
+    """``c.QUARANTINE_SCHEMA`` rows for Bronze rows: raw capped at ``c.RAW_CAP_BYTES`` (Bronze has it all)."""
+    raw = picked[c.RAW]
+    size = pc.binary_length(raw)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        c.RAW: picked[c.RAW],
-        c.RULES: pa.array([rules[r] for r in rows.tolist()], pa.list_(pa.string())),
-        c.DETAIL: pa.array([details.get(r) for r in rows.tolist()], pa.string()),
+        c.RAW: pc.binary_slice(raw, 0, c.RAW_CAP_BYTES),
+        c.RULES: pa.array(rules, pa.list_(pa.string())),
+        c.DETAIL: pa.array(details, pa.string()),
         c.EVENT_ID: pa.array(event_ids, pa.string()),
         c.PATIENT_ID: pa.array(patient_ids, pa.string()),
+        c.RAW_BYTES: pc.cast(size, pa.int64()),
+        c.RAW_TRUNCATED: pc.greater(size, c.RAW_CAP_BYTES),
+        c.RECORD_PART: pa.array(parts, pa.string()),
     }
     for name in _LINEAGE_COLUMNS:
         columns[name] = picked[name]

@@ -11,7 +11,9 @@ import pyarrow as pa
 from vitals_lake import contract as c
 from vitals_lake.admissions import enrich_readings
 from vitals_lake.clinical import derive_clinical
+from vitals_lake.isolation import run_isolating
 from vitals_lake.news2 import score_news2
+from vitals_lake.readings import ParsedBatch, TimeRules, merge_parsed, parse_batch, unreadable
 
 
 def to_silver(valid: pa.Table, *, patients: pa.Table, key: bytes) -> pa.Table:
@@ -29,3 +31,21 @@ def to_silver(valid: pa.Table, *, patients: pa.Table, key: bytes) -> pa.Table:
         else:
             columns[f.name] = pa.nulls(valid.num_rows, f.type)  # reserved (anomaly score)
     return pa.table(columns, schema=c.SILVER_SCHEMA)
+
+
+def gate_batch(
+    bronze: pa.Table, *, time_rules: TimeRules | None, patients: pa.Table, key: bytes
+) -> tuple[ParsedBatch, pa.Table]:
+    """Parse, check and enrich a batch; a record that makes either step raise is quarantined alone
+    (``unreadable_record``) and the rest of the batch goes on, so no record can stall the stream."""
+
+    def gate(part: pa.Table) -> tuple[ParsedBatch, pa.Table]:
+        parsed = parse_batch(part, time_rules=time_rules)
+        return parsed, to_silver(parsed.valid, patients=patients, key=key)
+
+    results, poison = run_isolating(bronze, gate)
+    if not poison and len(results) == 1:
+        return results[0]
+    parsed = merge_parsed([r[0] for r in results] + ([unreadable(bronze, poison)] if poison else []))
+    silver = pa.concat_tables([r[1] for r in results]) if results else c.SILVER_SCHEMA.empty_table()
+    return parsed, silver

@@ -84,7 +84,29 @@ CORPUS: list[tuple[str, bytes, str]] = [
     ("month 13", j(timestamp="2026-13-01T06:00:30Z"), "timestamp_iso8601_with_offset"),
     ("leap second", j(timestamp="2026-11-22T06:00:60Z"), "timestamp_iso8601_with_offset"),
     ("future beyond skew", j(timestamp=(INGEST + timedelta(hours=2)).isoformat()), "timestamp_in_future"),
-    ("ancient", j(timestamp="1999-01-01T00:00:00Z"), "timestamp_older_than_lateness"),
+    ("old but plausible", j(timestamp="2025-01-01T00:00:00Z"), "timestamp_older_than_lateness"),
+    (
+        "device clock never set (Unix epoch)",
+        j(timestamp="1970-01-01T00:00:12Z"),
+        "timestamp_before_plausible_floor",
+    ),
+    (
+        "device clock never set (RTC epoch)",
+        j(timestamp="2000-01-01T00:00:00Z"),
+        "timestamp_before_plausible_floor",
+    ),
+    ("year 1", j(timestamp="0001-01-01T00:00:00Z"), "timestamp_before_plausible_floor"),
+    ("year 9999", j(timestamp="9999-12-31T23:59:59Z"), "timestamp_in_future"),
+    # --- records that are no reading at all ---
+    ("record over 1 MiB", b'{"patient_id":"P1","pad":"' + b"x" * (1 << 20) + b'"}', "record_too_large"),
+    ("undecodable envelope as a record", b'{"v":1,"values":["a"],"b64":[5]}', "bad_envelope"),
+    ("envelope with non-list partitions", b'{"v":1,"values":["a"],"partitions":5}', "bad_envelope"),
+    ("envelope with a huge timestamp", b'{"v":1,"values":["a"],"timestamps_ms":[1e300]}', "bad_envelope"),
+    ("whole valid envelope as a record", envelope.encode_envelope([], source="file")[0], "bad_envelope"),
+    ("deeply nested json", b"[" * 5000 + b"]" * 5000, "malformed_json"),
+    ("nul bytes", b"\x00" * 10, "malformed_json"),
+    ("unicode line separator in a value", j(patient_id="P1\u2028"), "patient_id_format"),
+    ("correction of an unreadable id", j(supersedes="evt 1; drop"), "supersedes_format"),
     # --- absurd values ---
     ("heart rate 999", j(heart_rate=999), "heart_rate_possible_range"),
     ("negative heart rate", j(heart_rate=-5), "heart_rate_possible_range"),
@@ -113,6 +135,7 @@ CORPUS: list[tuple[str, bytes, str]] = [
     ("Z suffix", j(timestamp=(INGEST - timedelta(seconds=25)).strftime("%Y-%m-%dT%H:%M:%SZ")), SILVER),
     ("lower-case consciousness", j(consciousness="v"), SILVER),
     ("missing event id", j(event_id=DROP), SILVER),
+    ("a correction of an earlier reading", j(event_id="evt-7-v2", supersedes="evt-P000001-7"), SILVER),
     ("only heart rate", j(temperature=DROP, spo2=DROP, respiration_rate=DROP, blood_pressure=DROP), SILVER),
     ("abnormal but possible", j(heart_rate=180, spo2=82.0), SILVER),
     ("extreme tachycardia 254, one below the no-pulse code", j(heart_rate=254), SILVER),
@@ -134,13 +157,57 @@ def test_each_record_lands_where_expected(name, record, outcome):
         assert out.valid.num_rows == 0
         rules = out.quarantine[c.RULES][0].as_py()
         assert outcome in rules, (name, rules, out.quarantine[c.DETAIL][0].as_py())
-        assert out.quarantine[c.RAW][0].as_py() == record  # kept exactly as received
+        # Kept exactly as received, up to the cap; the size says how much there was.
+        assert out.quarantine[c.RAW][0].as_py() == record[: c.RAW_CAP_BYTES]
+        assert out.quarantine[c.RAW_BYTES][0].as_py() == len(record)
+        assert out.quarantine[c.RAW_TRUNCATED][0].as_py() == (len(record) > c.RAW_CAP_BYTES)
 
 
 def test_a_replayed_file_is_not_judged_by_lateness():
-    records = envelope.records_from_lines([j(timestamp="1999-01-01T00:00:00Z")], source="file")
+    records = envelope.records_from_lines([j(timestamp="2019-01-01T00:00:00Z")], source="file")
     bronze = envelope.to_bronze(records, ingest_time_us=int(INGEST.timestamp() * 1e6), ref_prefix="file:x")
     assert parse_batch(bronze, time_rules=RULES).valid.num_rows == 1
+
+
+@pytest.mark.parametrize("rules", [RULES, None], ids=["pipeline rules", "no time rules (training)"])
+@pytest.mark.parametrize("source", ["file", "pubsub"])
+def test_a_clock_never_set_is_quarantined_in_every_mode(source, rules):
+    records = envelope.records_from_lines([j(timestamp="1970-01-01T00:00:00Z")], source=source)
+    bronze = envelope.to_bronze(records, ingest_time_us=int(INGEST.timestamp() * 1e6), ref_prefix="file:x")
+    out = parse_batch(bronze, time_rules=rules)
+    assert out.valid.num_rows == 0
+    assert out.quarantine[c.RULES].to_pylist() == [["timestamp_before_plausible_floor"]]
+
+
+def test_a_replayed_file_is_judged_by_the_future_tolerance():
+    records = envelope.records_from_lines([j(timestamp="2099-01-01T00:00:00Z")], source="file")
+    bronze = envelope.to_bronze(records, ingest_time_us=int(INGEST.timestamp() * 1e6), ref_prefix="file:x")
+    assert parse_batch(bronze, time_rules=RULES).quarantine[c.RULES].to_pylist() == [["timestamp_in_future"]]
+
+
+def test_a_record_that_makes_the_gate_raise_is_isolated_and_named(monkeypatch):
+    """A bug, not bad luck: the batch is bisected down to the record, which alone is quarantined."""
+    from vitals_lake import readings  # noqa: PLC0415
+
+    real = readings._split_blood_pressure
+
+    def fragile(parsed):
+        if parsed.num_rows and "boom" in parsed[c.PATIENT_ID].to_pylist():
+            raise ZeroDivisionError("a bug in the gate")
+        return real(parsed)
+
+    monkeypatch.setattr(readings, "_split_blood_pressure", fragile)
+    lines = (
+        [raw(reading(i)) for i in range(20)]
+        + [j(patient_id="boom")]
+        + [raw(reading(i, patient="P2")) for i in range(9)]
+    )
+    out = parse_batch(_bronze(lines), time_rules=RULES)
+    assert out.valid.num_rows == 29
+    assert out.quarantine[c.RULES].to_pylist() == [["unreadable_record"]]
+    assert "ZeroDivisionError" in out.quarantine[c.DETAIL][0].as_py()
+    assert out.quarantine[c.RAW].to_pylist() == [j(patient_id="boom")]
+    assert out.rule_counts["unreadable_record"] == 1
 
 
 def test_fahrenheit_is_converted_and_recorded():
