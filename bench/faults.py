@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from bench.runner import Context, Result, benchmark
-from vitals_lake.faults import FaultReport, broker, outages, pipeline_kill, redelivery
+from vitals_lake.faults import FaultReport, broker, outages, pipeline_kill, poison, redelivery
 
 NAME: Final = "faults"
 TITLE: Final = "Faults on the real local stack: what each scenario lost, doubled and took to recover"
@@ -30,6 +30,7 @@ Scenario = Callable[..., FaultReport | list[FaultReport]]  # fn(workdir, *, quic
 SCENARIOS: Final[list[tuple[str, Scenario]]] = [
     ("pipeline_kill", pipeline_kill.run_scenario),
     ("redelivery", redelivery.run_scenario),
+    ("poison", poison.run_scenario),
     ("broker_restart", broker.run_scenario),
     ("warehouse_outage", outages.run_warehouse_outage),
     ("notifier_outage", outages.run_notifier_outage),

@@ -9,6 +9,9 @@ tests hold; here every check of their ``FaultReport`` must hold.
    nothing doubled.
 2. ``redelivery``: every envelope arrives three times; Silver keeps each reading once and counts
    exactly the repeats as duplicates removed.
+3. ``poison``: valid readings, poison messages of many shapes, valid readings, into a running pipeline
+   straight from Pub/Sub and through the Kafka bridge from Tansu: every valid reading in Silver, every
+   poison input in quarantine under a named rule, the pipeline and the bridge still running.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from vitals_lake.faults import FaultReport, pipeline_kill, redelivery
+from vitals_lake.faults import FaultReport, pipeline_kill, poison, redelivery
 from vitals_lake.stack import LocalStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(300)]
@@ -55,3 +58,16 @@ def test_redelivery_storm_every_envelope_three_times_counts_stay_exact(
     assert f["bronze_rows"] == 3 * f["readings"]
     assert f["silver_rows"] == f["gold_readings"] == f["readings"]
     assert f["duplicates_removed"] == f["expected_duplicates"] == 2 * f["readings"]
+
+
+def test_poison_mid_stream_stops_nothing_and_loses_no_reading(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    report = poison.run_scenario(tmp_path, quick=True, stack=local_stack)
+    _assert_every_check(report)
+    f = report.figures
+    for path, sent in (("pubsub", len(poison.POISON_MESSAGES)), ("kafka", len(poison.POISON_RECORDS))):
+        assert f[f"{path}_poison_sent"] == sent == f[f"{path}_quarantine_rows"]
+        assert f[f"{path}_silver_rows"] == f[f"{path}_valid_sent"]
+        assert f[f"{path}_bronze_rows"] == sent + f[f"{path}_valid_sent"]
+    assert f["pubsub_largest_quarantined_bytes"] > 1 << 20  # the 1 MiB message, kept capped in quarantine
