@@ -25,6 +25,39 @@ def j(**overrides) -> bytes:
     return raw(reading(7, **overrides))
 
 
+def obs(*, subject: str = "Patient/P000001", **value: object) -> dict:
+    """A FHIR R4 heart-rate Observation stamped like the corpus readings; ``value`` replaces its value."""
+    return {
+        "resourceType": "Observation",
+        "id": "hr-1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": subject},
+        "effectiveDateTime": orjson.loads(j())[c.TIMESTAMP],
+        **(
+            value
+            or {
+                "valueQuantity": {
+                    "value": 88,
+                    "unit": "/min",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "/min",
+                }
+            }
+        ),
+    }
+
+
+def bundle(*entries: dict) -> bytes:
+    return orjson.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"fullUrl": f"urn:uuid:e{i}", "resource": r} for i, r in enumerate(entries)],
+        }
+    )
+
+
 CORPUS: list[tuple[str, bytes, str]] = [
     # --- not JSON / not an object ---
     ("truncated json", j()[:-15], "malformed_json"),
@@ -107,6 +140,19 @@ CORPUS: list[tuple[str, bytes, str]] = [
     ("nul bytes", b"\x00" * 10, "malformed_json"),
     ("unicode line separator in a value", j(patient_id="P1\u2028"), "patient_id_format"),
     ("correction of an unreadable id", j(supersedes="evt 1; drop"), "supersedes_format"),
+    # --- FHIR that is no plain measurement of one patient ---
+    (
+        "fhir value with a comparator",
+        orjson.dumps(obs(valueQuantity={"value": 40, "comparator": "<", "code": "/min"})),
+        "fhir_comparator",
+    ),
+    ("fhir value as a string", orjson.dumps(obs(valueString="72")), "fhir_not_a_measurement"),
+    ("fhir subject a Group", orjson.dumps(obs(subject="Group/ward-7")), "fhir_subject_not_patient"),
+    (
+        "fhir bundle whose every entry fails",
+        bundle(obs(subject="Group/g"), obs(valueString="x")),
+        "fhir_subject_not_patient",
+    ),
     # --- absurd values ---
     ("heart rate 999", j(heart_rate=999), "heart_rate_possible_range"),
     ("negative heart rate", j(heart_rate=-5), "heart_rate_possible_range"),
@@ -136,6 +182,7 @@ CORPUS: list[tuple[str, bytes, str]] = [
     ("lower-case consciousness", j(consciousness="v"), SILVER),
     ("missing event id", j(event_id=DROP), SILVER),
     ("a correction of an earlier reading", j(event_id="evt-7-v2", supersedes="evt-P000001-7"), SILVER),
+    ("fhir heart rate", orjson.dumps(obs()), SILVER),
     ("only heart rate", j(temperature=DROP, spo2=DROP, respiration_rate=DROP, blood_pressure=DROP), SILVER),
     ("abnormal but possible", j(heart_rate=180, spo2=82.0), SILVER),
     ("extreme tachycardia 254, one below the no-pulse code", j(heart_rate=254), SILVER),
@@ -161,6 +208,15 @@ def test_each_record_lands_where_expected(name, record, outcome):
         assert out.quarantine[c.RAW][0].as_py() == record[: c.RAW_CAP_BYTES]
         assert out.quarantine[c.RAW_BYTES][0].as_py() == len(record)
         assert out.quarantine[c.RAW_TRUNCATED][0].as_py() == (len(record) > c.RAW_CAP_BYTES)
+
+
+def test_a_bundle_with_one_bad_entry_reaches_silver_and_quarantines_the_entry():
+    record = bundle(obs(), obs(valueQuantity={"value": 40, "comparator": "<", "code": "/min"}))
+    out = parse_batch(_bronze([record]), time_rules=RULES)
+    assert out.valid.num_rows == 1 and out.valid[c.HEART_RATE][0].as_py() == 88
+    assert out.quarantine[c.RULES].to_pylist() == [["fhir_comparator"]]
+    assert out.quarantine[c.RECORD_PART].to_pylist() == ["urn:uuid:e1"]
+    assert out.quarantine[c.RAW].to_pylist() == [record]
 
 
 def test_a_replayed_file_is_not_judged_by_lateness():
