@@ -289,6 +289,20 @@ def test_firestore_state_claims_and_dead_letters(
     assert letter["error"] == "HTTP 500" and "recorded_at" in letter
 
 
+def test_firestore_keyed_dead_letters_are_written_once(
+    firestore_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in firestore_env.items():
+        monkeypatch.setenv(key, value)
+    store = state.FirestoreState.from_env(
+        {**firestore_env, "NOTIFIER_FIRESTORE_PREFIX": f"k{uuid.uuid4().hex[:6]}_"}
+    )
+    assert store.dead_letter({"kind": "malformed", "n": 1}, key="malformed:m/1") is True
+    assert store.dead_letter({"kind": "malformed", "n": 2}, key="malformed:m/1") is False  # a redelivery
+    assert store.dead_letter({"kind": "malformed", "n": 3}, key="malformed:m/2") is True
+    assert sorted(d.to_dict()["n"] for d in store.dead_letters.stream()) == [1, 3]
+
+
 def test_the_function_on_firestore_state_does_not_send_twice(
     firestore_env: dict[str, str], rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -314,6 +328,8 @@ def test_the_function_on_firestore_state_does_not_send_twice(
     assert client.post("/", json=push_envelope(data, "fs-1")).status_code == 200
     assert len(rig.mail.wait_for(1, to="fs@h.example")) == 1
     assert client.post("/", json=push_envelope(b"junk", "fs-2")).status_code == 200
+    redelivered = client.post("/", json=push_envelope(b"junk", "fs-2"))  # recorded once, below
+    assert redelivered.status_code == 200
 
     store = state.FirestoreState.from_env(env)
     [doc] = [d.to_dict() for d in store.deliveries.stream()]

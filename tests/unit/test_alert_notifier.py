@@ -18,6 +18,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from email import policy as email_policy
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ if str(FUNCTION_DIR) not in sys.path:
 
 from notifier import config as cfg  # noqa: E402
 from notifier import event as ev  # noqa: E402
-from notifier import render, retry, secrets, state, webhooks  # noqa: E402
+from notifier import render, retry, secrets, service, state, webhooks  # noqa: E402
 from notifier import smtp as notifier_smtp  # noqa: E402
 
 SIGNING_KEY = "unit-signing-key-0123456789abcdef"
@@ -669,3 +671,212 @@ def test_messages_show_what_triggered_the_alert_news2_parameters_and_flags():
     rows = dict(render.summary(event, include_patient_id=False))
     assert rows["NEWS2 score"] == "9 (respiration rate 3, heart rate 3)"
     assert rows["Flags"] == "tachycardia, fever"
+
+
+# --- bad input never stops a stream, never silences an alert (issue #13) ---------------------------------
+ANY_WARD_CONFIG_ROUTE = {"name": "all", "email": ["icu@hospital.example"], "webhooks": ["ehr", "slack"]}
+
+
+def any_ward_config(mail: LocalMailServer, hooks: WebhookReceiver) -> dict[str, Any]:
+    return {**base_config(mail, hooks), "routes": [ANY_WARD_CONFIG_ROUTE]}
+
+
+def test_a_ward_with_a_line_break_renders_a_valid_one_line_subject() -> None:
+    event = alert_event(make_event(**{c.WARD: "ICU\r\nEast\u2028Wing\x00", c.BED: "\t12\n"}))
+    content = render.render_email(event, include_patient_id=False, subject_prefix="[VL]\n")
+    assert content.subject == "[VL] HIGH alert opened: ward ICU East Wing, bed 12"
+    assert content.text.splitlines()[0] == "HIGH alert opened: ward ICU East Wing, bed 12"
+    assert re.search(r"^Ward +ICU East Wing$", content.text, re.MULTILINE)
+    settings = cfg.SmtpSettings(host="h", sender="Vitals <a@example.org>")
+    message = notifier_smtp.build_message(settings, "x@h.example", content, event.notification_id)
+    parsed = BytesParser(policy=email_policy.default).parsebytes(message.as_bytes())
+    assert parsed["Subject"] == content.subject
+    slack = render.slack_payload(event, include_patient_id=False)
+    assert "\n" not in slack["blocks"][0]["text"]["text"]
+    long_ward = alert_event(make_event(**{c.WARD: "W" * 5000}))
+    assert len(render.render_email(long_ward, False, "[VL]").subject) <= render.SUBJECT_LIMIT
+
+
+def test_an_id_that_no_header_can_carry_is_percent_encoded_and_still_delivered(
+    make_function: MakeFunction, mail: LocalMailServer, hooks: WebhookReceiver
+) -> None:
+    fn = make_function(config=any_ward_config(mail, hooks))
+    payload = make_event(**{c.ALERT_ID: "a€\r\nb c"})
+    assert fn.post(payload).status_code == 200
+    token = f"a%E2%82%AC%0D%0Ab%20c:opened:{payload[c.EVENT_TIME]}"
+    [msg] = mail.wait_for(1)
+    assert str(msg.message["X-Vitals-Notification-Id"]).strip() == token  # folded: long
+    for path in ("/ehr", "/slack"):
+        [delivery] = hooks.deliveries(path)
+        assert delivery.idempotency_key == token and delivery.signature_valid
+    assert hooks.deliveries("/ehr")[0].json["alert"][c.ALERT_ID] == "a€\r\nb c"  # the body keeps it
+    pipeline_id = "4f1c2b9a0d3e5f6a7b8c9d0e:escalated:2026-11-22T08:57:05.123456+00:00"
+    assert render.header_token(pipeline_id) == pipeline_id  # the pipeline's ids are unchanged
+
+
+def test_one_destination_raising_anything_does_not_stop_the_others(
+    make_function: MakeFunction,
+    mail: LocalMailServer,
+    hooks: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken_slack(event: ev.AlertEvent, include_patient_id: bool) -> dict[str, Any]:
+        raise KeyError(f"a bug quoting {event.get(c.PATIENT_ID)}")
+
+    monkeypatch.setattr(service, "slack_payload", broken_slack)
+    fn = make_function(config=any_ward_config(mail, hooks))
+    payload = make_event(**{c.WARD: "ICU\nEast"})  # the email's subject raised ValueError before #13
+    response = fn.post(payload, "m-iso")
+    assert response.status_code == 200  # acknowledged: the broken destination is given up for good
+    [msg] = mail.wait_for(1)
+    assert msg.subject == "[Vitals Lake] HIGH alert opened: ward ICU East, bed 12"
+    assert len(hooks.deliveries("/ehr")) == 1 and hooks.deliveries("/slack", accepted=None) == []
+    [dead] = fn.dead_letters()
+    assert (dead["destination"], dead["result"], dead["attempts"]) == ("webhook:slack", "rejected", 1)
+    assert dead["error"] == "unexpected KeyError" and dead["exception_type"] == "KeyError"
+    assert "MRN-0042" in dead["exception_detail"]  # kept in the access-controlled store ...
+    assert dead["exception_at"].startswith("test_alert_notifier.py:")
+    assert "MRN-0042" not in caplog.text  # ... never logged
+    assert "delivery gave up" in caplog.text
+
+    assert fn.post(payload, "m-iso").status_code == 200  # a redelivery sends nothing again
+    assert len(mail.messages()) == 1 and len(hooks.deliveries("/ehr")) == 1
+    assert len(fn.dead_letters()) == 1
+
+
+def test_an_unexpected_error_is_permanent_while_a_transient_one_still_asks_for_redelivery(
+    make_function: MakeFunction,
+    mail: LocalMailServer,
+    hooks: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_json(event: ev.AlertEvent, notification_id: str, include_patient_id: bool) -> dict[str, Any]:
+        raise ValueError("unencodable")
+
+    monkeypatch.setattr(service, "json_payload", broken_json)
+    hooks.fail("/slack", status=503)  # every try: transient
+    fn = make_function(config=any_ward_config(mail, hooks))
+    payload = make_event()
+    assert fn.post(payload).status_code == 500  # slack asks for a redelivery
+    results = {d["destination"]: d["result"] for d in fn.dead_letters()}
+    assert results == {"webhook:ehr": "rejected", "webhook:slack": "failed"}
+    assert len(mail.messages()) == 1
+    hooks.reset("/slack")
+    assert fn.post(payload).status_code == 200  # the redelivery sends only slack
+    assert len(hooks.deliveries("/slack")) == 1 and len(mail.messages()) == 1
+    assert len(fn.dead_letters()) == 2  # the broken ehr was given up for good: not tried again
+
+
+MALFORMED_DATA = {
+    "deep JSON": ("[" * 100_000 + "]" * 100_000).encode(),
+    "deep JSON in a field": json.dumps({**make_event(), c.WARD: None})
+    .replace('"ward": null', '"ward": ' + "[" * 5000 + "]" * 5000)
+    .encode(),
+    "NaN": json.dumps({**make_event(), c.HEART_RATE: float("nan")}).encode(),
+    "Infinity": json.dumps({**make_event(), c.SPO2: float("inf")}).encode(),
+    "1e400": json.dumps(make_event()).replace('"spo2": 89.0', '"spo2": 1e400').encode(),
+    "a huge integer": json.dumps({**make_event(), c.NEWS2_SCORE: 10**20}).encode(),
+    "an integer past Python's digit limit": json.dumps(make_event())
+    .replace('"news2_score": 9', '"news2_score": ' + "9" * 5000)
+    .encode(),
+    "a string for a number": json.dumps({**make_event(), c.HEART_RATE: "132"}).encode(),
+    "a list for a string": json.dumps({**make_event(), c.WARD: ["ICU"]}).encode(),
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED_DATA.values(), ids=MALFORMED_DATA.keys())
+def test_malformed_data_is_acknowledged_and_dead_lettered_once_per_message(
+    make_function: MakeFunction, mail: LocalMailServer, data: bytes
+) -> None:
+    fn = make_function()
+    assert fn.post(data, "bad-1").status_code == 200
+    assert fn.post(data, "bad-1").status_code == 200  # Pub/Sub redelivers the same message
+    [dead] = fn.dead_letters()
+    assert dead["kind"] == "malformed" and dead["message_id"] == "bad-1"
+    assert dead["data_size"] == len(base64.b64encode(data))
+    assert fn.post(data, "bad-2").status_code == 200  # another message with the same data
+    assert [d["message_id"] for d in fn.dead_letters()] == ["bad-1", "bad-2"]
+    assert mail.messages() == []
+
+
+def test_a_large_malformed_payload_is_capped_and_its_size_recorded(make_function: MakeFunction) -> None:
+    fn = make_function()
+    data = b"x" * 200_000
+    assert fn.post(data, "big-1").status_code == 200
+    [dead] = fn.dead_letters()
+    encoded = base64.b64encode(data).decode()
+    assert dead["data"] == encoded[:65536] and dead["data_truncated"] is True
+    assert dead["data_size"] == len(encoded)
+
+
+def notifier_for(tmp_path: Path) -> service.Notifier:
+    config = cfg.parse_config(
+        {
+            "webhooks": {"h": {"url": "http://127.0.0.1:9/h", "signing_secret": "K"}},
+            "routes": [{"webhooks": ["h"]}],
+        }
+    )
+    return service.Notifier(config, state.LocalState(tmp_path), secrets.Secrets({}))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        [1, 2],
+        "text",
+        {"message": "not a mapping"},
+        {"message": {"data": 12, "messageId": "bad-1"}},
+        {"message": {"data": ["x"], "messageId": "bad-1"}},
+        {"message": {"data": "!!not base64!!", "messageId": "bad-1"}},
+        {"message": {"data": "é", "messageId": "bad-1"}},
+        {"message": {"data": base64.b64encode(b"\xff\xfe\xfd").decode(), "messageId": "bad-1"}},
+        {"message": {"data": "\ud800", "messageId": "bad-1"}},
+        {
+            "message": {
+                "data": base64.b64encode(b"{}").decode(),
+                "messageId": ["a"],
+                "deliveryAttempt": "9" * 5000,
+            }
+        },
+        {"message": {"data": base64.b64encode(b"[]").decode(), "messageId": 10**5000}},
+    ],
+)
+def test_handle_acknowledges_any_envelope_with_one_dead_letter(tmp_path: Path, data: Any) -> None:
+    notifier = notifier_for(tmp_path)
+    assert notifier.handle(data) == []
+    assert notifier.handle(data) == []  # a redelivery
+    assert isinstance(notifier.state, state.LocalState)
+    letters = notifier.state.dead_letters()
+    keyed = (
+        isinstance(data, dict)
+        and isinstance(data.get("message"), dict)
+        and data["message"].get("messageId") == "bad-1"
+    )
+    assert len(letters) == (1 if keyed else 2)  # without a usable message id, each delivery is recorded
+    assert all(d["kind"] == "malformed" for d in letters)
+
+
+def test_the_parser_only_ever_raises_malformed_event() -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ev.MalformedEvent):
+        ev.parse_pubsub_data({"message": {"data": base64.b64encode(b"[" * 3000 + b"]" * 3000).decode()}})
+    with pytest.raises(ev.MalformedEvent):
+        ev.parse_pubsub_data(deep)
+    assert ev.message_id({"message": {"messageId": 10**5000}}) == ""
+    event = alert_event(json.loads(json.dumps(make_event()).replace('"ward": "ICU"', '"ward": "I\\ud800CU"')))
+    assert event.ward == "I\ufffdCU"  # a lone surrogate cannot be encoded anywhere downstream
+
+
+def test_a_keyed_dead_letter_is_written_once(tmp_path: Path) -> None:
+    store = state.LocalState(tmp_path)
+    assert store.dead_letter({"kind": "malformed", "n": 1}, key="malformed:m1") is True
+    assert store.dead_letter({"kind": "malformed", "n": 2}, key="malformed:m1") is False
+    assert state.LocalState(tmp_path).dead_letter({"n": 3}, key="malformed:m1") is False  # on disk
+    assert store.dead_letter({"n": 4}, key="malformed:m2") is True
+    assert store.dead_letter({"n": 5}) and store.dead_letter({"n": 5})  # without a key: every time
+    assert [d["n"] for d in store.dead_letters()] == [1, 4, 5, 5]

@@ -8,8 +8,9 @@ file when it is imported, so a renamed field fails the deploy and the tests inst
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,6 +75,12 @@ EVENT_TIME: Final = _field("event_time")
 STATES: Final = _enum(STATE)
 SEVERITIES: Final = _enum(SEVERITY)  # in rising order: routing compares positions
 REASON_VALUES: Final = _enum(REASONS)
+# Larger numbers are garbage, not readings: beyond every vital sign and score, and beyond the integers
+# a float64 holds exactly.
+MAX_NUMBER: Final = 1e15
+MAX_MESSAGE_ID: Final = 256  # Pub/Sub's ids are about 16 digits
+_MAX_ATTEMPT: Final = 10**9
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 # The format checker only checks date-time when an optional package is installed: parse them here.
 _TIMESTAMPS: Final = tuple(n for n, p in _PROPERTIES.items() if p.get("format") == "date-time")
 
@@ -133,25 +140,76 @@ def parse_pubsub_data(data: Any) -> AlertEvent:
     """Parse the CloudEvent data of a Pub/Sub trigger (``{"message": {"data": base64, ...}}``).
 
     Eventarc's messagePublished events and the Pub/Sub emulator's push envelope (which
-    functions-framework converts) have this same shape.
+    functions-framework converts) have this same shape. Whatever ``data`` holds, the only exception
+    raised is :class:`MalformedEvent`: a bad message must be acknowledged, never crash the handler.
     """
+    try:
+        return _parse(data)
+    except MalformedEvent:
+        raise
+    except Exception as exc:  # noqa: BLE001 - deep nesting, a parser edge case: still just a bad message
+        raise MalformedEvent(f"message could not be parsed ({type(exc).__name__})") from None
+
+
+def message_id(data: Any) -> str:
+    """The Pub/Sub message id, or "" when the envelope has none usable (it keys a malformed message's
+    dead letter, so a redelivery of the same message is recorded once)."""
+    message = data.get("message") if isinstance(data, Mapping) else None
+    if not isinstance(message, Mapping):
+        return ""
+    value = message.get("messageId") or message.get("message_id")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() <= 64:
+        return str(value)
+    if isinstance(value, str) and len(value) <= MAX_MESSAGE_ID:
+        return storable(value)
+    return ""
+
+
+def storable(text: str) -> str:
+    """``text`` with lone surrogates (JSON escapes such as ``\\ud800`` make them) replaced by U+FFFD, so
+    that it encodes as UTF-8 in logs, the dead-letter store, headers and request bodies."""
+    return text if _SURROGATE.search(text) is None else _SURROGATE.sub("\ufffd", text)
+
+
+def _parse(data: Any) -> AlertEvent:
     if not isinstance(data, Mapping) or not isinstance(data.get("message"), Mapping):
         raise MalformedEvent("CloudEvent data has no Pub/Sub message")
     message = data["message"]
-    message_id = str(message.get("messageId") or message.get("message_id") or "")
     attempt = data.get("deliveryAttempt", message.get("deliveryAttempt"))
     try:
         raw = base64.b64decode(message.get("data") or "", validate=True)
-        payload = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
+        payload = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+    except MalformedEvent:
+        raise
+    # binascii.Error, UnicodeDecodeError, JSONDecodeError and an over-long integer are ValueErrors.
+    except (ValueError, TypeError, RecursionError) as exc:
         raise MalformedEvent(f"message data is not base64 JSON in UTF-8 ({type(exc).__name__})") from None
     fields = validate(payload)
     return AlertEvent(
         fields=fields,
-        message_id=message_id,
-        delivery_attempt=int(attempt) if isinstance(attempt, int | str) and str(attempt).isdigit() else None,
-        dropped_fields=tuple(sorted(set(payload) - set(fields))),
+        message_id=message_id(data),
+        delivery_attempt=_delivery_attempt(attempt),
+        dropped_fields=tuple(sorted(storable(name) for name in set(payload) - set(fields))),
     )
+
+
+def _no_constant(name: str) -> Any:
+    raise MalformedEvent(f"message data holds {name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf
+        raise MalformedEvent("message data holds a number beyond the float range")
+    return value
+
+
+def _delivery_attempt(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= _MAX_ATTEMPT else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    return None
 
 
 def validate(payload: Any) -> dict[str, Any]:
@@ -169,4 +227,21 @@ def validate(payload: Any) -> dict[str, Any]:
                 datetime.fromisoformat(value)
             except ValueError:
                 raise MalformedEvent(f"event field {name} is not an ISO-8601 timestamp") from None
-    return {name: value for name, value in payload.items() if name in _PROPERTIES}
+    fields = {name: value for name, value in payload.items() if name in _PROPERTIES}
+    for name, value in fields.items():
+        _check_number(name, value)
+    return {name: _storable_value(value) for name, value in fields.items()}
+
+
+def _check_number(name: str, value: Any) -> None:
+    """The schema's "number" admits any magnitude; no vital sign or score comes near MAX_NUMBER."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        raise MalformedEvent(f"event field {name} is out of range")
+
+
+def _storable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):  # the schema allows only flat lists of strings
+        return [storable(v) if isinstance(v, str) else v for v in value]
+    return value

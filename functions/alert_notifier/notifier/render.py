@@ -8,6 +8,9 @@ carries no names, so none can be sent.
 from __future__ import annotations
 
 import html
+import re
+import string
+import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,6 +32,13 @@ _VITALS: Final = (
     ("SpO2", ev.SPO2, "%"),
     ("Temperature", ev.TEMPERATURE, "°C"),
 )
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: a CR or LF in an email
+# header is refused by the email package (or would inject a header), and breaks a one-line headline.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+SUBJECT_LIMIT: Final = 200
+PLACE_LIMIT: Final = 64  # ward and bed in the headline (the admissions loader refuses longer ones)
+# Printable ASCII but the space and "%": what header_token keeps as it is.
+_TOKEN_SAFE: Final = string.punctuation.replace("%", "")
 _FOOTER: Final = (
     "This message carries the minimum patient information needed to act. "
     "Open the ward dashboard for the patient's record."
@@ -42,15 +52,28 @@ class EmailContent:
     html: str
 
 
+def one_line(value: Any, limit: int | None = None) -> str:
+    """``value`` as one line: control characters and line breaks become spaces, runs of whitespace one
+    space, trimmed; cut to ``limit`` characters (ending in "…") when longer."""
+    text = " ".join(_CONTROL.sub(" ", str(value)).split())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def header_token(value: str) -> str:
+    """``value`` as printable ASCII without spaces, percent-encoding anything else: valid in any HTTP or
+    mail header (http.client sends header values as Latin-1), and unchanged for the ids the pipeline
+    makes (hex, ISO times)."""
+    return urllib.parse.quote(value, safe=_TOKEN_SAFE, errors="backslashreplace")
+
+
 def headline(event: ev.AlertEvent) -> str:
-    where = ", ".join(
-        part
-        for part in (
-            f"ward {event.ward}" if event.ward else "no ward",
-            f"bed {event.get(ev.BED)}" if event.get(ev.BED) else "",
-        )
-        if part
-    )
+    ward = one_line(event.ward or "", PLACE_LIMIT)
+    bed = one_line(event.get(ev.BED) or "", PLACE_LIMIT)
+    where = f"ward {ward}" if ward else "no ward"
+    if bed:
+        where += f", bed {bed}"
     return f"{event.severity.upper()} alert {event.state}: {where}"
 
 
@@ -79,7 +102,8 @@ def summary(event: ev.AlertEvent, include_patient_id: bool) -> list[tuple[str, s
         ("Window", f"{_time(event.get(ev.WINDOW_START))} to {_time(event.get(ev.WINDOW_END))}"),
         ("Alert id", event.alert_id),
     ]
-    return rows
+    # One line per value: the plain-text table stays aligned and Slack fields stay one field each.
+    return [(label, one_line(value)) for label, value in rows]
 
 
 def _news2(event: ev.AlertEvent) -> str:
@@ -109,7 +133,8 @@ def render_email(event: ev.AlertEvent, include_patient_id: bool, subject_prefix:
         f"<h2>{html.escape(headline(event))}</h2>\n<table>\n{cells}\n</table>\n"
         f'<p style="color:#555">{html.escape(_FOOTER)}</p>\n</body></html>\n'
     )
-    return EmailContent(subject=f"{subject_prefix} {headline(event)}".strip(), text=text, html=body)
+    subject = one_line(f"{subject_prefix} {headline(event)}", SUBJECT_LIMIT)
+    return EmailContent(subject=subject, text=text, html=body)
 
 
 def json_payload(event: ev.AlertEvent, notification_id: str, include_patient_id: bool) -> dict[str, Any]:
@@ -167,8 +192,13 @@ def _anomaly(event: ev.AlertEvent) -> str:
 def _time(value: Any) -> str:
     if not value:
         return "-"
-    t = datetime.fromisoformat(str(value))
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t.utcoffset() is not None else str(value)
+    try:
+        t = datetime.fromisoformat(str(value))
+        if t.utcoffset() is None:
+            return str(value)
+        return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00+05:00 has no UTC time: show it as sent
+        return str(value)
 
 
 def _mrkdwn(text: str) -> str:

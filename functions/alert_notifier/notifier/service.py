@@ -5,6 +5,11 @@ destination was sent, had been sent before, or refused it for good (dead-lettere
 :class:`RedeliverLater` (HTTP 500: Pub/Sub redelivers with backoff, then moves the message to the
 subscription's dead-letter topic) when a delivery failed transiently after its last try, or another
 delivery of the same message is still sending it.
+
+Failures are isolated per destination: whatever one destination raises (rendering, secrets, SMTP,
+HTTP, a bug) is that destination's outcome alone, and the others are still sent. An error that is not
+a :class:`DeliveryError` counts as permanent for its destination. A malformed message is acknowledged
+and dead-lettered once per Pub/Sub message id.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import requests
 
@@ -32,6 +38,11 @@ log = logging.getLogger("alert_notifier")
 
 class RedeliverLater(RuntimeError):
     """Some deliveries must be tried again: the HTTP 500 makes Pub/Sub redeliver the message."""
+
+
+MALFORMED_DATA_CAP: Final = 65536  # characters of a malformed message's data kept in its dead letter
+_DETAIL_CAP: Final = 500
+_MALFORMED_PREFIX: Final = "malformed:"  # + the Pub/Sub message id: the key of its dead letter
 
 
 @dataclass(frozen=True)
@@ -105,16 +116,20 @@ class Notifier:
         return outcomes
 
     def _malformed(self, data: Any, reason: str) -> None:
-        message = data.get("message") if isinstance(data, Mapping) else None
-        message = message if isinstance(message, Mapping) else {}
-        fields = {"message_id": message.get("messageId"), "reason": reason}
-        # Acknowledged (not redelivered forever). The payload is kept in the dead-letter store, which is
-        # access-controlled like the alerts themselves, and never logged.
-        log.error("malformed alert event acknowledged", extra={"fields": fields})
-        raw = message.get("data")
-        self.state.dead_letter(
-            {"kind": "malformed", **fields, "data": raw[:65536] if isinstance(raw, str) else None}
-        )
+        """Acknowledge (never redeliver forever) and dead-letter a malformed message, once per message id.
+
+        The payload is kept in the dead-letter store, which is access-controlled like the alerts
+        themselves, and never logged. Without a message id a redelivery cannot be recognised: such a
+        message is recorded every time (real Pub/Sub messages always have one).
+        """
+        message_id = ev.message_id(data)
+        fields = {"message_id": message_id or None, "reason": reason}
+        record = {"kind": "malformed", **fields, **_capped_data(data)}
+        if self.state.dead_letter(record, key=_MALFORMED_PREFIX + message_id if message_id else None):
+            log.error("malformed alert event acknowledged", extra={"fields": fields})
+        else:
+            done = {**fields, "already_recorded": True}
+            log.info("malformed alert event acknowledged", extra={"fields": done})
 
     # --- one destination -------------------------------------------------------------------------
     def _deliver(self, event: ev.AlertEvent, dest: Destination) -> Outcome:
@@ -157,14 +172,37 @@ class Notifier:
             result = "failed" if exc.transient else "rejected"
             self._dead_letter(event, dest, result, attempts, detail)
             return Outcome(dest.id, result, attempts, detail)
+        except Exception as exc:  # noqa: BLE001 - rendering, config, a bug: this destination's alone
+            return self._unexpected(event, dest, attempts, exc)
         except BaseException:
             self.state.release(nid, dest.id)
             raise
         self.state.finish(nid, dest.id, "sent")
         return Outcome(dest.id, "sent", attempts)
 
+    def _unexpected(self, event: ev.AlertEvent, dest: Destination, attempts: int, exc: Exception) -> Outcome:
+        """Permanent for this destination: the same event would fail the same way on every redelivery
+        (a header it cannot carry, a broken config), so the message is not held back for it."""
+        detail = f"unexpected {type(exc).__name__}"
+        self.state.finish(event.notification_id, dest.id, "rejected", detail)
+        # The exception's text may quote event values: it goes to the access-controlled store, not the log.
+        stored = {
+            "exception_type": type(exc).__name__,
+            "exception_detail": self.secrets.redact(_text_of(exc))[:_DETAIL_CAP],
+            "exception_at": _where(exc),
+        }
+        self._dead_letter(event, dest, "rejected", attempts, detail, stored=stored)
+        return Outcome(dest.id, "rejected", attempts, detail)
+
     def _dead_letter(
-        self, event: ev.AlertEvent, dest: Destination, result: str, attempts: int, detail: str
+        self,
+        event: ev.AlertEvent,
+        dest: Destination,
+        result: str,
+        attempts: int,
+        detail: str,
+        *,
+        stored: Mapping[str, Any] | None = None,
     ) -> None:
         record = {
             "kind": "delivery",
@@ -177,7 +215,7 @@ class Notifier:
             "error": detail,
         }
         log.error("delivery gave up", extra={"fields": record})
-        self.state.dead_letter(record)
+        self.state.dead_letter({**record, **(stored or {})})
 
     def _send(self, event: ev.AlertEvent, dest: Destination) -> None:
         try:
@@ -213,3 +251,33 @@ class Notifier:
             signing_key=key,
             timeout=hook.timeout_seconds,
         )
+
+
+def _capped_data(data: Any) -> dict[str, Any]:
+    """The message's raw (base64) data for diagnosis, at most MALFORMED_DATA_CAP characters of it, and
+    its size as received."""
+    message = data.get("message") if isinstance(data, Mapping) else None
+    raw = message.get("data") if isinstance(message, Mapping) else None
+    if not isinstance(raw, str):
+        return {"data": None, "data_size": None, "data_truncated": False}
+    return {
+        "data": ev.storable(raw[:MALFORMED_DATA_CAP]),
+        "data_size": len(raw),
+        "data_truncated": len(raw) > MALFORMED_DATA_CAP,
+    }
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return ev.storable(str(exc))
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails is still recorded by its type
+        return ""
+
+
+def _where(exc: BaseException) -> str:
+    """Where it was raised (file:line in function): enough to find the bug, no values."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"{os.path.basename(last.filename)}:{last.lineno} in {last.name}"

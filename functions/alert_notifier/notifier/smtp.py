@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 from notifier.config import SmtpSettings
-from notifier.render import EmailContent
+from notifier.render import EmailContent, header_token, one_line
 from notifier.retry import DeliveryError, PermanentError, TransientError, smtp_reply_error
 
 
@@ -17,14 +17,15 @@ def build_message(
     settings: SmtpSettings, recipient: str, content: EmailContent, notification_id: str
 ) -> EmailMessage:
     msg = EmailMessage()
-    msg["From"] = settings.sender
-    msg["To"] = recipient
-    msg["Subject"] = content.subject
+    # Every header value one line: the email package raises ValueError on a CR or LF in a header.
+    msg["From"] = one_line(settings.sender)
+    msg["To"] = one_line(recipient)
+    msg["Subject"] = one_line(content.subject)
     msg["Date"] = formatdate(usegmt=True)
     # The same notification always gets the same Message-ID: mail clients fold an accidental resend.
     digest = hashlib.sha256(f"{notification_id}|{recipient}".encode()).hexdigest()[:32]
     msg["Message-ID"] = f"<{digest}@vitals-lake.alerts>"
-    msg["X-Vitals-Notification-Id"] = notification_id
+    msg["X-Vitals-Notification-Id"] = header_token(notification_id)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies to a robot
     msg.set_content(content.text)
     msg.add_alternative(content.html, subtype="html")

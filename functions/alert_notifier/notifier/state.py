@@ -8,7 +8,8 @@ Idempotency: one record per (notification, destination), keyed by a hash of both
 * ``finish`` after a success or a permanent refusal; ``release`` after a transient failure, so that the
   redelivered message tries again.
 
-Dead letters: one record per delivery that failed after its last try, and per malformed message.
+Dead letters: one record per delivery that failed after its last try, and per malformed message. A
+record given a ``key`` (a malformed message's Pub/Sub id) is written once: the same key again is a no-op.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from google.api_core.exceptions import FailedPrecondition
+from google.api_core.exceptions import AlreadyExists, FailedPrecondition
 
 LEASE_SECONDS: Final = 300.0  # longer than the worst case of all tries of one delivery
 FIRESTORE_DELIVERIES: Final = "alert_deliveries"
@@ -54,7 +55,9 @@ class StateStore(Protocol):
 
     def release(self, notification_id: str, destination_id: str) -> None: ...
 
-    def dead_letter(self, record: Mapping[str, Any]) -> None: ...
+    def dead_letter(self, record: Mapping[str, Any], key: str | None = None) -> bool:
+        """Store ``record``; False (and nothing stored) when a record with ``key`` exists already."""
+        ...
 
 
 def _now() -> datetime:
@@ -77,6 +80,10 @@ class LocalState:
                 "CREATE TABLE IF NOT EXISTS deliveries (key TEXT PRIMARY KEY, notification_id TEXT NOT NULL,"
                 " destination TEXT NOT NULL, status TEXT NOT NULL, claimed_at REAL NOT NULL,"
                 " updated_at REAL NOT NULL, detail TEXT NOT NULL DEFAULT '')"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS dead_letter_keys"
+                " (key TEXT PRIMARY KEY, recorded_at REAL NOT NULL)"
             )
 
     @contextlib.contextmanager
@@ -127,9 +134,28 @@ class LocalState:
             ).fetchone()
         return None if row is None else str(row[0])
 
-    def dead_letter(self, record: Mapping[str, Any]) -> None:
+    def dead_letter(self, record: Mapping[str, Any], key: str | None = None) -> bool:
         line = json.dumps({"recorded_at": _now().isoformat(), **record}, sort_keys=True) + "\n"
-        with self._lock, self.dead_letter_path.open("a", encoding="utf-8") as f:
+        if key is None:
+            with self._lock:
+                self._append(line)
+            return True
+        with self._lock, self._db() as db:
+            db.execute("BEGIN IMMEDIATE")  # the key and the line as one step across processes
+            new = db.execute("INSERT OR IGNORE INTO dead_letter_keys VALUES (?, ?)", (key, time.time()))
+            if not new.rowcount:
+                db.execute("ROLLBACK")
+                return False
+            try:
+                self._append(line)
+            except BaseException:
+                db.execute("ROLLBACK")  # no line, no key: the redelivery records it
+                raise
+            db.execute("COMMIT")
+        return True
+
+    def _append(self, line: str) -> None:
+        with self.dead_letter_path.open("a", encoding="utf-8") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # whole lines even with several processes appending
             f.write(line)
 
@@ -210,9 +236,17 @@ class FirestoreState:
         snap = self.deliveries.document(record_key(notification_id, destination_id)).get()
         return snap.to_dict().get("status") if snap.exists else None
 
-    def dead_letter(self, record: Mapping[str, Any]) -> None:
+    def dead_letter(self, record: Mapping[str, Any], key: str | None = None) -> bool:
         now = _now()
-        self.dead_letters.add({"recorded_at": now, "expire_at": now + RETENTION, **record})
+        document = {"recorded_at": now, "expire_at": now + RETENTION, **record}
+        if key is None:
+            self.dead_letters.add(document)
+            return True
+        try:  # create() fails if the document exists: one record per key, even from two instances
+            self.dead_letters.document(hashlib.sha256(key.encode()).hexdigest()).create(document)
+        except AlreadyExists:
+            return False
+        return True
 
 
 def state_from_env(env: Mapping[str, str]) -> StateStore:

@@ -3,7 +3,8 @@
 Signature: ``X-Vitals-Signature: sha256=<hex>`` where hex is HMAC-SHA256(key, f"{timestamp}.{body}") and
 ``timestamp`` (Unix seconds) is sent as ``X-Vitals-Timestamp``. A receiver recomputes it over the raw
 body it got, compares in constant time and rejects old timestamps (replays). The timestamp is new on
-every try; the Idempotency-Key stays the same, so a receiver can drop a retry it already processed.
+every try; the Idempotency-Key stays the same, so a receiver can drop a retry it already processed. It is
+the notification id, percent-encoded where it is not printable ASCII (never for the pipeline's ids).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Final
 
 import requests
 
+from notifier.render import header_token
 from notifier.retry import PermanentError, TransientError, http_status_error
 
 TIMESTAMP_HEADER: Final = "X-Vitals-Timestamp"
@@ -52,7 +54,7 @@ def post_webhook(
     headers = {
         "Content-Type": "application/json; charset=utf-8",
         "User-Agent": USER_AGENT,
-        IDEMPOTENCY_HEADER: idempotency_key,
+        IDEMPOTENCY_HEADER: header_token(idempotency_key),  # built from the event: made header-safe
     }
     if signing_key is not None:
         timestamp = str(int(clock()))
