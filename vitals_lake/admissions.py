@@ -37,6 +37,7 @@ import pyarrow.csv as pcsv
 from deltalake import write_deltalake
 
 from vitals_lake import contract as c
+from vitals_lake.expectations import ID_RE
 from vitals_lake.lake import BatchMarker, Lake, one_per_key
 from vitals_lake.pseudonym import pseudonymise
 
@@ -60,6 +61,22 @@ _DATE_FORMATS: Final = (
     (r"^\d{1,2}\.\d{1,2}\.\d{4}$", "%d.%m.%Y"),
     (r"^\d{8}$", "%Y%m%d"),
 )
+# Control characters (C0, C1: CR, LF, tab ...), line/paragraph separators and spaces: any run of them
+# becomes one space. A line break in a ward name would otherwise reach an alert email's subject.
+_CONTROL_OR_SPACE: Final = r"[\p{Cc}\p{Zl}\p{Zp}\p{Zs}]+"
+# Longest accepted value per column, in characters after cleaning (patient_id: ID_RE allows 128). Real
+# values are far shorter; a longer one is a broken export (a shifted column, a pasted note).
+MAX_LENGTHS: Final = {
+    c.NAME: 200,
+    c.AGE: 16,
+    c.GENDER: 32,
+    c.ADMISSION_DATE: 64,
+    c.DIAGNOSIS_CODE: 16,
+    c.WARD: 64,
+    c.BED: 64,
+    c.HYPERCAPNIC: 16,
+}
+PATIENT_ID_FORMAT: Final = "patient_id_format"
 SPO2_SCALE_1: Final = 1
 SPO2_SCALE_2: Final = 2  # hypercapnic respiratory failure: target SpO2 88-92 %
 
@@ -253,10 +270,49 @@ def load_bronze(path: str, lake: Lake, *, now: datetime | None = None) -> int:
 
 
 def _text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Trimmed text; empty or blank becomes null."""
+    """One-line text: control characters, line breaks and whitespace runs become one space, trimmed;
+    empty or blank becomes null."""
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    trimmed = pc.utf8_trim_whitespace(arr.cast(pa.string()))
+    spaced = pc.replace_substring_regex(arr.cast(pa.string()), _CONTROL_OR_SPACE, " ")
+    trimmed = pc.utf8_trim_whitespace(spaced)
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+def rejection_reasons(rows: pa.Table) -> pa.Array:
+    """Per Bronze admission row, the first rule it fails (null: none): ``patient_id_format`` (the
+    readings' id format) or ``<column>_too_long`` (MAX_LENGTHS). A row without a patient_id fails none:
+    it is left out as unattributable."""
+    ids = _text(rows[c.PATIENT_ID])
+    bad_id = pc.and_(pc.is_valid(ids), pc.invert(pc.match_substring_regex(ids, ID_RE)))
+    checks = [(PATIENT_ID_FORMAT, bad_id)]
+    for name, limit in MAX_LENGTHS.items():
+        checks.append(
+            (f"{name}_too_long", pc.fill_null(pc.greater(pc.utf8_length(_text(rows[name])), limit), False))
+        )
+    reasons = pa.nulls(rows.num_rows, pa.string())
+    for reason, failed in reversed(checks):  # the first failed rule wins
+        reasons = pc.if_else(failed, pa.scalar(reason, pa.string()), reasons)
+    return reasons
+
+
+def _log_rejections(rows: pa.Table, reasons: pa.Array) -> None:
+    """Name the rule and the file:line of rejected rows (never their values: they identify patients)."""
+    rejected = rows.filter(pc.is_valid(reasons)).append_column("reason", reasons.drop_null())
+    if rejected.num_rows == 0:
+        return
+    counts = {r["values"]: r["counts"] for r in pc.value_counts(rejected["reason"]).to_pylist()}
+    where = [
+        f"{posixpath.basename(f)}:{n} {r}"
+        for f, n, r in zip(
+            *(rejected[k].to_pylist()[:5] for k in (c.SOURCE_FILE, c.SOURCE_LINE, "reason")), strict=True
+        )
+    ]
+    log.warning(
+        "%d admission row(s) rejected (kept in Bronze, left out of patients): %s; first: %s",
+        rejected.num_rows,
+        counts,
+        ", ".join(where),
+    )
 
 
 def _in(values: pa.Array, spellings: pa.Array) -> pa.Array:
@@ -323,10 +379,13 @@ def clean_patients(
 
     The winning row per patient is the one with the latest admission_date (an unreadable date ranks
     lowest), then the latest file (by name, i.e. by day), then the latest line. Rows without a
-    patient_id cannot be attributed and are left out.
+    patient_id cannot be attributed and are left out; so are rows failing ``rejection_reasons`` (logged
+    with the rule's name), so a patient keeps their last valid row.
     """
     now = now or datetime.now(UTC)
     ids = _text(bronze_rows[c.PATIENT_ID])
+    reasons = rejection_reasons(bronze_rows)
+    _log_rejections(bronze_rows, reasons)
     dates = parse_admission_date(bronze_rows[c.ADMISSION_DATE].combine_chunks())
     rows = pa.table(
         {
@@ -338,7 +397,7 @@ def clean_patients(
             c.SOURCE_LINE: bronze_rows[c.SOURCE_LINE].combine_chunks(),
             _BRONZE_ROW: pa.array(range(bronze_rows.num_rows), pa.int64()),
         }
-    ).filter(pc.is_valid(ids))
+    ).filter(pc.and_(pc.is_valid(ids), pc.is_null(reasons)))
     order = pc.sort_indices(
         rows,
         sort_keys=[(n, "ascending") for n in (c.PATIENT_ID, _RANK_DATE, _RANK_FILE, c.SOURCE_LINE)],
@@ -355,7 +414,7 @@ def clean_patients(
     columns = {
         c.PATIENT_ID: patient_ids,
         c.PATIENT_KEY: pseudonymise(patient_ids, key=key),
-        c.NAME: pc.replace_substring_regex(_text(src[c.NAME]), r"\s+", " "),
+        c.NAME: _text(src[c.NAME]),
         c.AGE: ages,
         c.AGE_BAND: age_band(ages),
         c.GENDER: clean_gender(src[c.GENDER].combine_chunks()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from simulator.cohort import DIAGNOSIS_BY_CODE, make_cohort
 from vitals_lake import contract as c
 from vitals_lake.admissions import (
     ENRICHED_SCHEMA,
+    MAX_LENGTHS,
+    PATIENT_ID_FORMAT,
     PatientDirectory,
     clean_patients,
     discover_new_files,
@@ -26,7 +29,9 @@ from vitals_lake.admissions import (
     load_bronze,
     load_diagnoses,
     read_admission_file,
+    read_diagnosis_mapping,
     refresh,
+    rejection_reasons,
 )
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
@@ -372,3 +377,117 @@ def test_cli_one_pass_then_watch_until_sigterm(tmp_path, landing, mapping):
             watcher.kill()
             watcher.wait()
     assert Lake(LocalLake(root=lake_dir)).count("patients") == 3
+
+
+# --- sanitising and validation (issue #13) ------------------------------------------------------------
+def write_quoted_day(landing: Path, day: date, rows: list[list[str]]) -> Path:
+    """Like write_day, with every value quoted: a CR or LF inside a value stays inside it."""
+    landing.mkdir(parents=True, exist_ok=True)
+    path = landing / c.ADMISSION_FILE_PATTERN.format(date=day)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(c.ADMISSION_COLUMNS)
+        writer.writerows(rows)
+    return path
+
+
+NO_DIAGNOSES = pa.table({n: pa.array([], pa.string()) for n in c.DIAGNOSIS_COLUMNS})
+
+
+def test_text_fields_lose_control_characters_and_line_breaks(tmp_path, landing):
+    dirty = {
+        c.PATIENT_ID: " P1\r\n",
+        c.NAME: "Ann\r\nLee\t\x00 Smith\u00a0",
+        c.GENDER: "\tfemale\n",
+        c.DIAGNOSIS_CODE: " j44.1\x85",
+        c.WARD: "ICU\nEast",
+        c.BED: "B\u20281\u2029",
+        c.HYPERCAPNIC: "\x0bY\x1f",
+    }
+    bronze = read_admission_file(str(write_quoted_day(landing, DAY1, [row("", dirty)])))
+    assert bronze[c.WARD].to_pylist() == ["ICU\nEast"]  # Bronze keeps the text as received
+    reference = tmp_path / "mapping.csv"
+    with reference.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(
+            [c.DIAGNOSIS_COLUMNS, ["\tJ44.1\r\n", " COPD\r\n\u2028flare "]]
+        )
+    mapping = read_diagnosis_mapping(str(reference))
+    assert mapping.to_pylist() == [{c.DIAGNOSIS_CODE: "J44.1", c.DIAGNOSIS_DESCRIPTION: "COPD flare"}]
+    [p] = clean_patients(bronze, mapping, key=KEY).to_pylist()
+    assert p[c.PATIENT_ID] == "P1"
+    assert p[c.NAME] == "Ann Lee Smith"
+    assert (p[c.WARD], p[c.BED]) == ("ICU EAST", "B 1")
+    assert (p[c.GENDER], p[c.SPO2_SCALE]) == ("F", 2)
+    assert (p[c.DIAGNOSIS_CODE], p[c.DIAGNOSIS_DESCRIPTION]) == ("J44.1", "COPD flare")
+    control = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u00a0]")
+    for value in p.values():
+        assert not (isinstance(value, str) and control.search(value)), value
+
+
+def test_the_sanitiser_blanks_an_all_control_value_to_null(landing):
+    bronze = read_admission_file(
+        str(write_quoted_day(landing, DAY1, [row("P1", {c.BED: "\r\n\t\u2028", c.WARD: " \x00 "})]))
+    )
+    [p] = clean_patients(bronze, NO_DIAGNOSES, key=KEY).to_pylist()
+    assert (p[c.WARD], p[c.BED]) == (None, None)
+
+
+def test_rejection_reasons_name_the_first_rule_a_row_fails():
+    table = pa.table(
+        {
+            **{name: pa.array(["x"] * 6, pa.string()) for name in c.ADMISSION_COLUMNS},
+            c.PATIENT_ID: ["P1", "P 1", "-P1", "P" * 129, "P" * 128, None],
+        }
+    )
+    table = table.set_column(
+        table.schema.get_field_index(c.WARD), c.WARD, pa.array(["W" * 65, "W" * 65, "x", "x", "W" * 64, "x"])
+    )
+    assert rejection_reasons(table).to_pylist() == [
+        "ward_too_long",
+        PATIENT_ID_FORMAT,  # the id is checked first
+        PATIENT_ID_FORMAT,
+        PATIENT_ID_FORMAT,
+        None,  # 128 characters of id and 64 of ward are allowed
+        None,  # no id: left out as unattributable, not "rejected"
+    ]
+    assert MAX_LENGTHS[c.WARD] == 64 and MAX_LENGTHS[c.BED] == 64
+    assert MAX_LENGTHS[c.NAME] == 200 and MAX_LENGTHS[c.DIAGNOSIS_CODE] == 16
+
+
+def test_rows_failing_validation_are_left_out_by_name_and_the_load_goes_on(lake, landing, mapping, caplog):
+    caplog.set_level("WARNING", logger="vitals_lake.admissions")
+    write_day(landing, DAY1, [row("P5", {c.WARD: "RESP"}), row("P6")])
+    write_quoted_day(
+        landing,
+        DAY2,
+        [
+            row("P1"),
+            row("P 2", {c.NAME: "Secret Spaceid"}),  # not the readings' id format
+            row("P3/4"),
+            row("P5", {c.WARD: "W" * 65}),  # P5's newer row is refused: the day-1 row stands
+            row("P7", {c.BED: "B" * 65}),
+            row("P8", {c.NAME: "N" * 201}),
+            row("P9", {c.DIAGNOSIS_CODE: "I" * 17}),
+            row("P10", {c.GENDER: "f" * 33}),
+            row("P11", {c.WARD: "W" * 64, c.NAME: "N" * 200}),  # at the limits: kept
+            row("P12", {c.WARD: "ICU\r\n" + " " * 80 + "EAST"}),  # long only before collapsing: kept
+        ],
+    )
+    report = refresh(str(landing), str(mapping), lake, key=KEY)  # never crashes the load
+    assert len(report.files) == 2 and report.rows == 12
+    patients = by_id(lake.read("patients"))
+    assert sorted(patients) == ["P1", "P11", "P12", "P5", "P6"]
+    assert patients["P5"][c.WARD] == "RESP" and patients["P12"][c.WARD] == "ICU EAST"
+    assert lake.count("bronze_admissions") == 12  # the refused rows stay in Bronze, as received
+    [warning] = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    for reason, count in [
+        (PATIENT_ID_FORMAT, 2),
+        ("ward_too_long", 1),
+        ("bed_too_long", 1),
+        ("name_too_long", 1),
+        ("diagnosis_code_too_long", 1),
+        ("gender_too_long", 1),
+    ]:
+        assert f"'{reason}': {count}" in warning, warning
+    assert "patients_daily_file_20261121.csv:3 patient_id_format" in warning
+    assert "Secret" not in warning and "P 2" not in warning and "WWW" not in warning  # no values logged
