@@ -31,10 +31,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m vitals_lake.demo --patients $(DEMO_PATIENTS) --duration $(DEMO_DURATION)
+	$(PY) -m harness.demo --patients $(DEMO_PATIENTS) --duration $(DEMO_DURATION)
 
 test: $(STAMP)
-	$(PY) -m vitals_lake.stack.bigquery bootstrap
+	$(PY) -m harness.stack.bigquery bootstrap
 	$(PY) infra/checkov/checkov_venv.py bootstrap
 	$(PY) -m pytest
 
@@ -44,8 +44,9 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy vitals_lake simulator pipelines ml bench
+	$(BIN)/mypy vitals_lake pipelines warehouse deploy ml simulator dashboard harness bench
 	$(BIN)/mypy functions/alert_notifier
+	$(BIN)/lint-imports
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
@@ -72,7 +73,7 @@ clean:
 FLEX := $(PY) infra/dataflow/flex.py --from-terraform infra/terraform $(if $(DRY_RUN),--dry-run)
 
 infra-names: $(STAMP)
-	$(PY) -m vitals_lake.infra_names --write
+	$(PY) -m deploy.infra_names --write
 
 checkov: $(STAMP)
 	$(PY) infra/checkov/checkov_venv.py run

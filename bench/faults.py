@@ -1,4 +1,4 @@
-"""Faults: the fault scenarios of ``vitals_lake.faults`` run on the real local stack, their figures reported.
+"""Faults: the fault scenarios of ``harness.faults`` run on the real local stack, their figures reported.
 
 The same scenario functions the integration tests assert (``tests/integration/test_faults.py`` and the
 outage tests), so the figures here are the ones the tests hold. Each scenario runs in its own temporary
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from bench.runner import Context, Result, benchmark
-from vitals_lake.faults import FaultReport, broker, outages, pipeline_kill, poison, redelivery
+from harness.faults import FaultReport, broker, outages, pipeline_kill, poison, redelivery
 
 NAME: Final = "faults"
 TITLE: Final = "Faults on the real local stack: what each scenario lost, doubled and took to recover"

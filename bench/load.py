@@ -43,14 +43,14 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from bench.runner import Context, Result, Variant, benchmark
+from harness.demo import PY, demo_pipeline, load_cohort_admissions, simulator_argv, train_demo_model
+from harness.demo_alerts import Notifier, notifier
+from harness.faults.harness import child_env, children
+from harness.stack import LocalStack, ManagedProcess
+from harness.stack.process import group_members
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
-from vitals_lake.demo import PY, demo_pipeline, load_cohort_admissions, simulator_argv, train_demo_model
-from vitals_lake.demo_alerts import Notifier, notifier
-from vitals_lake.faults.harness import child_env, children
 from vitals_lake.lake import Lake
-from vitals_lake.stack import LocalStack, ManagedProcess
-from vitals_lake.stack.process import group_members
 
 NAME: Final = "sustained_load"
 TITLE: Final = "Sustained load on the whole local stack (N patients, one reading every 5 s)"

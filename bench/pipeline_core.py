@@ -42,7 +42,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from bench._naive import CombinePartialsFn, Partial, gold_row
 from bench.runner import Context, Result, Variant, benchmark
 from ml import evaluate, train
-from ml.serving import ModelWatcher, StreamScorer
 from pipelines import beam_vitals
 from pipelines.lake_io import changed_minutes, derive_trends, upsert_gold_windows
 from vitals_lake import contract as c
@@ -51,6 +50,7 @@ from vitals_lake import expectations as ex
 from vitals_lake.admissions import PatientDirectory
 from vitals_lake.config import lake_from_uri
 from vitals_lake.lake import BatchMarker, Lake
+from vitals_lake.model.serving import ModelWatcher, StreamScorer
 from vitals_lake.pseudonym import PseudonymKey
 from vitals_lake.readings import TimeRules, parse_batch
 from vitals_lake.silver import to_silver

@@ -27,12 +27,13 @@ import numpy as np
 import pyarrow as pa
 
 from bench.runner import Context, Result, benchmark
-from ml import artifact, evaluate, train
-from ml.artifact import LoadedModel
-from ml.features import DATA_AGE, DEVIATION_FEATURES, BaselineState
-from ml.serving import ModelWatcher, StreamScorer
+from ml import evaluate, train
 from simulator import read_jsonl
 from vitals_lake import contract as c
+from vitals_lake.model import artifact
+from vitals_lake.model.artifact import LoadedModel
+from vitals_lake.model.features import DATA_AGE, DEVIATION_FEATURES, BaselineState
+from vitals_lake.model.serving import ModelWatcher, StreamScorer
 
 NAME: Final = "scoring"
 TITLE: Final = "Scoring throughput inside the pipeline: batched versus one-row scoring"

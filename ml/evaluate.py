@@ -22,7 +22,6 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from ml import tracking
-from ml.features import DATA_AGE, NEWS2_MAX_SUBSCORE
 from ml.train import (
     AUTO,
     CANDIDATES,
@@ -36,6 +35,7 @@ from ml.train import (
 from simulator import EpisodeType, JsonlSink, SimulationConfig, run_simulation
 from vitals_lake import contract as c
 from vitals_lake.alerting import AlertDecisions, AlertRule, AlertTracker
+from vitals_lake.model.features import DATA_AGE, NEWS2_MAX_SUBSCORE
 
 MODELS: Final = ("news2", *CANDIDATES)
 COMBINED: Final = "combined"

@@ -16,14 +16,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import roc_auc_score
 
-from ml import artifact, tracking
-from ml.detectors import Detector, fix_threshold, make_detector
-from ml.features import features_for_history
-from simulator import Episode, EpisodeType, read_jsonl, read_labels
+from ml import tracking
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.config import lake_from_uri
+from vitals_lake.envelope import read_jsonl
+from vitals_lake.labels import Episode, EpisodeType, read_labels
 from vitals_lake.lake import Lake
+from vitals_lake.model import artifact
+from vitals_lake.model.detectors import Detector, fix_threshold, make_detector
+from vitals_lake.model.features import features_for_history
 from vitals_lake.readings import parse_batch
 from vitals_lake.silver import to_silver
 

@@ -39,7 +39,8 @@ Each CSV row becomes one device reading in the contract's raw format (one pseudo
 ``VDSP-ECG`` / ``VDSP-PPG``, the file's own device id and timestamp string) with the values passed
 through AS THEY ARE: the pipeline's own gate (``vitals_lake.readings.parse_batch``) decides what is
 junk, and this run reports what it let through. The valid rows then take the project's own path:
-``ml.train.silver_from_lines`` (gate, enrichment, NEWS2, dedupe), ``ml.features.features_for_history``
+``ml.train.silver_from_lines`` (gate, enrichment, NEWS2, dedupe),
+``vitals_lake.model.features.features_for_history``
 (per-patient baselines), the given model and the combined rule of ``vitals_lake.alerting``.
 
 What this can and cannot say: the recordings are unlabelled, so there is no recall here. It is a
@@ -82,15 +83,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.stats import chi2
 
-from ml import artifact
-from ml.features import (
-    DATA_AGE,
-    NEWS2_MAX_SUBSCORE,
-    BaselineState,
-    deviation_column,
-    epoch_seconds,
-    features_for_history,
-)
 from ml.train import silver_from_lines
 from vitals_lake import contract as c
 from vitals_lake import envelope
@@ -102,6 +94,15 @@ from vitals_lake.alerting import (
     AlertTracker,
 )
 from vitals_lake.expectations import action_of
+from vitals_lake.model import artifact
+from vitals_lake.model.features import (
+    DATA_AGE,
+    NEWS2_MAX_SUBSCORE,
+    BaselineState,
+    deviation_column,
+    epoch_seconds,
+    features_for_history,
+)
 from vitals_lake.readings import parse_batch
 
 PACKAGE: Final = "vitaldsp"

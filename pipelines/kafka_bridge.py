@@ -33,9 +33,9 @@ from google.cloud.pubsub_v1.types import BatchSettings
 
 from pipelines.kafka_bridge_offsets import OffsetTracker
 from pipelines.kafka_bridge_packing import Envelope, EnvelopePacker
+from pipelines.pubsub_clients import close_publisher, publisher_client
 from vitals_lake.config import ConfigError, EnvelopeLimits, KafkaSettings, PubSubSettings
 from vitals_lake.envelope import SourceRecord, heartbeat
-from vitals_lake.stack.pubsub import close_publisher, publisher_client
 
 log = logging.getLogger("vitals_lake.kafka_bridge")
 

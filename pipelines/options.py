@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from vitals_lake.alerting import AlertRule
 from vitals_lake.config import ConfigError, LakeSettings, StreamSettings, lake_from_uri
-from vitals_lake.warehouse.settings import DEFAULT_LOCATION, BigQuerySettings
+from warehouse.settings import DEFAULT_LOCATION, BigQuerySettings
 
 TOPIC_PATH = re.compile(r"projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}")
 

@@ -20,7 +20,6 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from ml.serving import HISTORY_COLUMNS, ModelWatcher, StreamScorer
 from pipelines.lake_io import read_patients, time_range
 from vitals_lake import contract as c
 from vitals_lake import expectations as ex
@@ -28,13 +27,16 @@ from vitals_lake.admissions import PatientDirectory
 from vitals_lake.alerting import AlertRule
 from vitals_lake.config import LakeSettings
 from vitals_lake.lake import Lake
+from vitals_lake.model.serving import HISTORY_COLUMNS, ModelWatcher, StreamScorer
 from vitals_lake.pseudonym import PseudonymKey
 from vitals_lake.readings import TimeRules
 from vitals_lake.silver import gate_batch
 
 QUARANTINE = "quarantine"
 ALERTS = "alerts"
-BASELINE_SPAN = timedelta(hours=24)  # how far back a restored baseline reaches (ml.features' ring)
+BASELINE_SPAN = timedelta(
+    hours=24
+)  # how far back a restored baseline reaches (vitals_lake.model.features' ring)
 DQ = "dq"
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ element or per bundle: the DirectRunner sets a DoFn up and tears it down around 
 the tables once (``ensure()``, idempotent) and keeps it for the life of the process; a sink from
 ``sink_factory=`` is built in ``setup()`` and closed in ``teardown()``. Which sink
 is decided by :func:`open_sink` from the settings, so the same transform writes BigQuery
-(:class:`~vitals_lake.warehouse.settings.BigQuerySettings`) or anything else given a factory
+(:class:`~warehouse.settings.BigQuerySettings`) or anything else given a factory
 (``sink_factory=``: a picklable callable from the settings to a WarehouseSink, e.g. the DuckDB
 warehouse). Every row of a batch ends in exactly one counter (namespace ``warehouse``):
 ``<table>_inserted``, ``<table>_duplicates`` (recognised by insert id) or ``<table>_rejected``
@@ -15,7 +15,7 @@ warehouse). Every row of a batch ends in exactly one counter (namespace ``wareho
 
 **Outages are ridden out, not turned into failed bundles.** A sink that raises an exception marked
 ``transient`` (the warehouse unreachable past the sink's own retry deadline:
-:class:`~vitals_lake.warehouse.bigquery.BigQueryWriteError`) gets the same write again, after a
+:class:`~warehouse.bigquery.BigQueryWriteError`) gets the same write again, after a
 pause that doubles from 1 s up to ``outage_backoff`` seconds, until it succeeds or ``outage_budget``
 seconds have passed since the first failure (both from the settings, e.g.
 ``BigQuerySettings.outage_budget``, 3600 s; or the ``outage_budget=`` argument; 0 turns the ride-out
@@ -48,10 +48,10 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from vitals_lake.warehouse.bigquery import BigQuerySink
-from vitals_lake.warehouse.settings import BigQuerySettings
-from vitals_lake.warehouse.sink import WarehouseSink, WriteResult
-from vitals_lake.warehouse.tables import WAREHOUSE_TABLES
+from warehouse.bigquery import BigQuerySink
+from warehouse.settings import BigQuerySettings
+from warehouse.sink import WarehouseSink, WriteResult
+from warehouse.tables import WAREHOUSE_TABLES
 
 SinkFactory = Callable[[Any], WarehouseSink]
 METRICS_NAMESPACE = "warehouse"

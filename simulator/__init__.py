@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from simulator.cohort import DIAGNOSES, WARDS, Patient, make_cohort
 from simulator.engine import LABELS_FILE, MANIFEST_FILE, Simulation, SimulationConfig, run_simulation
-from simulator.episodes import Episode, EpisodeType, read_labels
 from simulator.faults import MALFORMED_KINDS, FaultRates, MalformedKind
 from simulator.manifest import Manifest
-from simulator.sinks import JsonlSink, KafkaSink, ListSink, NullSink, PubSubSink, Sink, SinkError, read_jsonl
+from simulator.sinks import JsonlSink, KafkaSink, ListSink, NullSink, PubSubSink, Sink, SinkError
+from vitals_lake.envelope import read_jsonl
+from vitals_lake.labels import Episode, EpisodeType, read_labels
 
 __all__ = [
     "DIAGNOSES",

@@ -25,13 +25,14 @@ import numpy as np
 from simulator.admissions import write_admissions
 from simulator.cohort import Patient, make_cohort
 from simulator.devices import DeviceFleet, make_fleet
-from simulator.episodes import Episode, EpisodePlan, EpisodeType, plan_episodes, write_labels
+from simulator.episodes import EpisodePlan, plan_episodes
 from simulator.faults import MALFORMED_KINDS, FaultRates, malform
 from simulator.manifest import Manifest
 from simulator.progress import Progress
 from simulator.readings import build_readings, encode, event_ids
 from simulator.signals import Dropouts, SignalModel, make_baselines, round_like_devices
 from simulator.sinks import Sink
+from vitals_lake.labels import Episode, EpisodeType, write_labels
 
 LABELS_FILE: Final = "labels.jsonl"
 MANIFEST_FILE: Final = "produced.json"

@@ -11,40 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
-from pathlib import Path
 from typing import Final
 
 import numpy as np
-import orjson
 
 from simulator.cohort import Patient
 from simulator.signals import COL, N_VITALS, Baselines
 from vitals_lake.contract import (
     DIASTOLIC,
     HEART_RATE,
-    PATIENT_ID,
     RESPIRATION_RATE,
     SPO2,
     SYSTOLIC,
     TEMPERATURE,
 )
-
-
-class EpisodeType(StrEnum):
-    TACHYCARDIA = "tachycardia"
-    BRADYCARDIA = "bradycardia"
-    DESATURATION = "desaturation"
-    FEVER = "fever"
-    HYPOTENSION = "hypotension"
-    SEPSIS = "sepsis"
-    SENSOR_ARTIFACT = "sensor_artifact"
-
-
-# Label fields (JSONL); patient_id reuses the contract's name.
-LABEL_TYPE: Final = "type"
-LABEL_START: Final = "start"
-LABEL_END: Final = "end"
+from vitals_lake.labels import Episode, EpisodeType
 
 DeltaFn = Callable[[Baselines, np.ndarray, np.random.Generator], np.ndarray]
 
@@ -148,30 +129,6 @@ PRIMARY_VITALS: Final[dict[EpisodeType, tuple[str, ...]]] = {
 }
 
 
-@dataclass(frozen=True)
-class Episode:
-    """One ground-truth label. Times are on the device's clock (what its readings carry), in UTC."""
-
-    patient_id: str
-    type: EpisodeType
-    start: datetime
-    end: datetime
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                PATIENT_ID: self.patient_id,
-                LABEL_TYPE: str(self.type),
-                LABEL_START: _iso(self.start),
-                LABEL_END: _iso(self.end),
-            }
-        )
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
 def _from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -262,26 +219,3 @@ def plan_episodes(
         fall_ms=fall,
         deltas=deltas,
     )
-
-
-def write_labels(path: Path, episodes: Sequence[Episode]) -> None:
-    """JSONL, one label per line, ordered by start then patient."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ordered = sorted(episodes, key=lambda e: (e.start, e.patient_id))
-    path.write_bytes(b"".join(e.to_json() + b"\n" for e in ordered))
-
-
-def read_labels(path: Path) -> list[Episode]:
-    """Inverse of :func:`write_labels`."""
-    out = []
-    for line in path.read_bytes().splitlines():
-        row = orjson.loads(line)
-        out.append(
-            Episode(
-                patient_id=row[PATIENT_ID],
-                type=EpisodeType(row[LABEL_TYPE]),
-                start=datetime.fromisoformat(row[LABEL_START]),
-                end=datetime.fromisoformat(row[LABEL_END]),
-            )
-        )
-    return out

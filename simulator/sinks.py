@@ -102,12 +102,6 @@ class JsonlSink(_Closing):
             self._file.close()
 
 
-def read_jsonl(path: Path) -> list[bytes]:
-    """The messages of a :class:`JsonlSink` file, byte for byte."""
-    data = Path(path).read_bytes()
-    return data.split(b"\n")[:-1] if data else []
-
-
 def kafka_producer_config(settings: KafkaSettings, *, linger_ms: int = 5, **extra: Any) -> dict[str, Any]:
     """Idempotent, acks=all: broker-side retries never duplicate or drop a reading."""
     return {

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from harness.stack import LocalStack, MissingPrerequisite, PubSubEmulator, TansuBroker
+from harness.stack.bigquery import BigQueryEmulator
 from vitals_lake.config import KafkaSettings, PubSubSettings
-from vitals_lake.stack import LocalStack, MissingPrerequisite, PubSubEmulator, TansuBroker
-from vitals_lake.stack.bigquery import BigQueryEmulator
 
 
 @pytest.fixture(scope="session", autouse=True)

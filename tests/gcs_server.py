@@ -43,8 +43,8 @@ from xml.sax.saxutils import escape
 
 import pytest
 
+from harness.stack.process import ManagedProcess, MissingPrerequisite, free_port
 from vitals_lake.config import GcsLake
-from vitals_lake.stack.process import ManagedProcess, MissingPrerequisite, free_port
 
 HOST: Final = "127.0.0.1"
 DEFAULT_BUCKET: Final = "vitals-lake-test"

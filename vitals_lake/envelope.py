@@ -16,6 +16,7 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Literal
 
 import orjson
@@ -285,3 +286,10 @@ def records_from_lines(lines: list[bytes], *, source: Source = "file") -> pa.Tab
         ],
         schema=ENVELOPE_COLUMNS,
     )
+
+
+def read_jsonl(path: Path | str) -> list[bytes]:
+    """The records of a JSONL file (one raw record per line, as the simulator's file sink writes), byte
+    for byte."""
+    data = Path(path).read_bytes()
+    return data.split(b"\n")[:-1] if data else []

@@ -3,7 +3,7 @@
 checkov pins an HCL parser (bc-python-hcl2) and other packages that conflict with the project's
 environment, so it lives in ``.venv-checkov/`` at the repository root, built from
 ``infra/checkov/requirements.txt`` on first use (idempotent, stamped with the requirements' hash; a lock
-makes concurrent builders wait for one another), like ``.venv-bq`` (vitals_lake/stack/bigquery.py)::
+makes concurrent builders wait for one another), like ``.venv-bq`` (harness/stack/bigquery.py)::
 
     python infra/checkov/checkov_venv.py bootstrap   # build or check .venv-checkov, print its path
     python infra/checkov/checkov_venv.py run         # scan infra/terraform; exit 1 on any failed check
@@ -14,7 +14,7 @@ platform) with the custom policies of ``infra/checkov/policies/``, then applies 
 fails anywhere is reported as stale instead of hiding silently. checkov exits 0 when a file does not parse, so
 ``run`` also fails when checkov reports parsing errors (tests/infra parses the HCL separately too).
 
-It runs under the project's .venv (the venv builder is ``vitals_lake.stack.toolvenv``, shared with the
+It runs under the project's .venv (the venv builder is ``harness.stack.toolvenv``, shared with the
 BigQuery emulator's venv).
 """
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from vitals_lake.stack.toolvenv import ToolVenv
+from harness.stack.toolvenv import ToolVenv
 
 HERE: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = HERE.parents[1]

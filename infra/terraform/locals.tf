@@ -1,5 +1,5 @@
 # Every name the code also uses comes from generated/names.json, written from vitals_lake/contract.py by
-# `python -m vitals_lake.infra_names --write` (tests/infra checks it is current). Nothing here
+# `python -m deploy.infra_names --write` (tests/infra checks it is current). Nothing here
 # spells a topic, subscription, table or view name by hand.
 data "google_project" "this" {
   project_id = var.project_id

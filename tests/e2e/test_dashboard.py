@@ -3,7 +3,7 @@ browser.
 
 The Looker tests are plain unit tests. The browser tests serve the local dashboard over a DuckDB
 warehouse written through ``DuckWarehouse.write`` (a seeded simulated cohort through the real Silver
-and Gold code, ``vitals_lake.dashboard.sample``) and open each page in headless Chromium: the DOM
+and Gold code, ``harness.dashboard_sample``) and open each page in headless Chromium: the DOM
 dumped after the page's own script ran must hold charts WITH data (points, bars, markers) and the
 expected patients. Chromium is installed with apt-get when missing; if that fails the tests FAIL.
 """
@@ -23,13 +23,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from dashboard import browser
+from dashboard.data import PAGE_VIEWS
+from dashboard.looker_link import LINKING_API_BASE, data_sources_of, linking_url
+from dashboard.looker_link import main as looker_main
+from dashboard.report import ReportError, load_report, parse_report
 from vitals_lake import contract as c
-from vitals_lake.dashboard import browser
-from vitals_lake.dashboard.data import PAGE_VIEWS
-from vitals_lake.dashboard.looker_link import LINKING_API_BASE, data_sources_of, linking_url
-from vitals_lake.dashboard.looker_link import main as looker_main
-from vitals_lake.dashboard.report import ReportError, load_report, parse_report
-from vitals_lake.warehouse import views
+from warehouse import views
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "0b5c3c1e-4d7a-4f44-9b61-2a9d8f6e7c10"
@@ -130,7 +130,7 @@ def test_local_dashboard_pages_read_the_same_views_as_the_report():
 
 
 def test_every_field_the_report_names_is_a_column_of_its_view(tmp_path):
-    from vitals_lake.warehouse.duck import DuckWarehouse  # noqa: PLC0415
+    from warehouse.duck import DuckWarehouse  # noqa: PLC0415
 
     report = load_report()
     with DuckWarehouse(tmp_path / "w.duckdb") as wh:
@@ -141,9 +141,9 @@ def test_every_field_the_report_names_is_a_column_of_its_view(tmp_path):
 
 
 def test_lookml_views_are_generated_from_the_views():
-    from vitals_lake.dashboard import lookml  # noqa: PLC0415
+    from dashboard import lookml  # noqa: PLC0415
 
-    assert lookml.main(["--check"]) == 0, "looker/lookml is stale: python -m vitals_lake.dashboard.lookml"
+    assert lookml.main(["--check"]) == 0, "looker/lookml is stale: python -m dashboard.lookml"
     files = {p.name for p in (ROOT / "looker" / "lookml").glob("*.lkml")}
     assert files == {"manifest.lkml", *(f"{v}.view.lkml" for v in load_report().views)}
 
@@ -161,14 +161,14 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def sample():
-    from vitals_lake.dashboard.sample import build_sample  # noqa: PLC0415
+    from harness.dashboard_sample import build_sample  # noqa: PLC0415
 
     return build_sample(patients=24, hours=3.0, seed=11)
 
 
 @pytest.fixture(scope="module")
 def warehouse_file(tmp_path_factory, sample):
-    from vitals_lake.warehouse.duck import DuckWarehouse  # noqa: PLC0415
+    from warehouse.duck import DuckWarehouse  # noqa: PLC0415
 
     path = tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb"
     with DuckWarehouse(path) as wh:
@@ -181,8 +181,8 @@ def warehouse_file(tmp_path_factory, sample):
 
 @pytest.fixture(scope="module")
 def served(warehouse_file):
-    from vitals_lake.dashboard.server import Dashboard, DashboardServer  # noqa: PLC0415
-    from vitals_lake.warehouse.duck import DuckWarehouse  # noqa: PLC0415
+    from dashboard.server import Dashboard, DashboardServer  # noqa: PLC0415
+    from warehouse.duck import DuckWarehouse  # noqa: PLC0415
 
     wh = DuckWarehouse(warehouse_file, read_only=True)
     dashboard = Dashboard(wh, refresh_seconds=1)
@@ -372,7 +372,7 @@ def test_command_syncs_the_lake_while_serving_and_stops_on_sigterm(tmp_path, sam
         [
             sys.executable,
             "-m",
-            "vitals_lake.dashboard",
+            "dashboard",
             "--warehouse",
             str(tmp_path / "warehouse.duckdb"),
             "--lake",

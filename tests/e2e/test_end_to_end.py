@@ -11,9 +11,9 @@ import json
 import pyarrow.compute as pc
 import pytest
 
+from harness.demo import run_demo
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
-from vitals_lake.demo import run_demo
 from vitals_lake.lake import Lake
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(420)]

@@ -198,7 +198,7 @@ def test_dockerfile_builds_one_image_for_launcher_workers_and_jobs():
         for item in src.split():
             assert (h.REPO_ROOT / item).exists(), f"Dockerfile copies {item}, which does not exist"
     packages = tomllib.loads((h.REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    for package in ("vitals_lake", "pipelines", "ml"):
+    for package in ("vitals_lake", "pipelines", "warehouse"):
         assert f"COPY {package} ./{package}" in text
         assert any(pattern.startswith(package) for pattern in packages["find"]["include"])
     assert 'ENTRYPOINT ["/opt/vitals/worker_entrypoint.sh"]' in text
@@ -403,11 +403,11 @@ def test_the_dataflow_graph_builds_from_the_templates_default_parameters(params)
 
 
 def test_the_image_holds_everything_the_pipeline_and_jobs_import():
-    """The Dockerfile copies vitals_lake, pipelines, ml and sql only: what the launcher, the workers and
-    the scheduled jobs import must not reach into the other top-level directories."""
+    """The Dockerfile copies vitals_lake, pipelines, warehouse and sql only: what the launcher, the
+    workers and the scheduled jobs import must not reach into the other top-level directories."""
     text = (DATAFLOW / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))
-    assert copied == {"vitals_lake", "pipelines", "ml", "sql"}
+    assert copied == {"vitals_lake", "pipelines", "warehouse", "sql"}
     entry = re.search(r'python -c "(import [^"]+)"', text).group(1)
     top_level = {p.name for p in h.REPO_ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
     probe = f"import json, sys; {entry}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"

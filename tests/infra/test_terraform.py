@@ -22,8 +22,8 @@ import pytest
 from tests.infra import hcl_model as h
 from vitals_lake import contract as c
 from vitals_lake import infra_names
-from vitals_lake.warehouse import views
-from vitals_lake.warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
+from warehouse import views
+from warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
 
 TF = h.TERRAFORM_DIR
 FUNCTION_DIR = h.REPO_ROOT / "functions" / "alert_notifier"
@@ -222,7 +222,7 @@ def test_outputs_are_described(modules):
 
 # --- names come from the contract -------------------------------------------------------------------------
 def test_generated_files_are_current():
-    assert infra_names.stale() == [], "run: python -m vitals_lake.infra_names --write"
+    assert infra_names.stale() == [], "run: python -m deploy.infra_names --write"
 
 
 def test_generator_check_mode_reports_drift(tmp_path, capsys):

@@ -21,15 +21,15 @@ import functions_framework
 import pytest
 import yaml
 
+from harness.stack import LocalStack, MissingPrerequisite
+from harness.stack.firestore import FirestoreEmulator
+from harness.stack.function import FUNCTION_DIR, FUNCTION_SOURCE, NotifierFunction
+from harness.stack.mail import LocalMailServer
+from harness.stack.webhook import WebhookReceiver
+from pipelines.pubsub_clients import close_publisher, publisher_client
 from tests.unit.test_alert_notifier import make_event, push_envelope
 from vitals_lake import contract as c
 from vitals_lake.config import PubSubSettings
-from vitals_lake.stack import LocalStack, MissingPrerequisite
-from vitals_lake.stack.firestore import FirestoreEmulator
-from vitals_lake.stack.function import FUNCTION_DIR, FUNCTION_SOURCE, NotifierFunction
-from vitals_lake.stack.mail import LocalMailServer
-from vitals_lake.stack.pubsub import close_publisher, publisher_client
-from vitals_lake.stack.webhook import WebhookReceiver
 
 if str(FUNCTION_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTION_DIR))

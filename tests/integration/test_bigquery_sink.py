@@ -1,6 +1,6 @@
 """BigQuerySink through the real google-cloud-bigquery client against the BigQuery emulator (bqemulator),
 started from its own venv (.venv-bq, built on first use). Faults are real HTTP: a small proxy in front
-of the emulator (:class:`vitals_lake.faults.proxy.FaultProxy`) answers 503 / 429 / drops the connection
+of the emulator (:class:`harness.faults.proxy.FaultProxy`) answers 503 / 429 / drops the connection
 before forwarding, and records every insertAll request that it forwards (rows and insert ids)."""
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ import pyarrow as pa
 import pytest
 from google.cloud import bigquery
 
+from harness.faults.proxy import FaultProxy
+from harness.stack import MissingPrerequisite
+from harness.stack.bigquery import BigQueryEmulator, duckdb_home, emulator_venv, ensure_emulator_venv
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError
-from vitals_lake.faults.proxy import FaultProxy
-from vitals_lake.stack import MissingPrerequisite
-from vitals_lake.stack.bigquery import BigQueryEmulator, duckdb_home, emulator_venv, ensure_emulator_venv
-from vitals_lake.warehouse.bigquery import (
+from warehouse.bigquery import (
     BigQuerySink,
     BigQueryWriteError,
     DeadLetterError,
     bigquery_schema,
     make_client,
 )
-from vitals_lake.warehouse.settings import BigQuerySettings
-from vitals_lake.warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
+from warehouse.settings import BigQuerySettings
+from warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
 
 pytestmark = pytest.mark.integration
 

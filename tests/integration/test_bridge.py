@@ -17,12 +17,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from harness.stack import publisher_client, subscriber_client
 from pipelines.kafka_bridge import BridgeError, KafkaToPubSubBridge
+from pipelines.pubsub_clients import close_publisher
 from tests.conftest import FreshTopics
 from vitals_lake.config import EnvelopeLimits, KafkaSettings, PubSubSettings
 from vitals_lake.envelope import ATTR_COUNT, ATTR_KIND, decode_envelope, is_heartbeat
-from vitals_lake.stack import publisher_client, subscriber_client
-from vitals_lake.stack.pubsub import close_publisher
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from vitals_lake.faults import FaultReport
-from vitals_lake.faults.broker import run_scenario
-from vitals_lake.stack import MissingPrerequisite, TansuBroker, pid_alive, port_is_free
-from vitals_lake.stack.process import group_members
-from vitals_lake.stack.seaweed import WEED_BIN_ENV, SeaweedS3
+from harness.faults import FaultReport
+from harness.faults.broker import run_scenario
+from harness.stack import MissingPrerequisite, TansuBroker, pid_alive, port_is_free
+from harness.stack.process import group_members
+from harness.stack.seaweed import WEED_BIN_ENV, SeaweedS3
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

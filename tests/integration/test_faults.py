@@ -1,6 +1,6 @@
 """Faults on the real local stack (Tansu + Pub/Sub emulator + the streaming pipeline as a subprocess).
 
-The scenarios live in ``vitals_lake.faults`` so that ``make bench`` reports the same figures these
+The scenarios live in ``harness.faults`` so that ``make bench`` reports the same figures these
 tests hold; here every check of their ``FaultReport`` must hold.
 
 1. ``pipeline_kill``: the pipeline SIGKILLed mid-stream. Without recovery the records it had pulled
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from vitals_lake.faults import FaultReport, pipeline_kill, poison, redelivery
-from vitals_lake.stack import LocalStack
+from harness.faults import FaultReport, pipeline_kill, poison, redelivery
+from harness.stack import LocalStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(300)]
 

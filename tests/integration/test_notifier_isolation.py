@@ -23,11 +23,11 @@ import functions_framework
 import pytest
 import yaml
 
+from harness.stack.function import FUNCTION_DIR, FUNCTION_SOURCE
+from harness.stack.mail import LocalMailServer
+from harness.stack.webhook import WebhookReceiver
 from tests.unit.test_alert_notifier import T0, make_event, push_envelope
 from vitals_lake import contract as c
-from vitals_lake.stack.function import FUNCTION_DIR, FUNCTION_SOURCE
-from vitals_lake.stack.mail import LocalMailServer
-from vitals_lake.stack.webhook import WebhookReceiver
 
 if str(FUNCTION_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTION_DIR))

@@ -1,4 +1,4 @@
-"""Downstream outages on the real local stack (vitals_lake.faults.outages, quick mode): BigQuery unreachable
+"""Downstream outages on the real local stack (harness.faults.outages, quick mode): BigQuery unreachable
 mid-stream, and the notifier's SMTP server and webhook down; after recovery everything is delivered, once.
 
 Each scenario starts its own services (Pub/Sub emulator, BigQuery emulator from .venv-bq, SMTP server,
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from vitals_lake.faults import FaultReport
-from vitals_lake.faults.outages import run_notifier_outage, run_warehouse_outage
-from vitals_lake.stack import MissingPrerequisite
+from harness.faults import FaultReport
+from harness.faults.outages import run_notifier_outage, run_warehouse_outage
+from harness.stack import MissingPrerequisite
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(420)]
 

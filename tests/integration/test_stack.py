@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from vitals_lake import contract as c
-from vitals_lake.config import LOCAL_PROJECT
-from vitals_lake.stack import (
+from harness.stack import (
     EMULATOR_JAR_ENV,
     LocalStack,
     MissingPrerequisite,
@@ -29,7 +27,9 @@ from vitals_lake.stack import (
     subscriber_client,
     tansu_binary,
 )
-from vitals_lake.stack.process import group_members
+from harness.stack.process import group_members
+from vitals_lake import contract as c
+from vitals_lake.config import LOCAL_PROJECT
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,7 +99,7 @@ def test_stack_is_stopped_when_the_body_raises(tmp_path: Path) -> None:
 
 def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vitals_lake.stack", *args],
+        [sys.executable, "-m", "harness.stack", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -109,9 +109,9 @@ def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 def _start_up(run_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """Run `python -m vitals_lake.stack up` and wait for it to print its exports."""
+    """Run `python -m harness.stack up` and wait for it to print its exports."""
     up = subprocess.Popen(
-        [sys.executable, "-m", "vitals_lake.stack", "up", "--run-dir", str(run_dir)],
+        [sys.executable, "-m", "harness.stack", "up", "--run-dir", str(run_dir)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

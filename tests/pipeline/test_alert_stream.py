@@ -8,12 +8,12 @@ from datetime import timedelta
 import orjson
 import pytest
 
+from harness.stack import subscriber_client
 from pipelines.beam_vitals import run
 from tests.factories import T0, raw, reading
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError, LocalLake
 from vitals_lake.lake import Lake
-from vitals_lake.stack import subscriber_client
 
 SICK = {c.HEART_RATE: 135, c.RESPIRATION_RATE: 28, c.SPO2: 90, c.BLOOD_PRESSURE: "88/50", c.TEMPERATURE: 39.4}
 WELL = {c.HEART_RATE: 72, c.RESPIRATION_RATE: 16, c.SPO2: 97, c.BLOOD_PRESSURE: "120/80", c.TEMPERATURE: 36.8}

@@ -12,8 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ml import artifact, evaluate, train
-from ml.serving import ModelWatcher, StreamScorer
+from ml import evaluate, train
 from pipelines.beam_vitals import run
 from pipelines.validation import recent_silver
 from simulator import read_jsonl
@@ -21,6 +20,8 @@ from tests.factories import T0, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
+from vitals_lake.model import artifact
+from vitals_lake.model.serving import ModelWatcher, StreamScorer
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import artifact, evaluate, train
-from ml.features import DEVIATION_FEATURES
+from ml import evaluate, train
 from pipelines.beam_vitals import run
+from vitals_lake.model import artifact
+from vitals_lake.model.features import DEVIATION_FEATURES
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
-from ml import artifact
-from ml.detectors import DETECTORS
+from vitals_lake.model import artifact
+from vitals_lake.model.detectors import DETECTORS
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "ml" / "model_training.ipynb"
 PLOT_CELLS = (

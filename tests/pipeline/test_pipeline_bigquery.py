@@ -7,14 +7,14 @@ import uuid
 import pytest
 from google.cloud import bigquery
 
+from harness.stack.bigquery import BigQueryEmulator
 from pipelines.beam_vitals import run
 from tests.factories import raw, reading
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError, LocalLake
 from vitals_lake.lake import Lake
-from vitals_lake.stack.bigquery import BigQueryEmulator
-from vitals_lake.warehouse.bigquery import make_client
-from vitals_lake.warehouse.settings import BigQuerySettings
+from warehouse.bigquery import make_client
+from warehouse.settings import BigQuerySettings
 
 
 def test_gold_and_data_quality_land_in_bigquery(bigquery_emulator: BigQueryEmulator, tmp_path):

@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
+from harness.stack.bigquery import BigQueryEmulator
 from pipelines.warehouse_io import METRICS_NAMESPACE, WriteWarehouse, open_sink
 from tests.integration.test_bigquery_sink import (
     drifted_gold_table,
@@ -23,10 +24,9 @@ from tests.integration.test_bigquery_sink import (
     query,
 )
 from vitals_lake import contract as c
-from vitals_lake.stack.bigquery import BigQueryEmulator
-from vitals_lake.warehouse.bigquery import BigQuerySink, make_client
-from vitals_lake.warehouse.sink import WriteResult
-from vitals_lake.warehouse.tables import DEAD_LETTER_TABLE
+from warehouse.bigquery import BigQuerySink, make_client
+from warehouse.sink import WriteResult
+from warehouse.tables import DEAD_LETTER_TABLE
 
 pytestmark = pytest.mark.integration
 

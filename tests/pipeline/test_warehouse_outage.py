@@ -19,9 +19,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.warehouse_io import WriteWarehouse, WriteWarehouseFn
 from vitals_lake import contract as c
-from vitals_lake.warehouse.bigquery import BigQueryWriteError
-from vitals_lake.warehouse.settings import BigQuerySettings
-from vitals_lake.warehouse.sink import WriteResult
+from warehouse.bigquery import BigQueryWriteError
+from warehouse.settings import BigQuerySettings
+from warehouse.sink import WriteResult
 
 DQ_ROWS = pa.Table.from_pylist(
     [

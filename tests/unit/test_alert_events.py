@@ -9,11 +9,11 @@ import jsonschema
 import numpy as np
 import orjson
 
-from ml.serving import StreamScorer
 from tests.factories import T0, raw, reading, silver_rows
 from vitals_lake import alert_events as ae
 from vitals_lake import contract as c
 from vitals_lake.alerting import AlertRule, AlertTracker
+from vitals_lake.model.serving import StreamScorer
 
 SICK = {c.HEART_RATE: 135, c.RESPIRATION_RATE: 28, c.SPO2: 90, c.BLOOD_PRESSURE: "88/50", c.TEMPERATURE: 39.4}
 WELL = {c.HEART_RATE: 72, c.RESPIRATION_RATE: 16, c.SPO2: 97, c.BLOOD_PRESSURE: "120/80", c.TEMPERATURE: 36.8}

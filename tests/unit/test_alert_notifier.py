@@ -29,10 +29,10 @@ import pytest
 import requests
 import yaml
 
+from harness.stack.mail import LocalMailServer
+from harness.stack.webhook import WebhookReceiver, verify_signature
 from vitals_lake import contract as c
 from vitals_lake.alert_events import to_json
-from vitals_lake.stack.mail import LocalMailServer
-from vitals_lake.stack.webhook import WebhookReceiver, verify_signature
 
 FUNCTION_DIR = Path(__file__).resolve().parents[2] / "functions" / "alert_notifier"
 FUNCTION_SOURCE = FUNCTION_DIR / "main.py"

@@ -12,8 +12,8 @@ import pytest
 from bench import faults as bench_faults
 from bench import runner
 from bench.runner import Context, Registry, Result
-from vitals_lake.faults import FaultReport
-from vitals_lake.faults.harness import ScenarioError
+from harness.faults import FaultReport
+from harness.faults.harness import ScenarioError
 
 
 @pytest.fixture(scope="module")

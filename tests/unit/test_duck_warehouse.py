@@ -19,12 +19,12 @@ from tests.unit.test_views import V1, V2, at, diagnosis, dq, gold, table_of
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
-from vitals_lake.warehouse import sync, views
-from vitals_lake.warehouse.__main__ import main
-from vitals_lake.warehouse.duck import INSERT_IDS_TABLE, DuckWarehouse, WarehouseError
-from vitals_lake.warehouse.sink import WarehouseSink, WriteResult
-from vitals_lake.warehouse.sync import SyncState, changed_rows, sync_lake
-from vitals_lake.warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
+from warehouse import sync, views
+from warehouse.__main__ import main
+from warehouse.duck import INSERT_IDS_TABLE, DuckWarehouse, WarehouseError
+from warehouse.sink import WarehouseSink, WriteResult
+from warehouse.sync import SyncState, changed_rows, sync_lake
+from warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 NEWS2_MAX = c.gold_column(c.NEWS2_SCORE, "max")
@@ -424,7 +424,7 @@ def test_python_dash_m_runs(tmp_path):
         w.write(c.DQ_METRICS_TABLE, dq_table([dq("b1", "rule-x", at(10) - timedelta(days=1), 8, 2)]))
     proc = subprocess.run(
         [
-            *(sys.executable, "-m", "vitals_lake.warehouse", "query"),
+            *(sys.executable, "-m", "warehouse", "query"),
             *("SELECT * FROM data_quality_daily", "--warehouse", str(wh_path)),
         ],
         capture_output=True,

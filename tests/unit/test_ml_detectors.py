@@ -1,4 +1,4 @@
-"""ml.detectors and ml.artifact: ranking, thresholds, versioned artifacts."""
+"""vitals_lake.model.detectors and vitals_lake.model.artifact: ranking, thresholds, versioned artifacts."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import pytest
 import skops.io as sio
 from sklearn.metrics import roc_auc_score
 
-from ml import artifact
-from ml.detectors import (
+from vitals_lake import contract as c
+from vitals_lake.model import artifact
+from vitals_lake.model.detectors import (
     AutoencoderDetector,
     IsolationForestDetector,
     News2Detector,
     RobustZScore,
     fix_threshold,
 )
-from ml.features import DEVIATION_FEATURES
-from vitals_lake import contract as c
+from vitals_lake.model.features import DEVIATION_FEATURES
 
 
 def _features(x: np.ndarray, news2: np.ndarray | None = None) -> pa.Table:

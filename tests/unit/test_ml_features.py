@@ -1,4 +1,5 @@
-"""ml.features: per-patient robust baselines, identical in history and batch-by-batch, no look-ahead."""
+"""vitals_lake.model.features: per-patient robust baselines, the same in history and batch by batch,
+no look-ahead."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from datetime import timedelta
 import numpy as np
 import pyarrow as pa
 
-from ml.features import (
+from tests.factories import T0, raw, reading, silver_rows
+from vitals_lake import contract as c
+from vitals_lake.model.features import (
     DATA_AGE,
     FEATURE_NAMES,
     POPULATION_MEDIAN,
@@ -16,8 +19,6 @@ from ml.features import (
     deviation_column,
     features_for_history,
 )
-from tests.factories import T0, raw, reading, silver_rows
-from vitals_lake import contract as c
 
 
 def _history(n: int = 60, patients: int = 3, seed: int = 0) -> pa.Table:

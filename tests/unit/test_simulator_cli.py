@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from simulator.cli import parse_duration
-from simulator.sinks import read_jsonl
+from vitals_lake.envelope import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 

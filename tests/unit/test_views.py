@@ -14,9 +14,9 @@ import sqlglot
 from sqlglot import exp
 
 from vitals_lake import contract as c
-from vitals_lake.warehouse import views
-from vitals_lake.warehouse.duck import DuckWarehouse
-from vitals_lake.warehouse.tables import WAREHOUSE_TABLES
+from warehouse import views
+from warehouse.duck import DuckWarehouse
+from warehouse.tables import WAREHOUSE_TABLES
 
 T = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 V1 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # first version of a Gold row

@@ -1,0 +1,1 @@
+"""Cloud deployment helpers: the names Terraform uses, generated from the contract."""

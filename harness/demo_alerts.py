@@ -1,0 +1,89 @@
+"""The demo's alert delivery: a local SMTP server, a webhook receiver and the notifier function,
+subscribed to the alerts topic the pipeline publishes to; and what they delivered."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.stack.function import NotifierFunction
+from harness.stack.mail import LocalMailServer
+from harness.stack.webhook import WebhookReceiver
+from vitals_lake import contract as c
+from vitals_lake.config import PubSubSettings
+from vitals_lake.lake import Lake
+
+WARD_INBOX = "ward-team@hospital.example"
+HOOK_KEY_ENV = "DEMO_WEBHOOK_SIGNING_KEY"
+
+
+@dataclass
+class Notifier:
+    mail: LocalMailServer
+    hooks: WebhookReceiver
+    function: NotifierFunction
+
+    def settle(self, *, quiet_seconds: float = 4.0, timeout: float = 60.0) -> dict[str, int]:
+        """Wait until the function's delivery records stop changing (pushes still in flight)."""
+        deadline, last, still_since = time.monotonic() + timeout, None, time.monotonic()
+        while time.monotonic() < deadline:
+            counts = self.function.delivery_counts()
+            if counts != last:
+                last, still_since = counts, time.monotonic()
+            elif time.monotonic() - still_since >= quiet_seconds:
+                break
+            time.sleep(0.5)
+        return last or {}
+
+
+@contextmanager
+def notifier(run_dir: Path, pubsub: PubSubSettings) -> Iterator[Notifier]:
+    """Everything started, the push subscription created (before anything is published)."""
+    key = secrets.token_hex(16)
+    with ExitStack() as stack:
+        mail = stack.enter_context(LocalMailServer(run_dir))
+        hooks = stack.enter_context(WebhookReceiver(secret=key))
+        config: dict[str, Any] = {
+            "smtp": mail.smtp_config(),
+            "webhooks": {
+                "ehr": {"url": hooks.url("/ehr"), "format": "json", "signing_secret": HOOK_KEY_ENV},
+                "chat": {"url": hooks.url("/slack"), "format": "slack", "signing_secret": HOOK_KEY_ENV},
+            },
+            "routes": [
+                # Every alert to the EHR integration; the ward team's inbox and chat from "medium" up.
+                {"name": "ehr", "webhooks": ["ehr"]},
+                {"name": "ward-team", "min_severity": "medium", "email": [WARD_INBOX], "webhooks": ["chat"]},
+            ],
+        }
+        fn = stack.enter_context(
+            NotifierFunction(run_dir, config=config, env={**mail.env(), HOOK_KEY_ENV: key})
+        )
+        fn.subscribe(pubsub)
+        yield Notifier(mail, hooks, fn)
+
+
+def alert_summary(lake: Lake, delivered: Notifier) -> dict[str, Any]:
+    """Alerts the pipeline raised (by state) and what reached an inbox or a webhook."""
+    events = lake.read("alerts", columns=[c.ALERT_STATE, c.SEVERITY])
+    return {
+        "events": dict(Counter(events[c.ALERT_STATE].to_pylist())),
+        "opened_by_severity": dict(
+            Counter(
+                s
+                for s, st in zip(
+                    events[c.SEVERITY].to_pylist(), events[c.ALERT_STATE].to_pylist(), strict=True
+                )
+                if st == "opened"
+            )
+        ),
+        "emails_delivered": len(delivered.mail.messages()),
+        "webhooks_delivered": len(delivered.hooks.deliveries()),
+        "function_deliveries": delivered.function.delivery_counts(),
+        "dead_letters": len(delivered.function.dead_letters()),
+    }

@@ -1,2 +1,0 @@
-"""Dashboards: the local web dashboard over the DuckDB warehouse views (``python -m vitals_lake.dashboard``)
-and the Looker Studio report over the BigQuery views (``looker/report.yaml``, ``looker_link``)."""

@@ -1,0 +1,139 @@
+"""A versioned model artifact: ``model.skops`` + ``metadata.json`` + ``MODEL_CARD.md``.
+
+The version is the first 12 hex digits of the skops file's SHA-256. :func:`load` checks that hash
+BEFORE deserialising and then lets skops rebuild only an explicit list of trusted types: a swapped or
+tampered file raises instead of running code. Never pickle or joblib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import sklearn
+import skops
+import skops.io as sio
+
+from vitals_lake.model.detectors import Detector
+
+MODEL_FILE: Final = "model.skops"
+METADATA_FILE: Final = "metadata.json"
+MODEL_CARD_FILE: Final = "MODEL_CARD.md"
+FORMAT_VERSION: Final = 1
+
+# Beyond skops' own defaults (numpy, builtins, common sklearn types): our detector classes and the
+# sklearn internals their models hold. Anything else in a file makes load() refuse it.
+TRUSTED_TYPES: Final = [
+    "vitals_lake.model.detectors.RobustZScore",
+    "vitals_lake.model.detectors.IsolationForestDetector",
+    "vitals_lake.model.detectors.AutoencoderDetector",
+    "vitals_lake.model.detectors.News2Detector",
+    "sklearn.tree._tree.Tree",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+]
+
+
+class ArtifactError(Exception):
+    """The artifact is incomplete, tampered with or holds untrusted types."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    detector: Detector
+    threshold: float
+    metadata: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["model_version"])
+
+    def score(self, features: Any) -> np.ndarray:
+        return self.detector.score(features)
+
+
+def save(
+    detector: Detector,
+    out_dir: Path,
+    *,
+    threshold: float,
+    target_fpr: float,
+    feature_names: tuple[str, ...],
+    training: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the three files into ``out_dir``; returns the metadata."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    blob = sio.dumps(detector)
+    digest = hashlib.sha256(blob).hexdigest()
+    (out_dir / MODEL_FILE).write_bytes(blob)
+    metadata: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model_version": digest[:12],
+        "sha256": digest,
+        "model": detector.name,
+        "features": list(feature_names),
+        "threshold": threshold,
+        "target_fpr": target_fpr,
+        "training": training,  # time range, row counts, patients, seed
+        "metrics": metrics or {},
+        "libraries": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__,
+            "skops": skops.__version__,
+        },
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    (out_dir / MODEL_CARD_FILE).write_text(_model_card(metadata))
+    return metadata
+
+
+def load(path: Path) -> LoadedModel:
+    """Load an artifact directory, verifying the hash before anything is deserialised."""
+    path = Path(path)
+    try:
+        metadata = json.loads((path / METADATA_FILE).read_text())
+        blob = (path / MODEL_FILE).read_bytes()
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read artifact at {path}: {exc}") from exc
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != metadata.get("sha256") or digest[:12] != metadata.get("model_version"):
+        raise ArtifactError(f"{path / MODEL_FILE}: sha256 {digest[:12]} does not match the metadata")
+    untrusted = set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES)
+    if untrusted:
+        raise ArtifactError(f"{path / MODEL_FILE} holds untrusted types: {sorted(untrusted)}")
+    detector = sio.loads(blob, trusted=TRUSTED_TYPES)
+    if not isinstance(detector, Detector):
+        raise ArtifactError(f"{path / MODEL_FILE} does not hold a detector")
+    return LoadedModel(detector=detector, threshold=float(metadata["threshold"]), metadata=metadata)
+
+
+def _model_card(m: dict[str, Any]) -> str:
+    t = m["training"]
+    lines = [
+        f"# Vitals anomaly model {m['model_version']}",
+        "",
+        f"- Detector: `{m['model']}`; score higher = more anomalous; alert threshold {m['threshold']:.6g}"
+        f" (fixed on training normals at a false-positive rate of {m['target_fpr']}).",
+        f"- Features: {', '.join(m['features'])} (deviations from each patient's own robust baseline,"
+        " `vitals_lake.model.features`).",
+        f"- Training data: {t.get('rows')} normal rows of {t.get('patients')} patients,"
+        f" {t.get('start')} to {t.get('end')} (simulated cohort, seed {t.get('seed')}).",
+        "- Intended use: decision support next to NEWS2 through the combined rule in `vitals_lake.alerting`"
+        " (persistence suppresses short sensor artefacts). Not a diagnostic device.",
+        "- Limits: trained and evaluated on simulated patients only; real-patient performance unknown.",
+        f"- Integrity: sha256 `{m['sha256']}`; load with `vitals_lake.model.artifact.load`"
+        " (hash checked first, explicit skops trusted types).",
+        "",
+    ]
+    if m.get("metrics"):
+        lines += ["## Metrics (held-out patients)", "", "```", json.dumps(m["metrics"], indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""Score Silver batches in the stream with the deployed model, and pick up new versions live.
+
+``ModelWatcher`` looks at the artifact's ``metadata.json`` at most every ``poll_seconds`` (like
+RunInference's ``WatchFilePattern``) and loads a new version when the version changes; a version
+that fails verification is refused and the current one keeps serving. ``StreamScorer`` carries the
+per-patient baselines from batch to batch (the same ``BaselineState`` training uses) and scores each
+batch in one call: batches, never one row at a time (FACTS.md: 130 rows/s vs 75,000 rows/s).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+
+from vitals_lake import contract as c
+from vitals_lake.alert_events import alert_events, severity_ranks
+from vitals_lake.alerting import AlertDecisions, AlertRule, AlertTracker
+from vitals_lake.model import artifact
+from vitals_lake.model.artifact import ArtifactError, LoadedModel
+from vitals_lake.model.features import NEWS2_MAX_SUBSCORE, BaselineState, epoch_seconds
+
+log = logging.getLogger(__name__)
+
+
+def _read(uri: str) -> bytes:
+    with FileSystems.open(uri) as fh:
+        return bytes(fh.read())
+
+
+class ModelWatcher:
+    """The current model at ``uri`` (a local directory or ``gs://``), reloaded when it changes."""
+
+    def __init__(
+        self, uri: str, *, poll_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.uri = uri.rstrip("/")
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self.model: LoadedModel | None = None
+        self._checked_at: float | None = None
+        self._refused: str | None = None  # a version that failed verification: not retried
+
+    def current(self) -> LoadedModel | None:
+        now = self.clock()
+        if self._checked_at is None or now - self._checked_at >= self.poll_seconds:
+            self._checked_at = now
+            self._reload_if_changed()
+        return self.model
+
+    def _reload_if_changed(self) -> None:
+        try:
+            version = json.loads(_read(f"{self.uri}/{artifact.METADATA_FILE}"))["model_version"]
+        except (OSError, ValueError, KeyError) as exc:
+            if self.model is None:
+                log.warning("no model at %s yet (%s): readings are stored unscored", self.uri, exc)
+            return
+        if (self.model is not None and version == self.model.version) or version == self._refused:
+            return
+        try:
+            loaded = self._load()
+        except ArtifactError as exc:
+            self._refused = version
+            log.error(
+                "model %s at %s refused (%s); still serving %s",
+                version,
+                self.uri,
+                exc,
+                self.model.version if self.model else "none",
+            )
+            return
+        log.info("serving model %s (was %s)", loaded.version, self.model.version if self.model else "none")
+        self.model = loaded
+
+    def _load(self) -> LoadedModel:
+        if "://" not in self.uri:
+            return artifact.load(Path(self.uri))
+        with tempfile.TemporaryDirectory() as tmp:  # verification and skops need local bytes
+            for name in (artifact.METADATA_FILE, artifact.MODEL_FILE):
+                (Path(tmp) / name).write_bytes(_read(f"{self.uri}/{name}"))
+            return artifact.load(Path(tmp))
+
+
+# What rebuilding a patient's state needs from Silver: baseline inputs and the stored alert condition.
+HISTORY_COLUMNS: Final = (
+    c.PATIENT_ID,
+    c.TIMESTAMP,
+    *c.VITAL_NAMES,
+    c.NEWS2_SCORE,
+    *(c.news2_subscore_column(p) for p in c.NEWS2_PARAMETERS),
+    c.IS_ANOMALY,
+    c.NEWS2_RESPONSE,
+)
+History = Callable[[list[str], float], pa.Table]  # (patients, before epoch seconds) -> their Silver rows
+
+
+class StreamScorer:
+    """Fills ``anomaly_score``, ``is_anomaly``, ``model_version``, ``alert_open`` and ``alert_opened``,
+    and turns the alert rule's state changes into alert events.
+
+    Per-patient state (robust baselines, alert runs) lives here between batches. A patient this
+    scorer has not seen (a new worker, a restart) first has their recent Silver history replayed
+    through the same code, when a ``history`` reader is given: baselines and open alerts survive.
+    """
+
+    def __init__(
+        self, watcher: ModelWatcher | None, *, rule: AlertRule | None = None, history: History | None = None
+    ) -> None:
+        self.watcher = watcher
+        self.baselines = BaselineState()
+        self.alerts = AlertTracker(rule or AlertRule())
+        self.history = history
+        self._seen: set[str] = set()
+        # Runners may hand batches to several DoFn instances of one process (they share this scorer).
+        self._lock = threading.Lock()
+
+    def score(self, silver: pa.Table) -> pa.Table:
+        return self.score_with_events(silver)[0]
+
+    def score_with_events(self, silver: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Scored Silver rows, and the alert events (``c.ALERTS_SCHEMA``) they caused."""
+        with self._lock:
+            return self._score(silver)
+
+    def _score(self, silver: pa.Table) -> tuple[pa.Table, pa.Table]:
+        if silver.num_rows == 0:
+            return silver, c.ALERTS_SCHEMA.empty_table()
+        self._restore(silver)
+        # Baselines advance even while no model is deployed, so a new model starts warm.
+        features = self.baselines.update(silver)
+        model = self.watcher.current() if self.watcher else None
+        out = silver
+        anomaly = np.zeros(silver.num_rows, dtype=bool)
+        if model is not None:
+            scores = np.asarray(model.score(features), dtype=np.float64)
+            anomaly = scores >= model.threshold
+            out = _set(out, c.ANOMALY_SCORE, pa.array(scores, pa.float64()))
+            out = _set(out, c.IS_ANOMALY, pa.array(anomaly, pa.bool_()))
+            out = _set(out, c.MODEL_VERSION, pa.array([model.version] * silver.num_rows, pa.string()))
+        decisions, reasons = self._alerts(silver, features, anomaly)
+        out = _set(out, c.ALERT_OPEN, pa.array(decisions.open, pa.bool_()))
+        out = _set(out, c.ALERT_OPENED, pa.array(decisions.opened, pa.bool_()))
+        return out, alert_events(out, decisions, reasons)
+
+    def _alerts(
+        self, silver: pa.Table, features: pa.Table, anomaly: np.ndarray
+    ) -> tuple[AlertDecisions, np.ndarray]:
+        reasons = self.alerts.rule.reasons(
+            anomaly=anomaly,
+            news2=features[c.NEWS2_SCORE].to_numpy(zero_copy_only=False),
+            news2_max_subscore=features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False),
+        )
+        decisions = self.alerts.update(
+            patient_ids=np.asarray(features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object),
+            seconds=epoch_seconds(features),
+            condition=reasons > 0,
+            severity=severity_ranks(silver, reasons),
+        )
+        return decisions, reasons
+
+    def _restore(self, silver: pa.Table) -> None:
+        patients = set(silver[c.PATIENT_ID].to_pylist())
+        new = sorted(patients - self._seen)
+        self._seen |= patients
+        if not new or self.history is None:
+            return
+        past = self.history(new, float(epoch_seconds(silver).max()))
+        # Only what came before each patient's first reading in this batch (a replayed batch may
+        # already be in Silver: its rows must not enter the baseline twice).
+        first = silver.group_by(c.PATIENT_ID, use_threads=False).aggregate([(c.TIMESTAMP, "min")])
+        past = past.join(first, c.PATIENT_ID, join_type="inner", use_threads=False)
+        past = past.filter(pc.less(past[c.TIMESTAMP], past[f"{c.TIMESTAMP}_min"])).drop_columns(
+            [f"{c.TIMESTAMP}_min"]
+        )
+        if past.num_rows == 0:
+            return
+        past = past.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
+        features = self.baselines.update(past)
+        stored = np.asarray(pc.fill_null(past[c.IS_ANOMALY], False).to_numpy(zero_copy_only=False), bool)
+        self._alerts(past, features, stored)  # state only: these events were published before
+        log.info(
+            "restored baselines and alert state of %d patients from %d Silver rows", len(new), past.num_rows
+        )
+
+
+def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)

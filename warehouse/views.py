@@ -1,0 +1,118 @@
+"""The warehouse views: BigQuery standard SQL in ``sql/views/*.sql``, the one source for both engines.
+
+Each file is one view's query. Tables and other views are named ``${project}.${dataset}.NAME`` inside
+backticks; that placeholder is what Terraform's ``templatefile()`` fills in, and what
+:func:`bigquery_sql` fills in here. Locally, :func:`duckdb_sql` drops the qualifier (the DuckDB
+warehouse keeps every table and view in its default schema) and transpiles the query with sqlglot
+from BigQuery to DuckDB. No SQL is ever copied by hand between the two.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+import sqlglot
+from sqlglot.errors import ErrorLevel
+
+from vitals_lake import contract as c
+
+VIEWS_DIR: Final = Path(__file__).resolve().parents[1] / "sql" / "views"
+
+# Base views: one warehouse table de-duplicated by its key (newest version first). The key and version
+# must match warehouse/tables.py (tests/unit/test_views.py checks it).
+BASE_VIEWS: Final[dict[str, str]] = {
+    "gold_latest": c.GOLD_TABLE,
+    "alerts_dedup": c.ALERTS_TABLE,
+    "dq_metrics_dedup": c.DQ_METRICS_TABLE,
+    "diagnosis_latest": c.DIAGNOSIS_TABLE,
+}
+# The views analysts and dashboards query.
+PUBLIC_VIEWS: Final = (
+    "patient_risk_scores",
+    "ward_alert_counts",
+    "vital_signs_hourly_trend",
+    "diagnosis_summary",
+    "latest_vitals",
+    "data_quality_daily",
+)
+
+_QUALIFIED: Final = re.compile(r"`\$\{project\}\.\$\{dataset\}\.(\w+)`")
+_PLACEHOLDER: Final = re.compile(r"[$%]\{")
+_PROJECT_RE: Final = re.compile(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
+_DATASET_RE: Final = re.compile(r"^\w{1,1024}$")
+
+
+class ViewError(ValueError):
+    """A view file is missing, malformed, or uses a placeholder other than ``${project}.${dataset}``."""
+
+
+def view_names() -> list[str]:
+    """Every view in ``sql/views``, in creation order (a view after the views it reads)."""
+    files = sorted(p.stem for p in VIEWS_DIR.glob("*.sql"))
+    ordered: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in ordered:
+            return
+        if name in path:
+            raise ViewError(f"views depend on each other in a cycle: {' -> '.join((*path, name))}")
+        for dep in sorted(dependencies(name) & set(files)):
+            visit(dep, (*path, name))
+        ordered.append(name)
+
+    for name in files:
+        visit(name, ())
+    return ordered
+
+
+@cache
+def source(name: str) -> str:
+    """The view's file as written (BigQuery SQL with the ``${project}.${dataset}`` placeholder)."""
+    path = VIEWS_DIR / f"{name}.sql"
+    if not re.fullmatch(r"\w+", name) or not path.is_file():
+        raise ViewError(f"no view {name!r} in {VIEWS_DIR}")
+    sql = path.read_text(encoding="utf-8").strip().rstrip(";")
+    leftover = _PLACEHOLDER.search(_QUALIFIED.sub("", sql))
+    if leftover:
+        raise ViewError(
+            f"{path.name}: only `${{project}}.${{dataset}}.name` placeholders are allowed "
+            f"(Terraform templatefile() would try to fill {sql[leftover.start() : leftover.start() + 20]!r})"
+        )
+    return sql
+
+
+def dependencies(name: str) -> set[str]:
+    """The tables and views a view reads."""
+    return set(_QUALIFIED.findall(source(name)))
+
+
+def bigquery_sql(name: str, project: str, dataset: str) -> str:
+    """The view's query for BigQuery, with the project and dataset filled in."""
+    if not _PROJECT_RE.match(project):
+        raise ViewError(f"GCP project id is malformed: {project!r}")
+    if not _DATASET_RE.match(dataset):
+        raise ViewError(f"BigQuery dataset name is malformed: {dataset!r}")
+    return _QUALIFIED.sub(lambda m: f"`{project}.{dataset}.{m.group(1)}`", source(name))
+
+
+def bigquery_ddl(name: str, project: str, dataset: str) -> str:
+    """``CREATE OR REPLACE VIEW`` for BigQuery (the emulators ignore a PATCH of a view's query)."""
+    return f"CREATE OR REPLACE VIEW `{project}.{dataset}.{name}` AS\n{bigquery_sql(name, project, dataset)};"
+
+
+@cache
+def duckdb_sql(name: str) -> str:
+    """The view's query transpiled for DuckDB (run it on a connection with ``TimeZone='UTC'``)."""
+    local = _QUALIFIED.sub(lambda m: m.group(1), source(name))
+    try:
+        tree = sqlglot.parse_one(local, read="bigquery")
+        return tree.sql(dialect="duckdb", pretty=True, unsupported_level=ErrorLevel.RAISE)
+    except sqlglot.errors.SqlglotError as exc:
+        raise ViewError(f"{name}.sql does not transpile from BigQuery to DuckDB: {exc}") from exc
+
+
+def duckdb_ddl(name: str) -> str:
+    return f'CREATE OR REPLACE VIEW "{name}" AS\n{duckdb_sql(name)}'
