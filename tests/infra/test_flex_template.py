@@ -20,11 +20,11 @@ import apache_beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from deploy import infra_names
 from pipelines import options as pipeline_options
 from pipelines.beam_vitals import create_pipeline
 from tests.infra import hcl_model as h
 from vitals_lake import contract as c
-from vitals_lake import infra_names
 
 DATAFLOW = h.REPO_ROOT / "infra" / "dataflow"
 PARAM_TYPES = {

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from deploy import infra_names
 from tests.infra import hcl_model as h
 from vitals_lake import contract as c
-from vitals_lake import infra_names
 from warehouse import views
 from warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
 
