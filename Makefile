@@ -9,37 +9,65 @@ STAMP := $(VENV)/.installed
 DEMO_PATIENTS ?= 300
 DEMO_DURATION ?= 120
 
-.PHONY: help venv demo test test-fast lint fmt clean train evaluate bench infra-names checkov flex-build flex-run flex-update flex-drain
+.PHONY: help venv lock demo test test-fast test-property test-pipeline test-infra test-integration test-e2e lint fmt clean train evaluate bench infra-names checkov flex-build flex-run flex-update flex-drain
 
 help:
 	@echo "make demo   - the whole system end to end on local real services (DEMO_PATIENTS, DEMO_DURATION)"
 	@echo "make test   - the whole test suite (unit, TestStream, integration on real services, end to end)"
-	@echo "make lint   - ruff and mypy"
+	@echo "make test-fast - the unit tier alone (needs only the venv); make test-<tier>: property, pipeline, infra, integration, e2e"
+	@echo "make lint   - ruff, mypy and the import-linter contracts"
 	@echo "make train  - simulate a labelled cohort and train the anomaly model into var/ml/model"
 	@echo "make evaluate - every detector side by side on a simulated cohort (var/ml/report.md), the model, a real-data sanity run"
 	@echo "make bench  - benchmarks: variants measured side by side, ratios printed, var/bench/results.json"
 	@echo "make clean  - remove var/ (run folders, demo lake)"
+	@echo "make lock   - after changing dependencies: re-resolve uv.lock and requirements/image.txt"
 	@echo "make checkov / infra-names / flex-build / flex-run / flex-update / flex-drain - cloud deployment (docs/deploy.md)"
 
 venv: $(STAMP)
 
-# uv resolves and installs apache-beam[gcp] several times faster than pip; it is itself a PyPI wheel.
-$(STAMP): pyproject.toml
+# Every install comes from uv.lock. `uv sync --locked` refuses a lock that no longer matches
+# pyproject.toml (run `make lock`), then installs exactly the locked versions: the project editable,
+# every extra ([local], [ml], [dev]); what the lock does not hold is removed. uv is a PyPI wheel: the
+# bootstrap installs UV_VERSION, the one uv.lock holds too (tests/infra/test_packaging.py checks).
+UV_VERSION := 0.13.9
+
+$(BIN)/uv:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(PY) --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(BIN)/uv
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --all-extras --quiet
 	@touch $(STAMP)
+
+# After changing dependencies in pyproject.toml: re-resolve uv.lock, and export the image's part of it
+# (the runtime and the wheel build tools, with hashes) for infra/dataflow/Dockerfile.
+lock: | $(BIN)/uv
+	$(BIN)/uv lock
+	$(BIN)/uv export --frozen --no-default-groups --group build --no-emit-project --format requirements-txt -o requirements/image.txt --quiet
 
 demo: $(STAMP)
 	$(PY) -m harness.demo --patients $(DEMO_PATIENTS) --duration $(DEMO_DURATION)
 
+# Test tiers by cost: a test's folder tests/<tier>/ is its pytest marker (tests/conftest.py), so
+# `make test-<tier>` == `pytest -m <tier>`. test-fast is the unit tier: it needs nothing but the venv.
 test: $(STAMP)
 	$(PY) -m harness.stack.bigquery bootstrap
 	$(PY) infra/checkov/checkov_venv.py bootstrap
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not integration and not e2e"
+	$(PY) -m pytest tests/unit
+
+test-property test-pipeline: test-%: $(STAMP)
+	$(PY) -m pytest tests/$*
+
+test-infra: $(STAMP)
+	$(PY) infra/checkov/checkov_venv.py bootstrap
+	$(PY) -m pytest tests/infra
+
+test-integration test-e2e: test-%: $(STAMP)
+	$(PY) -m harness.stack.bigquery bootstrap
+	$(PY) -m pytest tests/$*
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,5 +1,8 @@
 """The report definition in ``looker/report.yaml``: pages, charts and the views they read.
 
+The package reads it as package data (``dashboard/report.yaml``, a link to ``looker/report.yaml`` that
+setuptools copies into the wheel), so an installed dashboard has it without a checkout.
+
 One definition serves both dashboards: the Looker Studio template is laid out from it (and the
 Linking API URL wires one data source per view it names), and the local dashboard serves the same
 pages with the same titles over the same views in DuckDB. ``load_report`` validates it: unique ids,
@@ -8,14 +11,16 @@ every chart's data source declared, every declared data source used.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, Final
 
 import yaml
 
-REPORT_FILE: Final = Path(__file__).resolve().parents[1] / "looker" / "report.yaml"
+REPORT_FILE: Final[Traversable] = resources.files("dashboard") / "report.yaml"
 ALIAS_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_]{0,29}$")  # no dots: the URL's ds.<alias>.<param>
 VIEW_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_]*$")
 CHART_TYPES: Final = frozenset({"time_series", "table", "bar", "stacked_bar", "scorecard", "line"})
@@ -212,6 +217,8 @@ def parse_report(doc: dict[str, Any]) -> Report:
     )
 
 
-def load_report(path: Path | str = REPORT_FILE) -> Report:
-    with open(path, encoding="utf-8") as fh:
-        return parse_report(yaml.safe_load(fh))
+def load_report(path: str | os.PathLike[str] | Traversable = REPORT_FILE) -> Report:
+    if isinstance(path, str | os.PathLike):
+        with open(path, encoding="utf-8") as fh:
+            return parse_report(yaml.safe_load(fh))
+    return parse_report(yaml.safe_load(path.read_text(encoding="utf-8")))

@@ -6,7 +6,9 @@ same alert re-derived after a restart keeps its id and a notifier can de-duplica
 
 The notifier Cloud Function deploys on its own and cannot import this package: it reads the event's
 fields from ``functions/alert_notifier/alert_event.schema.json``, which is generated here
-(``python -m vitals_lake.alert_events --write-schema``; a test fails when it is stale).
+(``python -m vitals_lake.alert_events --write-schema``; a test fails when it is stale). The package
+itself never reads that file: :func:`json_schema` builds the schema from the contract, so an installed
+wheel has it without a checkout; only ``--write-schema``, a tool run in a checkout, writes the file.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from vitals_lake.alerting import (
     AlertDecisions,
 )
 
+# Where --write-schema writes in a checkout: the function's own copy (it deploys from its directory).
 SCHEMA_PATH: Final = (
     Path(__file__).resolve().parents[1] / "functions" / "alert_notifier" / "alert_event.schema.json"
 )
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-schema", action="store_true", help=f"write {SCHEMA_PATH}")
     args = parser.parse_args(argv)
     if args.write_schema:
-        SCHEMA_PATH.parent.mkdir(parents=True, exist_ok=True)
+        if not SCHEMA_PATH.parent.is_dir():  # an installed package: no function directory beside it
+            parser.error(f"{SCHEMA_PATH.parent} does not exist: run --write-schema in a source checkout")
         SCHEMA_PATH.write_text(schema_text())
         print(f"wrote {SCHEMA_PATH}")
     else:

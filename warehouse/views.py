@@ -5,21 +5,25 @@ backticks; that placeholder is what Terraform's ``templatefile()`` fills in, and
 :func:`bigquery_sql` fills in here. Locally, :func:`duckdb_sql` drops the qualifier (the DuckDB
 warehouse keeps every table and view in its default schema) and transpiles the query with sqlglot
 from BigQuery to DuckDB. No SQL is ever copied by hand between the two.
+
+The files are package data, read through :mod:`importlib.resources` (never a path into a checkout), so
+an installed wheel has them: ``warehouse/view_sql`` is a link to ``sql/views``, which setuptools copies
+into the wheel (pyproject.toml's package-data). sqlglot, a local-only dependency, is imported only by
+:func:`duckdb_sql`: the BigQuery side (:func:`bigquery_ddl`) needs the runtime dependencies only.
 """
 
 from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Final
-
-import sqlglot
-from sqlglot.errors import ErrorLevel
 
 from vitals_lake import contract as c
 
-VIEWS_DIR: Final = Path(__file__).resolve().parents[1] / "sql" / "views"
+# The views' files: the package's view_sql (in a checkout, the link to sql/views).
+VIEWS_DIR: Final[Traversable] = resources.files("warehouse") / "view_sql"
 
 # Base views: one warehouse table de-duplicated by its key (newest version first). The key and version
 # must match warehouse/tables.py (tests/unit/test_views.py checks it).
@@ -51,7 +55,7 @@ class ViewError(ValueError):
 
 def view_names() -> list[str]:
     """Every view in ``sql/views``, in creation order (a view after the views it reads)."""
-    files = sorted(p.stem for p in VIEWS_DIR.glob("*.sql"))
+    files = sorted(p.name.removesuffix(".sql") for p in VIEWS_DIR.iterdir() if p.name.endswith(".sql"))
     ordered: list[str] = []
 
     def visit(name: str, path: tuple[str, ...]) -> None:
@@ -73,7 +77,7 @@ def source(name: str) -> str:
     """The view's file as written (BigQuery SQL with the ``${project}.${dataset}`` placeholder)."""
     path = VIEWS_DIR / f"{name}.sql"
     if not re.fullmatch(r"\w+", name) or not path.is_file():
-        raise ViewError(f"no view {name!r} in {VIEWS_DIR}")
+        raise ViewError(f"no view {name!r} in sql/views (the package's {VIEWS_DIR})")
     sql = path.read_text(encoding="utf-8").strip().rstrip(";")
     leftover = _PLACEHOLDER.search(_QUALIFIED.sub("", sql))
     if leftover:
@@ -106,6 +110,9 @@ def bigquery_ddl(name: str, project: str, dataset: str) -> str:
 @cache
 def duckdb_sql(name: str) -> str:
     """The view's query transpiled for DuckDB (run it on a connection with ``TimeZone='UTC'``)."""
+    import sqlglot  # noqa: PLC0415 - the local warehouse's dependency ([local]), not the runtime's
+    from sqlglot.errors import ErrorLevel  # noqa: PLC0415
+
     local = _QUALIFIED.sub(lambda m: m.group(1), source(name))
     try:
         tree = sqlglot.parse_one(local, read="bigquery")

@@ -28,9 +28,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import grpc
 import yaml
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import pubsub_v1
+from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
 from harness.stack.process import MissingPrerequisite
 from harness.stack.services import _Service
@@ -38,12 +40,16 @@ from pipelines.pubsub_clients import ensure_topic, subscriber_client
 from vitals_lake import contract as c
 from vitals_lake.config import PubSubSettings
 
+# The function deploys from its own directory, never from this package: the harness runs it from a
+# source checkout (check_prerequisites says so when there is none).
 FUNCTION_DIR: Final = Path(__file__).resolve().parents[2] / "functions" / "alert_notifier"
 FUNCTION_SOURCE: Final = FUNCTION_DIR / "main.py"
 ENTRY_POINT: Final = "notify"
 NOTIFIER_SUBSCRIPTION: Final = "vitals-alerts-notifier"
 # Modules the function imports (its requirements.txt), checked before the process is started.
 _FUNCTION_MODULES: Final = ("functions_framework", "cloudevents", "requests", "yaml", "jsonschema")
+# The function's log entries about a message it acknowledges whatever else happened.
+_ACKNOWLEDGED_AS_IS: Final = ("malformed alert event acknowledged", "no route for alert")
 
 
 class NotifierFunction(_Service):
@@ -80,6 +86,10 @@ class NotifierFunction(_Service):
         self.threads = threads
 
     def check_prerequisites(self) -> None:
+        if not FUNCTION_SOURCE.is_file():
+            raise MissingPrerequisite(
+                f"the alert notifier runs from a source checkout: {FUNCTION_SOURCE} does not exist"
+            )
         missing = [m for m in _FUNCTION_MODULES if importlib.util.find_spec(m) is None]
         if missing:
             raise MissingPrerequisite(
@@ -137,9 +147,15 @@ class NotifierFunction(_Service):
         subscription: str = NOTIFIER_SUBSCRIPTION,
         *,
         topic: str = c.ALERTS_TOPIC,
+        ordered: bool = False,
     ) -> str:
-        """Create (or re-point) the push subscription on ``topic`` to this function; returns its path."""
-        return create_push_subscription(settings, subscription, self.push_endpoint, topic=topic)
+        """Create (or re-point) the push subscription on ``topic`` to this function; returns its path.
+
+        ``ordered``: messages with one ordering key are pushed in order, each only once the one before
+        it was acknowledged (publish them with :func:`ordered_publisher`)."""
+        return create_push_subscription(
+            settings, subscription, self.push_endpoint, topic=topic, ordered=ordered
+        )
 
     def delivery_counts(self) -> dict[str, int]:
         """Deliveries recorded by the function (local state): ``{"email:sent": 3, "webhook:rejected": 1}``."""
@@ -160,6 +176,29 @@ class NotifierFunction(_Service):
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def acknowledged(self) -> dict[str, bool]:
+        """Per Pub/Sub message id the function has handled: True when its latest invocation acknowledged
+        it (answered 2xx: every destination final, or the message malformed or without a route), False
+        when that invocation asked for a redelivery (HTTP 500). Read from the function's JSON log: its
+        last entry about a message in each invocation (``main.notify``, ``Notifier.handle``)."""
+        latest: dict[str, bool] = {}
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        for line in text.splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # the line being written
+            message_id, message = entry.get("message_id"), entry.get("message")
+            if not message_id:
+                continue
+            if message == "alert handled":
+                latest[message_id] = not {"failed", "busy"} & set(entry.get("outcomes", {}).values())
+            elif message in _ACKNOWLEDGED_AS_IS:
+                latest[message_id] = True
+        return latest
+
 
 def create_push_subscription(
     settings: PubSubSettings,
@@ -168,8 +207,15 @@ def create_push_subscription(
     *,
     topic: str = c.ALERTS_TOPIC,
     ack_deadline_seconds: int = 60,
+    ordered: bool = False,
 ) -> str:
-    """A push subscription on ``topic`` delivering to ``endpoint``; an existing one is re-pointed there."""
+    """A push subscription on ``topic`` delivering to ``endpoint``; an existing one is re-pointed there.
+
+    ``ordered`` enables message ordering (when the subscription is created): a message with an ordering
+    key is pushed only once every earlier one with that key was acknowledged, and a redelivery of it
+    comes before any later one. So when a later message on a key has arrived, the earlier ones on it
+    were acknowledged: none of them is still on its way.
+    """
     ensure_topic(settings, topic)
     topic_path = f"projects/{settings.project}/topics/{topic}"
     path = f"projects/{settings.project}/subscriptions/{subscription}"
@@ -177,10 +223,29 @@ def create_push_subscription(
     client = subscriber_client(settings)
     try:
         client.create_subscription(
-            name=path, topic=topic_path, push_config=push, ack_deadline_seconds=ack_deadline_seconds
+            request={
+                "name": path,
+                "topic": topic_path,
+                "push_config": push,
+                "ack_deadline_seconds": ack_deadline_seconds,
+                "enable_message_ordering": ordered,
+            }
         )
     except AlreadyExists:
         client.modify_push_config(subscription=path, push_config=push)
     finally:
         client.close()
     return path
+
+
+def ordered_publisher(settings: PubSubSettings) -> Any:
+    """A publisher that keeps the order of the messages it publishes with one ``ordering_key`` (for an
+    ``ordered`` subscription); the emulator over plain gRPC. Close it with ``close_publisher``."""
+    options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
+    if not settings.emulator_host:
+        return pubsub_v1.PublisherClient(publisher_options=options)
+    # No HTTP proxy for a local emulator even if the environment names one.
+    channel = grpc.insecure_channel(settings.emulator_host, options=[("grpc.enable_http_proxy", 0)])
+    return pubsub_v1.PublisherClient(
+        publisher_options=options, transport=PublisherGrpcTransport(channel=channel)
+    )

@@ -8,7 +8,12 @@
 * ``build``: Cloud Build builds ``infra/dataflow/Dockerfile`` (launcher + workers + scheduled jobs, one
   image) as the image-build service account and pushes IMAGE_REPOSITORY:TAG; then
   ``gcloud dataflow flex-template build`` writes the template spec TEMPLATE_PREFIX/vitals-lake-TAG.json
-  with ``infra/dataflow/metadata.json``. Prints the tag (Terraform's ``image_tag``).
+  with ``infra/dataflow/metadata.json``. Prints the tag (Terraform's ``image_tag``) and the base images.
+  The Dockerfile names its base images by release tag (``ARG LAUNCHER_IMAGE``, ``ARG BEAM_IMAGE``);
+  ``build`` pins each to a digest, so the image is built from exactly what was resolved and the digests
+  are recorded (printed, and in the image's labels): ``--base-digest ARG=sha256:...`` gives one (e.g. a
+  vetted mirror's), otherwise it is resolved from the registry's HTTP API (Docker Registry v2, an
+  anonymous pull token). A tag that cannot be resolved stops the build unless ``--allow-unpinned-base``.
 * ``run``: launches the streaming job from that spec (private IPs, Streaming Engine, the Dataflow
   service account, the image as the workers' SDK container).
 * ``update``: the same launch with ``--update``: Dataflow replaces the running job of the same name
@@ -28,10 +33,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +55,18 @@ GCLOUDIGNORE: Final = HERE / ".gcloudignore"
 NAMES: Final = REPO_ROOT / "infra" / "terraform" / "generated" / "names.json"
 IMAGE_NAME: Final = "vitals-lake"
 SDK_CONTAINER_PARAMETER: Final = "sdk_container_image"  # a Dataflow option, not one of metadata.json
+# The Dockerfile's base images (its ARGs), pinned to digests by `build`.
+BASE_IMAGE_ARGS: Final = ("LAUNCHER_IMAGE", "BEAM_IMAGE")
+DIGEST_RE: Final = re.compile(r"sha256:[0-9a-f]{64}")
+UNRESOLVED_DIGEST: Final = "sha256:<resolved when run>"  # what --dry-run shows for a digest not given
+MANIFEST_TYPES: Final = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
 
 # Pipeline options (pipelines/options.py) that are deliberately NOT template parameters, and why.
 # tests/infra/test_flex_template.py checks: every option is a parameter or listed here, never both.
@@ -138,6 +159,125 @@ def beam_version() -> str:
     raise FlexError(f"{DOCKERFILE}: no ARG BEAM_VERSION=")
 
 
+def dockerfile_args() -> dict[str, str]:
+    """The Dockerfile's global ``ARG NAME=default`` values (before the first FROM), ``${NAME}`` expanded."""
+    args: dict[str, str] = {}
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        if line.startswith("FROM "):
+            break
+        found = re.fullmatch(r"ARG (\w+)=(\S+)", line.strip())
+        if found:
+            args[found[1]] = re.sub(r"\$\{(\w+)\}", lambda ref: args[ref[1]], found[2])
+    return args
+
+
+def base_images() -> dict[str, str]:
+    """The base images as the Dockerfile names them (NAME:TAG), by their ARG."""
+    args = dockerfile_args()
+    missing = [a for a in BASE_IMAGE_ARGS if a not in args]
+    if missing:
+        raise FlexError(f"{DOCKERFILE}: no default for ARG {', '.join(missing)}")
+    for arg in BASE_IMAGE_ARGS:
+        ref = args[arg]
+        if "@" in ref or ref.endswith(":latest") or ":" not in ref.rsplit("/", 1)[-1]:
+            raise FlexError(f"{DOCKERFILE}: ARG {arg}={ref}: name an explicit tag (not latest, no digest)")
+    return {arg: args[arg] for arg in BASE_IMAGE_ARGS}
+
+
+def parse_reference(ref: str) -> tuple[str, str, str]:
+    """(registry host, repository, tag) of ``NAME:TAG``; Docker Hub's short names expanded."""
+    name, sep, tag = ref.rpartition(":")
+    if not sep or not name or "/" in tag or "@" in ref:
+        raise FlexError(f"{ref}: not an image NAME:TAG")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        host, repository = first, rest
+    else:
+        host, repository = "docker.io", name if slash else f"library/{name}"
+    if host == "docker.io":
+        host = "registry-1.docker.io"
+    return host, repository, tag
+
+
+def _request(url: str, headers: dict[str, str], timeout: float, method: str = "GET") -> Any:
+    request = urllib.request.Request(url, headers=headers, method=method)
+    return urllib.request.urlopen(request, timeout=timeout)  # https; a test's fake registry: http
+
+
+def _pull_token(challenge: str, timeout: float) -> str:
+    """An anonymous pull token from the realm a registry's ``WWW-Authenticate: Bearer ...`` names."""
+    scheme, _, params = challenge.partition(" ")
+    fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+    if scheme.lower() != "bearer" or "realm" not in fields:
+        raise FlexError(f"the registry asks for authentication this script cannot give: {challenge!r}")
+    query = urllib.parse.urlencode({k: v for k, v in fields.items() if k in ("service", "scope")})
+    with _request(f"{fields['realm']}?{query}", {}, timeout) as resp:
+        doc = json.loads(resp.read())
+    token = doc.get("token") or doc.get("access_token")
+    if not token:
+        raise FlexError(f"{fields['realm']} gave no token")
+    return str(token)
+
+
+def resolve_digest(ref: str, *, scheme: str = "https", timeout: float = 30.0) -> str:
+    """The digest ``NAME:TAG`` points at now (the manifest list's, for a multi-platform image), read with
+    a HEAD request to the registry's v2 API."""
+    host, repository, tag = parse_reference(ref)
+    url = f"{scheme}://{host}/v2/{repository}/manifests/{tag}"
+    headers = {"Accept": MANIFEST_TYPES}
+    try:
+        try:
+            resp = _request(url, headers, timeout, method="HEAD")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401:
+                raise
+            token = _pull_token(exc.headers.get("WWW-Authenticate", ""), timeout)
+            resp = _request(url, {**headers, "Authorization": f"Bearer {token}"}, timeout, method="HEAD")
+        with resp:
+            digest = str(resp.headers.get("Docker-Content-Digest", ""))
+    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        raise FlexError(f"cannot resolve {ref} to a digest: {exc}") from exc
+    if not DIGEST_RE.fullmatch(digest):
+        raise FlexError(f"{ref}: the registry answered no digest (Docker-Content-Digest {digest!r})")
+    return digest
+
+
+def pinned_base_images(
+    given: dict[str, str],
+    *,
+    allow_unpinned: bool = False,
+    dry_run: bool = False,
+    resolve: Callable[[str], str] | None = None,
+) -> dict[str, str]:
+    """Each base image as ``NAME:TAG@sha256:...``: the digest given, else resolved (not in a dry run).
+    Without a digest the build stops, unless ``allow_unpinned`` (then ``NAME:TAG``, with a warning)."""
+    images = base_images()
+    unknown = sorted(set(given) - set(images))
+    if unknown:
+        raise FlexError(f"--base-digest for no base image: {', '.join(unknown)} (known: {', '.join(images)})")
+    pinned: dict[str, str] = {}
+    for arg, ref in images.items():
+        digest = given.get(arg)
+        if digest is not None and not DIGEST_RE.fullmatch(digest):
+            raise FlexError(f"--base-digest {arg}={digest}: not a sha256:<64 hex> digest")
+        if digest is None and dry_run:
+            digest = UNRESOLVED_DIGEST
+        if digest is None:
+            try:
+                digest = (resolve or resolve_digest)(ref)
+            except FlexError as exc:
+                if not allow_unpinned:
+                    raise FlexError(
+                        f"{exc}\n(pass --base-digest {arg}=sha256:... , or --allow-unpinned-base to build"
+                        " from the tag as it is at build time)"
+                    ) from exc
+                print(f"warning: {exc}; building {arg} from the bare tag {ref}", file=sys.stderr)
+                pinned[arg] = ref
+                continue
+        pinned[arg] = f"{ref}@{digest}"
+    return pinned
+
+
 def pseudonym_secret() -> str:
     return str(json.loads(NAMES.read_text(encoding="utf-8"))["secrets"]["pseudonym_key"])
 
@@ -164,9 +304,17 @@ def check_parameters(params: dict[str, str]) -> None:
 
 
 # --- commands ------------------------------------------------------------------------------------------
-def build_commands(cfg: Config, tag: str) -> list[list[str]]:
+def build_commands(cfg: Config, tag: str, bases: dict[str, str]) -> list[list[str]]:
+    """``bases``: :func:`pinned_base_images`, passed to the Dockerfile's ARGs of the same names."""
     image = cfg.image(tag)
-    substitutions = f"_IMAGE={image},_BEAM_VERSION={beam_version()},_PSEUDONYM_SECRET={pseudonym_secret()}"
+    substitutions = ",".join(
+        [
+            f"_IMAGE={image}",
+            f"_BEAM_VERSION={beam_version()}",
+            f"_PSEUDONYM_SECRET={pseudonym_secret()}",
+            *(f"_{arg}={bases[arg]}" for arg in BASE_IMAGE_ARGS),
+        ]
+    )
     return [
         [
             "gcloud",
@@ -304,6 +452,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build and push the image, write the template spec")
     build.add_argument("--tag", default=None, help="image tag (default: UTC time, YYYYMMDD-HHMMSS)")
+    build.add_argument(
+        "--base-digest",
+        action="append",
+        default=[],
+        metavar="ARG=sha256:DIGEST",
+        help=f"the digest of a base image ({', '.join(BASE_IMAGE_ARGS)}), instead of resolving its tag",
+    )
+    build.add_argument(
+        "--allow-unpinned-base",
+        action="store_true",
+        help="build from a base image's bare tag when its digest cannot be resolved (not reproducible)",
+    )
     for name, what in (("run", "launch the streaming job"), ("update", "replace the running job in place")):
         p = sub.add_parser(name, help=what)
         p.add_argument("--tag", required=True, help="the tag `build` printed")
@@ -312,9 +472,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = load_config(args)
+        bases: dict[str, str] = {}
         if args.command == "build":
             tag = args.tag or default_tag()
-            commands = build_commands(cfg, tag)
+            given = {}
+            for item in args.base_digest:
+                name, sep, digest = item.partition("=")
+                if not sep:
+                    raise FlexError(f"--base-digest needs ARG=sha256:..., got {item!r}")
+                given[name] = digest
+            bases = pinned_base_images(given, allow_unpinned=args.allow_unpinned_base, dry_run=args.dry_run)
+            commands = build_commands(cfg, tag, bases)
         elif args.command in ("run", "update"):
             tag = args.tag
             commands = [run_command(cfg, tag, update=args.command == "update")]
@@ -335,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _execute(command)
         if args.command == "build":
             print(f'image_tag = "{tag}"  # template {cfg.template_path(tag)}')
+            for arg, ref in bases.items():
+                print(f"# base image {arg} = {ref}")
     except FlexError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -182,10 +182,17 @@ def test_terraform_passes_only_template_parameters_and_every_required_one(params
 # --- the Dockerfile -----------------------------------------------------------------------------------
 def test_dockerfile_builds_one_image_for_launcher_workers_and_jobs():
     text = (DATAFLOW / "Dockerfile").read_text()
+    # The base images are ARGs (flex.py build passes them pinned to digests), by explicit release tag.
     froms = re.findall(r"^FROM (\S+)", text, re.M)
-    assert froms[0] == "gcr.io/dataflow-templates-base/python311-template-launcher-base:latest"
-    assert froms[1] == "apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}"
+    assert froms == ["${LAUNCHER_IMAGE}", "${BEAM_IMAGE}"]
     args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+    assert re.fullmatch(
+        r"gcr\.io/dataflow-templates-base/python311-template-launcher-base:"
+        r"flex_templates_base_image_release_\d{8}_RC\d\d",
+        args["LAUNCHER_IMAGE"],
+    )
+    assert args["BEAM_IMAGE"] == "apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}"
+    assert not [v for v in args.values() if v.endswith(":latest")]
     assert args["BEAM_VERSION"] == apache_beam.__version__, (
         "the workers must run the Beam version the tests use"
     )
@@ -199,11 +206,18 @@ def test_dockerfile_builds_one_image_for_launcher_workers_and_jobs():
             assert (h.REPO_ROOT / item).exists(), f"Dockerfile copies {item}, which does not exist"
     packages = tomllib.loads((h.REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     for package in ("vitals_lake", "pipelines", "warehouse"):
-        assert f"COPY {package} ./{package}" in text
+        assert f"COPY {package} /tmp/vitals-src/{package}" in text
         assert any(pattern.startswith(package) for pattern in packages["find"]["include"])
+    # The project is installed as a wheel from the copied source, with the locked dependencies only.
+    assert "COPY sql/views /tmp/vitals-src/sql/views" in text  # warehouse/view_sql links there
+    assert "pip install --no-cache-dir --require-hashes --no-deps --no-build-isolation -r" in text
+    assert "pip install --no-cache-dir --no-deps --no-index --no-build-isolation /tmp/vitals-src" in text
+    assert "--editable" not in text
     assert 'ENTRYPOINT ["/opt/vitals/worker_entrypoint.sh"]' in text
     build = (DATAFLOW / "cloudbuild.yaml").read_text()
     assert "--file=infra/dataflow/Dockerfile" in build and '_BEAM_VERSION: "2.77.0"' in build
+    for arg in ("LAUNCHER_IMAGE", "BEAM_IMAGE"):
+        assert f"--build-arg={arg}=${{_{arg}}}" in build and f'_{arg}: ""' in build
 
 
 def test_the_worker_entrypoint_fetches_the_pseudonym_key_then_starts_the_harness(tmp_path):
@@ -253,6 +267,116 @@ def test_build_pushes_the_image_and_writes_the_template_spec(flex, tmp_path, cap
     assert f"--metadata-file={DATAFLOW / 'metadata.json'}" in lines[1]
     assert lines[2].startswith('image_tag = "t1"')
     assert re.fullmatch(r"\d{8}-\d{6}", flex.default_tag())
+
+
+LAUNCHER_DIGEST = "sha256:" + "a" * 64
+BEAM_DIGEST = "sha256:" + "b" * 64
+
+
+def test_build_pins_the_base_images_to_digests_and_records_them(flex, tmp_path, capsys):
+    bases = flex.base_images()
+    assert set(bases) == {"LAUNCHER_IMAGE", "BEAM_IMAGE"}
+    assert bases["BEAM_IMAGE"] == f"apache/beam_python3.11_sdk:{apache_beam.__version__}"
+    given = [
+        "--base-digest",
+        f"LAUNCHER_IMAGE={LAUNCHER_DIGEST}",
+        "--base-digest",
+        f"BEAM_IMAGE={BEAM_DIGEST}",
+    ]
+    lines = _dry_run(flex, tmp_path, capsys, "build", "--tag", "t1", *given)
+    launcher = f"{bases['LAUNCHER_IMAGE']}@{LAUNCHER_DIGEST}"
+    beam = f"{bases['BEAM_IMAGE']}@{BEAM_DIGEST}"
+    substitutions = dict(
+        s.split("=", 1) for s in re.search(r"--substitutions=(\S+)", lines[0]).group(1).split(",")
+    )
+    assert substitutions["_LAUNCHER_IMAGE"] == launcher and substitutions["_BEAM_IMAGE"] == beam
+    assert lines[3:] == [f"# base image LAUNCHER_IMAGE = {launcher}", f"# base image BEAM_IMAGE = {beam}"]
+    # A dry run resolves nothing: it shows where the digest goes.
+    lines = _dry_run(flex, tmp_path, capsys, "build", "--tag", "t1")
+    assert f"_BEAM_IMAGE={bases['BEAM_IMAGE']}@{flex.UNRESOLVED_DIGEST}" in lines[0]
+
+
+def test_build_refuses_a_base_image_it_cannot_pin(flex, tmp_path, capsys, monkeypatch):
+    def unreachable(ref: str) -> str:
+        raise flex.FlexError(f"cannot resolve {ref} to a digest: no network")
+
+    monkeypatch.setattr(flex, "resolve_digest", unreachable)
+    config = tmp_path / "flex.json"
+    config.write_text(json.dumps(EXAMPLE_CONFIG))
+    # Not a dry run: it stops before any command runs.
+    assert flex.main(["--config", str(config), "build", "--tag", "t1"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resolve gcr.io/dataflow-templates-base/" in err and "--allow-unpinned-base" in err
+    bare = flex.pinned_base_images({}, allow_unpinned=True)
+    assert bare == flex.base_images()
+    assert "warning: cannot resolve" in capsys.readouterr().err
+    for bad in (["LAUNCHER_IMAGE=latest"], ["NO_SUCH_IMAGE=" + BEAM_DIGEST], ["BEAM_IMAGE"]):
+        argv = ["--config", str(config), "--dry-run", "build", "--base-digest", *bad]
+        assert flex.main(argv) == 1
+        assert "--base-digest" in capsys.readouterr().err
+
+
+def test_digests_are_resolved_through_the_registry_api_with_a_pull_token(flex):
+    """Against a fake registry (Docker Registry v2): 401 with a Bearer challenge, an anonymous token
+    from the realm, then the manifest's digest from a HEAD request."""
+    import http.server  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            seen.append(("HEAD", self.path, dict(self.headers)))
+            if self.path != "/v2/team/worker/manifests/1.2.3":
+                self.send_response(404)
+            elif self.headers.get("Authorization") != "Bearer t0ken":
+                self.send_response(401)
+                realm = f"http://{self.headers['Host']}/token"
+                self.send_header(
+                    "WWW-Authenticate",
+                    f'Bearer realm="{realm}",service="fake",scope="repository:team/worker:pull"',
+                )
+            else:
+                self.send_response(200)
+                self.send_header("Docker-Content-Digest", BEAM_DIGEST)
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            seen.append(("GET", self.path, dict(self.headers)))
+            body = json.dumps({"token": "t0ken"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ref = f"127.0.0.1:{server.server_port}/team/worker:1.2.3"
+        assert flex.resolve_digest(ref, scheme="http", timeout=10) == BEAM_DIGEST
+        with pytest.raises(flex.FlexError, match="cannot resolve"):
+            flex.resolve_digest(f"127.0.0.1:{server.server_port}/team/other:1", scheme="http", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    method, path, _ = seen[1]
+    assert method == "GET" and urllib.parse.parse_qs(urllib.parse.urlsplit(path).query) == {
+        "service": ["fake"],
+        "scope": ["repository:team/worker:pull"],
+    }
+    assert "application/vnd.oci.image.index.v1+json" in seen[2][2]["Accept"]
+    assert flex.parse_reference("apache/beam_python3.11_sdk:2.77.0") == (
+        "registry-1.docker.io",
+        "apache/beam_python3.11_sdk",
+        "2.77.0",
+    )
+    assert flex.parse_reference("python:3.11") == ("registry-1.docker.io", "library/python", "3.11")
+    with pytest.raises(flex.FlexError):
+        flex.parse_reference("gcr.io/x/y@sha256:" + "0" * 64)
 
 
 def test_run_and_update_launch_the_streaming_job_with_every_parameter(flex, tmp_path, capsys):
@@ -403,10 +527,11 @@ def test_the_dataflow_graph_builds_from_the_templates_default_parameters(params)
 
 
 def test_the_image_holds_everything_the_pipeline_and_jobs_import():
-    """The Dockerfile copies vitals_lake, pipelines, warehouse and sql only: what the launcher, the
-    workers and the scheduled jobs import must not reach into the other top-level directories."""
+    """The Dockerfile builds its wheel from vitals_lake, pipelines, warehouse and sql/views only: what
+    the launcher, the workers and the scheduled jobs import must not reach into the other top-level
+    directories."""
     text = (DATAFLOW / "Dockerfile").read_text()
-    copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))
+    copied = {src.split("/")[0] for src in re.findall(r"^COPY (\S+) /tmp/vitals-src/\1$", text, re.M)}
     assert copied == {"vitals_lake", "pipelines", "warehouse", "sql"}
     entry = re.search(r'python -c "(import [^"]+)"', text).group(1)
     top_level = {p.name for p in h.REPO_ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
