@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vitals_lake.cli import usage_error
+
 MONTH_S = 730 * 3600  # Google prices a month as 730 hours
 DAY_S = 86_400
 GIB = 2**30
@@ -309,7 +311,7 @@ class Assumptions:
     state_budget_bytes: float = 2e9  # half of one SDK process's share of an 8 GB, 2-vCPU worker
     replay_hours: float = 24.0  # a restarted scorer replays 24 h of Silver per patient
     recovery_budget_s: float = 600.0  # = allowed lateness: replay must finish before windows close
-    delta_commit_s: float = 0.3  # one Delta commit on GCS (local disk: 10-50 ms, FACTS.md)
+    delta_commit_s: float = 0.3  # one Delta commit on GCS (local disk: 10-50 ms, docs/design.md's survey)
     class_a_per_commit: float = 3.2  # data file PUT, log PUT, log LIST, checkpoint every 10th
     class_b_per_commit: float = 8.0  # _last_checkpoint, checkpoint, log entries since it
     gets_per_file_read: float = 2.0  # footer + column chunk
@@ -781,8 +783,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--prices", action="store_true", help="also print the price table")
     args = ap.parse_args(argv)
     path = args.results or DEFAULT_RESULTS
-    measured = Measured.from_results(path) if path.exists() else Measured()
-    workload = Workload(patients=args.patients, readings_per_patient_per_s=args.rate, shards=args.shards)
+    try:
+        measured = Measured.from_results(path) if path.exists() else Measured()
+        workload = Workload(patients=args.patients, readings_per_patient_per_s=args.rate, shards=args.shards)
+    except (ValueError, KeyError) as exc:  # an out-of-range setting, or a results file of another shape
+        return usage_error(ap, str(exc))
     prices = Prices()
     sys.stdout.write(to_markdown(plan(workload, measured, prices), prices if args.prices else None))
     return 0

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from bench import report as results_report
 from bench.report import fmt_figure, fmt_number, fmt_seconds
+from vitals_lake.cli import usage_error
 
 DEFAULT_OUT: Final = Path("var/bench/results.json")
 DEFAULT_REPEATS: Final = 3
@@ -386,6 +387,8 @@ def main(argv: list[str] | None = None, *, registry: Registry | None = None) -> 
     parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc peak-memory runs")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        return usage_error(parser, f"--repeats must be >= 1, got {args.repeats}")
 
     if registry is None:
         load_benchmarks()

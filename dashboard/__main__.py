@@ -21,6 +21,8 @@ from pathlib import Path
 from types import FrameType
 
 from dashboard.server import DEFAULT_REFRESH_SECONDS, Dashboard, DashboardServer, LakeSync
+from vitals_lake.cli import usage_error
+from vitals_lake.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.sync_seconds <= 0:
+        return usage_error(parser, "--sync-seconds must be > 0")
+    if args.refresh_seconds < 0 or not 0 <= args.port <= 65535:
+        return usage_error(parser, "--refresh-seconds must be >= 0 and --port within 0..65535")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 return 2
             warehouse = DuckWarehouse(args.warehouse, read_only=True)
+    except ConfigError as exc:  # e.g. a malformed --lake
+        return usage_error(parser, str(exc))
     except (WarehouseError, OSError) as exc:
         print(f"error: cannot open the warehouse {args.warehouse}: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from typing import Final
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from dashboard.report import REPORT_FILE, Report, load_report
+from vitals_lake.cli import usage_error
 
 LINKING_API_BASE: Final = "https://lookerstudio.google.com/reporting/create"
 CONNECTOR: Final = "bigQuery"
@@ -99,8 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    report = load_report(args.definition)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        report = load_report(args.definition)
+    except OSError as exc:
+        return usage_error(parser, f"--definition: {exc}")
     try:
         url = linking_url(
             report,
@@ -111,8 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_name=args.report_name,
         )
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(parser, str(exc))
     if not (args.report_template or report.template_report_id):
         print(
             "note: no --report-template: the URL has no c.reportId, so Looker Studio starts from its default "

@@ -24,9 +24,11 @@ from typing import Any, Final
 from harness.demo_alerts import alert_summary, notifier
 from harness.stack import LocalStack, ManagedProcess, StackError
 from harness.stack.process import free_port
+from harness.waiting import WaitTimeout, wait_until
 from vitals_lake import contract as c
 from vitals_lake.admissions import refresh
 from vitals_lake.audit import Check, LakeCounts, clinical_summary, conservation, count_lake
+from vitals_lake.cli import usage_error
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
 from warehouse.duck import DuckWarehouse
@@ -49,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("var/demo"), help="run folder (wiped at start)")
     parser.add_argument("--drain-timeout", type=float, default=180.0)
     args = parser.parse_args(argv)
+    if args.patients < 1 or args.seed < 0:
+        return usage_error(parser, "--patients must be >= 1 and --seed >= 0")
+    if min(args.duration, args.interval, args.drain_timeout) <= 0 or args.duration < args.interval:
+        return usage_error(
+            parser, "--duration, --interval and --drain-timeout must be > 0, --duration >= --interval"
+        )
     return run_demo(
         run_dir=args.dir,
         patients=args.patients,
@@ -179,7 +187,8 @@ def run_demo(
             # short (an idle pull waits 30 s); then the bridge drains and commits its offsets.
             pipeline.stop(timeout=40)
             bridge.stop(timeout=20)
-            delivery.settle()  # pushes still in flight reach the function
+            if not delivery.settle(lake):  # pushes still in flight reach the function, are acknowledged
+                say("alert deliveries did not settle within 60 s: see the alerts summary")
             alerts = alert_summary(lake, delivery)
         finally:
             for child in reversed(children):
@@ -224,9 +233,19 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _sync_runs(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/healthz", timeout=10) as resp:
+        return int(json.loads(resp.read())["sync"]["runs"])
+
+
 def _dashboard_patients(url: str) -> int:
-    """How many patients the live dashboard's high-risk page lists (after one more sync)."""
-    time.sleep(6)  # one sync interval: the last committed batches reach the warehouse
+    """How many patients the live dashboard's high-risk page lists, once a whole sync of the drained lake
+    ran (two more sync runs: the one under way when called may have started before the lake drained)."""
+    try:
+        runs = _sync_runs(url)
+        wait_until(lambda: _sync_runs(url) >= runs + 2, timeout=60, interval=0.5, what="two dashboard syncs")
+    except (OSError, ValueError, KeyError, WaitTimeout) as exc:
+        say(f"dashboard sync: {exc}")
     try:
         with urllib.request.urlopen(f"{url}/api/high-risk", timeout=10) as resp:
             return len(json.loads(resp.read())["patients"])
@@ -332,21 +351,25 @@ def simulate(
 def drain(lake: Lake, produced: int, *, timeout: float, alive: Callable[[], bool]) -> LakeCounts:
     """Wait until every produced record is in Bronze and accounted for downstream, and Gold holds
     every Silver reading (its windows fire on the watermark, a little after the last commit)."""
-    deadline = time.monotonic() + timeout
-    counts = count_lake(lake)
-    while time.monotonic() < deadline and alive():
+
+    def settled() -> LakeCounts | None:
+        if not alive():
+            raise _Stopped
         counts = count_lake(lake)
-        settled = counts.bronze >= produced and all(
-            ch.ok for ch in conservation(counts, produced=counts.bronze)
-        )
-        if settled:
-            return counts
-        time.sleep(2)
-    if not alive():
+        done = counts.bronze >= produced and all(ch.ok for ch in conservation(counts, produced=counts.bronze))
+        return counts if done else None
+
+    try:
+        return wait_until(settled, timeout=timeout, interval=2, what="the lake to settle")
+    except _Stopped:
         say("a component stopped early: see var/demo/logs/")
-    else:
+    except WaitTimeout:
         say(f"drain timed out after {timeout:.0f} s")
     return count_lake(lake)
+
+
+class _Stopped(Exception):
+    """A component of the demo exited while the lake was draining."""
 
 
 def build_summary(

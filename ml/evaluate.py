@@ -35,6 +35,7 @@ from ml.train import (
 from simulator import EpisodeType, JsonlSink, SimulationConfig, run_simulation
 from vitals_lake import contract as c
 from vitals_lake.alerting import AlertDecisions, AlertRule, AlertTracker
+from vitals_lake.cli import usage_error
 from vitals_lake.model.features import DATA_AGE, NEWS2_MAX_SUBSCORE
 
 MODELS: Final = ("news2", *CANDIDATES)
@@ -47,9 +48,26 @@ MAX_GAP_SECONDS: Final = 600.0  # a longer gap is a dropout, not monitored norma
 def simulate(
     out: Path, *, patients: int, hours: float, interval: float, seed: int, episode_rate: float = 0.2
 ) -> tuple[Path, Path]:
+    config = simulation_config(
+        out, patients=patients, hours=hours, interval=interval, seed=seed, episode_rate=episode_rate
+    )
     out.mkdir(parents=True, exist_ok=True)
     readings = out / "readings.jsonl"
-    config = SimulationConfig(
+    sink = JsonlSink(readings)
+    try:
+        run_simulation(config, sink, sink_name="jsonl")
+    finally:
+        sink.close()
+    return readings, out / "labels.jsonl"
+
+
+def simulation_config(
+    out: Path, *, patients: int, hours: float, interval: float, seed: int, episode_rate: float
+) -> SimulationConfig:
+    """The cohort :func:`simulate` runs (ValueError when a setting is out of range)."""
+    if patients < 1 or hours <= 0:
+        raise ValueError(f"need at least one patient and hours > 0, got {patients} and {hours}")
+    return SimulationConfig(
         patients=patients,
         duration_seconds=hours * 3600,
         interval_seconds=interval,
@@ -60,12 +78,6 @@ def simulate(
         out_dir=out,
         admissions=False,
     )
-    sink = JsonlSink(readings)
-    try:
-        run_simulation(config, sink, sink_name="jsonl")
-    finally:
-        sink.close()
-    return readings, out / "labels.jsonl"
 
 
 def evaluate(
@@ -446,11 +458,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.readings is None) != (args.labels is None):
         parser.error("give both --readings and --labels, or neither (simulate)")
-    rule = AlertRule(
-        persistence_seconds=args.persistence_seconds,
-        clear_seconds=args.clear_seconds,
-        cooldown_seconds=args.cooldown_seconds,
-    )
+    try:
+        rule = AlertRule(
+            persistence_seconds=args.persistence_seconds,
+            clear_seconds=args.clear_seconds,
+            cooldown_seconds=args.cooldown_seconds,
+        )
+        if args.readings is None:
+            simulation_config(
+                args.out / "sim",
+                patients=args.patients,
+                hours=args.hours,
+                interval=args.interval,
+                seed=args.seed,
+                episode_rate=args.episode_rate,
+            )
+    except ValueError as exc:  # an out-of-range setting
+        return usage_error(parser, str(exc))
     readings, labels = args.readings, args.labels
     if readings is None:
         readings, labels = simulate(

@@ -19,7 +19,8 @@ from sklearn.metrics import roc_auc_score
 from ml import tracking
 from vitals_lake import contract as c
 from vitals_lake import envelope
-from vitals_lake.config import lake_from_uri
+from vitals_lake.cli import usage_error
+from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.envelope import read_jsonl
 from vitals_lake.labels import Episode, EpisodeType, read_labels
 from vitals_lake.lake import Lake
@@ -272,17 +273,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-track", action="store_true", help="do not log the run to MLflow")
     args = parser.parse_args(argv)
-    meta = train(
-        args.readings,
-        args.labels,
-        args.out,
-        lake=args.lake,
-        model=args.model,
-        target_fpr=args.target_fpr,
-        seed=args.seed,
-        track=not args.no_track,
-        tracking_uri=args.tracking_uri,
-    )
+    if not 0 < args.target_fpr < 1:
+        return usage_error(parser, f"--target-fpr must be within (0, 1), got {args.target_fpr}")
+    if args.readings is not None and not args.readings.is_file():
+        return usage_error(parser, f"--readings {args.readings}: no such file")
+    if args.labels is not None and not args.labels.is_file():
+        return usage_error(parser, f"--labels {args.labels}: no such file")
+    try:
+        meta = train(
+            args.readings,
+            args.labels,
+            args.out,
+            lake=args.lake,
+            model=args.model,
+            target_fpr=args.target_fpr,
+            seed=args.seed,
+            track=not args.no_track,
+            tracking_uri=args.tracking_uri,
+        )
+    except ConfigError as exc:  # e.g. a malformed --lake
+        return usage_error(parser, str(exc))
     print(
         f"model {meta['model']} version {meta['model_version']}: threshold {meta['threshold']:.6g},"
         f" {meta['training']['rows']} training rows -> {args.out}"

@@ -93,6 +93,7 @@ from vitals_lake.alerting import (
     AlertRule,
     AlertTracker,
 )
+from vitals_lake.cli import usage_error
 from vitals_lake.expectations import action_of
 from vitals_lake.model import artifact
 from vitals_lake.model.features import (
@@ -568,9 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         r = sanity(args.model, args.out, args.cache)
-    except SanityError as exc:
-        print(f"vitaldsp_sanity: error: {exc}", file=sys.stderr)
-        return 2
+    except SanityError as exc:  # no model there, or no vitaldsp wheel to be had
+        return usage_error(parser, str(exc))
     t = r["total"]
     per_file = "; ".join(
         f"{k} {f['valid']}/{f['rows_in']} valid, {f['alerts_opened']} alerts" for k, f in r["files"].items()

@@ -26,7 +26,8 @@ The data's journey, as ``create_pipeline`` builds it:
 Every commit carries a batch marker (a Delta application transaction), so a retried batch is
 written once.
 
-Run locally (DirectRunner) against the Pub/Sub emulator::
+``--help`` lists every option (the pipeline's, then Beam's for a run). Run locally (DirectRunner)
+against the Pub/Sub emulator::
 
     python -m pipelines.beam_vitals --subscription projects/P/subscriptions/S --lake var/lake
 
@@ -62,10 +63,25 @@ from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
 from pipelines.validation import ALERTS, DQ, QUARANTINE, ValidateReadings
 from pipelines.warehouse_io import WriteWarehouse
 from vitals_lake import contract as c
-from vitals_lake.config import lake_from_uri
+from vitals_lake.cli import usage_error
+from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 
 log = logging.getLogger("beam_vitals")
+PROG = "python -m pipelines.beam_vitals"
+HELP_DESCRIPTION = (
+    "Vitals Lake's streaming pipeline: Pub/Sub (or a JSONL file, or a lake's Bronze) -> Bronze, Silver,\n"
+    "quarantine and Gold Delta tables; alert events to Pub/Sub; Gold, alerts and data quality to BigQuery."
+)
+HELP_EXAMPLES = f"""examples:
+  stream, locally against the Pub/Sub emulator:
+    {PROG} --subscription projects/P/subscriptions/S --lake var/lake
+  replay a file of readings (batch):
+    {PROG} --input-jsonl readings.jsonl --lake var/lake
+  rebuild Silver and Gold from a lake's Bronze into another lake (batch):
+    {PROG} --input-bronze var/lake --lake var/lake-v2
+  on Dataflow, add:
+    --runner DataflowRunner --project P --region R --temp_location gs://BUCKET/temp"""
 
 
 def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -123,7 +139,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         new_silver
         | f"Summarize{seconds}s"
         >> SummarizeWindows(window_seconds=seconds, allowed_lateness=timing.allowed_lateness, fire=fire)
-        for seconds in sorted({timing.gold_window, *c.GOLD_WINDOWS})
+        for seconds in c.GOLD_WINDOWS
     ]
     gold = (
         summaries
@@ -159,6 +175,26 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     return result
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipelines.beam_vitals``: check the options (a bad one: the usage and exit 2), then run."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = opts.argument_parser(PROG, description=HELP_DESCRIPTION, epilog=HELP_EXAMPLES)
+    parser.parse_known_args(args)  # --help; a malformed value exits 2 with the usage
+    if removed := opts.removed_options(args):
+        return usage_error(parser, "; ".join(removed))
+    try:
+        opts.finalize(PipelineOptions(args, save_main_session=False))
+    except ConfigError as exc:
+        return usage_error(parser, str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        run(args)
+    except ConfigError as exc:  # found only once the run starts (e.g. the pseudonym key)
+        return usage_error(parser, str(exc))
+    return 0
+
+
 def _wait_local_streaming(result: PipelineResult, *, max_seconds: float | None) -> None:
     """The DirectRunner cannot wait with a timeout: poll, and cancel on SIGTERM/SIGINT or deadline."""
     stop = {"requested": False}
@@ -179,6 +215,4 @@ def _wait_local_streaming(result: PipelineResult, *, max_seconds: float | None) 
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    run()
+    sys.exit(main())

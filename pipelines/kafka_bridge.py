@@ -34,10 +34,12 @@ from google.cloud.pubsub_v1.types import BatchSettings
 from pipelines.kafka_bridge_offsets import OffsetTracker
 from pipelines.kafka_bridge_packing import Envelope, EnvelopePacker
 from pipelines.pubsub_clients import close_publisher, publisher_client
+from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, EnvelopeLimits, KafkaSettings, PubSubSettings
 from vitals_lake.envelope import SourceRecord, heartbeat
 
-log = logging.getLogger("vitals_lake.kafka_bridge")
+log = logging.getLogger("pipelines.kafka_bridge")
+PROG = "python -m pipelines.kafka_bridge"
 
 __all__ = [
     "BridgeError",
@@ -461,9 +463,7 @@ class KafkaToPubSubBridge:
 # --- CLI -------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     kafka, pubsub, limits = KafkaSettings.from_env(), PubSubSettings.from_env(), EnvelopeLimits()
-    p = argparse.ArgumentParser(
-        prog="python -m pipelines.kafka_bridge", description="Kafka -> Pub/Sub bridge"
-    )
+    p = argparse.ArgumentParser(prog=PROG, description="Kafka -> Pub/Sub bridge")
     p.add_argument(
         "--bootstrap", default=kafka.bootstrap_servers, help="Kafka host:port (VITALS_KAFKA_BOOTSTRAP)"
     )
@@ -478,12 +478,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-file", type=Path, default=None)
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS")
     p.add_argument("--progress-seconds", type=float, default=5.0)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()
+    except ConfigError as exc:  # a malformed VITALS_* / PUBSUB_EMULATOR_HOST variable (the defaults)
+        return usage_error(argparse.ArgumentParser(prog=PROG), f"environment: {exc}")
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -496,8 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             max_records=args.max_records, max_bytes=args.max_bytes, linger_seconds=args.linger
         )
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(parser, str(exc))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

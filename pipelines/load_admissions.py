@@ -19,11 +19,12 @@ from types import FrameType
 
 from vitals_lake.admissions import LoadReport, refresh
 from vitals_lake.backfill import backfill_gold
+from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.pseudonym import PseudonymKey
 
-log = logging.getLogger("vitals_lake.load_admissions")
+log = logging.getLogger("pipelines.load_admissions")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,19 +55,18 @@ def _print_report(report: LoadReport) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.watch is not None and args.watch <= 0:
-        print("error: --watch must be > 0 seconds", file=sys.stderr)
-        return 2
+        return usage_error(parser, "--watch must be > 0 seconds")
     try:
         key = PseudonymKey.from_env(allow_development_default=not args.require_key)
         lake = Lake(lake_from_uri(args.lake))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(parser, str(exc))
 
     def once() -> LoadReport:
         report = refresh(args.landing, args.reference, lake, key=key.secret, on_load=_print_load)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import re
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Final
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    WorkerOptions,
+    _BeamArgumentParser,
+)
 
 from vitals_lake.alerting import AlertRule
 from vitals_lake.config import ConfigError, LakeSettings, StreamSettings, lake_from_uri
@@ -17,6 +28,23 @@ TOPIC_PATH = re.compile(r"projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][
 # name the runner that runs here.
 LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
 LOCAL_BATCH_RUNNER = "FnApiRunner"
+
+# Beam's own options that a run of this pipeline sets, shown by ``--help`` after the pipeline's; every
+# other Apache Beam option is accepted as well and passed on to Beam.
+BEAM_HELP_OPTIONS: Final = (StandardOptions, GoogleCloudOptions, WorkerOptions, SetupOptions, DebugOptions)
+# Options this pipeline no longer has, and why: given anyway, they are refused rather than ignored.
+REMOVED_OPTIONS: Final = {
+    "gold_window": "Gold's windows are fixed by the contract (one minute and one hour, both always"
+    " written); the views and dashboards read those two",
+}
+BEAM_NOTE: Final = (
+    "Any other Apache Beam pipeline option is accepted too and passed on to Beam:\n"
+    "https://beam.apache.org/releases/pydoc/current/apache_beam.options.pipeline_options.html"
+)
+USAGE: Final = (
+    "%(prog)s (--subscription SUB | --input-jsonl FILE | --input-bronze LAKE)\n"
+    "         --lake LAKE [pipeline options] [Beam options]"
+)
 
 
 class VitalsOptions(PipelineOptions):
@@ -55,14 +83,6 @@ class VitalsOptions(PipelineOptions):
             type=float,
             default=d.commit_interval,
             help="seconds between Delta commits per table",
-        )
-        parser.add_argument(
-            "--gold-window",
-            "--gold_window",
-            dest="gold_window",
-            type=int,
-            default=d.gold_window,
-            help="Gold aggregation window in seconds",
         )
         parser.add_argument(
             "--allowed-lateness",
@@ -121,7 +141,11 @@ class VitalsOptions(PipelineOptions):
             help="a BigQuery emulator's URL (local runs and tests); credentials are then anonymous",
         )
         parser.add_argument(
-            "--bigquery-location", "--bigquery_location", dest="bigquery_location", default=DEFAULT_LOCATION
+            "--bigquery-location",
+            "--bigquery_location",
+            dest="bigquery_location",
+            default=DEFAULT_LOCATION,
+            help="location of the BigQuery dataset, e.g. EU or US",
         )
         parser.add_argument(
             "--bigquery-retry-deadline",
@@ -180,11 +204,53 @@ class VitalsOptions(PipelineOptions):
         )
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Description and epilog as written; an option's default after its help when it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            action.default in (None, False, argparse.SUPPRESS)
+            or "default" in text
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def argument_parser(prog: str, description: str | None = None, epilog: str = "") -> argparse.ArgumentParser:
+    """Every pipeline option, then Beam's options for a run (:data:`BEAM_HELP_OPTIONS`), as one parser:
+    ``--help`` lists them all, and a malformed value is reported with the usage (exit 2)."""
+    parser = _BeamArgumentParser(
+        prog=prog,
+        usage=USAGE,
+        description=description,
+        allow_abbrev=False,
+        formatter_class=_HelpFormatter,
+        epilog=f"{epilog}\n\n{BEAM_NOTE}" if epilog else BEAM_NOTE,
+    )
+    parser._optionals.title = "pipeline options"
+    VitalsOptions._add_argparse_args(parser)
+    for options in BEAM_HELP_OPTIONS:
+        group = parser.add_argument_group(f"Apache Beam ({options.__name__})")
+        options._add_argparse_args(group)  # a group adds arguments as the parser does
+    return parser
+
+
+def removed_options(argv: Sequence[str]) -> list[str]:
+    """The messages for options in ``argv`` that this pipeline no longer accepts."""
+    given = {a.removeprefix("--").split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    return [
+        f"--{name.replace('_', '-')} was removed: {why}"
+        for name, why in REMOVED_OPTIONS.items()
+        if name in given
+    ]
+
+
 def stream_settings(options: PipelineOptions) -> StreamSettings:
     o = options.view_as(VitalsOptions)
     return StreamSettings(
         commit_interval=o.commit_interval,
-        gold_window=o.gold_window,
         allowed_lateness=o.allowed_lateness,
         dedup_horizon=o.dedup_horizon,
         clock_skew=o.clock_skew,

@@ -38,10 +38,13 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from vitals_lake import contract as c
+from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, KafkaSettings, lake_from_uri
 from vitals_lake.lake import Lake
 
-log = logging.getLogger("vitals_lake.recovery")
+log = logging.getLogger("pipelines.recovery")
+PROG = "python -m pipelines.recovery"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 Position = tuple[str, int]  # (topic, partition)
 
@@ -239,7 +242,7 @@ def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> int:
 def _parser() -> argparse.ArgumentParser:
     kafka = KafkaSettings.from_env()
     p = argparse.ArgumentParser(
-        prog="python -m pipelines.recovery",
+        prog=PROG,
         description="After a pipeline crash: rewind the bridge's consumer group to what the lake holds.",
     )
     p.add_argument("--lake", required=True, help="lake root (local directory or gs://bucket/prefix)")
@@ -249,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rewind", action="store_true", help="commit the positions (default: dry run)")
     p.add_argument("--rebuild-gold", action="store_true", help="recompute recent Gold windows from Silver")
     p.add_argument("--gold-minutes", type=float, default=15.0, help="how far back --rebuild-gold reaches")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS)
     return p
 
 
@@ -262,14 +265,19 @@ def _report(positions: Mapping[Position, int], unsettled: int, rewinds: Iterable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser()
+    except ConfigError as exc:  # a malformed VITALS_KAFKA_* variable (the defaults)
+        return usage_error(argparse.ArgumentParser(prog=PROG), f"environment: {exc}")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.gold_minutes <= 0:
+        return usage_error(parser, "--gold-minutes must be > 0")
     try:
         kafka = KafkaSettings(bootstrap_servers=args.bootstrap, topic=args.topic, group_id=args.group)
         lake = Lake(lake_from_uri(args.lake))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(parser, str(exc))
     positions = bronze_kafka_positions(lake, topic=kafka.topic)
     unsettled = unsettled_rows(lake, topic=kafka.topic)
     rewinds: list[Rewind] = []

@@ -20,6 +20,7 @@ from simulator.engine import MANIFEST_FILE, SimulationConfig, run_simulation
 from simulator.faults import FaultRates
 from simulator.progress import Progress
 from simulator.sinks import JsonlSink, KafkaSink, NullSink, PubSubSink, Sink, SinkError, create_kafka_topic
+from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, KafkaSettings, PubSubSettings
 
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -185,7 +186,10 @@ def _make_sink(args: argparse.Namespace) -> Sink:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ConfigError as exc:  # a malformed VITALS_* / PUBSUB_EMULATOR_HOST variable (the defaults)
+        return usage_error(argparse.ArgumentParser(prog="python -m simulator"), f"environment: {exc}")
     args = parser.parse_args(argv)
     try:
         config = SimulationConfig(

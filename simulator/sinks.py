@@ -81,7 +81,7 @@ class JsonlSink(_Closing):
     Not "JSON Lines" in the strict sense: malformed messages are stored unchanged. That works
     because no message contains a raw newline byte (JSON escapes them and the malformed-record
     generator never emits one); :meth:`send` refuses one rather than corrupt the file. Read back
-    with :func:`read_jsonl`.
+    with :func:`vitals_lake.envelope.read_jsonl`.
     """
 
     def __init__(self, path: Path) -> None:

@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from vitals_lake import contract as c
 from vitals_lake.audit import count_lake
-from vitals_lake.config import lake_from_uri
+from vitals_lake.cli import usage_error
+from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 
 LAYERS: dict[str, c.Layer] = {spec.name: layer for layer, spec in c.TABLES.items()} | {
@@ -20,11 +21,26 @@ LAYERS: dict[str, c.Layer] = {spec.name: layer for layer, spec in c.TABLES.items
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitals_lake.inspect", description=__doc__)
-    parser.add_argument("--lake", default="var/demo/lake", help="lake root (local directory or gs://...)")
-    parser.add_argument("table", nargs="?", choices=sorted(LAYERS), help="show rows of this table")
-    parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument(
+        "--lake",
+        default="var/demo/lake",
+        help="lake root: a local directory or gs://bucket/prefix (default var/demo/lake)",
+    )
+    parser.add_argument(
+        "table",
+        nargs="?",
+        choices=sorted(LAYERS),
+        metavar="TABLE",
+        help=f"show rows of this table: a layer ({', '.join(c.TABLES)}) or its table name",
+    )
+    parser.add_argument("--limit", type=int, default=10, help="rows to show with TABLE (default 10)")
     args = parser.parse_args(argv)
-    lake = Lake(lake_from_uri(args.lake))
+    if args.limit < 0:
+        return usage_error(parser, f"--limit must be >= 0, got {args.limit}")
+    try:
+        lake = Lake(lake_from_uri(args.lake))
+    except ConfigError as exc:
+        return usage_error(parser, str(exc))
     if args.table is None:
         counts = count_lake(lake)
         for layer, spec in c.TABLES.items():

@@ -41,6 +41,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import CommitProperties
 
 from vitals_lake import contract as c
+from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 
@@ -386,7 +387,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         options = MaintenanceOptions(
@@ -400,8 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         layers = resolve_layers(args.table) if args.table else None
         lake = Lake(lake_from_uri(args.lake, service_account_path=args.service_account))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(parser, str(exc))
     report = maintain(lake, layers, options)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0

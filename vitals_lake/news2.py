@@ -4,7 +4,25 @@
 of ``contract.NEWS2_PARAMETERS``, the aggregate, how many parameters could not be scored, and the
 clinical response. Everything is vectorised (NumPy / Arrow compute): no Python loop per reading.
 
-Band edges are those of the RCP chart (``/work/shared/FACTS.md``). Decisions the chart leaves open:
+Band edges are those of the RCP chart (NEWS2, Royal College of Physicians, 2017), points per band:
+
+=================  =====  =======  =========  ==================  ===========  ===========  ============
+parameter          3      2        1          0                   1            2            3
+=================  =====  =======  =========  ==================  ===========  ===========  ============
+respiration /min   ≤8              9–11       12–20                            21–24        ≥25
+SpO2 scale 1 %     ≤91    92–93    94–95      ≥96
+SpO2 scale 2 %     ≤83    84–85    86–87      88–92, ≥93 on air   93–94 on O2  95–96 on O2  ≥97 on O2
+air or oxygen             oxygen              air
+systolic BP mmHg   ≤90    91–100   101–110    111–219                                       ≥220
+pulse /min         ≤40             41–50      51–90               91–110       111–130      ≥131
+consciousness                                 alert                                         new confusion,
+                                                                                            V, P or U
+temperature °C     ≤35.0           35.1–36.0  36.1–38.0           38.1–39.0    ≥39.1
+=================  =====  =======  =========  ==================  ===========  ===========  ============
+
+An aggregate of 5–6, or 3 in any single parameter, calls for an urgent review; 7 or more for an
+emergency response. Scale 2 is for patients with hypercapnic respiratory failure (target 88–92 %).
+Decisions the chart leaves open:
 
 * **Values between published bands** (the chart's bands are whole numbers, temperature in tenths):
   every band is scored by its *upper* published edge, i.e. a band is the half-open interval

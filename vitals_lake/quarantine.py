@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
-from vitals_lake.config import lake_from_uri
+from vitals_lake.cli import usage_error
+from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 
 
@@ -90,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--rule", help="only records that failed this rule")
     e.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    lake = Lake(lake_from_uri(args.lake))
+    try:
+        lake = Lake(lake_from_uri(args.lake))
+    except ConfigError as exc:
+        return usage_error(parser, str(exc))
     if args.command == "summary":
         for rule, n in summary(lake).items():
             print(f"{n:>8,}  {rule}")

@@ -5,13 +5,17 @@ docs/data-model.md embeds this output between markers; a test fails when they dr
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 
 from vitals_lake import contract as c
+from vitals_lake.cli import usage_error
 
+DOC = Path("docs/data-model.md")
 BEGIN = "<!-- BEGIN GENERATED: python -m vitals_lake.schema_doc -->"
 END = "<!-- END GENERATED -->"
 _UNITS = {v.name: v.unit for v in c.VITAL_SIGNS}
@@ -54,14 +58,31 @@ def render() -> str:
     return "\n".join(out)
 
 
-def write(doc: Path = Path("docs/data-model.md")) -> None:
+def write(doc: Path = DOC) -> None:
     """Replace the generated section of ``doc`` in place."""
     text = doc.read_text()
     doc.write_text(text[: text.index(BEGIN)] + render() + text[text.index(END) + len(END) :])
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--write"]:
-        write()
-    else:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vitals_lake.schema_doc", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--write", action="store_true", help="replace the generated section of --doc (default: print it)"
+    )
+    parser.add_argument("--doc", type=Path, default=DOC, help=f"the document to rewrite (default {DOC})")
+    args = parser.parse_args(argv)
+    if not args.write:
         sys.stdout.write(render() + "\n")
+        return 0
+    try:
+        write(args.doc)
+    except (OSError, ValueError) as exc:  # no such file, or no BEGIN / END markers in it
+        return usage_error(parser, f"--doc {args.doc}: {exc}")
+    print(f"rewrote the generated section of {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

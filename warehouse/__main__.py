@@ -27,6 +27,7 @@ from typing import Any, Final, TextIO
 import duckdb
 import pyarrow as pa
 
+from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 from warehouse import views
@@ -141,22 +142,28 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     q.add_argument("--format", choices=("table", "csv", "json"), default="table")
     q.add_argument("--max-rows", type=int, default=None, help="table format: print at most N rows")
-    q.set_defaults(run=_query)
+    q.set_defaults(run=_query, parser=q)
     s = sub.add_parser("sync", help="copy new lake rows into the local warehouse")
     s.add_argument("--lake", required=True, help="lake directory or gs://bucket/prefix")
     s.add_argument("--warehouse", default=DEFAULT_WAREHOUSE)
     s.add_argument("--follow", type=float, default=None, metavar="SECONDS", help="sync again every N s")
-    s.set_defaults(run=_sync)
+    s.set_defaults(run=_sync, parser=s)
     v = sub.add_parser("views", help="print the views' DDL (DuckDB, or BigQuery with --bigquery)")
     v.add_argument("--bigquery", action="store_true")
     v.add_argument("--project")
     v.add_argument("--dataset")
-    v.set_defaults(run=_views)
+    v.set_defaults(run=_views, parser=v)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "follow", None) is not None and args.follow <= 0:
+        return usage_error(args.parser, "--follow must be > 0 seconds")
+    if getattr(args, "max_rows", None) is not None and args.max_rows < 0:
+        return usage_error(args.parser, "--max-rows must be >= 0")
     try:
         return int(args.run(args))
-    except (WarehouseError, ConfigError, views.ViewError) as exc:
+    except ConfigError as exc:  # a bad setting: the usage of the subcommand, exit 2
+        return usage_error(args.parser, str(exc))
+    except (WarehouseError, views.ViewError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except duckdb.Error as exc:  # e.g. a mistake in the user's SQL: say it, no traceback

@@ -14,7 +14,8 @@ from types import FrameType
 
 from harness.stack.local import LocalStack, stack_status, stop_stack
 from harness.stack.process import StackError
-from vitals_lake.config import LOCAL_PROJECT
+from vitals_lake.cli import usage_error
+from vitals_lake.config import LOCAL_PROJECT, ConfigError
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"up": _up, "down": _down, "status": _status}[args.command](args)
+    except ConfigError as exc:  # e.g. a malformed --project
+        return usage_error(parser, str(exc))
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

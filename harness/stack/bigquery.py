@@ -58,7 +58,8 @@ from typing import Final
 from harness.stack.process import MissingPrerequisite, StackError
 from harness.stack.services import _Service
 from harness.stack.toolvenv import ToolVenv
-from vitals_lake.config import LOCAL_PROJECT
+from vitals_lake.cli import usage_error
+from vitals_lake.config import LOCAL_PROJECT, ConfigError
 from warehouse.settings import DEFAULT_DATASET, BigQuerySettings
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"bootstrap": _bootstrap, "up": _up}[args.command](args)
+    except ConfigError as exc:  # e.g. a malformed --project
+        return usage_error(parser, str(exc))
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
