@@ -1,6 +1,6 @@
 """Faults: the fault scenarios of ``harness.faults`` run on the real local stack, their figures reported.
 
-The same scenario functions the integration tests assert (``tests/integration/test_faults.py`` and the
+The same scenario functions the end-to-end tests assert (``tests/e2e/test_faults.py`` and the
 outage tests), so the figures here are the ones the tests hold. Each scenario runs in its own temporary
 directory (with its own local stack); ``--quick`` runs the small sizes. Nothing is timed in repeats: a
 fault scenario is one run, and its figures (records lost without recovery, recovery seconds, duplicates

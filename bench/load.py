@@ -389,7 +389,7 @@ def run_load(run_dir: Path, *, patients: int, minutes: float, model_dir: Path, l
         time.sleep(10)  # the last Silver commit and pushes in flight
         pipeline.stop(timeout=60)
         bridge.stop(timeout=20)
-        delivery.settle()
+        delivery.settle(lake)  # every alert delivered and acknowledged: nothing still in flight
         alerts = alert_latencies(delivery)
         result.alerts_delivered = len(alerts)
     to_silver, to_ingest = silver_latencies(lake_dir)

@@ -4,7 +4,6 @@ subscribed to the alerts topic the pipeline publishes to; and what they delivere
 from __future__ import annotations
 
 import secrets
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,11 +14,13 @@ from typing import Any
 from harness.stack.function import NotifierFunction
 from harness.stack.mail import LocalMailServer
 from harness.stack.webhook import WebhookReceiver
+from harness.waiting import WaitTimeout, wait_until
 from vitals_lake import contract as c
 from vitals_lake.config import PubSubSettings
 from vitals_lake.lake import Lake
 
 WARD_INBOX = "ward-team@hospital.example"
+EHR_PATH = "/ehr"  # every alert's webhook
 HOOK_KEY_ENV = "DEMO_WEBHOOK_SIGNING_KEY"
 
 
@@ -29,17 +30,24 @@ class Notifier:
     hooks: WebhookReceiver
     function: NotifierFunction
 
-    def settle(self, *, quiet_seconds: float = 4.0, timeout: float = 60.0) -> dict[str, int]:
-        """Wait until the function's delivery records stop changing (pushes still in flight)."""
-        deadline, last, still_since = time.monotonic() + timeout, None, time.monotonic()
-        while time.monotonic() < deadline:
-            counts = self.function.delivery_counts()
-            if counts != last:
-                last, still_since = counts, time.monotonic()
-            elif time.monotonic() - still_since >= quiet_seconds:
-                break
-            time.sleep(0.5)
-        return last or {}
+    def settle(self, lake: Lake, *, timeout: float = 60.0) -> bool:
+        """Wait until every alert event in the lake reached the EHR webhook (the route of every alert) and
+        the function acknowledged every message it was pushed (its last invocation answered 200): then
+        no push is in flight and none will be redelivered, so what was delivered is final. False when
+        that did not happen within ``timeout`` (the summary's counts then show what is missing)."""
+        events = lake.count("alerts") if lake.exists("alerts") else 0
+
+        def settled() -> bool:
+            acknowledged = self.function.acknowledged()
+            return len(self.hooks.deliveries(EHR_PATH)) >= events and all(acknowledged.values())
+
+        try:
+            wait_until(
+                settled, timeout=timeout, interval=0.2, what=f"{events} alerts delivered and acknowledged"
+            )
+        except WaitTimeout:
+            return False
+        return True
 
 
 @contextmanager
@@ -52,7 +60,7 @@ def notifier(run_dir: Path, pubsub: PubSubSettings) -> Iterator[Notifier]:
         config: dict[str, Any] = {
             "smtp": mail.smtp_config(),
             "webhooks": {
-                "ehr": {"url": hooks.url("/ehr"), "format": "json", "signing_secret": HOOK_KEY_ENV},
+                "ehr": {"url": hooks.url(EHR_PATH), "format": "json", "signing_secret": HOOK_KEY_ENV},
                 "chat": {"url": hooks.url("/slack"), "format": "slack", "signing_secret": HOOK_KEY_ENV},
             },
             "routes": [

@@ -1,7 +1,11 @@
-"""Shared fixtures: one real local stack (Tansu + Pub/Sub emulator) per test session.
+"""Shared fixtures: one real local stack (Tansu + Pub/Sub emulator) per test session; and the tiers.
 
 A missing prerequisite FAILS the tests that need it (with what to install) instead of skipping them:
 a green run must mean the integration tests really ran.
+
+Tiers by cost (tests/tiers.py): every test under ``tests/<tier>/`` is marked ``<tier>`` here, so
+``pytest -m unit`` selects exactly what ``pytest tests/unit`` collects; a test marked with another tier,
+or outside a tier folder, stops the run.
 """
 
 from __future__ import annotations
@@ -9,12 +13,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
 
 import pytest
 
 from harness.stack import LocalStack, MissingPrerequisite, PubSubEmulator, TansuBroker
 from harness.stack.bigquery import BigQueryEmulator
+from tests.tiers import mark_tiers
 from vitals_lake.config import KafkaSettings, PubSubSettings
+
+TESTS_DIR: Final = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_tiers(items, TESTS_DIR)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -24,6 +24,7 @@ when every expected record has been seen and the partitions stay quiet.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from harness.faults import FaultReport
 from harness.stack.process import StackError, port_open
 from harness.stack.seaweed import SeaweedS3
 from harness.stack.services import TansuBroker
+from harness.waiting import WaitTimeout, wait_until
 
 SCENARIO = "broker-restart"
 TOPIC = "vitals-broker-restart"
@@ -224,10 +226,14 @@ def run_scenario(
                 brokers.append(new)
                 kill.restarted_at = time.monotonic()
                 new.launch()
-                while not port_open(new.host, new.port, timeout=0.2):
-                    if not new.running():
-                        break  # wait_ready reports the exit with the log tail
-                    time.sleep(0.005)
+                # An exit (or no port after the timeout) is reported by wait_ready, with the log tail.
+                with contextlib.suppress(WaitTimeout):
+                    wait_until(
+                        lambda: port_open(new.host, new.port, timeout=0.2) or not new.running(),
+                        timeout=30,
+                        interval=0.005,
+                        what="the restarted broker's port",
+                    )
                 kill.port_open_at = time.monotonic()
                 new.wait_ready()
 

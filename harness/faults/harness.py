@@ -23,6 +23,7 @@ from typing import Any, Final
 import pyarrow.compute as pc
 
 from harness.stack import LocalStack, ManagedProcess
+from harness.waiting import WaitTimeout, wait_until
 from vitals_lake import contract as c
 from vitals_lake.audit import LakeCounts, count_lake
 from vitals_lake.config import KafkaSettings, PubSubSettings
@@ -125,13 +126,19 @@ def _check_alive(alive: list[ManagedProcess], what: str) -> None:
 
 
 def wait_for(what: str, probe: Callable[[], bool], *, timeout: float, alive: list[ManagedProcess]) -> None:
-    """Poll ``probe`` until true; raise if a child in ``alive`` exits or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not probe():
+    """Poll ``probe`` until true; raise :class:`ScenarioError` if a child in ``alive`` exits or ``timeout``
+    passes."""
+
+    def probe_alive() -> bool:
+        if probe():
+            return True
         _check_alive(alive, f"waiting for {what}")
-        if time.monotonic() > deadline:
-            raise ScenarioError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.25)
+        return False
+
+    try:
+        wait_until(probe_alive, timeout=timeout, interval=0.25, what=what)
+    except WaitTimeout as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 def settle(
@@ -146,11 +153,13 @@ def settle(
     """Wait until Bronze holds ``min_bronze`` rows, no table grows for ``quiet`` seconds and (with
     ``gold``) Gold covers every Silver reading. On timeout, return the counts as they are (the
     scenario's checks then say what is missing) with ``timed_out`` set."""
-    deadline = time.monotonic() + timeout
     last: tuple[int, ...] | None = None
     since = time.monotonic()
     ready_since: float | None = None
-    while True:
+    counts: LakeCounts | None = None
+
+    def settled() -> Settled | None:
+        nonlocal last, since, ready_since, counts
         counts = count_lake(lake)
         key = (counts.bronze, counts.silver, counts.quarantine, counts.duplicates_removed)
         now = time.monotonic()
@@ -165,10 +174,13 @@ def settle(
             ready_since = now
         if ready_since is not None and now - since >= quiet:
             return Settled(counts, ready_since, timed_out=False)
-        if now > deadline:
-            return Settled(counts, now, timed_out=True)
         _check_alive(alive, "draining")
-        time.sleep(1.0)
+        return None
+
+    try:
+        return wait_until(settled, timeout=timeout, interval=1.0, what="the lake to settle")
+    except WaitTimeout:
+        return Settled(counts if counts is not None else count_lake(lake), time.monotonic(), timed_out=True)
 
 
 def gold_minutes(lake: Lake) -> tuple[dict[Any, int], dict[Any, int]]:

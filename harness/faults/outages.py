@@ -19,7 +19,8 @@ both (the ``harness.faults`` convention, returning a list here):
   emulator to the notifier under functions-framework. The SMTP server is stopped and the webhook
   receiver answers 503 for ``outage_s`` (quick 15 s, full 45 s), then both are back. Every event must
   reach its inbox and its webhook exactly once (counted by the ``X-Vitals-Notification-Id`` header and
-  the ``Idempotency-Key``), with no final dead letter. The function's own retries are short (2 tries)
+  the ``Idempotency-Key`` once the function acknowledged every message, so that no redelivery is still
+  to come), with no final dead letter. The function's own retries are short (2 tries)
   so that recovery runs on Pub/Sub's redelivery, which is what an outage longer than a retry relies on.
 
 Each scenario starts what it needs under ``workdir`` and stops it on the way out.
@@ -53,6 +54,7 @@ from harness.stack.bigquery import BigQueryEmulator
 from harness.stack.function import NotifierFunction
 from harness.stack.mail import LocalMailServer
 from harness.stack.webhook import WebhookReceiver
+from harness.waiting import WaitTimeout, wait_until
 from pipelines.pubsub_clients import close_publisher, publisher_client
 from vitals_lake import contract as c
 from vitals_lake.alert_events import attributes, to_json
@@ -83,13 +85,13 @@ def run_scenario(workdir: Path, *, quick: bool = False) -> list[FaultReport]:
 
 
 # --- shared helpers --------------------------------------------------------------------------------------
-def _wait(probe: Callable[[], bool], *, timeout: float, every: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe():
-            return True
-        time.sleep(every)
-    return probe()
+def _wait(probe: Callable[[], bool], *, timeout: float, every: float = 0.5, what: str) -> bool:
+    """:func:`~harness.waiting.wait_until`, where a timeout is the scenario's finding (a failed check)."""
+    try:
+        wait_until(probe, timeout=timeout, interval=every, what=what)
+    except WaitTimeout:
+        return False
+    return True
 
 
 # --- a. the warehouse unreachable mid-stream ---------------------------------------------------------------
@@ -164,13 +166,19 @@ def run_warehouse_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
         breaker.join()
         beats = _Heartbeats(pubsub)
         try:
+            # Judged on the comparison that settled, not on a later one: the lake's Gold may still take
+            # a last commit after BigQuery matched it, which says nothing about the warehouse.
+            last: dict[str, Any] = {}
+
+            def settled() -> bool:
+                last.update(_warehouse_matches_lake(lake, client, direct, published))
+                return bool(last["settled"])
+
             matched = _wait(
-                lambda: _warehouse_matches_lake(lake, client, direct, published)["settled"],
-                timeout=240 if quick else 360,
-                every=2.0,
+                settled, timeout=240 if quick else 360, every=2.0, what="BigQuery to match the lake"
             )
             drain_s = time.monotonic() - timeline["recovered"]
-            comparison = _warehouse_matches_lake(lake, client, direct, published)
+            comparison = last
         finally:
             beats.stop()
         alive = pipeline.running()
@@ -350,8 +358,14 @@ def _warehouse_matches_lake(
             spec = WAREHOUSE_TABLES[name]
             cols = [*spec.key, *([spec.version] if spec.version else [])]
             ids.update(spec.insert_ids(pa.Table.from_pylist([{k: r[k] for k in cols} for r in rows])))
+    # Gold covers every Silver reading in both window lengths: the lake's Gold is complete, so equal
+    # to it means the warehouse is complete too (an equal but unfinished pair is not settled).
+    gold_readings = Counter[int]()
+    for key, (_, count) in lake_gold.items():
+        gold_readings[key[1]] += count
+    complete = all(gold_readings[w] == silver for w in c.GOLD_WINDOWS)
     return {
-        "settled": silver == published and gold_equal and alerts_equal and dq_equal and bool(lake_gold),
+        "settled": silver == published and complete and gold_equal and alerts_equal and dq_equal,
         "gold_equal": gold_equal,
         "alerts_equal": alerts_equal,
         "dq_equal": dq_equal,
@@ -456,9 +470,13 @@ def run_notifier_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
             try:
                 first = events_n // 4
                 futures = [_publish_event(publisher, settings, e) for e in events[:first]]
-                for f in futures:
-                    f.result(timeout=30)
-                _wait(lambda: len(hooks.deliveries(HOOK_PATH)) >= first, timeout=20, every=0.1)
+                message_ids = {str(f.result(timeout=30)) for f in futures}
+                _wait(
+                    lambda: len(hooks.deliveries(HOOK_PATH)) >= first,
+                    timeout=20,
+                    every=0.1,
+                    what="the events before the outage webhooked",
+                )
                 mail.stop()
                 hooks.fail(HOOK_PATH, status=503)
                 outage_start = time.monotonic()
@@ -468,8 +486,7 @@ def run_notifier_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
                 for e in rest:
                     futures.append(_publish_event(publisher, settings, e))
                     time.sleep(gap)
-                for f in futures:
-                    f.result(timeout=30)
+                message_ids |= {str(f.result(timeout=30)) for f in futures}
                 time.sleep(max(0.0, outage_start + outage_s - time.monotonic()))
                 refused_during = len(hooks.deliveries(HOOK_PATH, accepted=False))
                 mail.start()  # same port
@@ -479,9 +496,23 @@ def run_notifier_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
                 def all_delivered() -> bool:
                     return expected <= _emailed(mail) and expected <= _hooked(hooks)
 
-                delivered = _wait(all_delivered, timeout=120 if quick else 180, every=0.2)
+                delivered = _wait(
+                    all_delivered,
+                    timeout=120 if quick else 180,
+                    every=0.2,
+                    what="every event emailed and webhooked",
+                )
                 drain_s = time.monotonic() - recovered
-                time.sleep(3.0)  # anything sent twice would be on its way by now
+
+                def all_acknowledged() -> bool:
+                    latest = fn.acknowledged()
+                    return all(latest.get(m) for m in message_ids)
+
+                # Once the last invocation of every message answered 200, Pub/Sub has nothing left to
+                # redeliver: a second email or webhook can no longer come, and the counts below are final.
+                acknowledged = _wait(
+                    all_acknowledged, timeout=60, every=0.2, what="every message acknowledged"
+                )
             finally:
                 close_publisher(publisher)
             counts = fn.delivery_counts()
@@ -514,6 +545,7 @@ def run_notifier_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
         {
             "the outage refused deliveries": refused_during > 0 and len(dead) > len(final_dead),
             "every event delivered after recovery": delivered,
+            "every message acknowledged (nothing left to redeliver)": acknowledged,
             "every event emailed exactly once": set(emails) == expected and set(emails.values()) == {1},
             "every event webhooked exactly once": set(webhooks) == expected and set(webhooks.values()) == {1},
             "no duplicate deliveries": duplicate_deliveries == 0,

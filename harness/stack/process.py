@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from harness.waiting import WaitTimeout, wait_until
+
 _PROC = Path("/proc")
 
 
@@ -119,15 +121,16 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def _wait_gone(pgid: int, timeout: float, leader: subprocess.Popen[bytes] | None) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
+    def gone() -> bool:
         if leader is not None:
             leader.poll()  # reaps our own child so it does not stay a zombie
-        if (leader is None or leader.returncode is not None) and not group_members(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
+        return (leader is None or leader.returncode is not None) and not group_members(pgid)
+
+    try:
+        wait_until(gone, timeout=timeout, interval=0.02, what=f"process group {pgid} to exit")
+    except WaitTimeout:
+        return False
+    return True
 
 
 def stop_process_group(
@@ -184,25 +187,26 @@ class ManagedProcess:
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float) -> None:
         """Poll ``probe`` until it is true; fail with the log tail if the process exits or time runs out."""
-        if self._proc is None:
+        proc = self._proc
+        if proc is None:
             raise StackError(f"{self.name} was not started")
-        deadline = time.monotonic() + timeout
-        while True:
-            rc = self._proc.poll()
+
+        def ready() -> bool:
+            rc = proc.poll()
             if rc is not None:
                 raise ServiceExited(
                     f"{self.name} exited with code {rc} before it was ready; "
                     f"log {self.log_path}:\n{self.log_tail()}"
                 )
-            if probe():
-                return
-            if time.monotonic() >= deadline:
-                self.stop()
-                raise StackError(
-                    f"{self.name} was not ready after {timeout:.0f} s; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+            return probe()
+
+        try:
+            wait_until(ready, timeout=timeout, interval=0.05, what=f"{self.name} to be ready")
+        except WaitTimeout:
+            self.stop()
+            raise StackError(
+                f"{self.name} was not ready after {timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+            ) from None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the whole process group and reap the leader. Harmless when already stopped."""

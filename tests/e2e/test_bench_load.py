@@ -12,7 +12,7 @@ import pytest
 
 from bench import runner
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(400)]
+pytestmark = pytest.mark.timeout(400)
 
 
 def test_quick_sustained_load_measures_the_whole_stack(tmp_path):

@@ -1,154 +1,32 @@
-"""Dashboards: the Looker Studio report definition and Linking API URL, and the local dashboard in a real
-browser.
+"""Dashboards: the local dashboard in a real browser (the Looker Studio report definition and Linking API
+URL are checked in tests/unit/test_looker_report.py).
 
-The Looker tests are plain unit tests. The browser tests serve the local dashboard over a DuckDB
-warehouse written through ``DuckWarehouse.write`` (a seeded simulated cohort through the real Silver
-and Gold code, ``harness.dashboard_sample``) and open each page in headless Chromium: the DOM
-dumped after the page's own script ran must hold charts WITH data (points, bars, markers) and the
-expected patients. Chromium is installed with apt-get when missing; if that fails the tests FAIL.
+The browser tests serve the local dashboard over a DuckDB warehouse written through
+``DuckWarehouse.write`` (a seeded simulated cohort through the real Silver and Gold code,
+``harness.dashboard_sample``) and open each page in headless Chromium: the DOM dumped after the page's
+own script ran must hold charts WITH data (points, bars, markers) and the expected patients. Chromium
+is installed with apt-get when missing; if that fails the tests FAIL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from dashboard import browser
-from dashboard.data import PAGE_VIEWS
-from dashboard.looker_link import LINKING_API_BASE, data_sources_of, linking_url
-from dashboard.looker_link import main as looker_main
-from dashboard.report import ReportError, load_report, parse_report
+from harness.waiting import wait_until
 from vitals_lake import contract as c
-from warehouse import views
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = "0b5c3c1e-4d7a-4f44-9b61-2a9d8f6e7c10"
-
-
-# --- Looker Studio: report definition and Linking API URL ------------------------------------------
-
-
-def test_report_definition_has_the_four_pages_over_the_views():
-    report = load_report()
-    assert [p.id for p in report.pages] == ["patient_detail", "high_risk", "ward_overview", "hospital_trends"]
-    # Every public view is a data source of the report; the only other one is Gold's newest-version view.
-    assert set(views.PUBLIC_VIEWS) <= set(report.views)
-    assert set(report.views) - set(views.PUBLIC_VIEWS) == {"gold_latest"}
-    assert set(report.views) <= set(views.view_names())
-    for page in report.pages:
-        assert page.charts, page.id
-
-
-def test_linking_url_wires_every_view_and_every_page():
-    report = load_report()
-    url = linking_url(report, project="vitals-lake-prod", dataset="vitals_lake", template=TEMPLATE)
-    parts = urlsplit(url)
-    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == LINKING_API_BASE
-    params = dict(parse_qsl(parts.query))
-    assert params["c.reportId"] == TEMPLATE
-    assert params["r.reportName"] == report.name
-    sources = data_sources_of(url)
-    assert set(sources) == {ds.alias for ds in report.data_sources}
-    for ds in report.data_sources:
-        got = sources[ds.alias]
-        assert got == {
-            "connector": "bigQuery",
-            "datasourceName": ds.name,
-            "type": "TABLE",
-            "projectId": "vitals-lake-prod",
-            "datasetId": "vitals_lake",
-            "tableId": ds.view,
-        }, ds.alias
-    wired = {got["tableId"] for got in sources.values()}
-    assert set(views.PUBLIC_VIEWS) <= wired
-    for page in report.pages:  # every chart's data source is in the URL, so every page gets data
-        for chart in page.charts:
-            assert sources[chart.data_source]["tableId"] == report.source(chart.data_source).view, chart.id
-    # Nothing else in the URL: only documented Linking API parameters.
-    assert {k.split(".")[0] for k in params} == {"c", "r", "ds"}
-
-
-def test_linking_url_billing_project_and_validation():
-    report = load_report()
-    url = linking_url(report, project="vitals-lake-prod", dataset="vl", billing_project="billing-prj-1")
-    assert "c.reportId" not in dict(parse_qsl(urlsplit(url).query))  # no template: Looker's default
-    assert all(s["billingProjectId"] == "billing-prj-1" for s in data_sources_of(url).values())
-    for bad in ({"project": "X"}, {"project": "ok-project", "dataset": "no-dashes"}):
-        kwargs = {"project": "ok-project", "dataset": "vl", **bad}
-        with pytest.raises(ValueError):
-            linking_url(report, **kwargs)
-    with pytest.raises(ValueError):
-        linking_url(report, project="ok-project", dataset="vl", template="../evil")
-
-
-def test_looker_link_command_prints_the_url(capsys):
-    assert (
-        looker_main(
-            ["--project", "vitals-lake-prod", "--dataset", "vitals_lake", "--report-template", TEMPLATE]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out.strip()
-    assert out.startswith(LINKING_API_BASE + "?c.reportId=" + TEMPLATE)
-    assert data_sources_of(out)["risk"]["tableId"] == "patient_risk_scores"
-    assert looker_main(["--project", "Bad Project", "--dataset", "vitals_lake"]) == 2
-
-
-def test_report_definition_is_validated():
-    doc = {
-        "data_sources": {"a": {"view": "latest_vitals"}, "b": {"view": "ward_alert_counts"}},
-        "pages": [
-            {
-                "id": "p",
-                "title": "P",
-                "local_path": "/p",
-                "charts": [{"id": "x", "type": "table", "data_source": "a"}],
-            }
-        ],
-    }
-    with pytest.raises(ReportError, match="used by no chart"):
-        parse_report(doc)
-    doc["data_sources"] = {"a.b": {"view": "latest_vitals"}}
-    with pytest.raises(ReportError, match="alias"):
-        parse_report(doc)
-
-
-def test_local_dashboard_pages_read_the_same_views_as_the_report():
-    report = load_report()
-    for page in report.pages:
-        assert set(PAGE_VIEWS[page.id]) == set(report.views_of(page.id)), page.id
-
-
-def test_every_field_the_report_names_is_a_column_of_its_view(tmp_path):
-    from warehouse.duck import DuckWarehouse  # noqa: PLC0415
-
-    report = load_report()
-    with DuckWarehouse(tmp_path / "w.duckdb") as wh:
-        wh.ensure()
-        for view, fields in report.fields_by_view().items():
-            columns = set(wh.query(f'SELECT * FROM "{view}" LIMIT 0').column_names)
-            assert fields <= columns, f"{view}: {sorted(fields - columns)} are not columns"
-
-
-def test_lookml_views_are_generated_from_the_views():
-    from dashboard import lookml  # noqa: PLC0415
-
-    assert lookml.main(["--check"]) == 0, "looker/lookml is stale: python -m dashboard.lookml"
-    files = {p.name for p in (ROOT / "looker" / "lookml").glob("*.lkml")}
-    assert files == {"manifest.lkml", *(f"{v}.view.lkml" for v in load_report().views)}
-
-
-# --- The local dashboard in headless Chromium ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +127,6 @@ def _latest_minute_risk(sample) -> dict[str, str]:
     return {k: r[c.RISK_LEVEL] for k, r in latest.items()}
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_high_risk_page_lists_every_patient_by_risk(chromium, served, sample):
     url, _, _ = served
@@ -273,7 +150,6 @@ def test_high_risk_page_lists_every_patient_by_risk(chromium, served, sample):
     assert not any(pid in text for pid in sample.patient_ids)
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_ward_overview_has_charts_and_a_bed_per_patient(chromium, served, sample):
     url, _, _ = served
@@ -298,7 +174,6 @@ def test_ward_overview_has_charts_and_a_bed_per_patient(chromium, served, sample
     }
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_hospital_trends_have_hourly_lines_diagnoses_and_data_quality(chromium, served):
     url, _, _ = served
@@ -313,7 +188,6 @@ def test_hospital_trends_have_hourly_lines_diagnoses_and_data_quality(chromium, 
     assert dom.count("path", "series") >= 7
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_patient_detail_shows_vitals_news2_anomalies_and_identity(chromium, served, sample):
     url, dashboard, _ = served
@@ -339,7 +213,6 @@ def test_patient_detail_shows_vitals_news2_anomalies_and_identity(chromium, serv
     assert err.value.code == 404
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_pages_refresh_themselves_and_json_endpoints_answer(chromium, served, sample):
     url, _, partials = served
@@ -359,7 +232,6 @@ def test_pages_refresh_themselves_and_json_endpoints_answer(chromium, served, sa
     assert all(c.PATIENT_ID not in p for p in doc["patients"])
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_command_syncs_the_lake_while_serving_and_stops_on_sigterm(tmp_path, sample):
     from vitals_lake.config import LocalLake  # noqa: PLC0415
@@ -392,12 +264,16 @@ def test_command_syncs_the_lake_while_serving_and_stops_on_sigterm(tmp_path, sam
         line = proc.stdout.readline()
         assert line.startswith("Vitals Lake dashboard: http://127.0.0.1:"), line + proc.stderr.read()
         url = line.split()[-1]
-        deadline = time.monotonic() + 120
         patients: list = []
-        while time.monotonic() < deadline and len(patients) < len(sample.patient_ids):
-            time.sleep(0.5)
+
+        def every_patient_listed() -> bool:
+            nonlocal patients
             with urllib.request.urlopen(f"{url}api/high-risk", timeout=10) as resp:
                 patients = json.load(resp)["patients"]
+            return len(patients) >= len(sample.patient_ids)
+
+        with contextlib.suppress(TimeoutError):  # the assertion below says what is missing
+            wait_until(every_patient_listed, timeout=120, interval=0.5, what="every patient on the page")
         assert len(patients) == len(sample.patient_ids), "the sync thread filled the warehouse"
         with urllib.request.urlopen(f"{url}healthz", timeout=10) as resp:
             health = json.load(resp)

@@ -16,7 +16,7 @@ from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(420)]
+pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")

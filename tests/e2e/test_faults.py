@@ -24,7 +24,7 @@ import pytest
 from harness.faults import FaultReport, pipeline_kill, poison, redelivery
 from harness.stack import LocalStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 def _assert_every_check(report: FaultReport) -> None:

@@ -16,7 +16,7 @@ from harness.faults import FaultReport
 from harness.faults.outages import run_notifier_outage, run_warehouse_outage
 from harness.stack import MissingPrerequisite
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(420)]
+pytestmark = pytest.mark.timeout(420)
 
 
 def _explain(report: FaultReport) -> str:

@@ -3,6 +3,8 @@
 injected on the way. Plus the Firestore idempotency backend against the Firestore emulator.
 
 Each test uses its own ward, which the routing config sends to its own recipients and webhook paths.
+The push subscription is ordered, and each ward's messages share an ordering key: "nothing was
+delivered twice" is proven by a later message on the key (:meth:`Rig.drain`), never by sleeping.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import yaml
 
 from harness.stack import LocalStack, MissingPrerequisite
 from harness.stack.firestore import FirestoreEmulator
-from harness.stack.function import FUNCTION_DIR, FUNCTION_SOURCE, NotifierFunction
+from harness.stack.function import FUNCTION_DIR, FUNCTION_SOURCE, NotifierFunction, ordered_publisher
 from harness.stack.mail import LocalMailServer
 from harness.stack.webhook import WebhookReceiver
-from pipelines.pubsub_clients import close_publisher, publisher_client
+from harness.waiting import wait_until
+from pipelines.pubsub_clients import close_publisher
 from tests.unit.test_alert_notifier import make_event, push_envelope
 from vitals_lake import contract as c
 from vitals_lake.config import PubSubSettings
@@ -35,12 +38,12 @@ if str(FUNCTION_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTION_DIR))
 from notifier import state
 
-pytestmark = pytest.mark.integration
-
 KEY = "integration-signing-key-4c0ffee"
 # The function's last log entry about a message: one per invocation.
 _HANDLED = ("alert handled", "malformed alert event acknowledged", "no route for alert")
 RETRY = {"attempts": 3, "base_delay_seconds": 0.05, "max_delay_seconds": 0.2}
+MALFORMED_KEY = "malformed"  # the ordering key of messages that are not alert events
+MARKER_WARD = "W-MARKER"  # no route: a marker is handled and sends nothing
 
 
 @dataclass
@@ -51,14 +54,33 @@ class Rig:
     pubsub: PubSubSettings
     publisher: Any
 
-    def publish(self, data: dict[str, Any] | bytes) -> str:
+    def publish(self, data: dict[str, Any] | bytes, *, key: str | None = None) -> str:
+        """Publish on ordering key ``key`` (by default the event's ward); returns the message id."""
         raw = data if isinstance(data, bytes) else json.dumps(data).encode()
         attributes = {} if isinstance(data, bytes) else {"alert_id": data[c.ALERT_ID], "ward": data[c.WARD]}
-        return str(self.publisher.publish(self.pubsub.topic_path, raw, **attributes).result(timeout=10))
+        key = key or (MALFORMED_KEY if isinstance(data, bytes) else data[c.WARD])
+        future = self.publisher.publish(self.pubsub.topic_path, raw, ordering_key=key, **attributes)
+        return str(future.result(timeout=10))
 
     def handled(self, message_id: str, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The function's final log entries about a message (one per invocation), once there is one."""
-        return wait_until(lambda: self._entries(message_id), timeout, f"message {message_id} handled")
+        return wait_until(
+            lambda: self._entries(message_id),
+            timeout=timeout,
+            interval=0.05,
+            what=f"message {message_id} handled",
+        )
+
+    def drain(self, key: str, timeout: float = 15.0) -> None:
+        """Return once every message published on ordering key ``key`` so far was acknowledged.
+
+        A marker (an alert for a ward with no route: it sends nothing) is published on the key and
+        awaited. The subscription pushes it only after everything before it on the key was acknowledged,
+        and would redeliver any of those before it: once it was handled, none of them will come again.
+        """
+        marker = self.publish(make_event(**{c.WARD: MARKER_WARD}), key=key)
+        [entry] = self.handled(marker, timeout=timeout)
+        assert entry["message"] == "no route for alert", entry
 
     def _entries(self, message_id: str) -> list[dict[str, Any]]:
         entries = []
@@ -71,17 +93,6 @@ class Rig:
 
     def dead_letters(self, **match: Any) -> list[dict[str, Any]]:
         return [d for d in self.fn.dead_letters() if all(d.get(k) == v for k, v in match.items())]
-
-
-def wait_until(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def hook(path: str, url: Callable[[str], str], key_secret: str = "HOOK_KEY", **extra: Any) -> dict[str, Any]:
@@ -130,8 +141,8 @@ def rig(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> It
             settings = PubSubSettings(
                 project=local_stack.project, topic=topic, emulator_host=local_stack.emulator.host_port
             )
-            fn.subscribe(settings, f"{topic}-notifier", topic=topic)
-            publisher = publisher_client(settings)
+            fn.subscribe(settings, f"{topic}-notifier", topic=topic, ordered=True)
+            publisher = ordered_publisher(settings)
             try:
                 yield Rig(mail, hooks, fn, settings, publisher)
             finally:
@@ -165,14 +176,16 @@ def test_smtp_down_then_up(rig: Rig) -> None:
     try:
         rig.publish(event)
         # Every try of the first delivery is refused: dead-lettered, and the function answers 500.
-        wait_until(lambda: rig.dead_letters(destination="email:smtp@h.example"), 10, "a dead letter")
+        wait_until(
+            lambda: rig.dead_letters(destination="email:smtp@h.example"), timeout=10, what="a dead letter"
+        )
         [dead, *_] = rig.dead_letters(destination="email:smtp@h.example")
         assert dead["result"] == "failed" and dead["attempts"] == RETRY["attempts"]
         assert "ConnectionRefusedError" in dead["error"]
     finally:
         rig.mail.start()  # same port: the redelivered message now gets through
     rig.mail.wait_for(1, to="smtp@h.example", timeout=15)
-    time.sleep(1.5)  # a second email would be on its way by now
+    rig.drain("W-SMTP")  # the message was acknowledged: no redelivery of it is still to come
     assert len(rig.mail.messages(to="smtp@h.example")) == 1
     assert len(rig.hooks.deliveries("/smtp-side", accepted=None)) == 1  # the webhook was not re-sent
 
@@ -183,6 +196,7 @@ def test_webhook_500_then_200(rig: Rig) -> None:
     rig.hooks.fail("/flaky", status=500, times=4)
     rig.publish(make_event(**{c.WARD: "W-500"}))
     rig.hooks.wait_for(1, path="/flaky", timeout=15)
+    rig.drain("W-500")  # acknowledged: every try there will be is in
     attempts = rig.hooks.deliveries("/flaky", accepted=None)
     assert [d.status for d in attempts] == [500, 500, 500, 500, 200]
     assert len({d.idempotency_key for d in attempts}) == 1  # one key for all tries of one notification
@@ -196,7 +210,7 @@ def test_webhook_400_is_dead_lettered_and_not_retried(rig: Rig) -> None:
     rig.hooks.fail("/rejecting", status=400)
     message_id = rig.publish(make_event(**{c.WARD: "W-400"}))
     rig.handled(message_id)
-    time.sleep(1.5)  # a 500 would have brought a redelivery by now
+    rig.drain("W-400")  # acknowledged: a 500 would have brought a redelivery before the marker
     assert len(rig.hooks.deliveries("/rejecting", accepted=None)) == 1
     [entry] = rig.handled(message_id)
     assert entry["outcomes"] == {"webhook:rejecting": "rejected"}
@@ -242,7 +256,7 @@ def test_a_malformed_event_is_acknowledged_not_redelivered(rig: Rig) -> None:
     message_id = rig.publish(b'{"alert_id": "no other fields"}')
     [entry] = rig.handled(message_id)
     assert entry["message"] == "malformed alert event acknowledged"
-    time.sleep(1.5)
+    rig.drain(MALFORMED_KEY)  # acknowledged: a redelivery would have come before the marker
     assert len(rig.dead_letters(message_id=message_id)) == 1
     assert len(rig.handled(message_id)) == 1
 

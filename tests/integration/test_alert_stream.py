@@ -19,7 +19,6 @@ SICK = {c.HEART_RATE: 135, c.RESPIRATION_RATE: 28, c.SPO2: 90, c.BLOOD_PRESSURE:
 WELL = {c.HEART_RATE: 72, c.RESPIRATION_RATE: 16, c.SPO2: 97, c.BLOOD_PRESSURE: "120/80", c.TEMPERATURE: 36.8}
 
 
-@pytest.mark.integration
 def test_alert_events_land_in_the_lake_and_on_the_alerts_topic(local_stack, tmp_path, monkeypatch):
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", local_stack.emulator.host_port)  # as the demo's env does
     suffix = uuid.uuid4().hex[:8]

@@ -32,8 +32,6 @@ from warehouse.bigquery import (
 from warehouse.settings import BigQuerySettings
 from warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
 
-pytestmark = pytest.mark.integration
-
 GOLD = WAREHOUSE_TABLES[c.GOLD_TABLE]
 ALERTS = WAREHOUSE_TABLES[c.ALERTS_TABLE]
 DQ = WAREHOUSE_TABLES[c.DQ_METRICS_TABLE]

@@ -14,7 +14,7 @@ from harness.stack import MissingPrerequisite, TansuBroker, pid_alive, port_is_f
 from harness.stack.process import group_members
 from harness.stack.seaweed import WEED_BIN_ENV, SeaweedS3
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
 
 def _figures(report: FaultReport) -> str:

@@ -31,7 +31,6 @@ from vitals_lake.maintenance import MaintenanceOptions, main, maintain
 if TYPE_CHECKING:  # imported at run time by pytest_plugins only, so pytest can rewrite its asserts
     from tests.gcs_server import FakeGcs, LakeFactory
 
-pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.gcs_server",)
 
 TODAY: Final = datetime.now(UTC).date()

@@ -31,8 +31,6 @@ from vitals_lake.maintenance import (
     with_conflict_retries,
 )
 
-pytestmark = pytest.mark.integration
-
 TODAY: Final = datetime.now(UTC).date()
 YESTERDAY: Final = TODAY - timedelta(days=1)
 EARLIER: Final = TODAY - timedelta(days=2)

@@ -33,8 +33,6 @@ if str(FUNCTION_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTION_DIR))
 from notifier import state
 
-pytestmark = pytest.mark.integration
-
 KEY = "isolation-signing-key-7d2e91"
 TO = "ward-east@h.example"
 LATER = T0 + timedelta(minutes=30)  # when a different, later alert changes state

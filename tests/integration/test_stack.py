@@ -42,7 +42,6 @@ def _assert_gone(pids: list[int], ports: list[int]) -> None:
         assert port_is_free("127.0.0.1", port), f"port {port} still in use"
 
 
-@pytest.mark.integration
 def test_start_creates_topics_and_stop_leaves_nothing(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path)
     with stack:
@@ -89,7 +88,6 @@ def test_start_creates_topics_and_stop_leaves_nothing(tmp_path: Path) -> None:
     stack.stop()  # a second stop is harmless
 
 
-@pytest.mark.integration
 def test_stack_is_stopped_when_the_body_raises(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"), LocalStack(tmp_path) as stack:
         pids = [stack.tansu.pid, stack.emulator.pid]
@@ -140,7 +138,6 @@ def _recorded(run_dir: Path) -> tuple[list[int], list[int]]:
     return [s["pid"] for s in state["services"].values()], [s["port"] for s in state["services"].values()]
 
 
-@pytest.mark.integration
 def test_down_stops_services_by_pid_after_the_parent_was_killed(tmp_path: Path) -> None:
     run_dir = tmp_path / "stack"
     up, exports = _start_up(run_dir)
@@ -165,7 +162,6 @@ def test_down_stops_services_by_pid_after_the_parent_was_killed(tmp_path: Path) 
     assert "nothing running" in _cli("down", "--run-dir", str(run_dir)).stdout
 
 
-@pytest.mark.integration
 def test_up_stops_everything_on_sigterm(tmp_path: Path) -> None:
     up, _ = _start_up(tmp_path)
     pids, ports = _recorded(tmp_path)
@@ -179,7 +175,6 @@ def test_up_stops_everything_on_sigterm(tmp_path: Path) -> None:
     _assert_gone(pids, ports)
 
 
-@pytest.mark.integration
 def test_missing_emulator_jar_is_a_clear_error_and_starts_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,7 +199,6 @@ def test_missing_tansu_names_the_package(monkeypatch: pytest.MonkeyPatch) -> Non
         tansu_binary()
 
 
-@pytest.mark.integration
 def test_a_service_that_dies_at_start_reports_its_log(tmp_path: Path) -> None:
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))

@@ -28,8 +28,6 @@ from warehouse.bigquery import BigQuerySink, make_client
 from warehouse.sink import WriteResult
 from warehouse.tables import DEAD_LETTER_TABLE
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def emulator(bigquery_emulator: BigQueryEmulator) -> BigQueryEmulator:

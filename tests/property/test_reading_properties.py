@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.factories import T0, TEST_KEY, reading
+from tests.factories import T0, TEST_KEY, bronze, reading
 from vitals_lake import contract as c
 from vitals_lake import envelope, fhir
 from vitals_lake import expectations as ex
@@ -161,3 +161,23 @@ def test_every_record_ends_in_silver_or_quarantine_and_nothing_raises(tmp_path):
     parts = out.quarantine.filter(pc.is_valid(out.quarantine[c.RECORD_PART])).num_rows
     assert lake.count("bronze") == lake.count("silver") + lake.count("quarantine") - parts + result.duplicates
     assert result.duplicates > 0  # mutated readings repeat: the count is exercised, not vacuous
+
+
+# --- parse_batch alone: any bytes, any JSON object ------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=200) | st.text(max_size=200).map(str.encode), min_size=1, max_size=30))
+def test_no_input_escapes_the_parser_and_nothing_is_lost(lines):
+    out = parse_batch(bronze(lines))
+    assert out.valid.num_rows + out.quarantine.num_rows == len(lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([c.EVENT_ID, c.PATIENT_ID, c.TIMESTAMP, c.HEART_RATE, c.SPO2, c.BLOOD_PRESSURE, "x"]),
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    )
+)
+def test_arbitrary_json_objects_are_silver_or_quarantine(doc):
+    out = parse_batch(bronze([json.dumps(doc).encode()]))  # json: integers beyond 64 bits are valid JSON
+    assert out.valid.num_rows + out.quarantine.num_rows == 1

@@ -1,5 +1,5 @@
 """The sustained-load benchmark's judgement and measurements (pure parts; the whole-stack run is in
-tests/integration/test_bench_load.py)."""
+tests/e2e/test_bench_load.py)."""
 
 from __future__ import annotations
 
