@@ -167,7 +167,8 @@ def _produce_with_kill(
     restart: Callable[[], None],
     kill: _Kill,
 ) -> None:
-    """Produce ids 0..total-1 at ``rate`` a second; call ``restart`` (kill + start) once enough are acked."""
+    """Produce ids 0..total-1 at ``rate`` a second; call ``restart`` (kill + start) once enough are acked
+    (or when the last is sent, if the broker acknowledges slower than that)."""
     start = time.monotonic()
     sent = 0
     while sent < total:
@@ -176,7 +177,10 @@ def _produce_with_kill(
             _produce(producer, sent, deliveries)
             sent += 1
         producer.poll(0.005)
-        if not kill.at and len(deliveries.acked) >= kill_at_acked:
+        # Kill once enough are acknowledged, or at the latest when the last record is sent: a slow
+        # broker (S3 writes) must not let production end with nothing in flight and no kill at all.
+        enough = len(deliveries.acked) >= kill_at_acked or (sent >= total and deliveries.acked)
+        if not kill.at and enough:
             kill.acked_before = len(deliveries.acked)
             kill.in_flight = sent - kill.acked_before - len(deliveries.failed)
             kill.at = time.monotonic()
