@@ -9,7 +9,9 @@ scenario can SIGKILL one of them. A stage that cannot go on (a child exited, a w
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -65,6 +67,22 @@ def own_stack(workdir: Path, stack: LocalStack | None) -> Iterator[LocalStack]:
         return
     with LocalStack(workdir / "stack") as started:
         yield started
+
+
+def record_clean_run(
+    workdir: Path, *, patients: int, duration_s: int, seed: int, extra_args: tuple[str, ...] = ()
+) -> tuple[dict[str, int], list[bytes]]:
+    """A clean simulated run (``--fast``, one reading per patient every 2 s, no malformed or duplicated
+    records) written under ``workdir/sim``: the simulator's manifest and the readings' lines."""
+    out = workdir / "sim"
+    argv = [PY, "-m", "simulator", "--sink", "jsonl", "--fast", "--patients", str(patients)]
+    argv += ["--duration", f"{duration_s}s", "--interval", "2s", "--seed", str(seed), "--out", str(out)]
+    argv += ["--quiet", "--malformed-rate", "0", "--duplicate-rate", "0", *extra_args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise ScenarioError(f"the simulator exited {done.returncode}:\n{done.stderr[-2000:]}")
+    produced: dict[str, int] = json.loads((out / "produced.json").read_text())
+    return produced, (out / "readings.jsonl").read_bytes().splitlines()
 
 
 def fresh_topics(stack: LocalStack, *, prefix: str, partitions: int = 4) -> Topics:

@@ -11,7 +11,6 @@ bridge) must still be running afterwards: proven by a last valid reading that ar
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import uuid
@@ -23,12 +22,12 @@ from confluent_kafka import Producer
 
 from harness.faults import FaultReport
 from harness.faults.harness import (
-    PY,
     ScenarioError,
     children,
     distinct,
     fresh_topics,
     own_stack,
+    record_clean_run,
     settle,
     start_bridge,
     start_pipeline,
@@ -76,18 +75,6 @@ POISON_RECORDS: Final[list[tuple[str, bytes | None]]] = [
     ("NaN and huge numbers", b'{"patient_id":"P1","timestamp":"2026-01-01T00:00:00Z","heart_rate":1e999}'),
     ("clock never set", None),  # filled in by _clock_never_set(): a valid reading stamped 1970
 ]
-
-
-def _record(workdir: Path, patients: int) -> list[bytes]:
-    """Clean simulated readings (no faults), stamped from now: ``patients`` x 20 s at 2 s."""
-    out = workdir / "sim"
-    argv = [PY, "-m", "simulator", "--sink", "jsonl", "--fast", "--patients", str(patients)]
-    argv += ["--duration", "20s", "--interval", "2s", "--seed", "11", "--out", str(out), "--quiet"]
-    argv += ["--malformed-rate", "0", "--duplicate-rate", "0", "--late-rate", "0"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise ScenarioError(f"the simulator exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return (out / "readings.jsonl").read_bytes().splitlines()
 
 
 def _clock_never_set(line: bytes) -> bytes:
@@ -264,7 +251,9 @@ def run_scenario(workdir: Path, *, quick: bool = False, stack: LocalStack | None
     """Both paths, one after the other, on ``stack`` (or a fresh local stack under ``workdir``)."""
     started = time.monotonic()
     report = FaultReport(NAME, DESCRIPTION)
-    lines = _record(workdir, patients=10 if quick else 40)
+    _, lines = record_clean_run(
+        workdir, patients=10 if quick else 40, duration_s=20, seed=11, extra_args=("--late-rate", "0")
+    )
     with own_stack(workdir, stack) as st:
         _pubsub_path(st, workdir, lines, report)
         _kafka_path(st, workdir, lines, report)

@@ -8,8 +8,6 @@ once and count exactly the repeats as duplicates removed; Gold must count each r
 
 from __future__ import annotations
 
-import json
-import subprocess
 import threading
 import time
 import uuid
@@ -20,13 +18,12 @@ from typing import Any, Final
 
 from harness.faults import FaultReport
 from harness.faults.harness import (
-    PY,
-    ScenarioError,
     children,
     distinct,
     gold_checks,
     mismatched_minutes,
     own_stack,
+    record_clean_run,
     settle,
     start_pipeline,
     wait_for,
@@ -52,19 +49,6 @@ class Sizes:
 
 FULL: Final = Sizes(patients=40, duration_s=30)
 QUICK: Final = Sizes(patients=20, duration_s=30)
-
-
-def _record(workdir: Path, sizes: Sizes) -> tuple[dict[str, int], list[bytes]]:
-    """A clean recorded run (no malformed or duplicated records): its manifest and its lines."""
-    out = workdir / "sim"
-    argv = [PY, "-m", "simulator", "--sink", "jsonl", "--fast", "--patients", str(sizes.patients)]
-    argv += ["--duration", f"{sizes.duration_s}s", "--interval", "2s", "--seed", "5", "--out", str(out)]
-    argv += ["--quiet", "--malformed-rate", "0", "--duplicate-rate", "0"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise ScenarioError(f"the simulator exited {done.returncode}:\n{done.stderr[-2000:]}")
-    produced: dict[str, int] = json.loads((out / "produced.json").read_text())
-    return produced, (out / "readings.jsonl").read_bytes().splitlines()
 
 
 def _publish_storm(pubsub: PubSubSettings, client: Any, lines: list[bytes]) -> int:
@@ -93,7 +77,7 @@ def run_scenario(workdir: Path, *, quick: bool = False, stack: LocalStack | None
     sizes = QUICK if quick else FULL
     started = time.monotonic()
     report = FaultReport(NAME, DESCRIPTION)
-    produced, lines = _record(workdir, sizes)
+    produced, lines = record_clean_run(workdir, patients=sizes.patients, duration_s=sizes.duration_s, seed=5)
     readings = len(lines)
     lake_dir, logs = workdir / "lake", workdir / "logs"
     lake = Lake(LocalLake(root=lake_dir))
