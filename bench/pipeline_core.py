@@ -11,7 +11,7 @@ into a temporary directory, each run into a fresh lake:
   one Delta append per 1,000 elements -> Gold from per-reading partials combined per patient window
   (``CombinePerKey``);
 * ``C bare loop``: the same vectorised functions without Beam, batches of 5,000 readings, the same
-  Delta calls as the pipeline (append, insert_new, upsert).
+  Delta calls as the pipeline (the batch engine, ``vitals_lake.engine.BatchEngine``).
 
 Throughput is **readings per CPU second** of this process (``resource.getrusage``, all threads, plus
 children), i.e. readings/s per core; wall time is in the notes. The variants are checked to produce
@@ -43,13 +43,12 @@ from bench._naive import CombinePartialsFn, Partial, gold_row
 from bench.runner import Context, Result, Variant, benchmark
 from ml import evaluate, train
 from pipelines import beam_vitals
-from pipelines.lake_io import changed_minutes, derive_trends, upsert_gold_windows
 from vitals_lake import contract as c
 from vitals_lake import envelope
-from vitals_lake import expectations as ex
 from vitals_lake.admissions import PatientDirectory
 from vitals_lake.config import lake_from_uri
-from vitals_lake.lake import BatchMarker, Lake
+from vitals_lake.engine import BatchEngine, EngineSettings
+from vitals_lake.lake import Lake
 from vitals_lake.model.serving import ModelWatcher, StreamScorer
 from vitals_lake.pseudonym import PseudonymKey
 from vitals_lake.readings import TimeRules, parse_batch
@@ -234,44 +233,24 @@ def _lines(path: Path) -> list[bytes]:
 
 
 def run_bare(readings: Path, lake_dir: Path, model_dir: Path) -> Counts | None:
-    """The pipeline's logic as a plain loop over batches of ``BATCH`` readings (no Beam)."""
+    """The pipeline's logic without Beam: the batch engine (``vitals_lake.engine.BatchEngine``, the
+    same two halves and writers the pipeline's stages call) over batches of ``BATCH`` readings."""
     lake = Lake(lake_from_uri(str(lake_dir)))
     lake.ensure_all()
-    key = PseudonymKey.from_env().secret
-    patients = PatientDirectory(lake).table()
-    scorer = StreamScorer(ModelWatcher(str(model_dir), poll_seconds=NEVER_POLL))
+    engine = BatchEngine(
+        lake,
+        settings=EngineSettings(horizon=DEDUP_HORIZON, time_rules=TIME_RULES),
+        key=PseudonymKey.from_env().secret,
+        model=ModelWatcher(str(model_dir), poll_seconds=NEVER_POLL),
+        patients=PatientDirectory(lake).table(),
+    )
     lines = _lines(readings)
     for number, start in enumerate(range(0, len(lines), BATCH)):
-        batch_id = f"{number}-0-bare"
         now = time.time_ns() // 1000
         records = envelope.records_from_lines(lines[start : start + BATCH], source="file")
         bronze = envelope.to_bronze(records, ingest_time_us=now, ref_prefix=f"file:{readings}")
-        lake.append("bronze", bronze, marker=BatchMarker("bronze", batch_id))
-        parsed = parse_batch(bronze, time_rules=TIME_RULES)
-        silver, alerts = scorer.score_with_events(to_silver(parsed.valid, patients=patients, key=key))
-        lake.append("quarantine", parsed.quarantine, marker=BatchMarker("quarantine", batch_id))
-        lake.append("alerts", alerts, marker=BatchMarker("alerts", batch_id))
-        dq = ex.dq_metrics(
-            batch_id=batch_id, window_start_us=now, failed=parsed.rule_counts, checked=parsed.checked
-        )
-        lake.append("dq_metrics", dq, marker=BatchMarker("dq_metrics", batch_id))
-        _, fresh = lake.insert_new(
-            "silver",
-            silver,
-            key=c.EVENT_ID,
-            time_column=c.TIMESTAMP,
-            horizon=DEDUP_HORIZON,
-            marker=BatchMarker("silver", batch_id),
-        )
-        if fresh.num_rows:
-            _bare_gold(lake, fresh, batch_id)
+        engine.run(bronze, batch_id=f"{now}-{number}-bare")
     return None
-
-
-def _bare_gold(lake: Lake, fresh: pa.Table, batch_id: str) -> None:
-    """As the pipeline: the minutes the new rows touched, recomputed and upserted, then the trends."""
-    gold = upsert_gold_windows(lake, changed_minutes(fresh), batch_id=batch_id)
-    derive_trends(lake, gold, batch_id=batch_id)
 
 
 # -- B: the naive per-reading Beam pipeline -------------------------------------------------------

@@ -4,18 +4,24 @@ The data's journey, as ``create_pipeline`` builds it:
 
 1. **Read**: envelopes of raw readings from a Pub/Sub subscription (or a JSONL file / Bronze replay),
    decoded into Arrow tables of Bronze rows (raw bytes + where they came from + ingest time).
-2. **Batch**: gathered into one batch per commit interval of processing time.
-3. **Bronze**: each batch appended as received, one Delta commit.
-4. **Validate**: parsed and checked against the reading contract in one vectorised pass; records
-   failing a named expectation go to **quarantine** with the rule, the rest become typed rows.
-   Each rule's checked/passed/failed counts go to **dq_metrics**. Valid readings are enriched from
-   the admissions (ward, bed, age band, diagnosis, SpO2 scale, pseudonymous key) and scored
-   (NEWS2 with its sub-scores and response level, alert flags, MAP, shock index, and the anomaly
-   model against each patient's own baseline when ``--model-uri`` names one; new versions are
-   picked up live), then the combined alert rule (model and NEWS2, held for a while) per patient:
-   its state changes become **alert events**, kept in the lake and published (``--alerts-topic``)
-   to the notifier Cloud Function.
-5. **Silver**: rows whose event_id was not seen within the horizon are inserted; duplicates counted.
+2. **Batch**: gathered into batches per commit interval of processing time, ``--shards`` of them, so
+   that as many workers share the stateless work.
+3. **Bronze**: each batch appended as received, one Delta commit (appends from several batches commit
+   side by side).
+4. **Gate**: parsed and checked against the reading contract in one vectorised pass; records failing
+   a named expectation go to **quarantine** with the rule, the rest become typed rows. Each rule's
+   checked/passed/failed counts go to **dq_metrics**. Valid readings are enriched from the admissions
+   (ward, bed, age band, diagnosis, SpO2 scale, pseudonymous key), scored (NEWS2 with its sub-scores
+   and response level, alert flags, MAP, shock index) and keyed by **patient shard** (from the keyed
+   pseudonym, ``vitals_lake.sharding``).
+5. **Shards**: per patient shard, with its memory in Beam keyed state (the event ids stored within
+   the de-duplication horizon, each patient's baseline, the alert rule's runs), so the runner
+   checkpoints it and moves it with the shard: duplicates are dropped and counted, the anomaly model
+   (``--model-uri``; new versions picked up live) scores each reading against the patient's own
+   baseline, the combined alert rule (model and NEWS2, held for a while) runs, and the new rows are
+   appended to **Silver**. The alert rule's state changes become **alert events**, kept in the lake
+   and published (``--alerts-topic``) to the notifier Cloud Function. The lake is read for a shard
+   only when it has no state yet (a new deployment, a replay).
 6. **Gold**: new Silver rows folded into per-patient event-time windows of one minute and one hour
    (late readings update their window within the allowed lateness) and upserted.
 7. **Trends**: the hours and minutes a Gold commit touched are summarised again per diagnosis and
@@ -46,7 +52,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from types import FrameType
 
 import apache_beam as beam
@@ -57,10 +62,10 @@ from pipelines import options as opts
 from pipelines.alerts_io import PublishAlerts
 from pipelines.batching import BatchForCommit, concat_batch
 from pipelines.gold import SummarizeWindows, streaming_trigger
-from pipelines.lake_io import AppendFn, DeriveTrendsFn, InsertSilverFn, UpsertGoldFn
+from pipelines.lake_io import AppendFn, DeriveTrendsFn, UpsertGoldFn
 from pipelines.options import VitalsOptions
 from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
-from pipelines.validation import ALERTS, DQ, QUARANTINE, ValidateReadings
+from pipelines.validation import ALERTS, DQ, QUARANTINE, AdvanceShards, GateReadings
 from pipelines.warehouse_io import WriteWarehouse
 from vitals_lake import contract as c
 from vitals_lake.cli import usage_error
@@ -102,10 +107,11 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         source_lake = lake_from_uri(o.input_bronze, service_account_path=o.lake_service_account)
         bronze_rows = p | "ReadBronze" >> ReadBronze(source_lake, batch_size=o.batch_size)
 
-    # 2. One batch per commit interval.
+    # 2. Batches per commit interval: ``--shards`` of them, so that as many workers share the work.
+    engine = opts.engine_settings(options)
     batches = (
         bronze_rows
-        | "BatchForCommit" >> BatchForCommit(timing.commit_interval, run_id=run_id)
+        | "BatchForCommit" >> BatchForCommit(timing.commit_interval, run_id=run_id, shards=engine.shards)
         | "ConcatBatch" >> beam.Map(concat_batch, schema=c.BRONZE_SCHEMA)
     )
 
@@ -113,25 +119,23 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     if not o.input_bronze or lake_from_uri(o.input_bronze) != lake:
         _ = batches | "WriteBronze" >> beam.ParDo(AppendFn(lake, "bronze"))
 
-    # 4. Validate against the reading contract (failures to quarantine, one data-quality row per
-    #    rule), then enrich valid readings from admissions and score them (NEWS2, flags).
-    checked = batches | "ValidateReadings" >> ValidateReadings(
-        lake,
-        clock_skew=timedelta(seconds=timing.clock_skew),
-        max_age=timedelta(seconds=timing.allowed_lateness),
-        model_uri=o.model_uri,
-        model_poll=o.model_poll_seconds,
-        rule=opts.alert_rule(options),
-    )
-    _ = checked[QUARANTINE] | "WriteQuarantine" >> beam.ParDo(AppendFn(lake, "quarantine"))
-    # Alert events (opened / escalated / resolved): kept in the lake, published to the notifier.
-    _ = checked[ALERTS] | "WriteAlerts" >> beam.ParDo(AppendFn(lake, "alerts"))
-    if topic := opts.alerts_topic(options):
-        _ = checked[ALERTS] | "PublishAlerts" >> PublishAlerts(topic)
-    _ = checked[DQ] | "WriteDataQuality" >> beam.ParDo(AppendFn(lake, "dq_metrics"))
+    # 4. Gate (stateless): parse and check against the reading contract (failures to quarantine, one
+    #    data-quality row per rule), enrich from admissions, NEWS2 and flags; valid rows keyed by
+    #    patient shard.
+    gated = batches | "GateReadings" >> GateReadings(lake, settings=engine)
+    _ = gated[QUARANTINE] | "WriteQuarantine" >> beam.ParDo(AppendFn(lake, "quarantine"))
+    _ = gated[DQ] | "WriteDataQuality" >> beam.ParDo(AppendFn(lake, "dq_metrics"))
 
-    # 5. Silver: de-duplicated by event_id; emits only the rows that were new.
-    new_silver = checked.valid | "InsertSilver" >> beam.ParDo(InsertSilverFn(lake, opts.horizon(options)))
+    # 5. Per patient shard (keyed state: event ids within the horizon, baselines, alert runs): drop
+    #    duplicates, score with the anomaly model, run the alert rule, append the new rows to Silver.
+    #    Alert events are kept in the lake and published to the notifier.
+    shards = gated.valid | "AdvanceShards" >> AdvanceShards(
+        lake, settings=engine, run_id=run_id, model_uri=o.model_uri, model_poll=o.model_poll_seconds
+    )
+    new_silver = shards.silver
+    _ = shards[ALERTS] | "WriteAlerts" >> beam.ParDo(AppendFn(lake, "alerts"))
+    if topic := opts.alerts_topic(options):
+        _ = shards[ALERTS] | "PublishAlerts" >> PublishAlerts(topic)
 
     # 6. Gold: per-patient event-time windows (one minute and one hour), upserted per interval.
     fire = streaming_trigger(timing.commit_interval) if o.subscription else None
@@ -154,8 +158,8 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     #    (idempotent insert ids; refused rows to a dead-letter table). Views read the newest per key.
     if bigquery := opts.bigquery_settings(options):
         _ = gold | "StreamGoldToBigQuery" >> WriteWarehouse(bigquery, c.GOLD_TABLE)
-        _ = checked[DQ] | "StreamDataQualityToBigQuery" >> WriteWarehouse(bigquery, c.DQ_METRICS_TABLE)
-        _ = checked[ALERTS] | "StreamAlertsToBigQuery" >> WriteWarehouse(bigquery, c.ALERTS_TABLE)
+        _ = gated[DQ] | "StreamDataQualityToBigQuery" >> WriteWarehouse(bigquery, c.DQ_METRICS_TABLE)
+        _ = shards[ALERTS] | "StreamAlertsToBigQuery" >> WriteWarehouse(bigquery, c.ALERTS_TABLE)
     return p
 
 

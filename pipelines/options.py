@@ -20,6 +20,9 @@ from apache_beam.options.pipeline_options import (
 
 from vitals_lake.alerting import AlertRule
 from vitals_lake.config import ConfigError, LakeSettings, StreamSettings, lake_from_uri
+from vitals_lake.engine import EngineSettings
+from vitals_lake.readings import TimeRules
+from vitals_lake.sharding import DATAFLOW_SHARDS, LOCAL_SHARDS, check_shards
 from warehouse.settings import DEFAULT_LOCATION, BigQuerySettings
 
 TOPIC_PATH = re.compile(r"projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-\w.~+%]{2,254}")
@@ -182,6 +185,14 @@ class VitalsOptions(PipelineOptions):
                 f"--{name.replace('_', '-')}", f"--{name}", dest=name, type=float, default=default, help=what
             )
         parser.add_argument(
+            "--shards",
+            dest="shards",
+            type=int,
+            help=f"patient shards: the unit of parallelism and of pipeline state (default: {LOCAL_SHARDS}"
+            f" locally, {DATAFLOW_SHARDS} on Dataflow; keep it when restarting a job, or state is rebuilt"
+            " from the lake)",
+        )
+        parser.add_argument(
             "--run-id",
             "--run_id",
             dest="run_id",
@@ -317,6 +328,7 @@ def finalize(options: PipelineOptions) -> PipelineOptions:
     stream_settings(options)
     lake_settings(options)
     alert_rule(options)
+    shard_count(options)
     alerts_topic(options)
     bigquery_settings(options)
     std = options.view_as(StandardOptions)
@@ -324,6 +336,31 @@ def finalize(options: PipelineOptions) -> PipelineOptions:
     if std.runner is None:
         std.runner = LOCAL_STREAMING_RUNNER if streaming else LOCAL_BATCH_RUNNER
     return options
+
+
+def shard_count(options: PipelineOptions) -> int:
+    """``--shards``, else the runner's default: one per core locally, several per worker on Dataflow."""
+    o = options.view_as(VitalsOptions)
+    if o.shards is None:
+        runner = str(options.view_as(StandardOptions).runner or "")
+        return DATAFLOW_SHARDS if runner.startswith("Dataflow") else LOCAL_SHARDS
+    try:
+        return check_shards(o.shards)
+    except ValueError as exc:
+        raise ConfigError(f"--shards: {exc}") from exc
+
+
+def engine_settings(options: PipelineOptions) -> EngineSettings:
+    timing = stream_settings(options)
+    return EngineSettings(
+        shards=shard_count(options),
+        horizon=horizon(options),
+        time_rules=TimeRules(
+            clock_skew=timedelta(seconds=timing.clock_skew),
+            max_age=timedelta(seconds=timing.allowed_lateness),
+        ),
+        rule=alert_rule(options),
+    )
 
 
 def horizon(options: PipelineOptions) -> timedelta:

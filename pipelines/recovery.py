@@ -227,7 +227,7 @@ def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> int:
     if recent.num_rows == 0:
         return 0
     # Imported here: pipelines.lake_io pulls in Apache Beam, which a dry run does not need.
-    from pipelines.lake_io import changed_minutes, derive_trends, upsert_gold_windows  # noqa: PLC0415
+    from vitals_lake.gold_upsert import changed_minutes, derive_trends, upsert_gold_windows  # noqa: PLC0415
 
     # Every (patient, minute) with a recent reading, recomputed as the pipeline's Gold writer would;
     # then the trend tables those Gold rows feed.

@@ -1,42 +1,51 @@
-"""Silver's gate: parse and check every record of a batch, then enrich and score the valid ones
-(NEWS2 and flags; the anomaly model when one is deployed).
+"""Silver's gate and the patient shards: the batch engine's two halves as Beam stages.
 
-Outputs: main 'valid' (batch_id, Silver rows), 'quarantine' (batch_id, rows with the rules they
-failed), 'dq' (batch_id, one data-quality row per rule) and 'alerts' (batch_id, the alert events the
-combined rule's state changes produced).
+``GateReadings`` (stateless, any worker): parse and check every record of an ingest batch, enrich and
+NEWS2-score the valid ones, and emit them keyed by patient shard. Outputs: main (shard, (batch_id,
+rows)), 'quarantine' (batch_id, rows with the rules they failed), 'dq' (batch_id, one row per rule).
+
+``AdvanceShards`` (keyed by patient shard, state in the runner): gather each shard's rows of one
+commit interval, drop the event ids the shard has already stored, score the new readings with the
+anomaly model against each patient's baseline, run the alert rule, and append the new rows to Silver.
+The shard's memory (event ids within the horizon, baselines, alert runs) is Beam keyed state: Dataflow
+checkpoints it and moves it with the key; the lake is read for a shard only when it has no state yet.
+Outputs: main (new Silver rows), 'alerts' (batch_id, alert events).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
+from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteRuntimeState, ReadModifyWriteStateSpec
+from apache_beam.transforms.window import GlobalWindows, IntervalWindow
 from apache_beam.utils.shared import Shared
 
-from pipelines.lake_io import read_patients, time_range
 from vitals_lake import contract as c
 from vitals_lake import expectations as ex
 from vitals_lake.admissions import PatientDirectory
-from vitals_lake.alerting import AlertRule
 from vitals_lake.config import LakeSettings
+from vitals_lake.engine import (
+    EngineSettings,
+    ShardState,
+    advance_shard,
+    commit_silver,
+    gate,
+    shard_readers,
+)
 from vitals_lake.lake import Lake
-from vitals_lake.model.serving import HISTORY_COLUMNS, ModelWatcher, StreamScorer
+from vitals_lake.model.serving import ModelWatcher
 from vitals_lake.pseudonym import PseudonymKey
-from vitals_lake.readings import TimeRules
-from vitals_lake.silver import gate_batch
 
 QUARANTINE = "quarantine"
 ALERTS = "alerts"
-BASELINE_SPAN = timedelta(
-    hours=24
-)  # how far back a restored baseline reaches (vitals_lake.model.features' ring)
 DQ = "dq"
 log = logging.getLogger(__name__)
 
@@ -46,109 +55,170 @@ def batch_window_start(batch_id: str) -> int:
     return int(batch_id.split("-", 1)[0])
 
 
-def recent_silver(lake: Lake, patients: list[str], before: float) -> pa.Table:
-    """These patients' Silver rows of the baseline span before ``before`` (epoch seconds): what a
-    scorer replays to rebuild their baselines and alert state after a restart or on a new worker."""
-    hi = datetime.fromtimestamp(before, UTC) - timedelta(microseconds=1)  # rows before, not at
-    where = time_range(c.TIMESTAMP, hi - BASELINE_SPAN, hi)
-    return read_patients(
-        lake, "silver", where, pa.array(patients, pa.string()), columns=list(HISTORY_COLUMNS)
-    )
-
-
-class ValidateReadingsFn(beam.DoFn):
-    def __init__(
-        self,
-        lake: LakeSettings,
-        time_rules: TimeRules,
-        model_uri: str | None,
-        model_poll: float,
-        rule: AlertRule,
-    ) -> None:
+class GateReadingsFn(beam.DoFn):
+    def __init__(self, lake: LakeSettings, settings: EngineSettings) -> None:
         self.lake_settings = lake
-        self.time_rules = time_rules
-        self.model_uri = model_uri
-        self.model_poll = model_poll
-        self.rule = rule
-        # One scorer per worker process: its per-patient state must outlive a DoFn instance (the
-        # local runner makes one per bundle); Shared keeps the last one alive between bundles.
-        self.shared = Shared()
-        self.scorer: StreamScorer | None = None
-        self.valid = Metrics.counter("quality", "valid_rows")
+        self.settings = settings
         self.quarantined = Metrics.counter("quality", "quarantined_rows")
         self.unknown = Metrics.counter("quality", "unknown_patient_rows")
-        self.alert_events = Metrics.counter("alerts", "events")
         self.failed_batches = Metrics.counter("quality", f"fail_{ex.RULE_QUARANTINE_RATIO}")
         self.patients: PatientDirectory | None = None
         self.key: bytes = b""
 
     def setup(self) -> None:
-        lake = Lake(self.lake_settings)
-        self.patients = PatientDirectory(lake)
+        self.patients = PatientDirectory(Lake(self.lake_settings))
         self.key = PseudonymKey.from_env().secret
 
-        def make_scorer() -> StreamScorer:
-            watcher = ModelWatcher(self.model_uri, poll_seconds=self.model_poll) if self.model_uri else None
-            return StreamScorer(watcher, rule=self.rule, history=partial(recent_silver, lake))
-
-        self.scorer = self.shared.acquire(make_scorer)
-
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[object]:
-        assert self.patients is not None and self.scorer is not None
+        assert self.patients is not None
         batch_id, bronze = batch
-        patients = self.patients.table()
-        parsed, silver = gate_batch(bronze, time_rules=self.time_rules, patients=patients, key=self.key)
-        # Not isolated: scoring sees only rows the gate typed and range-checked, and what can fail there
-        # (reading a patient's recent Silver, the model's store) is transient: a retry is the right answer.
-        silver, alerts = self.scorer.score_with_events(silver)
-        self.valid.inc(silver.num_rows)
+        result = gate(
+            bronze,
+            batch_id=batch_id,
+            window_start_us=batch_window_start(batch_id),
+            settings=self.settings,
+            patients=self.patients.table(),
+            key=self.key,
+        )
+        parsed = result.parsed
         self.quarantined.inc(parsed.quarantine.num_rows)
-        self.unknown.inc(pc.sum(pc.invert(silver[c.KNOWN_PATIENT])).as_py() or 0)
         for rule, count in parsed.rule_counts.items():
             if count:
                 Metrics.counter("quality", f"failed_{rule}").inc(count)
-        failed = dict(parsed.rule_counts)
-        checked = dict(parsed.checked)
-        # The batch-level "fail" expectation: nothing stops, an alert metric and an error log fire.
-        ratio = parsed.quarantine.num_rows / bronze.num_rows if bronze.num_rows else 0.0
-        checked[ex.RULE_QUARANTINE_RATIO] = 1
-        failed[ex.RULE_QUARANTINE_RATIO] = int(ratio > ex.MAX_QUARANTINE_RATIO)
-        if ratio > ex.MAX_QUARANTINE_RATIO:
+        if result.over_ratio:
             self.failed_batches.inc()
-            log.error("batch %s: %.0f %% of %d records quarantined", batch_id, 100 * ratio, bronze.num_rows)
-        yield batch_id, silver
-        if alerts.num_rows:
-            self.alert_events.inc(alerts.num_rows)
-            yield pvalue.TaggedOutput(ALERTS, (batch_id, alerts))
+        for shard, rows in result.shards:
+            self.unknown.inc(pc.sum(pc.invert(rows[c.KNOWN_PATIENT])).as_py() or 0)
+            yield shard, rows
         if parsed.quarantine.num_rows:
             yield pvalue.TaggedOutput(QUARANTINE, (batch_id, parsed.quarantine))
-        dq = ex.dq_metrics(
-            batch_id=batch_id, window_start_us=batch_window_start(batch_id), failed=failed, checked=checked
-        )
-        yield pvalue.TaggedOutput(DQ, (batch_id, dq))
+        yield pvalue.TaggedOutput(DQ, (batch_id, result.dq))
 
 
-class ValidateReadings(beam.PTransform):
-    """(batch_id, Bronze rows) -> 'valid' Silver rows, 'quarantine' rows, 'dq' metric rows, 'alerts'."""
+class GateReadings(beam.PTransform):
+    """(batch_id, Bronze rows) -> (shard, valid rows), 'quarantine' rows, 'dq' metric rows."""
+
+    def __init__(self, lake: LakeSettings, *, settings: EngineSettings) -> None:
+        super().__init__()
+        self.lake = lake
+        self.settings = settings
+
+    def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
+        return batches | "ParseCheckEnrich" >> beam.ParDo(
+            GateReadingsFn(self.lake, self.settings)
+        ).with_outputs(QUARANTINE, DQ, main="valid")
+
+
+class _NameShardBatch(beam.DoFn):
+    """(shard, [rows]) of one commit window -> (shard, (batch id, rows)); the id is deterministic per
+    window and shard within a run, so a retried bundle's commit is recognised by its marker."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def process(
+        self,
+        keyed: tuple[int, Iterable[pa.Table]],
+        window: IntervalWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]  # Beam's marker
+    ) -> Iterator[tuple[int, tuple[str, pa.Table]]]:
+        shard, tables = keyed
+        rows = pa.concat_tables(list(tables))
+        yield shard, (f"{int(window.start.micros)}-p{shard}-{self.run_id}", rows)
+
+
+# One value per shard key: its ShardState, pickled (numpy and Arrow buffers: cheap to encode).
+SHARD_STATE = ReadModifyWriteStateSpec("shard", PickleCoder())
+_SHARD_STATE_PARAM = beam.DoFn.StateParam(SHARD_STATE)
+
+
+class AdvanceShardFn(beam.DoFn):
+    """Per patient shard: de-duplicate, score, alert, append to Silver; the shard's memory in state."""
+
+    def __init__(
+        self, lake: LakeSettings, settings: EngineSettings, model_uri: str | None, model_poll: float
+    ) -> None:
+        self.lake_settings = lake
+        self.settings = settings
+        self.model_uri = model_uri
+        self.model_poll = model_poll
+        # One model watcher per worker process (the model is not per shard); Shared keeps it alive
+        # between the DoFn instances the runner makes.
+        self.shared = Shared()
+        self.watcher: ModelWatcher | None = None
+        self.lake: Lake | None = None
+        self.valid = Metrics.counter("quality", "valid_rows")
+        self.inserted = Metrics.counter("lake", "silver_rows")
+        self.duplicates = Metrics.counter("lake", "duplicates_removed")
+        self.alert_events = Metrics.counter("alerts", "events")
+        self.restored = Metrics.counter("state", "shards_started_without_state")
+        self.lake_reads = Metrics.counter("state", "lake_reads")
+        self.state_bytes = Metrics.distribution("state", "shard_state_bytes")
+
+    def setup(self) -> None:
+        self.lake = Lake(self.lake_settings)
+        if self.model_uri:
+            uri, poll = self.model_uri, self.model_poll
+            self.watcher = self.shared.acquire(lambda: ModelWatcher(uri, poll_seconds=poll))
+
+    def process(
+        self,
+        keyed: tuple[int, tuple[str, pa.Table]],
+        shard_state: ReadModifyWriteRuntimeState = _SHARD_STATE_PARAM,  # type: ignore[assignment]  # per key
+    ) -> Iterator[object]:
+        assert self.lake is not None
+        shard, (batch_id, rows) = keyed
+        state: ShardState | None = shard_state.read()
+        if state is None:
+            state = ShardState.new(self.settings)
+            self.restored.inc()
+        reads_before = state.seen.lake_reads
+        readers = shard_readers(self.lake, shard=shard, shards=self.settings.shards)
+        model = self.watcher.current() if self.watcher else None
+        result = advance_shard(state, rows, model=model, readers=readers)
+        commit_silver(self.lake, result, batch_id=batch_id)
+        shard_state.write(state)
+        self.lake_reads.inc(state.seen.lake_reads - reads_before)
+        self.valid.inc(result.offered)
+        self.inserted.inc(result.silver.num_rows)
+        self.duplicates.inc(result.duplicates)
+        if state.batches % 100 == 1:  # measuring it costs a pickle: now and then is enough
+            self.state_bytes.update(state.size_bytes())
+        if result.silver.num_rows:
+            yield result.silver
+        if result.alerts.num_rows:
+            self.alert_events.inc(result.alerts.num_rows)
+            yield pvalue.TaggedOutput(ALERTS, (batch_id, result.alerts))
+
+
+class AdvanceShards(beam.PTransform):
+    """(shard, rows) of ingest batches -> new Silver rows (main) and 'alerts' (batch_id, events)."""
 
     def __init__(
         self,
         lake: LakeSettings,
         *,
-        clock_skew: timedelta,
-        max_age: timedelta | None,
+        settings: EngineSettings,
+        run_id: str,
         model_uri: str | None = None,
         model_poll: float = 30.0,
-        rule: AlertRule | None = None,
     ) -> None:
         super().__init__()
         self.lake = lake
-        self.time_rules = TimeRules(clock_skew=clock_skew, max_age=max_age)
+        self.settings = settings
+        self.run_id = run_id
         self.model_uri = model_uri
         self.model_poll = model_poll
-        self.rule = rule or AlertRule()
 
-    def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
-        return batches | "ParseCheckEnrichScore" >> beam.ParDo(
-            ValidateReadingsFn(self.lake, self.time_rules, self.model_uri, self.model_poll, self.rule)
-        ).with_outputs(QUARANTINE, DQ, ALERTS, main="valid")
+    def expand(self, keyed: beam.PCollection) -> pvalue.DoOutputsTuple:
+        return (
+            keyed
+            # Still in the ingest batches' commit windows: one batch per shard per interval.
+            | "GatherPerShard" >> beam.GroupByKey()
+            | "NameShardBatch" >> beam.ParDo(_NameShardBatch(self.run_id))
+            # Keyed state must outlive the commit windows: it is per shard, for the whole run.
+            | "ShardStateLivesAcrossWindows" >> beam.WindowInto(GlobalWindows())
+            | "DedupScoreAlertInsert"
+            >> beam.ParDo(AdvanceShardFn(self.lake, self.settings, self.model_uri, self.model_poll))
+            .with_input_types(tuple[int, Any])  # an int key: a deterministic coder for the state
+            .with_outputs(ALERTS, main="silver")
+        )

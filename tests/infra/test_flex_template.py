@@ -512,9 +512,10 @@ def test_the_dataflow_graph_builds_from_the_templates_default_parameters(params)
     for stage in (
         "ReadEnvelopes/ReadPubSub",
         "WriteBronze",
-        "ValidateReadings/ParseCheckEnrichScore",
+        "GateReadings/ParseCheckEnrich",
+        "AdvanceShards/GatherPerShard",
         "WriteQuarantine",
-        "InsertSilver",
+        "AdvanceShards/DedupScoreAlertInsert",
         "Summarize60s/UnionPerWindow",
         "Summarize3600s/UnionPerWindow",
         "UpsertGold",

@@ -14,11 +14,11 @@ import pytest
 
 from ml import evaluate, train
 from pipelines.beam_vitals import run
-from pipelines.validation import recent_silver
 from simulator import read_jsonl
 from tests.factories import T0, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
+from vitals_lake.engine import recent_silver
 from vitals_lake.lake import Lake
 from vitals_lake.model import artifact
 from vitals_lake.model.serving import ModelWatcher, StreamScorer
@@ -126,22 +126,25 @@ def test_the_combined_rule_opens_alerts_in_the_stream_even_without_a_model():
     assert out[c.ANOMALY_SCORE].null_count == 3
 
 
-def test_dofn_copies_in_one_process_share_one_scorer_and_its_patient_state(tmp_path):
-    """Runners deserialise a DoFn per bundle or thread: the per-patient state must not go with it."""
+def test_dofn_copies_in_one_process_share_one_model_watcher_and_keep_no_patient_state(tmp_path):
+    """Runners deserialise a DoFn per bundle or thread: the model watcher is shared per process, and
+    per-patient state is not on the DoFn at all (it is the shard's keyed state)."""
     from apache_beam.internal import pickler  # noqa: PLC0415
 
-    from pipelines.validation import ValidateReadingsFn  # noqa: PLC0415
-    from vitals_lake.alerting import AlertRule  # noqa: PLC0415
-    from vitals_lake.readings import TimeRules  # noqa: PLC0415
+    from pipelines.validation import AdvanceShardFn  # noqa: PLC0415
+    from vitals_lake.engine import EngineSettings  # noqa: PLC0415
 
-    fn = ValidateReadingsFn(LocalLake(root=tmp_path), TimeRules(), None, 30.0, AlertRule())
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    fn = AdvanceShardFn(LocalLake(root=tmp_path), EngineSettings(), str(model_dir), 30.0)
     wire = pickler.dumps(fn)
     first, second = pickler.loads(wire), pickler.loads(wire)
     first.setup()
     second.setup()
-    assert first.scorer is second.scorer is not None
+    assert first.watcher is second.watcher is not None
     other_pipeline = pickler.loads(
-        pickler.dumps(ValidateReadingsFn(LocalLake(root=tmp_path), TimeRules(), None, 30.0, AlertRule()))
+        pickler.dumps(AdvanceShardFn(LocalLake(root=tmp_path), EngineSettings(), str(model_dir), 30.0))
     )
     other_pipeline.setup()
-    assert other_pipeline.scorer is not first.scorer
+    assert other_pipeline.watcher is not first.watcher
+    assert not any("scorer" in name or "baseline" in name for name in vars(first))

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -105,25 +106,118 @@ HISTORY_COLUMNS: Final = (
 History = Callable[[list[str], float], pa.Table]  # (patients, before epoch seconds) -> their Silver rows
 
 
-class StreamScorer:
-    """Fills ``anomaly_score``, ``is_anomaly``, ``model_version``, ``alert_open`` and ``alert_opened``,
-    and turns the alert rule's state changes into alert events.
+@dataclass
+class ScorerState:
+    """What scoring remembers per patient between batches: robust baselines, alert runs, and which
+    patients have had their history restored. Plain data: it lives in the pipeline's keyed state (one
+    per patient shard), so the runner checkpoints it and moves it with the shard."""
 
-    Per-patient state (robust baselines, alert runs) lives here between batches. A patient this
-    scorer has not seen (a new worker, a restart) first has their recent Silver history replayed
-    through the same code, when a ``history`` reader is given: baselines and open alerts survive.
+    rule: InitVar[AlertRule | None] = None
+    baselines: BaselineState = field(default_factory=BaselineState)
+    alerts: AlertTracker = field(default_factory=AlertTracker)
+    seen: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))  # patients restored
+
+    def __post_init__(self, rule: AlertRule | None) -> None:
+        if rule is not None:
+            self.alerts.rule = rule
+
+    @property
+    def patients(self) -> int:
+        return len(self.baselines.patients)
+
+
+def score_batch(
+    state: ScorerState, silver: pa.Table, *, model: LoadedModel | None, history: History | None = None
+) -> tuple[pa.Table, pa.Table]:
+    """Fill ``anomaly_score``, ``is_anomaly``, ``model_version``, ``alert_open`` and ``alert_opened``
+    for a batch and advance ``state``; return the scored rows and the alert events (``c.ALERTS_SCHEMA``)
+    the rule's state changes caused.
+
+    A patient ``state`` has not seen first has their recent Silver history replayed through the same
+    code when a ``history`` reader is given (a new deployment, a replay): baselines and open alerts
+    survive. Known patients never cause a read.
     """
+    if silver.num_rows == 0:
+        return silver, c.ALERTS_SCHEMA.empty_table()
+    _restore(state, silver, history)
+    # Baselines advance even while no model is deployed, so a new model starts warm.
+    features = state.baselines.update(silver)
+    out = silver
+    anomaly = np.zeros(silver.num_rows, dtype=bool)
+    if model is not None:
+        scores = np.asarray(model.score(features), dtype=np.float64)
+        anomaly = scores >= model.threshold
+        out = _set(out, c.ANOMALY_SCORE, pa.array(scores, pa.float64()))
+        out = _set(out, c.IS_ANOMALY, pa.array(anomaly, pa.bool_()))
+        out = _set(out, c.MODEL_VERSION, pa.array([model.version] * silver.num_rows, pa.string()))
+    decisions, reasons = _alerts(state.alerts, silver, features, anomaly)
+    out = _set(out, c.ALERT_OPEN, pa.array(decisions.open, pa.bool_()))
+    out = _set(out, c.ALERT_OPENED, pa.array(decisions.opened, pa.bool_()))
+    return out, alert_events(out, decisions, reasons)
+
+
+def _alerts(
+    tracker: AlertTracker, silver: pa.Table, features: pa.Table, anomaly: np.ndarray
+) -> tuple[AlertDecisions, np.ndarray]:
+    reasons = tracker.rule.reasons(
+        anomaly=anomaly,
+        news2=features[c.NEWS2_SCORE].to_numpy(zero_copy_only=False),
+        news2_max_subscore=features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False),
+    )
+    decisions = tracker.update(
+        patient_ids=np.asarray(features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object),
+        seconds=epoch_seconds(features),
+        condition=reasons > 0,
+        severity=severity_ranks(silver, reasons),
+    )
+    return decisions, reasons
+
+
+def _restore(state: ScorerState, silver: pa.Table, history: History | None) -> None:
+    patients = pc.unique(silver[c.PATIENT_ID].combine_chunks()).cast(pa.string())
+    new = patients.filter(pc.invert(pc.is_in(patients, value_set=state.seen)))
+    if len(new) == 0:
+        return
+    state.seen = pa.concat_arrays([state.seen, new])
+    if history is None:
+        return
+    past = history(sorted(new.to_pylist()), float(epoch_seconds(silver).max()))
+    # Only what came before each patient's first reading in this batch (a replayed batch may
+    # already be in Silver: its rows must not enter the baseline twice).
+    first = silver.group_by(c.PATIENT_ID, use_threads=False).aggregate([(c.TIMESTAMP, "min")])
+    past = past.join(first, c.PATIENT_ID, join_type="inner", use_threads=False)
+    past = past.filter(pc.less(past[c.TIMESTAMP], past[f"{c.TIMESTAMP}_min"])).drop_columns(
+        [f"{c.TIMESTAMP}_min"]
+    )
+    if past.num_rows == 0:
+        return
+    past = past.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
+    features = state.baselines.update(past)
+    stored = np.asarray(pc.fill_null(past[c.IS_ANOMALY], False).to_numpy(zero_copy_only=False), bool)
+    _alerts(state.alerts, past, features, stored)  # state only: these events were published before
+    log.info("restored baselines and alert state of %d patients from %d Silver rows", len(new), past.num_rows)
+
+
+class StreamScorer:
+    """A :class:`ScorerState` and the model watcher together, for callers outside the pipeline's keyed
+    state (the benchmarks, the tests): ``score_with_events`` is :func:`score_batch` with the current
+    model."""
 
     def __init__(
         self, watcher: ModelWatcher | None, *, rule: AlertRule | None = None, history: History | None = None
     ) -> None:
         self.watcher = watcher
-        self.baselines = BaselineState()
-        self.alerts = AlertTracker(rule or AlertRule())
+        self.state = ScorerState(rule=rule or AlertRule())
         self.history = history
-        self._seen: set[str] = set()
-        # Runners may hand batches to several DoFn instances of one process (they share this scorer).
         self._lock = threading.Lock()
+
+    @property
+    def baselines(self) -> BaselineState:
+        return self.state.baselines
+
+    @property
+    def alerts(self) -> AlertTracker:
+        return self.state.alerts
 
     def score(self, silver: pa.Table) -> pa.Table:
         return self.score_with_events(silver)[0]
@@ -131,67 +225,8 @@ class StreamScorer:
     def score_with_events(self, silver: pa.Table) -> tuple[pa.Table, pa.Table]:
         """Scored Silver rows, and the alert events (``c.ALERTS_SCHEMA``) they caused."""
         with self._lock:
-            return self._score(silver)
-
-    def _score(self, silver: pa.Table) -> tuple[pa.Table, pa.Table]:
-        if silver.num_rows == 0:
-            return silver, c.ALERTS_SCHEMA.empty_table()
-        self._restore(silver)
-        # Baselines advance even while no model is deployed, so a new model starts warm.
-        features = self.baselines.update(silver)
-        model = self.watcher.current() if self.watcher else None
-        out = silver
-        anomaly = np.zeros(silver.num_rows, dtype=bool)
-        if model is not None:
-            scores = np.asarray(model.score(features), dtype=np.float64)
-            anomaly = scores >= model.threshold
-            out = _set(out, c.ANOMALY_SCORE, pa.array(scores, pa.float64()))
-            out = _set(out, c.IS_ANOMALY, pa.array(anomaly, pa.bool_()))
-            out = _set(out, c.MODEL_VERSION, pa.array([model.version] * silver.num_rows, pa.string()))
-        decisions, reasons = self._alerts(silver, features, anomaly)
-        out = _set(out, c.ALERT_OPEN, pa.array(decisions.open, pa.bool_()))
-        out = _set(out, c.ALERT_OPENED, pa.array(decisions.opened, pa.bool_()))
-        return out, alert_events(out, decisions, reasons)
-
-    def _alerts(
-        self, silver: pa.Table, features: pa.Table, anomaly: np.ndarray
-    ) -> tuple[AlertDecisions, np.ndarray]:
-        reasons = self.alerts.rule.reasons(
-            anomaly=anomaly,
-            news2=features[c.NEWS2_SCORE].to_numpy(zero_copy_only=False),
-            news2_max_subscore=features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False),
-        )
-        decisions = self.alerts.update(
-            patient_ids=np.asarray(features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object),
-            seconds=epoch_seconds(features),
-            condition=reasons > 0,
-            severity=severity_ranks(silver, reasons),
-        )
-        return decisions, reasons
-
-    def _restore(self, silver: pa.Table) -> None:
-        patients = set(silver[c.PATIENT_ID].to_pylist())
-        new = sorted(patients - self._seen)
-        self._seen |= patients
-        if not new or self.history is None:
-            return
-        past = self.history(new, float(epoch_seconds(silver).max()))
-        # Only what came before each patient's first reading in this batch (a replayed batch may
-        # already be in Silver: its rows must not enter the baseline twice).
-        first = silver.group_by(c.PATIENT_ID, use_threads=False).aggregate([(c.TIMESTAMP, "min")])
-        past = past.join(first, c.PATIENT_ID, join_type="inner", use_threads=False)
-        past = past.filter(pc.less(past[c.TIMESTAMP], past[f"{c.TIMESTAMP}_min"])).drop_columns(
-            [f"{c.TIMESTAMP}_min"]
-        )
-        if past.num_rows == 0:
-            return
-        past = past.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
-        features = self.baselines.update(past)
-        stored = np.asarray(pc.fill_null(past[c.IS_ANOMALY], False).to_numpy(zero_copy_only=False), bool)
-        self._alerts(past, features, stored)  # state only: these events were published before
-        log.info(
-            "restored baselines and alert state of %d patients from %d Silver rows", len(new), past.num_rows
-        )
+            model = self.watcher.current() if self.watcher else None
+            return score_batch(self.state, silver, model=model, history=self.history)
 
 
 def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

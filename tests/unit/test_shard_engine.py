@@ -1,0 +1,117 @@
+"""Patient shards, the de-duplication memory and the batch engine's per-shard half."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from vitals_lake import contract as c
+from vitals_lake.dedup import SeenEvents
+from vitals_lake.engine import EngineSettings, ShardState
+from vitals_lake.pseudonym import pseudonymise
+from vitals_lake.sharding import check_shards, in_shard, shard_of_keys, split_by_shard
+
+KEY = b"0123456789abcdef0123456789abcdef"
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+HOUR_US = 3_600_000_000
+
+
+def test_a_shard_is_the_keyed_pseudonyms_first_32_bits_mod_n():
+    ids = pa.array([f"P-{i:05d}" for i in range(300)])
+    keys = pseudonymise(ids, key=KEY)
+    got = shard_of_keys(keys, shards=7)
+    want = [int(hmac.new(KEY, i.encode(), hashlib.sha256).hexdigest()[:8], 16) % 7 for i in ids.to_pylist()]
+    assert got.tolist() == want
+
+
+def test_shards_follow_the_key_not_the_id():
+    ids = pa.array([f"P-{i:05d}" for i in range(300)])
+    a = shard_of_keys(pseudonymise(ids, key=KEY), shards=16)
+    b = shard_of_keys(pseudonymise(ids, key=KEY[::-1]), shards=16)
+    assert (a != b).mean() > 0.5
+
+
+def test_shard_of_a_sliced_chunked_array():
+    keys = pseudonymise(pa.array([f"P-{i}" for i in range(50)]), key=KEY)
+    whole = shard_of_keys(keys, shards=5)
+    chunked = pa.chunked_array([keys.slice(0, 20), keys.slice(20)])
+    assert shard_of_keys(chunked, shards=5).tolist() == whole.tolist()
+    assert shard_of_keys(keys.slice(13, 9), shards=5).tolist() == whole[13:22].tolist()
+
+
+@pytest.mark.parametrize("bad", [["abc"], [None], ["zzzzzzzzzz"]])
+def test_a_malformed_key_is_refused(bad):
+    with pytest.raises(ValueError):
+        shard_of_keys(pa.array(bad, pa.string()), shards=4)
+
+
+@pytest.mark.parametrize("n", [0, -1, 5000])
+def test_shard_counts_out_of_range_are_refused(n):
+    with pytest.raises(ValueError):
+        check_shards(n)
+
+
+def test_split_by_shard_keeps_every_row_once_in_order():
+    ids = pa.array([f"P-{i % 40}" for i in range(400)])
+    rows = pa.table({c.PATIENT_ID: ids, c.PATIENT_KEY: pseudonymise(ids, key=KEY), "n": np.arange(400)})
+    parts = split_by_shard(rows, shards=3)
+    seen = []
+    for shard, part in parts:
+        assert set(shard_of_keys(part[c.PATIENT_KEY], shards=3).tolist()) == {shard}
+        n = part["n"].to_pylist()
+        assert n == sorted(n)
+        assert part.num_rows == in_shard(rows, shard=shard, shards=3).num_rows
+        seen += n
+    assert sorted(seen) == list(range(400))
+
+
+def _rows(ids: list[str], minutes: list[float]) -> pa.Table:
+    ts = [T0 + timedelta(minutes=m) for m in minutes]
+    return pa.table(
+        {c.EVENT_ID: pa.array(ids, pa.string()), c.TIMESTAMP: pa.array(ts, pa.timestamp("us", tz="UTC"))}
+    )
+
+
+def test_seen_events_drop_what_was_stored_and_remember_what_is_new():
+    seen = SeenEvents(horizon_us=HOUR_US)
+    assert seen.fresh(_rows(["a", "b"], [0, 1]), stored=None)[c.EVENT_ID].to_pylist() == ["a", "b"]
+    assert seen.fresh(_rows(["b", "c"], [1, 2]), stored=None)[c.EVENT_ID].to_pylist() == ["c"]
+    assert seen.size == 3
+
+
+def test_seen_events_read_the_lake_once_when_new_and_again_only_for_an_older_reading():
+    calls: list[tuple[int, int | None]] = []
+    lake = _rows(["x", "y", "z"], [-200, 5, 30])  # what this shard already has in Silver
+
+    def stored(lo: int, hi: int | None) -> pa.Table:
+        calls.append((lo, hi))
+        us = pa.compute.cast(lake[c.TIMESTAMP], pa.int64()).to_numpy()
+        keep = (us >= lo) & (us < (np.iinfo(np.int64).max if hi is None else hi))
+        return lake.filter(pa.array(keep))
+
+    seen = SeenEvents(horizon_us=HOUR_US)
+    assert seen.fresh(_rows(["y", "n1"], [5, 10]), stored=stored)[c.EVENT_ID].to_pylist() == ["n1"]
+    assert len(calls) == 1 and calls[0][1] is None  # first batch: everything from 1 h before it
+    for m in range(11, 60):  # a steady stream: no further lake reads
+        seen.fresh(_rows([f"s{m}"], [m]), stored=stored)
+    assert seen.fresh(_rows(["z", "n2"], [30, 61]), stored=stored)[c.EVENT_ID].to_pylist() == ["n2"]
+    assert len(calls) == 1
+    # A reading from before anything remembered: the gap (and only the gap) is read.
+    assert seen.fresh(_rows(["x"], [-200]), stored=stored).num_rows == 0
+    assert len(calls) == 2 and calls[1][1] is not None
+
+
+def test_seen_events_forget_beyond_the_horizon_so_memory_is_bounded():
+    seen = SeenEvents(horizon_us=HOUR_US)
+    for m in range(0, 6 * 60):  # six hours, one reading a minute
+        seen.fresh(_rows([f"e{m}"], [m]), stored=None)
+    assert 60 <= seen.size <= 60 * 9 // 8 + 2
+
+
+def test_an_empty_shard_state_is_small():
+    assert ShardState.new(EngineSettings()).size_bytes() < 4096

@@ -1,0 +1,317 @@
+"""The batch engine: a batch of Bronze rows in; quarantine, data quality, Silver, alerts and Gold out.
+
+One engine, two halves, so that a distributed runner can put each where it belongs:
+
+1. :func:`gate` is stateless: parse and check every record, enrich and score (NEWS2, flags) the valid
+   ones, count each rule, and split the valid rows by patient shard (:mod:`vitals_lake.sharding`).
+   Any worker can run it on any batch.
+2. :func:`advance_shard` is per patient shard and stateful: drop the event ids the shard has already
+   stored (:class:`~vitals_lake.dedup.SeenEvents`), score the new readings against each patient's
+   baseline and run the alert rule (:class:`~vitals_lake.model.serving.ScorerState`). Its state is a
+   :class:`ShardState`, which the Beam pipeline keeps in keyed state (one per shard) and everything
+   else keeps in a dict.
+
+:class:`BatchEngine` runs both halves and writes the results, for every caller outside Beam: crash
+recovery, the benchmarks, model training's preparation of Silver and the dashboard's sample data. The
+Beam pipeline (``pipelines/beam_vitals.py``) calls the same two functions and the same writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vitals_lake import contract as c
+from vitals_lake import expectations as ex
+from vitals_lake.admissions import PatientDirectory
+from vitals_lake.alerting import AlertRule
+from vitals_lake.dedup import SeenEvents, StoredIds
+from vitals_lake.gold_upsert import changed_minutes, derive_trends, upsert_gold_windows
+from vitals_lake.lake import BatchMarker, Lake, first_per_key
+from vitals_lake.model.artifact import LoadedModel
+from vitals_lake.model.serving import HISTORY_COLUMNS, History, ModelWatcher, ScorerState, score_batch
+from vitals_lake.readings import ParsedBatch, TimeRules
+from vitals_lake.sharding import LOCAL_SHARDS, check_shards, in_shard, split_by_shard
+from vitals_lake.silver import gate_batch
+
+log = logging.getLogger(__name__)
+BASELINE_SPAN: Final = timedelta(hours=24)  # how far back a restored baseline reaches (features' ring)
+_US: Final = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """What the engine needs to know, validated once at the edge."""
+
+    shards: int = LOCAL_SHARDS
+    horizon: timedelta = timedelta(hours=1)  # event ids are remembered this long (event time)
+    time_rules: TimeRules | None = None  # None: no future / age rules (replays of old data)
+    rule: AlertRule = field(default_factory=AlertRule)
+
+    def __post_init__(self) -> None:
+        check_shards(self.shards)
+        if self.horizon < timedelta(0):
+            raise ValueError("horizon must be >= 0")
+
+
+# --- 1. The stateless half ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateResult:
+    parsed: ParsedBatch  # quarantine rows and rule counts
+    dq: pa.Table  # one c.DQ_METRICS_SCHEMA row per rule
+    shards: list[tuple[int, pa.Table]]  # (patient shard, its valid Silver-shaped rows, unscored)
+    over_ratio: bool  # the batch-level "fail" expectation: too much of it was quarantined
+
+    @property
+    def valid_rows(self) -> int:
+        return sum(t.num_rows for _, t in self.shards)
+
+
+def gate(
+    bronze: pa.Table,
+    *,
+    batch_id: str,
+    window_start_us: int,
+    settings: EngineSettings,
+    patients: pa.Table,
+    key: bytes,
+) -> GateResult:
+    """Parse, check, enrich and NEWS2-score a batch of Bronze rows; split the valid ones by shard."""
+    parsed, silver = gate_batch(bronze, time_rules=settings.time_rules, patients=patients, key=key)
+    failed = dict(parsed.rule_counts)
+    checked = dict(parsed.checked)
+    ratio = parsed.quarantine.num_rows / bronze.num_rows if bronze.num_rows else 0.0
+    over = ratio > ex.MAX_QUARANTINE_RATIO
+    checked[ex.RULE_QUARANTINE_RATIO] = 1
+    failed[ex.RULE_QUARANTINE_RATIO] = int(over)
+    if over:
+        log.error("batch %s: %.0f %% of %d records quarantined", batch_id, 100 * ratio, bronze.num_rows)
+    dq = ex.dq_metrics(batch_id=batch_id, window_start_us=window_start_us, failed=failed, checked=checked)
+    return GateResult(parsed, dq, split_by_shard(silver, shards=settings.shards), over)
+
+
+# --- 2. The per-shard, stateful half --------------------------------------------------------------
+
+
+@dataclass
+class ShardState:
+    """Everything one patient shard remembers between batches (Beam keyed state in the pipeline)."""
+
+    seen: SeenEvents
+    scorer: ScorerState
+    batches: int = 0
+
+    @classmethod
+    def new(cls, settings: EngineSettings) -> ShardState:
+        horizon_us = int(settings.horizon / timedelta(microseconds=1))
+        return cls(seen=SeenEvents(horizon_us=horizon_us), scorer=ScorerState(rule=settings.rule))
+
+    def size_bytes(self) -> int:
+        """What the runner stores for it (its pickle, as the pipeline's state coder writes it)."""
+        return len(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    silver: pa.Table  # the new readings, scored: exactly what Silver gets
+    alerts: pa.Table  # c.ALERTS_SCHEMA events the alert rule's state changes produced
+    offered: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class ShardReaders:
+    """How a shard fills its state from the lake when it has none (first start, replay)."""
+
+    stored_ids: StoredIds | None
+    history: History | None
+
+    @classmethod
+    def none(cls) -> ShardReaders:
+        return cls(stored_ids=None, history=None)
+
+
+def advance_shard(
+    state: ShardState, rows: pa.Table, *, model: LoadedModel | None, readers: ShardReaders
+) -> ShardResult:
+    """De-duplicate, score and run the alert rule on one shard's valid rows; advance ``state``."""
+    offered = rows.num_rows
+    unique = first_per_key(rows, c.EVENT_ID)
+    fresh = state.seen.fresh(unique, stored=readers.stored_ids)
+    scored, alerts = score_batch(state.scorer, fresh, model=model, history=readers.history)
+    state.batches += 1
+    return ShardResult(scored, alerts, offered, offered - fresh.num_rows)
+
+
+# --- The lake: what a shard reads when it has no state, and what a batch writes -------------------
+
+
+def shard_readers(lake: Lake, *, shard: int, shards: int) -> ShardReaders:
+    """Readers of this shard's Silver: event ids for the de-duplication memory, recent history for the
+    baselines. Called only when the state has a gap, never per batch."""
+
+    def stored_ids(lo_us: int, hi_us: int | None) -> pa.Table:
+        lo = datetime.fromtimestamp(lo_us / 1e6, UTC)
+        where = (pc.field(c.TIMESTAMP) >= pa.scalar(lo, _US)) & (
+            pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32())
+        )
+        if hi_us is not None:
+            hi = datetime.fromtimestamp(hi_us / 1e6, UTC)
+            where &= (pc.field(c.TIMESTAMP) < pa.scalar(hi, _US)) & (
+                pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32())
+            )
+        rows = lake.read("silver", columns=[c.EVENT_ID, c.TIMESTAMP, c.PATIENT_KEY], where=where)
+        return in_shard(rows, shard=shard, shards=shards)
+
+    return ShardReaders(
+        stored_ids=stored_ids, history=lambda patients, before: recent_silver(lake, patients, before)
+    )
+
+
+def recent_silver(lake: Lake, patients: list[str], before: float) -> pa.Table:
+    """These patients' Silver rows of the baseline span before ``before`` (epoch seconds): what a
+    scorer replays to rebuild their baselines and alert state when its shard has no state."""
+    hi = datetime.fromtimestamp(before, UTC) - timedelta(microseconds=1)  # rows before, not at
+    lo = hi - BASELINE_SPAN
+    where = (
+        (pc.field(c.TIMESTAMP) >= pa.scalar(lo, _US))
+        & (pc.field(c.TIMESTAMP) <= pa.scalar(hi, _US))
+        & (pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32()))
+        & (pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32()))
+    )
+    rows = lake.read("silver", columns=list(HISTORY_COLUMNS), where=where)
+    return rows.filter(pc.is_in(rows[c.PATIENT_ID], value_set=pa.array(patients, pa.string())))
+
+
+def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:
+    """Append one shard batch's new rows to Silver and its counts to ``silver_commits`` (both marked:
+    a retried batch writes nothing). Appends never conflict, so shards commit side by side."""
+    if result.offered == 0:
+        return False
+    marker = BatchMarker("silver", batch_id)
+    if result.silver.num_rows:
+        written = lake.append("silver", result.silver, marker=marker)
+        if not written:
+            return False  # this batch is already in Silver
+    log_row = {
+        c.BATCH_ID: [batch_id],
+        c.VALID_ROWS: [result.offered],
+        c.INSERTED_ROWS: [result.silver.num_rows],
+        c.DUPLICATE_ROWS: [result.duplicates],
+        c.COMMITTED_AT: pa.array([time.time_ns() // 1000], pa.int64()).cast(_US),
+    }
+    lake.append(
+        "silver_commits",
+        pa.table(log_row, schema=c.SILVER_COMMITS_SCHEMA),
+        marker=BatchMarker("silver_commits", batch_id),
+    )
+    return True
+
+
+# --- Everything in one process ---------------------------------------------------------------------
+
+
+@dataclass
+class EngineOutput:
+    quarantine: pa.Table
+    dq: pa.Table
+    silver: pa.Table  # new rows of all shards
+    alerts: pa.Table
+    offered: int
+    duplicates: int
+
+
+class BatchEngine:
+    """Both halves for all shards in one process, with the lake writes the pipeline makes: recovery,
+    the benchmarks, training's Silver and the sample data call this; the pipeline calls the halves."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        settings: EngineSettings,
+        key: bytes,
+        model: ModelWatcher | None = None,
+        patients: pa.Table | None = None,
+        restore: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lake = lake
+        self.settings = settings
+        self.key = key
+        self.model = model
+        self._patients = patients
+        self._directory = PatientDirectory(lake) if patients is None else None
+        self.restore = restore
+        self.clock = clock
+        self.states: dict[int, ShardState] = {}
+
+    def patients(self) -> pa.Table:
+        if self._directory is not None:
+            return self._directory.table()
+        assert self._patients is not None
+        return self._patients
+
+    def process(self, bronze: pa.Table, *, batch_id: str) -> EngineOutput:
+        """Gate the batch and advance every shard it touches (no lake writes)."""
+        window_us = int(self.clock() * 1e6)
+        gated = gate(
+            bronze,
+            batch_id=batch_id,
+            window_start_us=window_us,
+            settings=self.settings,
+            patients=self.patients(),
+            key=self.key,
+        )
+        model = self.model.current() if self.model else None
+        silver, alerts = [], []
+        duplicates = 0
+        for shard, rows in gated.shards:
+            state = self.states.get(shard)
+            if state is None:
+                state = self.states[shard] = ShardState.new(self.settings)
+            readers = (
+                shard_readers(self.lake, shard=shard, shards=self.settings.shards)
+                if self.restore
+                else ShardReaders.none()
+            )
+            result = advance_shard(state, rows, model=model, readers=readers)
+            silver.append(result.silver)
+            alerts.append(result.alerts)
+            duplicates += result.duplicates
+        return EngineOutput(
+            quarantine=gated.parsed.quarantine,
+            dq=gated.dq,
+            silver=pa.concat_tables(silver) if silver else c.SILVER_SCHEMA.empty_table(),
+            alerts=pa.concat_tables(alerts) if alerts else c.ALERTS_SCHEMA.empty_table(),
+            offered=gated.valid_rows,
+            duplicates=duplicates,
+        )
+
+    def run(self, bronze: pa.Table, *, batch_id: str, gold: bool = True) -> EngineOutput:
+        """Process a batch and write everything the pipeline writes for it (each commit marked)."""
+        out = self.process(bronze, batch_id=batch_id)
+        lake = self.lake
+        lake.append("bronze", bronze, marker=BatchMarker("bronze", batch_id))
+        lake.append("quarantine", out.quarantine, marker=BatchMarker("quarantine", batch_id))
+        lake.append("dq_metrics", out.dq, marker=BatchMarker("dq_metrics", batch_id))
+        lake.append("alerts", out.alerts, marker=BatchMarker("alerts", batch_id))
+        result = ShardResult(out.silver, out.alerts, out.offered, out.duplicates)
+        commit_silver(lake, result, batch_id=batch_id)
+        if gold and out.silver.num_rows:
+            written = upsert_gold_windows(lake, changed_minutes(out.silver), batch_id=batch_id)
+            derive_trends(lake, written, batch_id=batch_id)
+        return out
+
+    def state_bytes(self) -> int:
+        return sum(s.size_bytes() for s in self.states.values())

@@ -1,0 +1,131 @@
+"""Gold and the trend tables upserted from the lake: what a Gold commit recomputes and writes.
+
+Used by the pipeline's Gold stage and by every caller outside Beam (recovery, the benchmarks, the
+sample data) through :mod:`vitals_lake.engine`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vitals_lake import contract as c
+from vitals_lake.lake import BatchMarker, Lake
+from vitals_lake.summaries import gold_from_silver, hours_from_minutes
+from vitals_lake.trends import diagnosis_hourly, rolling_means
+
+
+def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.Table:
+    """Recompute and upsert the Gold rows of ``changed`` (patient_id, window_seconds, window_start);
+    return the rows written.
+
+    Beam's windows decide *when* a window changed (triggers, lateness); the lake decides *what* it
+    holds: minutes are recomputed from Silver (de-duplicated and committed just before) and hours
+    from Gold's minutes. A pane alone would not do: after a restart Beam's window state is empty,
+    and an accumulating pane would replace a fuller Gold row with the readings since the restart.
+    """
+    now = time.time_ns() // 1000
+    patients = pc.unique(changed[c.PATIENT_ID])
+    written: list[pa.Table] = []
+    minutes = changed.filter(pc.equal(changed[c.WINDOW_SECONDS], 60))
+    if minutes.num_rows:
+        lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
+        where = time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
+        silver = read_patients(lake, "silver", where, patients)
+        fresh = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
+        lake.upsert(
+            "gold", fresh, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold", batch_id)
+        )
+        written.append(fresh)
+    hours = pc.unique(pc.floor_temporal(changed[c.WINDOW_START], multiple=3600, unit="second"))
+    if len(hours):
+        lo, hi = pc.min(hours).as_py(), pc.max(hours).as_py()
+        gold = read_patients(lake, "gold", _gold_range(60, lo, hi + timedelta(seconds=3599)), patients)
+        hourly = hours_from_minutes(gold, updated_at_us=now)
+        lake.upsert(
+            "gold",
+            hourly,
+            keys=c.GOLD_KEY,
+            time_column=c.WINDOW_START,
+            marker=BatchMarker("gold_hours", batch_id),
+        )
+        written.append(hourly)
+    return pa.concat_tables(written) if written else c.GOLD_SCHEMA.empty_table()
+
+
+def changed_minutes(rows: pa.Table) -> pa.Table:
+    """(patient_id, window_start, window_seconds = 60) of every patient-minute with a reading in ``rows``:
+    the input of :func:`upsert_gold_windows` outside Beam (the bare loop, recovery)."""
+    minute = pc.floor_temporal(rows[c.TIMESTAMP], multiple=60, unit="second")
+    keys = pa.table({c.PATIENT_ID: rows[c.PATIENT_ID], c.WINDOW_START: minute})
+    keys = keys.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate([])
+    return keys.append_column(c.WINDOW_SECONDS, pa.array([60] * keys.num_rows, pa.int32()))
+
+
+def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
+    """Recompute the per-diagnosis hours and the per-patient rolling averages that ``gold`` (the rows
+    one Gold commit wrote) touched."""
+    now = time.time_ns() // 1000
+    seconds = gold[c.WINDOW_SECONDS]
+    hours = gold.filter(pc.equal(seconds, 3600))
+    if hours.num_rows:
+        lo, hi = pc.min(hours[c.WINDOW_START]).as_py(), pc.max(hours[c.WINDOW_START]).as_py()
+        summary = diagnosis_hourly(lake.read("gold", where=_gold_range(3600, lo, hi)), updated_at_us=now)
+        lake.upsert(
+            "diagnosis_hourly",
+            summary,
+            keys=c.DIAGNOSIS_HOURLY_KEY,
+            time_column=c.WINDOW_START,
+            marker=BatchMarker("diagnosis_hourly", batch_id),
+            replace_range=True,
+        )
+    minutes = gold.filter(pc.equal(seconds, 60))
+    if minutes.num_rows:
+        # A changed minute also changes the trailing windows of the minutes after it.
+        span = timedelta(minutes=c.ROLLING_MINUTES - 1)
+        lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
+        patients = pc.unique(minutes[c.PATIENT_ID])
+        window = read_patients(lake, "gold", _gold_range(60, lo - span, hi + span), patients)
+        rolled = rolling_means(window, updated_at_us=now)
+        ts = rolled[c.WINDOW_START]
+        rolled = rolled.filter(
+            pc.and_(
+                pc.greater_equal(ts, pa.scalar(lo, ts.type)),
+                pc.less_equal(ts, pa.scalar(hi + span, ts.type)),
+            )
+        )
+        lake.upsert(
+            "rolling",
+            rolled,
+            keys=c.ROLLING_KEY,
+            time_column=c.WINDOW_START,
+            marker=BatchMarker("rolling", batch_id),
+        )
+
+
+def read_patients(
+    lake: Lake, layer: c.Layer, where: pc.Expression, patients: pa.Array, *, columns: list[str] | None = None
+) -> pa.Table:
+    """Rows in a range, then only these patients. The patient filter runs after the scan: files
+    written by MERGE store strings as string_view, which an `isin` pushed down to their statistics
+    does not match."""
+    rows = lake.read(layer, columns=columns, where=where)
+    return rows.filter(pc.is_in(rows[c.PATIENT_ID], value_set=patients))
+
+
+def time_range(column: str, lo: datetime, hi: datetime) -> pc.Expression:
+    """A time range on a date-partitioned table (the date bounds prune whole partitions)."""
+    typ = pa.timestamp("us", tz="UTC")
+    return (
+        (pc.field(column) >= pa.scalar(lo, typ))
+        & (pc.field(column) <= pa.scalar(hi, typ))
+        & (pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32()))
+        & (pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32()))
+    )
+
+
+def _gold_range(window_seconds: int, lo: datetime, hi: datetime) -> pc.Expression:
+    return (pc.field(c.WINDOW_SECONDS) == window_seconds) & time_range(c.WINDOW_START, lo, hi)
