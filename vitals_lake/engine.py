@@ -229,6 +229,9 @@ class EngineOutput:
     alerts: pa.Table
     offered: int
     duplicates: int
+    # CPU seconds of this thread per stage of ``BatchEngine.run``: "silver" (gate, shards, the Bronze,
+    # quarantine, data-quality, alert and Silver commits), "gold" (Gold minutes and hours), "trends".
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 class BatchEngine:
@@ -300,6 +303,7 @@ class BatchEngine:
 
     def run(self, bronze: pa.Table, *, batch_id: str, gold: bool = True) -> EngineOutput:
         """Process a batch and write everything the pipeline writes for it (each commit marked)."""
+        started = time.thread_time()
         out = self.process(bronze, batch_id=batch_id)
         lake = self.lake
         lake.append("bronze", bronze, marker=BatchMarker("bronze", batch_id))
@@ -308,9 +312,14 @@ class BatchEngine:
         lake.append("alerts", out.alerts, marker=BatchMarker("alerts", batch_id))
         result = ShardResult(out.silver, out.alerts, out.offered, out.duplicates)
         commit_silver(lake, result, batch_id=batch_id)
+        out.cpu["silver"] = time.thread_time() - started
         if gold and out.silver.num_rows:
+            started = time.thread_time()
             written = upsert_gold_windows(lake, changed_minutes(out.silver), batch_id=batch_id)
+            out.cpu["gold"] = time.thread_time() - started
+            started = time.thread_time()
             derive_trends(lake, written, batch_id=batch_id)
+            out.cpu["trends"] = time.thread_time() - started
         return out
 
     def state_bytes(self) -> int:
