@@ -49,6 +49,7 @@ locals {
       alerts_topic      = google_pubsub_topic.alerts.id
       bigquery_dataset  = "${var.project_id}.${local.dataset_id}"
       bigquery_location = var.bigquery_location
+      shards            = tostring(var.pipeline_shards)
     },
     var.pipeline_parameters,
   )

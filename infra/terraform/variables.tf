@@ -287,6 +287,17 @@ variable "dataflow_max_workers" {
   }
 }
 
+variable "pipeline_shards" {
+  description = "Patient shards of the streaming job (its --shards): the unit of parallelism and of the pipeline's keyed state. Keep it the same across job restarts and in-place updates: a changed count rebuilds the state from the lake."
+  type        = number
+  default     = 64
+
+  validation {
+    condition     = var.pipeline_shards >= 1 && var.pipeline_shards <= 4096 && floor(var.pipeline_shards) == var.pipeline_shards
+    error_message = "pipeline_shards must be a whole number 1..4096."
+  }
+}
+
 variable "pipeline_parameters" {
   description = "Extra template parameters (names from infra/dataflow/metadata.json), e.g. { alert_persistence_seconds = \"90\" }."
   type        = map(string)

@@ -69,6 +69,7 @@ EXAMPLE_CONFIG: dict[str, Any] = {
         "alerts_topic": f"projects/{PROJECT}/topics/{c.ALERTS_TOPIC}",
         "bigquery_dataset": f"{PROJECT}.vitals_warehouse",
         "bigquery_location": "EU",
+        "shards": "64",
     },
 }
 
@@ -516,9 +517,8 @@ def test_the_dataflow_graph_builds_from_the_templates_default_parameters(params)
         "AdvanceShards/GatherPerShard",
         "WriteQuarantine",
         "AdvanceShards/DedupScoreAlertInsert",
-        "Summarize60s/UnionPerWindow",
-        "Summarize3600s/UnionPerWindow",
         "UpsertGold",
+        "UpsertRolling",
         "PublishAlerts",
         "StreamGoldToBigQuery/WriteBatches",
         "StreamDataQualityToBigQuery/WriteBatches",
