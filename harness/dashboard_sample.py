@@ -12,14 +12,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+
+if TYPE_CHECKING:
+    from vitals_lake.model.serving import ModelWatcher
 
 SAMPLE_KEY: Final = b"vitals-lake-dashboard-sample-key"  # pseudonym key of the sample cohort only
 SAMPLE_MODEL_VERSION: Final = "zscore-sample"
@@ -47,10 +49,8 @@ def build_sample(
     """``patients`` monitored for ``hours`` up to ``end`` (default: now), one reading per interval."""
     from simulator import FaultRates, ListSink, Simulation, SimulationConfig  # noqa: PLC0415
     from vitals_lake import envelope  # noqa: PLC0415
-    from vitals_lake.expectations import dq_metrics  # noqa: PLC0415
-    from vitals_lake.readings import parse_batch  # noqa: PLC0415
-    from vitals_lake.silver import to_silver  # noqa: PLC0415
-    from vitals_lake.summaries import gold_from_silver, hours_from_minutes  # noqa: PLC0415
+    from vitals_lake.engine import BatchEngine, EngineSettings  # noqa: PLC0415
+    from vitals_lake.gold_upsert import newest_per_key  # noqa: PLC0415
 
     end = (end or datetime.now(UTC)).astimezone(UTC).replace(second=0, microsecond=0)
     duration = hours * 3600.0
@@ -78,28 +78,29 @@ def build_sample(
         envelope.records_from_lines(lines), ingest_time_us=ingest_us, ref_prefix="file:sample"
     )
     patients_table = _patients_table(sim)
-    tables: dict[str, list[pa.Table]] = {c.GOLD_TABLE: [], c.DQ_METRICS_TABLE: [], c.ALERTS_TABLE: []}
-    silver_parts = []
+    # The pipeline's batch engine, without a lake: gate, shards (de-duplication, the stream's scorer
+    # with a stand-in model, the alert rule, Gold windows), batch by batch as the stream commits them.
+    engine = BatchEngine(
+        None,
+        settings=EngineSettings(time_rules=None),
+        key=SAMPLE_KEY,
+        model=_FixedModel(),
+        patients=patients_table,
+        restore=False,
+    )
+    dq_parts, alert_parts, gold_parts = [], [], []
     # Batches of about five minutes of readings, as the stream commits them.
     batch_rows = max(1, patients * int(300 / interval_seconds))
     for b, lo in enumerate(range(0, bronze.num_rows, batch_rows)):
-        parsed = parse_batch(bronze.slice(lo, batch_rows))
-        ts = parsed.valid[c.TIMESTAMP]
-        window_us = int(pc.cast(pc.min(ts), pa.int64()).as_py() or ingest_us) if len(ts) else ingest_us
-        tables[c.DQ_METRICS_TABLE].append(
-            dq_metrics(
-                batch_id=f"sample-{b:05d}",
-                window_start_us=window_us,
-                failed=parsed.rule_counts,
-                checked=parsed.checked,
-            )
+        part = bronze.slice(lo, batch_rows)
+        out = engine.process(
+            part, batch_id=f"sample-{b:05d}", window_start_us=_first_reading_us(part, ingest_us)
         )
-        silver_parts.append(to_silver(parsed.valid, patients=patients_table, key=SAMPLE_KEY))
-    silver = pa.concat_tables(silver_parts).sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
-    silver, alerts = _score(silver)  # the stream's own scorer and alert events
-    minutes = gold_from_silver(silver, window_seconds=60, updated_at_us=ingest_us)
-    hours_rows = hours_from_minutes(minutes, updated_at_us=ingest_us)
-    gold = pa.concat_tables([minutes, hours_rows])
+        dq_parts.append(out.dq)
+        alert_parts.append(out.alerts)
+        gold_parts.append(out.gold)
+    gold = newest_per_key(pa.concat_tables(gold_parts), c.GOLD_KEY)
+    alerts = pa.concat_tables(alert_parts)
     diagnoses = _diagnoses(ingest_us)
     ids = sorted(set(patients_table[c.PATIENT_ID].to_pylist()))
     keys = dict(
@@ -109,7 +110,7 @@ def build_sample(
         tables={
             c.GOLD_TABLE: gold,
             c.ALERTS_TABLE: alerts,
-            c.DQ_METRICS_TABLE: pa.concat_tables(tables[c.DQ_METRICS_TABLE]),
+            c.DQ_METRICS_TABLE: pa.concat_tables(dq_parts),
             c.DIAGNOSIS_TABLE: diagnoses,
         },
         patient_ids=ids,
@@ -171,11 +172,19 @@ def _diagnoses(loaded_us: int) -> pa.Table:
     )
 
 
-def _score(silver: pa.Table) -> pa.Table:
-    """Anomaly score and combined alert rule, through the stream scorer with a stand-in model."""
+def _first_reading_us(bronze: pa.Table, default: int) -> int:
+    """When a batch's readings start (its data-quality rows are filed there, as the stream's are)."""
+    from vitals_lake.readings import parse_batch  # noqa: PLC0415
+
+    ts = parse_batch(bronze).valid[c.TIMESTAMP]
+    return int(pc.cast(pc.min(ts), pa.int64()).as_py() or default) if len(ts) else default
+
+
+def _FixedModel() -> ModelWatcher:
+    """A model watcher that always serves the sample's stand-in model (robust z-scores)."""
     from vitals_lake.model.artifact import LoadedModel  # noqa: PLC0415
     from vitals_lake.model.detectors import RobustZScore  # noqa: PLC0415
-    from vitals_lake.model.serving import ModelWatcher, StreamScorer  # noqa: PLC0415
+    from vitals_lake.model.serving import ModelWatcher  # noqa: PLC0415
 
     model = LoadedModel(
         detector=RobustZScore(),
@@ -187,16 +196,4 @@ def _score(silver: pa.Table) -> pa.Table:
         def current(self) -> LoadedModel | None:
             return model
 
-    scorer = StreamScorer(_Fixed("unused"))
-    # In time order, a few minutes at a time, as the stream scores its batches.
-    seconds = pc.cast(silver[c.TIMESTAMP], pa.int64()).to_numpy() // 1_000_000
-    order = np.argsort(seconds, kind="stable")
-    silver = silver.take(pa.array(order))
-    seconds = seconds[order]
-    parts, events = [], []
-    edges = np.flatnonzero(np.diff(seconds // 300)) + 1
-    for rows in np.split(np.arange(silver.num_rows), edges):
-        scored, raised = scorer.score_with_events(silver.take(pa.array(rows)))
-        parts.append(scored)
-        events.append(raised)
-    return pa.concat_tables(parts), pa.concat_tables(events)
+    return _Fixed("unused")

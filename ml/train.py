@@ -21,14 +21,13 @@ from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
+from vitals_lake.engine import BatchEngine, EngineSettings
 from vitals_lake.envelope import read_jsonl
 from vitals_lake.labels import Episode, EpisodeType, read_labels
 from vitals_lake.lake import Lake
 from vitals_lake.model import artifact
 from vitals_lake.model.detectors import Detector, fix_threshold, make_detector
 from vitals_lake.model.features import features_for_history
-from vitals_lake.readings import parse_batch
-from vitals_lake.silver import to_silver
 
 log = logging.getLogger(__name__)
 TRAINING_KEY: Final = b"vitals-lake-ml-training"  # pseudonym key: training never needs real keys
@@ -71,11 +70,15 @@ class Dataset:
 def silver_from_lines(lines: list[bytes]) -> pa.Table:
     """Raw device lines -> Silver rows through the pipeline's own gate, enrichment and NEWS2."""
     bronze = envelope.to_bronze(envelope.records_from_lines(lines), ingest_time_us=0, ref_prefix="file:ml")
-    valid = parse_batch(bronze).valid
-    silver = to_silver(valid, patients=c.PATIENTS_SCHEMA.empty_table(), key=TRAINING_KEY)
-    # The lake de-duplicates re-sent readings on event_id; do the same here, keeping the first.
-    _, first = np.unique(np.asarray(silver[c.EVENT_ID].to_numpy(zero_copy_only=False)), return_index=True)
-    silver = silver.take(pa.array(np.sort(first)))
+    # The batch engine without a lake: the pipeline's gate, then its de-duplication by event_id.
+    engine = BatchEngine(
+        None,
+        settings=EngineSettings(time_rules=None),
+        key=TRAINING_KEY,
+        patients=c.PATIENTS_SCHEMA.empty_table(),
+        restore=False,
+    )
+    silver = engine.process(bronze, batch_id="training", window_start_us=0).silver
     return silver.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
 
 

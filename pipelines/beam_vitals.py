@@ -22,10 +22,13 @@ The data's journey, as ``create_pipeline`` builds it:
    appended to **Silver**. The alert rule's state changes become **alert events**, kept in the lake
    and published (``--alerts-topic``) to the notifier Cloud Function. The lake is read for a shard
    only when it has no state yet (a new deployment, a replay).
-6. **Gold**: new Silver rows folded into per-patient event-time windows of one minute and one hour
-   (late readings update their window within the allowed lateness) and upserted.
-7. **Trends**: the hours and minutes a Gold commit touched are summarised again per diagnosis and
-   hour (``gold_diagnosis_hourly``) and as per-patient rolling averages (``gold_patient_rolling``).
+6. **Gold**: in the same shard stage, the new rows are folded into the shard's open windows of one
+   minute and one hour (partial aggregates in its state; late readings update their window within
+   the allowed lateness), and the rolling averages of the minutes after them recomputed
+   (``gold_patient_rolling``): nothing is read back from the lake. One committer per table upserts
+   all shards' rows once per interval.
+7. **Trends**: the hours a Gold commit touched are summarised again per diagnosis and hour
+   (``gold_diagnosis_hourly``, across all shards' patients).
 8. **Warehouse**: with ``--bigquery-dataset``, the Gold rows each commit wrote and the data-quality
    rows stream into BigQuery, where the views in ``sql/views/`` serve Looker Studio.
 
@@ -61,11 +64,10 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from pipelines import options as opts
 from pipelines.alerts_io import PublishAlerts
 from pipelines.batching import BatchForCommit, concat_batch
-from pipelines.gold import SummarizeWindows, streaming_trigger
-from pipelines.lake_io import AppendFn, DeriveTrendsFn, UpsertGoldFn
+from pipelines.lake_io import AppendFn, DiagnosisHourlyFn, UpsertRowsFn
 from pipelines.options import VitalsOptions
 from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
-from pipelines.validation import ALERTS, DQ, QUARANTINE, AdvanceShards, GateReadings
+from pipelines.validation import ALERTS, DQ, GOLD, QUARANTINE, ROLLING, AdvanceShards, GateReadings
 from pipelines.warehouse_io import WriteWarehouse
 from vitals_lake import contract as c
 from vitals_lake.cli import usage_error
@@ -132,27 +134,24 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     shards = gated.valid | "AdvanceShards" >> AdvanceShards(
         lake, settings=engine, run_id=run_id, model_uri=o.model_uri, model_poll=o.model_poll_seconds
     )
-    new_silver = shards.silver
     _ = shards[ALERTS] | "WriteAlerts" >> beam.ParDo(AppendFn(lake, "alerts"))
     if topic := opts.alerts_topic(options):
         _ = shards[ALERTS] | "PublishAlerts" >> PublishAlerts(topic)
 
-    # 6. Gold: per-patient event-time windows (one minute and one hour), upserted per interval.
-    fire = streaming_trigger(timing.commit_interval) if o.subscription else None
-    summaries = [
-        new_silver
-        | f"Summarize{seconds}s"
-        >> SummarizeWindows(window_seconds=seconds, allowed_lateness=timing.allowed_lateness, fire=fire)
-        for seconds in c.GOLD_WINDOWS
-    ]
+    # 6. Gold: the windows (one minute, one hour) and rolling means the shards computed from their
+    #    state, upserted once per interval by one committer per table; then the per-diagnosis hours.
     gold = (
-        summaries
-        | "AllWindows" >> beam.Flatten()
+        shards[GOLD]
         | "BatchGold" >> BatchForCommit(timing.commit_interval, run_id=run_id)
-        | "UpsertGold" >> beam.ParDo(UpsertGoldFn(lake))
+        | "UpsertGold" >> beam.ParDo(UpsertRowsFn(lake, "gold"))
     )
-    # 7. Seed-two summaries from Gold: per diagnosis per hour, per-patient rolling averages.
-    _ = gold | "DeriveTrends" >> beam.ParDo(DeriveTrendsFn(lake))
+    _ = (
+        shards[ROLLING]
+        | "BatchRolling" >> BatchForCommit(timing.commit_interval, run_id=run_id)
+        | "UpsertRolling" >> beam.ParDo(UpsertRowsFn(lake, "rolling"))
+    )
+    # 7. The per-diagnosis hours (every shard's patients) from the Gold hours a commit touched.
+    _ = gold | "DeriveDiagnosisHourly" >> beam.ParDo(DiagnosisHourlyFn(lake))
 
     # 8. The warehouse: the Gold rows each commit wrote, and data-quality rows, streamed into BigQuery
     #    (idempotent insert ids; refused rows to a dead-letter table). Views read the newest per key.

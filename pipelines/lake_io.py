@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import apache_beam as beam
 import pyarrow as pa
@@ -10,7 +11,7 @@ from apache_beam.metrics import Metrics
 
 from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
-from vitals_lake.gold_upsert import derive_trends, upsert_gold_windows
+from vitals_lake.gold_upsert import derive_diagnosis_hourly, upsert_gold_rows, upsert_rolling_rows
 from vitals_lake.lake import BatchMarker, Lake
 
 
@@ -42,27 +43,33 @@ class AppendFn(_LakeWriterFn):
         return iter(())
 
 
-class UpsertGoldFn(_LakeWriterFn):
-    """Upsert the Gold windows that a batch of panes says have changed, recomputed from the lake
-    (:func:`upsert_gold_windows`)."""
+class UpsertRowsFn(_LakeWriterFn):
+    """The committer of one table: upsert the rows all shards computed in one commit interval (one
+    MERGE per interval; the shards compute in parallel, the commit is serial so MERGEs never race)."""
 
-    def __init__(self, lake: LakeSettings) -> None:
+    def __init__(self, lake: LakeSettings, layer: Literal["gold", "rolling"]) -> None:
         super().__init__(lake)
-        self.rows = Metrics.counter("lake", "gold_rows_upserted")
+        self.layer: Literal["gold", "rolling"] = layer
+        self.rows = Metrics.counter("lake", f"{layer}_rows_upserted")
 
     def process(self, batch: tuple[str, list[pa.Table]]) -> Iterator[tuple[str, pa.Table]]:
         assert self.lake is not None
-        batch_id, changed = batch
-        table = upsert_gold_windows(self.lake, pa.concat_tables(changed), batch_id=batch_id)
-        self.rows.inc(table.num_rows)
-        yield batch_id, table
+        batch_id, tables = batch
+        rows = pa.concat_tables(tables)
+        if self.layer == "gold":
+            written = upsert_gold_rows(self.lake, rows, batch_id=batch_id)
+            self.rows.inc(written.num_rows)
+            yield batch_id, written
+        else:
+            upsert_rolling_rows(self.lake, rows, batch_id=batch_id)
+            self.rows.inc(rows.num_rows)
 
 
-class DeriveTrendsFn(_LakeWriterFn):
-    """After a Gold commit: recompute the per-diagnosis hours and the rolling averages it touched."""
+class DiagnosisHourlyFn(_LakeWriterFn):
+    """After a Gold commit: recompute the per-diagnosis hours it touched."""
 
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[None]:
         assert self.lake is not None
         batch_id, gold = batch
-        derive_trends(self.lake, gold, batch_id=batch_id)
+        derive_diagnosis_hourly(self.lake, gold, batch_id=batch_id)
         return iter(())

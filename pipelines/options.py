@@ -355,6 +355,7 @@ def engine_settings(options: PipelineOptions) -> EngineSettings:
     return EngineSettings(
         shards=shard_count(options),
         horizon=horizon(options),
+        allowed_lateness=timedelta(seconds=timing.allowed_lateness),
         time_rules=TimeRules(
             clock_skew=timedelta(seconds=timing.clock_skew),
             max_age=timedelta(seconds=timing.allowed_lateness),

@@ -9,7 +9,9 @@ commit interval, drop the event ids the shard has already stored, score the new 
 anomaly model against each patient's baseline, run the alert rule, and append the new rows to Silver.
 The shard's memory (event ids within the horizon, baselines, alert runs) is Beam keyed state: Dataflow
 checkpoints it and moves it with the key; the lake is read for a shard only when it has no state yet.
-Outputs: main (new Silver rows), 'alerts' (batch_id, alert events).
+The new rows are also folded into the shard's open Gold windows (partial aggregates in the same
+state), so the Gold rows and rolling means they change come out of memory, not from the lake.
+Outputs: main (new Silver rows), 'alerts' (batch_id, alert events), 'gold' and 'rolling' (rows).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from vitals_lake.pseudonym import PseudonymKey
 QUARANTINE = "quarantine"
 ALERTS = "alerts"
 DQ = "dq"
+GOLD = "gold"
+ROLLING = "rolling"
 log = logging.getLogger(__name__)
 
 
@@ -171,13 +175,13 @@ class AdvanceShardFn(beam.DoFn):
         if state is None:
             state = ShardState.new(self.settings)
             self.restored.inc()
-        reads_before = state.seen.lake_reads
+        reads_before = state.lake_reads
         readers = shard_readers(self.lake, shard=shard, shards=self.settings.shards)
         model = self.watcher.current() if self.watcher else None
         result = advance_shard(state, rows, model=model, readers=readers)
         commit_silver(self.lake, result, batch_id=batch_id)
         shard_state.write(state)
-        self.lake_reads.inc(state.seen.lake_reads - reads_before)
+        self.lake_reads.inc(state.lake_reads - reads_before)
         self.valid.inc(result.offered)
         self.inserted.inc(result.silver.num_rows)
         self.duplicates.inc(result.duplicates)
@@ -188,10 +192,15 @@ class AdvanceShardFn(beam.DoFn):
         if result.alerts.num_rows:
             self.alert_events.inc(result.alerts.num_rows)
             yield pvalue.TaggedOutput(ALERTS, (batch_id, result.alerts))
+        if result.gold.num_rows:
+            yield pvalue.TaggedOutput(GOLD, result.gold)
+        if result.rolling.num_rows:
+            yield pvalue.TaggedOutput(ROLLING, result.rolling)
 
 
 class AdvanceShards(beam.PTransform):
-    """(shard, rows) of ingest batches -> new Silver rows (main) and 'alerts' (batch_id, events)."""
+    """(shard, rows) of ingest batches -> new Silver rows (main), 'alerts' (batch_id, events), and the
+    'gold' and 'rolling' rows the new readings changed (computed from the shard's state)."""
 
     def __init__(
         self,
@@ -219,6 +228,6 @@ class AdvanceShards(beam.PTransform):
             | "ShardStateLivesAcrossWindows" >> beam.WindowInto(GlobalWindows())
             | "DedupScoreAlertInsert"
             >> beam.ParDo(AdvanceShardFn(self.lake, self.settings, self.model_uri, self.model_poll))
-            .with_input_types(tuple[int, Any])  # an int key: a deterministic coder for the state
-            .with_outputs(ALERTS, main="silver")
+            .with_input_types(beam.typehints.KV[int, Any])  # an int key: a deterministic coder for the state
+            .with_outputs(ALERTS, GOLD, ROLLING, main="silver")
         )

@@ -34,7 +34,8 @@ from vitals_lake import expectations as ex
 from vitals_lake.admissions import PatientDirectory
 from vitals_lake.alerting import AlertRule
 from vitals_lake.dedup import SeenEvents, StoredIds
-from vitals_lake.gold_upsert import changed_minutes, derive_trends, upsert_gold_windows
+from vitals_lake.gold_state import GoldState, StoredSilver
+from vitals_lake.gold_upsert import derive_diagnosis_hourly, upsert_gold_rows, upsert_rolling_rows
 from vitals_lake.lake import BatchMarker, Lake, first_per_key
 from vitals_lake.model.artifact import LoadedModel
 from vitals_lake.model.serving import HISTORY_COLUMNS, History, ModelWatcher, ScorerState, score_batch
@@ -53,13 +54,14 @@ class EngineSettings:
 
     shards: int = LOCAL_SHARDS
     horizon: timedelta = timedelta(hours=1)  # event ids are remembered this long (event time)
+    allowed_lateness: timedelta = timedelta(minutes=10)  # a Gold window is kept open this long
     time_rules: TimeRules | None = None  # None: no future / age rules (replays of old data)
     rule: AlertRule = field(default_factory=AlertRule)
 
     def __post_init__(self) -> None:
         check_shards(self.shards)
-        if self.horizon < timedelta(0):
-            raise ValueError("horizon must be >= 0")
+        if self.horizon < timedelta(0) or self.allowed_lateness < timedelta(0):
+            raise ValueError("horizon and allowed_lateness must be >= 0")
 
 
 # --- 1. The stateless half ------------------------------------------------------------------------
@@ -109,12 +111,21 @@ class ShardState:
 
     seen: SeenEvents
     scorer: ScorerState
+    gold: GoldState
     batches: int = 0
 
     @classmethod
     def new(cls, settings: EngineSettings) -> ShardState:
-        horizon_us = int(settings.horizon / timedelta(microseconds=1))
-        return cls(seen=SeenEvents(horizon_us=horizon_us), scorer=ScorerState(rule=settings.rule))
+        micros = timedelta(microseconds=1)
+        return cls(
+            seen=SeenEvents(horizon_us=int(settings.horizon / micros)),
+            scorer=ScorerState(rule=settings.rule),
+            gold=GoldState.new(allowed_lateness_us=int(settings.allowed_lateness / micros)),
+        )
+
+    @property
+    def lake_reads(self) -> int:
+        return self.seen.lake_reads + self.gold.minutes.lake_reads + self.gold.hours.lake_reads
 
     def size_bytes(self) -> int:
         """What the runner stores for it (its pickle, as the pipeline's state coder writes it)."""
@@ -127,6 +138,8 @@ class ShardResult:
     alerts: pa.Table  # c.ALERTS_SCHEMA events the alert rule's state changes produced
     offered: int
     duplicates: int
+    gold: pa.Table  # c.GOLD_SCHEMA rows of every window the new readings touched
+    rolling: pa.Table  # c.ROLLING_SCHEMA rows whose trailing window changed
 
 
 @dataclass(frozen=True)
@@ -135,22 +148,26 @@ class ShardReaders:
 
     stored_ids: StoredIds | None
     history: History | None
+    silver: StoredSilver | None
 
     @classmethod
     def none(cls) -> ShardReaders:
-        return cls(stored_ids=None, history=None)
+        return cls(stored_ids=None, history=None, silver=None)
 
 
 def advance_shard(
     state: ShardState, rows: pa.Table, *, model: LoadedModel | None, readers: ShardReaders
 ) -> ShardResult:
-    """De-duplicate, score and run the alert rule on one shard's valid rows; advance ``state``."""
+    """De-duplicate, score and run the alert rule on one shard's valid rows, and fold the new ones into
+    the shard's Gold windows; advance ``state``. Must run before the new rows are committed to Silver
+    (a state filling a gap reads the shard's Silver, which must not hold them yet)."""
     offered = rows.num_rows
     unique = first_per_key(rows, c.EVENT_ID)
     fresh = state.seen.fresh(unique, stored=readers.stored_ids)
     scored, alerts = score_batch(state.scorer, fresh, model=model, history=readers.history)
+    changes = state.gold.update(scored, stored=readers.silver, updated_at_us=time.time_ns() // 1000)
     state.batches += 1
-    return ShardResult(scored, alerts, offered, offered - fresh.num_rows)
+    return ShardResult(scored, alerts, offered, offered - fresh.num_rows, changes.gold, changes.rolling)
 
 
 # --- The lake: what a shard reads when it has no state, and what a batch writes -------------------
@@ -158,9 +175,9 @@ def advance_shard(
 
 def shard_readers(lake: Lake, *, shard: int, shards: int) -> ShardReaders:
     """Readers of this shard's Silver: event ids for the de-duplication memory, recent history for the
-    baselines. Called only when the state has a gap, never per batch."""
+    baselines, rows for the open Gold windows. Called only when the state has a gap, never per batch."""
 
-    def stored_ids(lo_us: int, hi_us: int | None) -> pa.Table:
+    def silver(lo_us: int, hi_us: int | None, columns: list[str] | None = None) -> pa.Table:
         lo = datetime.fromtimestamp(lo_us / 1e6, UTC)
         where = (pc.field(c.TIMESTAMP) >= pa.scalar(lo, _US)) & (
             pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32())
@@ -170,12 +187,16 @@ def shard_readers(lake: Lake, *, shard: int, shards: int) -> ShardReaders:
             where &= (pc.field(c.TIMESTAMP) < pa.scalar(hi, _US)) & (
                 pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32())
             )
-        rows = lake.read("silver", columns=[c.EVENT_ID, c.TIMESTAMP, c.PATIENT_KEY], where=where)
+        rows = lake.read("silver", columns=columns, where=where)
         return in_shard(rows, shard=shard, shards=shards)
 
-    return ShardReaders(
-        stored_ids=stored_ids, history=lambda patients, before: recent_silver(lake, patients, before)
-    )
+    def stored_ids(lo_us: int, hi_us: int | None) -> pa.Table:
+        return silver(lo_us, hi_us, [c.EVENT_ID, c.TIMESTAMP, c.PATIENT_KEY])
+
+    def history(patients: list[str], before: float) -> pa.Table:
+        return recent_silver(lake, patients, before)
+
+    return ShardReaders(stored_ids=stored_ids, history=history, silver=silver)
 
 
 def recent_silver(lake: Lake, patients: list[str], before: float) -> pa.Table:
@@ -229,6 +250,8 @@ class EngineOutput:
     alerts: pa.Table
     offered: int
     duplicates: int
+    gold: pa.Table
+    rolling: pa.Table
     # CPU seconds of this thread per stage of ``BatchEngine.run``: "silver" (gate, shards, the Bronze,
     # quarantine, data-quality, alert and Silver commits), "gold" (Gold minutes and hours), "trends".
     cpu: dict[str, float] = field(default_factory=dict)
@@ -240,7 +263,7 @@ class BatchEngine:
 
     def __init__(
         self,
-        lake: Lake,
+        lake: Lake | None,
         *,
         settings: EngineSettings,
         key: bytes,
@@ -254,7 +277,9 @@ class BatchEngine:
         self.key = key
         self.model = model
         self._patients = patients
-        self._directory = PatientDirectory(lake) if patients is None else None
+        if lake is None and (patients is None or restore):
+            raise ValueError("without a lake, give the patients table and restore=False")
+        self._directory = PatientDirectory(lake) if patients is None and lake is not None else None
         self.restore = restore
         self.clock = clock
         self.states: dict[int, ShardState] = {}
@@ -265,19 +290,19 @@ class BatchEngine:
         assert self._patients is not None
         return self._patients
 
-    def process(self, bronze: pa.Table, *, batch_id: str) -> EngineOutput:
-        """Gate the batch and advance every shard it touches (no lake writes)."""
-        window_us = int(self.clock() * 1e6)
+    def process(self, bronze: pa.Table, *, batch_id: str, window_start_us: int | None = None) -> EngineOutput:
+        """Gate the batch and advance every shard it touches (no lake writes). ``window_start_us``:
+        the time its data-quality rows are filed under (default: now)."""
         gated = gate(
             bronze,
             batch_id=batch_id,
-            window_start_us=window_us,
+            window_start_us=int(self.clock() * 1e6) if window_start_us is None else window_start_us,
             settings=self.settings,
             patients=self.patients(),
             key=self.key,
         )
         model = self.model.current() if self.model else None
-        silver, alerts = [], []
+        silver, alerts, gold, rolling = [], [], [], []
         duplicates = 0
         for shard, rows in gated.shards:
             state = self.states.get(shard)
@@ -285,12 +310,14 @@ class BatchEngine:
                 state = self.states[shard] = ShardState.new(self.settings)
             readers = (
                 shard_readers(self.lake, shard=shard, shards=self.settings.shards)
-                if self.restore
+                if self.restore and self.lake is not None
                 else ShardReaders.none()
             )
             result = advance_shard(state, rows, model=model, readers=readers)
             silver.append(result.silver)
             alerts.append(result.alerts)
+            gold.append(result.gold)
+            rolling.append(result.rolling)
             duplicates += result.duplicates
         return EngineOutput(
             quarantine=gated.parsed.quarantine,
@@ -299,26 +326,33 @@ class BatchEngine:
             alerts=pa.concat_tables(alerts) if alerts else c.ALERTS_SCHEMA.empty_table(),
             offered=gated.valid_rows,
             duplicates=duplicates,
+            gold=pa.concat_tables(gold) if gold else c.GOLD_SCHEMA.empty_table(),
+            rolling=pa.concat_tables(rolling) if rolling else c.ROLLING_SCHEMA.empty_table(),
         )
 
     def run(self, bronze: pa.Table, *, batch_id: str, gold: bool = True) -> EngineOutput:
-        """Process a batch and write everything the pipeline writes for it (each commit marked)."""
+        """Process a batch and write everything the pipeline writes for it (each commit marked).
+        ``out.cpu`` splits the CPU: the shards' Gold and rolling computations count as "silver" (they
+        are part of advancing a shard); "gold" and "trends" are the commits and the diagnosis hours."""
         started = time.thread_time()
         out = self.process(bronze, batch_id=batch_id)
         lake = self.lake
+        if lake is None:
+            raise ValueError("BatchEngine.run writes to a lake: construct it with one")
         lake.append("bronze", bronze, marker=BatchMarker("bronze", batch_id))
         lake.append("quarantine", out.quarantine, marker=BatchMarker("quarantine", batch_id))
         lake.append("dq_metrics", out.dq, marker=BatchMarker("dq_metrics", batch_id))
         lake.append("alerts", out.alerts, marker=BatchMarker("alerts", batch_id))
-        result = ShardResult(out.silver, out.alerts, out.offered, out.duplicates)
+        result = ShardResult(out.silver, out.alerts, out.offered, out.duplicates, out.gold, out.rolling)
         commit_silver(lake, result, batch_id=batch_id)
         out.cpu["silver"] = time.thread_time() - started
-        if gold and out.silver.num_rows:
+        if gold and out.gold.num_rows:
             started = time.thread_time()
-            written = upsert_gold_windows(lake, changed_minutes(out.silver), batch_id=batch_id)
+            written = upsert_gold_rows(lake, out.gold, batch_id=batch_id)
             out.cpu["gold"] = time.thread_time() - started
             started = time.thread_time()
-            derive_trends(lake, written, batch_id=batch_id)
+            upsert_rolling_rows(lake, out.rolling, batch_id=batch_id)
+            derive_diagnosis_hourly(lake, written, batch_id=batch_id)
             out.cpu["trends"] = time.thread_time() - started
         return out
 

@@ -1,7 +1,9 @@
-"""Gold and the trend tables upserted from the lake: what a Gold commit recomputes and writes.
+"""Gold and the trend tables written to the lake.
 
-Used by the pipeline's Gold stage and by every caller outside Beam (recovery, the benchmarks, the
-sample data) through :mod:`vitals_lake.engine`.
+The hot path (the pipeline's Gold committer and :class:`vitals_lake.engine.BatchEngine`) upserts the
+rows the shards computed from their state (:mod:`vitals_lake.gold_state`): :func:`upsert_gold_rows`,
+:func:`upsert_rolling_rows`, then :func:`derive_diagnosis_hourly` for the hours they touched.
+Crash recovery rebuilds windows from Silver instead (:func:`upsert_gold_windows`, :func:`derive_trends`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
-from vitals_lake.lake import BatchMarker, Lake
+from vitals_lake.lake import BatchMarker, Lake, one_per_key
 from vitals_lake.summaries import gold_from_silver, hours_from_minutes
 from vitals_lake.trends import diagnosis_hourly, rolling_means
 
@@ -69,20 +71,8 @@ def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
     """Recompute the per-diagnosis hours and the per-patient rolling averages that ``gold`` (the rows
     one Gold commit wrote) touched."""
     now = time.time_ns() // 1000
-    seconds = gold[c.WINDOW_SECONDS]
-    hours = gold.filter(pc.equal(seconds, 3600))
-    if hours.num_rows:
-        lo, hi = pc.min(hours[c.WINDOW_START]).as_py(), pc.max(hours[c.WINDOW_START]).as_py()
-        summary = diagnosis_hourly(lake.read("gold", where=_gold_range(3600, lo, hi)), updated_at_us=now)
-        lake.upsert(
-            "diagnosis_hourly",
-            summary,
-            keys=c.DIAGNOSIS_HOURLY_KEY,
-            time_column=c.WINDOW_START,
-            marker=BatchMarker("diagnosis_hourly", batch_id),
-            replace_range=True,
-        )
-    minutes = gold.filter(pc.equal(seconds, 60))
+    derive_diagnosis_hourly(lake, gold, batch_id=batch_id)
+    minutes = gold.filter(pc.equal(gold[c.WINDOW_SECONDS], 60))
     if minutes.num_rows:
         # A changed minute also changes the trailing windows of the minutes after it.
         span = timedelta(minutes=c.ROLLING_MINUTES - 1)
@@ -129,3 +119,54 @@ def time_range(column: str, lo: datetime, hi: datetime) -> pc.Expression:
 
 def _gold_range(window_seconds: int, lo: datetime, hi: datetime) -> pc.Expression:
     return (pc.field(c.WINDOW_SECONDS) == window_seconds) & time_range(c.WINDOW_START, lo, hi)
+
+
+def newest_per_key(rows: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """One row per key: the one computed last (a commit interval may hold two batches' versions)."""
+    if rows.num_rows == 0:
+        return rows
+    return one_per_key(rows.sort_by([(c.UPDATED_AT, "ascending")]), keys, keep="last")
+
+
+def upsert_gold_rows(lake: Lake, rows: pa.Table, *, batch_id: str) -> pa.Table:
+    """Upsert Gold rows computed by the shards (minutes and hours); return the rows written."""
+    rows = newest_per_key(rows, c.GOLD_KEY)
+    lake.upsert(
+        "gold", rows, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold", batch_id)
+    )
+    return rows
+
+
+def upsert_rolling_rows(lake: Lake, rows: pa.Table, *, batch_id: str) -> None:
+    """Upsert the rolling means the shards computed."""
+    rows = newest_per_key(rows, c.ROLLING_KEY)
+    lake.upsert(
+        "rolling",
+        rows,
+        keys=c.ROLLING_KEY,
+        time_column=c.WINDOW_START,
+        marker=BatchMarker("rolling", batch_id),
+    )
+
+
+def derive_diagnosis_hourly(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
+    """Recompute the per-diagnosis hours that ``gold`` (the rows one Gold commit wrote) touched.
+
+    A diagnosis-hour sums over every patient of every shard, so it is read from Gold's hour rows of
+    those hours (one row per patient and hour: the read is bounded by the hours touched, not the lake).
+    """
+    hours = gold.filter(pc.equal(gold[c.WINDOW_SECONDS], 3600))
+    if hours.num_rows == 0:
+        return
+    lo, hi = pc.min(hours[c.WINDOW_START]).as_py(), pc.max(hours[c.WINDOW_START]).as_py()
+    summary = diagnosis_hourly(
+        lake.read("gold", where=_gold_range(3600, lo, hi)), updated_at_us=time.time_ns() // 1000
+    )
+    lake.upsert(
+        "diagnosis_hourly",
+        summary,
+        keys=c.DIAGNOSIS_HOURLY_KEY,
+        time_column=c.WINDOW_START,
+        marker=BatchMarker("diagnosis_hourly", batch_id),
+        replace_range=True,
+    )

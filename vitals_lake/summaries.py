@@ -33,6 +33,26 @@ _FLAG_COUNTS: Final = {c.flag_column(f): c.gold_column(c.flag_column(f), "count"
 GOLD_ENRICHMENT: Final = tuple(f.name for f in c.ENRICHMENT_FIELDS if f.name in c.GOLD_SCHEMA.names)
 
 
+# How partials of the same window combine (vitals_lake.gold_state.merge_partials), by column.
+PARTIAL_SUM: Final = (
+    c.READING_COUNT,
+    *(c.gold_column(v, name) for v in c.VITAL_NAMES for name in (_SUM, "count")),
+    _ANOMALY_SUM,
+    *_READING_COUNTS,
+    *_FLAG_COUNTS.values(),
+)
+PARTIAL_MIN: Final = tuple(c.gold_column(v, "min") for v in c.VITAL_NAMES)
+PARTIAL_MAX: Final = (
+    c.LAST_READING_TIME,
+    *(c.gold_column(v, name) for v in c.VITAL_NAMES for name in ("max", _LAST_TS)),
+    _RISK_RANK,
+    _NEWS2_MAX,
+    _ANOMALY_MAX,
+)
+# Latest value per vital -> the column holding when it was measured.
+PARTIAL_LAST: Final = {c.gold_column(v, "last"): c.gold_column(v, _LAST_TS) for v in c.VITAL_NAMES}
+
+
 def window_partials(silver: pa.Table, *, window_seconds: int) -> pa.Table:
     """One row per (patient, window start) with the partial aggregates of that batch."""
     ts = silver[c.TIMESTAMP]
