@@ -9,6 +9,9 @@
   rows, one commit each, as a stream without maintenance writes them) versus after
   ``vitals_lake.maintenance.maintain`` (compaction + z-order of the finished partition).
 * ``read a day``: one day's Silver and Gold read back before versus after that maintenance.
+
+How the whole batch engine's CPU per reading (Silver, Gold, trends) grows with the lake it writes
+into is the ``lake_age`` benchmark (``bench/lake_age.py``).
 """
 
 from __future__ import annotations

@@ -122,8 +122,13 @@ class WindowPartials:
         self.rows = pa.concat_tables([untouched.select(fresh.schema.names), merged])
         newest = int(ts.max())
         self.newest_us = newest if self.newest_us is None else max(self.newest_us, newest)
-        self._forget_before(_floor(self.newest_us - self.keep_us, self.step_us) - self.step_us)
         return merged
+
+    def expire(self) -> None:
+        """Forget windows older than the newest reading by more than ``keep_us`` (after the batch's
+        results are out: a batch spanning more than that still sees all of its own windows)."""
+        if self.newest_us is not None:
+            self._forget_before(_floor(self.newest_us - self.keep_us, self.step_us) - self.step_us)
 
     def window(self, patients: pa.Array, lo_us: int, hi_us: int) -> pa.Table:
         """Held partials of these patients with lo <= window start <= hi."""
@@ -197,7 +202,10 @@ class GoldState:
                 gold_from_partials(hours, window_seconds=3600, updated_at_us=updated_at_us),
             ]
         )
-        return GoldChanges(gold, self._rolling(minutes, updated_at_us=updated_at_us))
+        rolling = self._rolling(minutes, updated_at_us=updated_at_us)
+        self.minutes.expire()
+        self.hours.expire()
+        return GoldChanges(gold, rolling)
 
     def _rolling(self, touched: pa.Table, *, updated_at_us: int) -> pa.Table:
         # A changed minute changes the trailing windows of the minutes after it, up to the span.

@@ -137,3 +137,12 @@ def test_state_forgets_windows_beyond_the_lateness():
     # Kept: lateness (10 min) + the rolling look-back (14 min) + a minute or two, per patient.
     assert state.minutes.size <= 2 * (10 + 14 + 3) * 9 // 8
     assert state.hours.size <= 2 * 3
+
+
+def test_one_batch_longer_than_the_lateness_gets_all_its_rolling_means():
+    """A replay can hand a shard hours in one batch: every minute's rolling mean comes out."""
+    rows = cohort(11, patients=2, minutes=60)
+    state = GoldState.new(allowed_lateness_us=LATENESS_US)
+    got = state.update(rows, stored=None, updated_at_us=0).rolling
+    want = rolling_means(gold_from_silver(rows, window_seconds=60, updated_at_us=0), updated_at_us=0)
+    same_rows(got, want)
