@@ -77,6 +77,11 @@ COMMANDS: Final[dict[str, Command]] = {
         "load admission CSV drops and the diagnosis mapping into the lake",
         _PIPELINE,
     ),
+    "replay": Command(
+        "pipelines.replay:main",
+        "replay a file of readings into a lake with several processes, each owning its patient shards",
+        _PIPELINE,
+    ),
     "recovery": Command(
         "pipelines.recovery:main",
         "after a crash: rewind the bridge's Kafka offsets to what the lake holds",

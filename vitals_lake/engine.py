@@ -290,10 +290,9 @@ class BatchEngine:
         assert self._patients is not None
         return self._patients
 
-    def process(self, bronze: pa.Table, *, batch_id: str, window_start_us: int | None = None) -> EngineOutput:
-        """Gate the batch and advance every shard it touches (no lake writes). ``window_start_us``:
-        the time its data-quality rows are filed under (default: now)."""
-        gated = gate(
+    def gate(self, bronze: pa.Table, *, batch_id: str, window_start_us: int | None = None) -> GateResult:
+        """The stateless half. ``window_start_us``: when its data-quality rows are filed (default: now)."""
+        return gate(
             bronze,
             batch_id=batch_id,
             window_start_us=int(self.clock() * 1e6) if window_start_us is None else window_start_us,
@@ -301,10 +300,13 @@ class BatchEngine:
             patients=self.patients(),
             key=self.key,
         )
+
+    def advance(self, shards: list[tuple[int, pa.Table]]) -> EngineOutput:
+        """The stateful half for these shards' rows (the state of a shard seen first starts empty and
+        fills its gaps from the lake when ``restore``)."""
         model = self.model.current() if self.model else None
-        silver, alerts, gold, rolling = [], [], [], []
-        duplicates = 0
-        for shard, rows in gated.shards:
+        results = []
+        for shard, rows in shards:
             state = self.states.get(shard)
             if state is None:
                 state = self.states[shard] = ShardState.new(self.settings)
@@ -313,22 +315,28 @@ class BatchEngine:
                 if self.restore and self.lake is not None
                 else ShardReaders.none()
             )
-            result = advance_shard(state, rows, model=model, readers=readers)
-            silver.append(result.silver)
-            alerts.append(result.alerts)
-            gold.append(result.gold)
-            rolling.append(result.rolling)
-            duplicates += result.duplicates
+            results.append(advance_shard(state, rows, model=model, readers=readers))
+
+        def cat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+            return pa.concat_tables(tables) if tables else schema.empty_table()
+
         return EngineOutput(
-            quarantine=gated.parsed.quarantine,
-            dq=gated.dq,
-            silver=pa.concat_tables(silver) if silver else c.SILVER_SCHEMA.empty_table(),
-            alerts=pa.concat_tables(alerts) if alerts else c.ALERTS_SCHEMA.empty_table(),
-            offered=gated.valid_rows,
-            duplicates=duplicates,
-            gold=pa.concat_tables(gold) if gold else c.GOLD_SCHEMA.empty_table(),
-            rolling=pa.concat_tables(rolling) if rolling else c.ROLLING_SCHEMA.empty_table(),
+            quarantine=c.QUARANTINE_SCHEMA.empty_table(),
+            dq=c.DQ_METRICS_SCHEMA.empty_table(),
+            silver=cat([r.silver for r in results], c.SILVER_SCHEMA),
+            alerts=cat([r.alerts for r in results], c.ALERTS_SCHEMA),
+            offered=sum(r.offered for r in results),
+            duplicates=sum(r.duplicates for r in results),
+            gold=cat([r.gold for r in results], c.GOLD_SCHEMA),
+            rolling=cat([r.rolling for r in results], c.ROLLING_SCHEMA),
         )
+
+    def process(self, bronze: pa.Table, *, batch_id: str, window_start_us: int | None = None) -> EngineOutput:
+        """Gate the batch and advance every shard it touches (no lake writes)."""
+        gated = self.gate(bronze, batch_id=batch_id, window_start_us=window_start_us)
+        out = self.advance(gated.shards)
+        out.quarantine, out.dq = gated.parsed.quarantine, gated.dq
+        return out
 
     def run(self, bronze: pa.Table, *, batch_id: str, gold: bool = True) -> EngineOutput:
         """Process a batch and write everything the pipeline writes for it (each commit marked).
@@ -336,25 +344,41 @@ class BatchEngine:
         are part of advancing a shard); "gold" and "trends" are the commits and the diagnosis hours."""
         started = time.thread_time()
         out = self.process(bronze, batch_id=batch_id)
-        lake = self.lake
-        if lake is None:
-            raise ValueError("BatchEngine.run writes to a lake: construct it with one")
+        self.commit_gate(bronze, quarantine=out.quarantine, dq=out.dq, batch_id=batch_id)
+        self.commit_shards(out, batch_id=batch_id, gold=gold)
+        out.cpu["silver"] = time.thread_time() - started - out.cpu.get("gold", 0) - out.cpu.get("trends", 0)
+        return out
+
+    def commit_gate(self, bronze: pa.Table, *, quarantine: pa.Table, dq: pa.Table, batch_id: str) -> None:
+        """Write what the gate decided: Bronze as received, quarantine, data quality."""
+        lake = self._lake()
         lake.append("bronze", bronze, marker=BatchMarker("bronze", batch_id))
-        lake.append("quarantine", out.quarantine, marker=BatchMarker("quarantine", batch_id))
-        lake.append("dq_metrics", out.dq, marker=BatchMarker("dq_metrics", batch_id))
+        lake.append("quarantine", quarantine, marker=BatchMarker("quarantine", batch_id))
+        lake.append("dq_metrics", dq, marker=BatchMarker("dq_metrics", batch_id))
+
+    def commit_shards(
+        self, out: EngineOutput, *, batch_id: str, gold: bool = True, diagnosis: bool = True
+    ) -> None:
+        """Write what the shards decided: alerts, Silver (with its commit log), Gold, rolling means and
+        (``diagnosis``) the per-diagnosis hours; CPU of the Gold and trend commits into ``out.cpu``."""
+        lake = self._lake()
         lake.append("alerts", out.alerts, marker=BatchMarker("alerts", batch_id))
         result = ShardResult(out.silver, out.alerts, out.offered, out.duplicates, out.gold, out.rolling)
         commit_silver(lake, result, batch_id=batch_id)
-        out.cpu["silver"] = time.thread_time() - started
         if gold and out.gold.num_rows:
             started = time.thread_time()
             written = upsert_gold_rows(lake, out.gold, batch_id=batch_id)
             out.cpu["gold"] = time.thread_time() - started
             started = time.thread_time()
             upsert_rolling_rows(lake, out.rolling, batch_id=batch_id)
-            derive_diagnosis_hourly(lake, written, batch_id=batch_id)
+            if diagnosis:
+                derive_diagnosis_hourly(lake, written, batch_id=batch_id)
             out.cpu["trends"] = time.thread_time() - started
-        return out
+
+    def _lake(self) -> Lake:
+        if self.lake is None:
+            raise ValueError("this BatchEngine has no lake to write to")
+        return self.lake
 
     def state_bytes(self) -> int:
         return sum(s.size_bytes() for s in self.states.values())

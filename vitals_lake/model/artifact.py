@@ -13,14 +13,15 @@ import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import sklearn
-import skops
-import skops.io as sio
 
-from vitals_lake.model.detectors import Detector
+if TYPE_CHECKING:
+    from vitals_lake.model.detectors import Detector
+
+# scikit-learn and skops (about 4 s to import) are imported where a model is saved or loaded, so the
+# pipeline's workers and tools that never touch a model start without them.
 
 MODEL_FILE: Final = "model.skops"
 METADATA_FILE: Final = "metadata.json"
@@ -70,6 +71,10 @@ def save(
     """Write the three files into ``out_dir``; returns the metadata."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    import sklearn  # noqa: PLC0415 - see the module's imports
+    import skops  # noqa: PLC0415
+    import skops.io as sio  # noqa: PLC0415
+
     blob = sio.dumps(detector)
     digest = hashlib.sha256(blob).hexdigest()
     (out_dir / MODEL_FILE).write_bytes(blob)
@@ -107,6 +112,10 @@ def load(path: Path) -> LoadedModel:
     digest = hashlib.sha256(blob).hexdigest()
     if digest != metadata.get("sha256") or digest[:12] != metadata.get("model_version"):
         raise ArtifactError(f"{path / MODEL_FILE}: sha256 {digest[:12]} does not match the metadata")
+    import skops.io as sio  # noqa: PLC0415 - see the module's imports
+
+    from vitals_lake.model.detectors import Detector  # noqa: PLC0415
+
     untrusted = set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES)
     if untrusted:
         raise ArtifactError(f"{path / MODEL_FILE} holds untrusted types: {sorted(untrusted)}")

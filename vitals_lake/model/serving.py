@@ -23,7 +23,6 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.io.filesystems import FileSystems
 
 from vitals_lake import contract as c
 from vitals_lake.alert_events import alert_events, severity_ranks
@@ -36,6 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def _read(uri: str) -> bytes:
+    # Beam's filesystems (local, gs://) are imported when a model is first read, not at start-up.
+    from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415
+
     with FileSystems.open(uri) as fh:
         return bytes(fh.read())
 
