@@ -49,8 +49,7 @@ class SeenEvents:
         if rows.num_rows == 0:
             return rows
         ts = _micros(rows[c.TIMESTAMP])
-        oldest = int(ts.min())
-        self._cover(oldest - self.horizon_us, stored)
+        self._cover(int(ts.min()), stored)
         known = pc.is_in(rows[c.EVENT_ID], value_set=self.ids)
         new = rows.filter(pc.invert(known))
         keep = np.asarray(pc.invert(known).to_numpy(zero_copy_only=False), bool)
@@ -64,16 +63,19 @@ class SeenEvents:
     def size(self) -> int:
         return len(self.ids)
 
-    def _cover(self, lo_us: int, stored: StoredIds | None) -> None:
-        if self.covered_from_us is not None and lo_us >= self.covered_from_us:
+    def _cover(self, oldest_us: int, stored: StoredIds | None) -> None:
+        """Make the memory exact from ``oldest_us`` on (a duplicate has its original's timestamp). A
+        new memory reaches one horizon further back, so a re-sent reading whose clock moved is caught
+        as it was when the lake was read every batch."""
+        if self.covered_from_us is not None and oldest_us >= self.covered_from_us:
             return
+        lo = oldest_us - self.horizon_us if self.covered_from_us is None else oldest_us
         if stored is not None:
-            hi = self.covered_from_us  # None: everything from lo on
-            past = stored(lo_us, hi)
+            past = stored(lo, self.covered_from_us)  # hi None: everything from lo on
             self.lake_reads += 1
             if past.num_rows:
                 self._remember(past[c.EVENT_ID], _micros(past[c.TIMESTAMP]))
-        self.covered_from_us = lo_us
+        self.covered_from_us = lo
 
     def _remember(self, ids: pa.Array | pa.ChunkedArray, times_us: np.ndarray) -> None:
         if len(ids) == 0:

@@ -115,3 +115,19 @@ def test_seen_events_forget_beyond_the_horizon_so_memory_is_bounded():
 
 def test_an_empty_shard_state_is_small():
     assert ShardState.new(EngineSettings()).size_bytes() < 4096
+
+
+def test_a_long_steady_stream_with_late_readings_never_reads_the_lake_again():
+    """Hours of readings, each batch holding some up to 10 minutes late (within the lateness): after
+    the first batch's read, the memory always covers them (pruning included)."""
+    reads: list[tuple[int, int | None]] = []
+
+    def stored(lo: int, hi: int | None) -> pa.Table:
+        reads.append((lo, hi))
+        return _rows([], [])
+
+    seen = SeenEvents(horizon_us=HOUR_US)
+    for m in range(0, 4 * 60):
+        seen.fresh(_rows([f"e{m}", f"late{m}"], [m, max(0, m - 10)]), stored=stored)
+    assert len(reads) == 1
+    assert seen.size <= 2 * 60 * 9 // 8 + 4  # and memory stayed within the horizon
