@@ -5,16 +5,18 @@ stage on more than one core (measured with apache-beam 2.77: a stateful DoFn ove
 ``--direct_num_workers 2 --direct_running_mode multi_processing`` ran 0.63x as fast as on one worker).
 This tool does what Dataflow's shuffle does, with files: worker ``w`` of ``W``
 
-* gates the batches it owns (batch ``n`` with ``n % W == w``: parse, check, enrich, NEWS2) and writes
-  their Bronze, quarantine and data-quality rows;
-* hands the valid rows of other workers' shards to them through a spool directory (one Arrow IPC
-  file per batch and shard, written then renamed, so a reader never sees half a file);
-* advances its own shards (``shard % W == w``) batch by batch in the file's order, whichever worker
-  gated the batch, and commits their Silver, alerts, Gold and rolling means.
+1. gates the batches it owns (batch ``n`` with ``n % W == w``: parse, check, enrich, NEWS2), writes
+   their Bronze, quarantine and data-quality rows, and puts the valid rows of every shard into a spool
+   directory (one Arrow IPC file per batch and shard, written then renamed, so a reader never sees
+   half a file): all workers at once, nobody waits;
+2. advances its own shards (``shard % W == w``) batch by batch in the file's order, whichever worker
+   gated the batch, and appends their Silver and alerts (appends never conflict).
+
+Then one upsert of all workers' Gold and rolling rows (the shards are disjoint, so MERGEs never race).
 
 Every shard sees its rows in the same order as a single worker would give them, through the same
-batch engine (``vitals_lake.engine``), so Silver and Gold are identical whatever ``--workers``. At
-the end the per-diagnosis hours are derived once over the whole range (they sum over all shards).
+batch engine (``vitals_lake.engine``), so Silver and Gold are identical whatever ``--workers``. The
+per-diagnosis hours are derived at the end (they sum over all shards).
 
     python -m pipelines.replay --input-jsonl readings.jsonl --lake var/lake --workers 2
 """
@@ -39,14 +41,18 @@ from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.engine import BatchEngine, EngineSettings
-from vitals_lake.gold_upsert import derive_diagnosis_hourly
+from vitals_lake.gold_upsert import (
+    derive_diagnosis_hourly,
+    newest_per_key,
+    upsert_gold_rows,
+    upsert_rolling_rows,
+)
 from vitals_lake.lake import Lake
 from vitals_lake.model.serving import ModelWatcher
 from vitals_lake.pseudonym import PseudonymKey
@@ -113,14 +119,24 @@ class Spool:
         return self.root / f"{batch:07d}-{shard:04d}.arrow"
 
     def put(self, batch: int, shard: int, rows: pa.Table) -> None:
-        final = self.path(batch, shard)
+        self._write(self.path(batch, shard), rows)
+
+    def _write(self, final: Path, rows: pa.Table) -> None:
         tmp = final.with_suffix(".tmp")
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
             writer.write_table(rows)
         tmp.rename(final)  # atomic: the reader sees the whole file or none
 
+    def put_final(self, table: str, worker: int, rows: pa.Table) -> None:
+        self._write(self.root / f"{table}-w{worker}.arrow", rows)
+
+    def take_final(self, table: str, worker: int) -> pa.Table:
+        return self._read(self.root / f"{table}-w{worker}.arrow", timeout=0.0)
+
     def take(self, batch: int, shard: int, *, timeout: float = WAIT_SECONDS) -> pa.Table:
-        path = self.path(batch, shard)
+        return self._read(self.path(batch, shard), timeout=timeout)
+
+    def _read(self, path: Path, *, timeout: float) -> pa.Table:
         deadline = time.monotonic() + timeout
         delay = 0.001
         while not path.exists():
@@ -139,46 +155,52 @@ def _batches(lines: list[bytes], size: int) -> list[tuple[int, int]]:
 
 
 def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
-    """Worker ``worker`` of ``plan.workers``: gate its batches, advance its shards (see module doc)."""
+    """Worker ``worker`` of ``plan.workers`` (see the module's doc): gate, then advance."""
     started, cpu0 = time.monotonic(), time.process_time()
     lake = Lake(lake_from_uri(plan.lake))
     lake.ensure_all()
     model = ModelWatcher(plan.model_uri, poll_seconds=1e9) if plan.model_uri else None
     engine = BatchEngine(lake, settings=plan.settings(), key=PseudonymKey.from_env().secret, model=model)
     spool = Spool(Path(plan.spool))
-    mine = [s for s in range(plan.shards) if s % plan.workers == worker]
-    lines = envelope.read_jsonl(Path(plan.input_jsonl)) if plan.input_jsonl else []
-    gated_batches = gated_readings = silver_rows = duplicates = 0
-    waited = 0.0
-    for n, (lo, hi) in enumerate(_batches(lines, plan.batch_size)):
+    lines = envelope.read_jsonl(Path(plan.input_jsonl))
+    batches = _batches(lines, plan.batch_size)
+    # 1. Gate the batches this worker owns, every worker at once: nothing here waits for another.
+    gated_batches = gated_readings = 0
+    for n, (lo, hi) in enumerate(batches):
+        if n % plan.workers != worker:
+            continue
         batch_id = f"{n}-{plan.run_id}"
-        rows_of: dict[int, pa.Table] = {}
-        if n % plan.workers == worker:
-            records = envelope.records_from_lines(lines[lo:hi], source="file")
-            bronze = envelope.to_bronze(
-                records, ingest_time_us=time.time_ns() // 1000, ref_prefix=f"file:{plan.input_jsonl}"
-            )
-            gated = engine.gate(bronze, batch_id=batch_id)
-            engine.commit_gate(bronze, quarantine=gated.parsed.quarantine, dq=gated.dq, batch_id=batch_id)
-            present = dict(gated.shards)
-            for shard in range(plan.shards):
-                rows = present.get(shard, c.SILVER_SCHEMA.empty_table())
-                if shard in mine:
-                    rows_of[shard] = rows
-                else:
-                    spool.put(n, shard, rows)  # empty too: the owner must not wait for nothing
-            gated_batches += 1
-            gated_readings += hi - lo
-        else:
-            t = time.monotonic()
-            rows_of = {shard: spool.take(n, shard) for shard in mine}
-            waited += time.monotonic() - t
+        records = envelope.records_from_lines(lines[lo:hi], source="file")
+        bronze = envelope.to_bronze(
+            records, ingest_time_us=time.time_ns() // 1000, ref_prefix=f"file:{plan.input_jsonl}"
+        )
+        gated = engine.gate(bronze, batch_id=batch_id)
+        engine.commit_gate(bronze, quarantine=gated.parsed.quarantine, dq=gated.dq, batch_id=batch_id)
+        present = dict(gated.shards)
+        for shard in range(plan.shards):  # empty ones too: an owner must not wait for nothing
+            spool.put(n, shard, present.get(shard, c.SILVER_SCHEMA.empty_table()))
+        gated_batches += 1
+        gated_readings += hi - lo
+    del lines
+    # 2. Advance this worker's shards batch by batch in the file's order, whoever gated the batch.
+    #    Silver and alerts are appended (appends never conflict); Gold and rolling rows are kept and
+    #    upserted once by finish(), so workers never race on a MERGE.
+    mine = [s for s in range(plan.shards) if s % plan.workers == worker]
+    silver_rows = duplicates = 0
+    waited = 0.0
+    gold, rolling = [], []
+    for n in range(len(batches)):
+        t = time.monotonic()
+        rows_of = {shard: spool.take(n, shard) for shard in mine}
+        waited += time.monotonic() - t
         out = engine.advance([(s, rows_of[s]) for s in mine if rows_of[s].num_rows])
-        # Each worker commits its own shards: Silver appends side by side, Gold and rolling MERGEs
-        # retried on a conflict; the per-diagnosis hours once at the end (they span all shards).
-        engine.commit_shards(out, batch_id=f"{n}-w{worker}-{plan.run_id}", diagnosis=False)
+        engine.commit_shards(out, batch_id=f"{n}-w{worker}-{plan.run_id}", gold=False)
+        gold.append(out.gold)
+        rolling.append(out.rolling)
         silver_rows += out.silver.num_rows
         duplicates += out.duplicates
+    spool.put_final("gold", worker, newest_per_key(_cat(gold, c.GOLD_SCHEMA), c.GOLD_KEY))
+    spool.put_final("rolling", worker, newest_per_key(_cat(rolling, c.ROLLING_SCHEMA), c.ROLLING_KEY))
     return WorkerReport(
         worker=worker,
         batches_gated=gated_batches,
@@ -192,13 +214,22 @@ def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
     )
 
 
+def _cat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
 def finish(plan: ReplayPlan) -> int:
-    """After every worker: derive the per-diagnosis hours over every hour Gold holds from this run."""
+    """After every worker: upsert the Gold and rolling rows they computed (one MERGE each: the shards
+    are disjoint, so the rows are too) and derive the per-diagnosis hours they touched."""
     lake = Lake(lake_from_uri(plan.lake))
-    hours = lake.read("gold", columns=list(c.GOLD_KEY), where=pc.field(c.WINDOW_SECONDS) == 3600)
-    if hours.num_rows:
-        derive_diagnosis_hourly(lake, hours, batch_id=f"final-{plan.run_id}")
-    return hours.num_rows
+    spool = Spool(Path(plan.spool))
+    gold = _cat([spool.take_final("gold", w) for w in range(plan.workers)], c.GOLD_SCHEMA)
+    rolling = _cat([spool.take_final("rolling", w) for w in range(plan.workers)], c.ROLLING_SCHEMA)
+    batch_id = f"final-{plan.run_id}"
+    written = upsert_gold_rows(lake, gold, batch_id=batch_id)
+    upsert_rolling_rows(lake, rolling, batch_id=batch_id)
+    derive_diagnosis_hourly(lake, written, batch_id=batch_id)
+    return written.num_rows
 
 
 @dataclass(frozen=True)
