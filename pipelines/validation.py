@@ -4,11 +4,12 @@
 NEWS2-score the valid ones, and emit them keyed by patient shard. Outputs: main (shard, (batch_id,
 rows)), 'quarantine' (batch_id, rows with the rules they failed), 'dq' (batch_id, one row per rule).
 
-``AdvanceShards`` (keyed by patient shard, state in the runner): gather each shard's rows of one
+``AdvanceShards`` (keyed by patient shard): gather each shard's rows of one
 commit interval, drop the event ids the shard has already stored, score the new readings with the
 anomaly model against each patient's baseline, run the alert rule, and append the new rows to Silver.
-The shard's memory (event ids within the horizon, baselines, alert runs) is Beam keyed state: Dataflow
-checkpoints it and moves it with the key; the lake is read for a shard only when it has no state yet.
+The shard's memory (event ids within the horizon, baselines, alert runs, open Gold windows) stays in
+the worker that processes the shard; its keyed state is the owner token that says whether that memory
+is current. The lake is read for a shard only when its memory is not (see ``SHARD_OWNER``).
 The new rows are also folded into the shard's open Gold windows (partial aggregates in the same
 state), so the Gold rows and rolling means they change come out of memory, not from the lake.
 Outputs: main (new Silver rows), 'alerts' (batch_id, alert events), 'gold' and 'rolling' (rows).
@@ -17,14 +18,16 @@ Outputs: main (new Silver rows), 'alerts' (batch_id, alert events), 'gold' and '
 from __future__ import annotations
 
 import logging
+import threading
+import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import StrUtf8Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteRuntimeState, ReadModifyWriteStateSpec
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow
@@ -130,19 +133,54 @@ class _NameShardBatch(beam.DoFn):
         yield shard, (f"{int(window.start.micros)}-p{shard}-{self.run_id}", rows)
 
 
-# One value per shard key: its ShardState, pickled (numpy and Arrow buffers: cheap to encode).
-SHARD_STATE = ReadModifyWriteStateSpec("shard", PickleCoder())
-_SHARD_STATE_PARAM = beam.DoFn.StateParam(SHARD_STATE)
+# The shard's keyed state is its owner token: which process holds the shard's memory, and after which
+# batch. The memory itself (a ShardState: ~100 KB a patient) stays in that worker process. Writing the
+# whole ShardState into the runner's state every batch cost O(state) per batch: at 20,000 patients on
+# the local runner the pipeline used 0.98 cores and consumed 28 % of the readings in 10 minutes.
+# When the token does not match the process's memory (a first start, a restart, a shard moved to
+# another worker, a retried bundle whose changes the runner discarded), the memory is rebuilt from the
+# shard's Silver: the same exact gap-filling a new deployment does.
+SHARD_OWNER = ReadModifyWriteStateSpec("owner", StrUtf8Coder())
+_SHARD_OWNER_PARAM = beam.DoFn.StateParam(SHARD_OWNER)
+_PROCESS: Final = uuid.uuid4().hex[:12]
+
+
+class _ShardMemory:
+    """This process's shard states, by (run, shard), with the token each was last written under."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, int], tuple[str, ShardState]] = {}
+
+    def take(self, run_id: str, shard: int, token: str | None) -> ShardState | None:
+        with self._lock:
+            held = self._held.pop((run_id, shard), None)
+        return held[1] if held is not None and token is not None and held[0] == token else None
+
+    def keep(self, run_id: str, shard: int, state: ShardState) -> str:
+        token = f"{_PROCESS}:{uuid.uuid4().hex[:12]}"
+        with self._lock:
+            self._held[(run_id, shard)] = (token, state)
+        return token
+
+
+SHARD_MEMORY: Final = _ShardMemory()
 
 
 class AdvanceShardFn(beam.DoFn):
     """Per patient shard: de-duplicate, score, alert, append to Silver; the shard's memory in state."""
 
     def __init__(
-        self, lake: LakeSettings, settings: EngineSettings, model_uri: str | None, model_poll: float
+        self,
+        lake: LakeSettings,
+        settings: EngineSettings,
+        model_uri: str | None,
+        model_poll: float,
+        run_id: str = "",
     ) -> None:
         self.lake_settings = lake
         self.settings = settings
+        self.run_id = run_id
         self.model_uri = model_uri
         self.model_poll = model_poll
         # One model watcher per worker process (the model is not per shard); Shared keeps it alive
@@ -167,11 +205,11 @@ class AdvanceShardFn(beam.DoFn):
     def process(
         self,
         keyed: tuple[int, tuple[str, pa.Table]],
-        shard_state: ReadModifyWriteRuntimeState = _SHARD_STATE_PARAM,  # type: ignore[assignment]  # per key
+        owner: ReadModifyWriteRuntimeState = _SHARD_OWNER_PARAM,  # type: ignore[assignment]  # per key
     ) -> Iterator[object]:
         assert self.lake is not None
         shard, (batch_id, rows) = keyed
-        state: ShardState | None = shard_state.read()
+        state = SHARD_MEMORY.take(self.run_id, shard, owner.read())
         if state is None:
             state = ShardState.new(self.settings)
             self.restored.inc()
@@ -180,7 +218,7 @@ class AdvanceShardFn(beam.DoFn):
         model = self.watcher.current() if self.watcher else None
         result = advance_shard(state, rows, model=model, readers=readers)
         commit_silver(self.lake, result, batch_id=batch_id)
-        shard_state.write(state)
+        owner.write(SHARD_MEMORY.keep(self.run_id, shard, state))
         self.lake_reads.inc(state.lake_reads - reads_before)
         self.valid.inc(result.offered)
         self.inserted.inc(result.silver.num_rows)
@@ -227,7 +265,9 @@ class AdvanceShards(beam.PTransform):
             # Keyed state must outlive the commit windows: it is per shard, for the whole run.
             | "ShardStateLivesAcrossWindows" >> beam.WindowInto(GlobalWindows())
             | "DedupScoreAlertInsert"
-            >> beam.ParDo(AdvanceShardFn(self.lake, self.settings, self.model_uri, self.model_poll))
+            >> beam.ParDo(
+                AdvanceShardFn(self.lake, self.settings, self.model_uri, self.model_poll, self.run_id)
+            )
             .with_input_types(beam.typehints.KV[int, Any])  # an int key: a deterministic coder for the state
             .with_outputs(ALERTS, GOLD, ROLLING, main="silver")
         )

@@ -80,7 +80,7 @@ def test_per_patient_state_is_keyed_by_patient_shard_on_dataflow():
             payload = beam_runner_api_pb2.ParDoPayload.FromString(t.spec.payload)
             if payload.state_specs:
                 stateful.append((t.unique_name, set(payload.state_specs)))
-    assert stateful == [("AdvanceShards/DedupScoreAlertInsert/ParDo(AdvanceShardFn)", {"shard"})]
+    assert stateful == [("AdvanceShards/DedupScoreAlertInsert/ParDo(AdvanceShardFn)", {"owner"})]
     names = {t.unique_name for t in transforms.values()}
     assert "AdvanceShards/GatherPerShard" in names
     assert not any("OneWriter" in n for n in names)  # the old single-key batching step
