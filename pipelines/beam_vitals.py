@@ -14,14 +14,14 @@ The data's journey, as ``create_pipeline`` builds it:
    (ward, bed, age band, diagnosis, SpO2 scale, pseudonymous key), scored (NEWS2 with its sub-scores
    and response level, alert flags, MAP, shock index) and keyed by **patient shard** (from the keyed
    pseudonym, ``vitals_lake.sharding``).
-5. **Shards**: per patient shard, with its memory in Beam keyed state (the event ids stored within
-   the de-duplication horizon, each patient's baseline, the alert rule's runs), so the runner
-   checkpoints it and moves it with the shard: duplicates are dropped and counted, the anomaly model
+5. **Shards**: per patient shard, with its memory (the event ids stored within the de-duplication
+   horizon, each patient's baseline, the alert rule's runs, the open Gold windows) held by the worker
+   that owns the shard, the ownership in Beam keyed state: duplicates are dropped and counted, the anomaly model
    (``--model-uri``; new versions picked up live) scores each reading against the patient's own
    baseline, the combined alert rule (model and NEWS2, held for a while) runs, and the new rows are
    appended to **Silver**. The alert rule's state changes become **alert events**, kept in the lake
    and published (``--alerts-topic``) to the notifier Cloud Function. The lake is read for a shard
-   only when it has no state yet (a new deployment, a replay).
+   only when its memory is missing or stale (a new deployment, a replay, a restart, a moved shard).
 6. **Gold**: in the same shard stage, the new rows are folded into the shard's open windows of one
    minute and one hour (partial aggregates in its state; late readings update their window within
    the allowed lateness), and the rolling averages of the minutes after them recomputed
@@ -128,7 +128,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     _ = gated[QUARANTINE] | "WriteQuarantine" >> beam.ParDo(AppendFn(lake, "quarantine"))
     _ = gated[DQ] | "WriteDataQuality" >> beam.ParDo(AppendFn(lake, "dq_metrics"))
 
-    # 5. Per patient shard (keyed state: event ids within the horizon, baselines, alert runs): drop
+    # 5. Per patient shard (its memory: event ids within the horizon, baselines, alert runs): drop
     #    duplicates, score with the anomaly model, run the alert rule, append the new rows to Silver.
     #    Alert events are kept in the lake and published to the notifier.
     shards = gated.valid | "AdvanceShards" >> AdvanceShards(

@@ -1,6 +1,6 @@
 """Silver's de-duplication memory: the event ids one patient shard has stored, within the horizon.
 
-It lives in the pipeline's keyed state, so a batch is checked against memory, never against the lake.
+It lives with the shard's state, so a batch is checked against memory, never against the lake.
 The lake is read only to fill a gap: when the state is new (a first start, a replay, a shard moved to a
 worker that had no checkpoint) and when a batch holds a reading older than anything remembered. What
 is remembered is exact over ``[covered_from, ∞)`` in event time: every event id the shard has in Silver

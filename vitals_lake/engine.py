@@ -8,7 +8,7 @@ One engine, two halves, so that a distributed runner can put each where it belon
 2. :func:`advance_shard` is per patient shard and stateful: drop the event ids the shard has already
    stored (:class:`~vitals_lake.dedup.SeenEvents`), score the new readings against each patient's
    baseline and run the alert rule (:class:`~vitals_lake.model.serving.ScorerState`). Its state is a
-   :class:`ShardState`, which the Beam pipeline keeps in keyed state (one per shard) and everything
+   :class:`ShardState`, which the Beam pipeline keeps per shard in the worker that owns it and everything
    else keeps in a dict.
 
 :class:`BatchEngine` runs both halves and writes the results, for every caller outside Beam: crash
@@ -107,7 +107,7 @@ def gate(
 
 @dataclass
 class ShardState:
-    """Everything one patient shard remembers between batches (Beam keyed state in the pipeline)."""
+    """Everything one patient shard remembers between batches."""
 
     seen: SeenEvents
     scorer: ScorerState

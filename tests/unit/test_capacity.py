@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -48,32 +49,104 @@ def test_legacy_streaming_bills_at_least_one_kilobyte_a_row():
     assert small.bq_write_api_gib_month > smaller.bq_write_api_gib_month
 
 
-def test_vcpus_follow_the_measured_rate_and_the_stated_factors():
+def test_vcpus_follow_the_measured_rate_the_state_coding_and_the_stated_factors():
     w, m = cap.Workload(patients=10_000), cap.Measured(pipeline_readings_per_cpu_s=1000.0)
     a = cap.Assumptions(dataflow_core_factor=0.5, headroom=2.0, vcpus_per_worker=4)
     p = cap.plan(w, m, cap.Prices(), assumptions=a)
-    assert p.vcpus == 40 and p.workers == 10  # 10,000 x 2 / (1000 x 0.5)
+    assert p.reading_vcpus == pytest.approx(20.0)  # 10,000 / (1000 x 0.5)
+    # Every interval each shard's state is decoded and encoded whole: bytes/s x s/byte, on Dataflow cores.
+    coding = p.state_bytes / 5 * (m.state_encode_s_per_byte + m.state_decode_s_per_byte)
+    assert p.state_vcpus == pytest.approx(coding / 0.5)
+    assert p.vcpus == math.ceil((20.0 + p.state_vcpus) * 2) and p.workers == math.ceil(p.vcpus / 4)
     faster = cap.plan(w, replace(m, sustained_readings_per_core_s=2000.0), cap.Prices(), assumptions=a)
-    assert faster.vcpus == 20
+    assert faster.reading_vcpus == pytest.approx(10.0) and faster.state_vcpus == pytest.approx(p.state_vcpus)
 
 
-def test_shards_divide_per_shard_limits_but_not_shared_quotas():
-    one, four = _plan(shards=1), _plan(shards=4)
+def test_shards_divide_shard_limits_and_never_relieve_the_others():
+    one, four = _plan(shards=16), _plan(shards=64)
     by_name = {lim.name: lim for lim in one.limits}
     for lim in four.limits:
         before = by_name[lim.name]
-        if lim.per_shard:
+        if lim.relieved_by == "shards":
             assert lim.utilisation == pytest.approx(before.utilisation / 4, rel=0.02)
-        else:  # shared by the project; more shards mean more, smaller commits to GCS, never fewer
+        else:  # committers, workers' state, quotas: more shards mean more, smaller commits, never less
             assert lim.utilisation >= before.utilisation * 0.98
-    assert four.vcpus == one.vcpus
+    assert four.vcpus == one.vcpus and four.state_bytes == pytest.approx(one.state_bytes)
+
+
+def test_pipelines_divide_the_committers():
+    one, four = _plan(pipelines=1), _plan(pipelines=4)
+    committers = [lim for lim in one.limits if lim.relieved_by == "pipelines"]
+    assert {lim.name.split(":")[0] for lim in committers} == {"Gold committer", "Rolling committer"}
+    by_name = {lim.name: lim for lim in four.limits}
+    for lim in committers:
+        assert by_name[lim.name].utilisation == pytest.approx(lim.utilisation / 4)
+    assert four.pipelines_needed == pytest.approx(one.pipelines_needed, abs=1)
+
+
+def test_gold_committer_grows_with_the_day_it_rewrites():
+    m, p = cap.Measured(), cap.Prices()
+    w = cap.Workload(patients=1000)
+
+    def gold(hours: float) -> float:
+        plan = cap.plan(w, m, p, assumptions=cap.Assumptions(gold_rewritten_hours=hours))
+        return next(lim for lim in plan.limits if lim.name.startswith("Gold committer")).needed
+
+    base = cap.gold_rows_per_commit(w, 1000) / m.gold_merge_rows_per_s / 5
+    day = 1000 * (1440 + 24)  # minute and hour rows of one patient-day
+    assert gold(24) == pytest.approx(base + day / m.gold_rewrite_rows_per_s / 5)
+    assert gold(1) == pytest.approx(base + day / 24 / m.gold_rewrite_rows_per_s / 5)
+
+
+def test_state_per_patient_grows_with_the_reading_rate_through_the_event_ids():
+    m = cap.Measured()
+    slow = cap.state_bytes_per_patient(cap.Workload(readings_per_patient_per_s=0.1), m)
+    fast = cap.state_bytes_per_patient(cap.Workload(readings_per_patient_per_s=1.0), m)
+    assert slow == pytest.approx(69_000 + 13_500 + 17_000)  # design.md: 100 KB at one reading per 10 s
+    assert fast - slow == pytest.approx(9 * 17_000)  # ten times the ids of the horizon
+
+
+def test_state_is_read_and_written_whole_every_interval_and_costs_vcpus():
+    p = _plan(patients=10_000)
+    assert p.state_bytes == pytest.approx(10_000 * p.state_bytes_per_patient)
+    assert p.state_io_bytes_per_s == pytest.approx(2 * p.state_bytes / 5)
+    assert p.shard_state_bytes == pytest.approx(p.state_bytes / 64 * 1.1)
+    half = cap.plan(
+        cap.Workload(patients=10_000),
+        cap.Measured(),
+        cap.Prices(),
+        assumptions=cap.Assumptions(state_written_fraction=0.5),
+    )
+    assert half.state_io_bytes_per_s == pytest.approx(p.state_io_bytes_per_s / 2)
+    assert half.state_vcpus == pytest.approx(p.state_vcpus / 2) and half.reading_vcpus == p.reading_vcpus
+
+
+def test_restart_reads_every_patient_per_shard_unless_it_reads_its_own():
+    def restart(**assumed: object) -> float:
+        a = cap.Assumptions(**assumed)  # type: ignore[arg-type]
+        plan = cap.plan(cap.Workload(patients=10_000), cap.Measured(), cap.Prices(), assumptions=a)
+        return next(lim for lim in plan.limits if lim.name.startswith("New deployment")).needed
+
+    assert restart(restart_reads_own_shard_only=True) == pytest.approx(restart() / 64)
+
+
+def test_delta_commits_per_table_follow_the_shards_and_one_committer():
+    p = _plan(shards=64, commit_interval_s=5.0)
+    for table in ("bronze", "dq_metrics", "silver", "silver_commits"):
+        assert p.commits_per_min[table] == pytest.approx(64 * 12)
+    assert p.commits_per_min["gold (minutes + hours, one MERGE)"] == 12
+    assert p.commits_per_min["gold_patient_rolling"] == p.commits_per_min["gold_diagnosis_hourly"] == 12
+    assert 0 < p.commits_per_min["alerts"] < 64 * 12  # only shards with an alert event commit
+    busiest = next(lim for lim in p.limits if lim.name.startswith("Delta commits"))
+    assert busiest.needed == pytest.approx(64 / 5)
 
 
 def test_limits_are_sorted_worst_first_and_commit_cadence_follows_the_interval():
     p = _plan(commit_interval_s=10.0)
     utils = [lim.utilisation for lim in p.limits]
     assert utils == sorted(utils, reverse=True) and p.breaks_first is p.limits[0]
-    assert p.commits_per_min["bronze"] == 6 and p.commits_per_min["gold (minutes + hours upserts)"] == 12
+    assert p.commits_per_min["bronze"] == 64 * 6
+    assert p.commits_per_min["gold (minutes + hours, one MERGE)"] == 6
 
 
 def test_from_results_reads_variant_a_and_growth_figures(tmp_path):
@@ -101,7 +174,10 @@ def test_from_results_reads_variant_a_and_growth_figures(tmp_path):
     m = cap.Measured.from_results(path)
     assert m.pipeline_readings_per_cpu_s == 3210.5 and m.readings_per_core_s == 3210.5
     assert m.gold_merge_rows_per_s == 9_000.0 and m.lake_scan_rows_per_s == 7e5
-    assert m.sustained_readings_per_core_s is None and m.source == str(path)
+    assert m.sustained_readings_per_core_s is None
+    assert m.source.startswith("results.json: pipeline_core, growth")
+    assert m.gold_rewrite_rows_per_s == cap.Measured().gold_rewrite_rows_per_s  # no lake_age: the default
+    assert "lake_age from docs/benchmarks.md" in m.source and str(tmp_path) not in m.source
 
 
 def test_from_results_takes_the_highest_sustained_load_that_held_per_pipeline_core(tmp_path):
@@ -147,10 +223,46 @@ def test_from_results_without_variant_a_fails_loudly(tmp_path):
         cap.Measured.from_results(path)
 
 
+def test_from_results_derives_the_gold_rewrite_rate_from_lake_age(tmp_path):
+    lake_age = {
+        "name": "lake_age",
+        "variants": [
+            {"group": "gold CPU", "label": "A empty lake", "seconds": 1.0},
+            {"group": "gold CPU", "label": "B 6 h lake, same engine", "seconds": 5.0},
+            {"group": "silver CPU", "label": "B 6 h lake, same engine", "seconds": 99.0},
+        ],
+        "config": {
+            "hour_batches": 8,
+            "lake_before_the_hour": {"gold": 180_000},
+            "counts": {"A empty lake": {"gold_minutes": 30_000, "gold_hours": 500}},
+        },
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"results": [lake_age]}))
+    m = cap.Measured.from_results(path)
+    # 4 s more over 8 MERGEs = 0.5 s a MERGE, for the 180,000 rows held plus half the hour's 30,500.
+    assert m.gold_rewrite_rows_per_s == pytest.approx((180_000 + 15_250) / 0.5)
+    assert m.pipeline_readings_per_cpu_s == cap.Measured().pipeline_readings_per_cpu_s
+    assert m.source == "results.json: lake_age; pipeline_core, growth from docs/benchmarks.md"
+
+
+def test_from_results_with_nothing_it_knows_fails_loudly(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"results": [{"name": "scoring", "variants": []}]}))
+    with pytest.raises(ValueError, match="none of"):
+        cap.Measured.from_results(path)
+
+
 def test_main_prints_a_markdown_plan(tmp_path, capsys):
     assert cap.main([str(tmp_path / "missing.json"), "--patients", "1000"]) == 0
     out = capsys.readouterr().out
     assert "| component | quantity | $/month | note |" in out and "Breaks first" in out
+    assert "64 patient shards" in out and "| relieved by |" in out
+
+
+def test_main_takes_shards_and_pipelines(capsys):
+    assert cap.main(["/no/such/results.json", "--patients", "1000", "--shards", "8", "--pipelines", "2"]) == 0
+    assert "8 patient shards, 2 pipeline(s)" in capsys.readouterr().out
 
 
 def test_workload_rejects_nonsense():
@@ -158,3 +270,7 @@ def test_workload_rejects_nonsense():
         cap.Workload(patients=0)
     with pytest.raises(ValueError):
         cap.Workload(envelope_readings=0)
+    with pytest.raises(ValueError):
+        cap.Workload(shards=0)
+    with pytest.raises(ValueError):
+        cap.Workload(pipelines=0)

@@ -131,3 +131,21 @@ def test_a_long_steady_stream_with_late_readings_never_reads_the_lake_again():
         seen.fresh(_rows([f"e{m}", f"late{m}"], [m, max(0, m - 10)]), stored=stored)
     assert len(reads) == 1
     assert seen.size <= 2 * 60 * 9 // 8 + 4  # and memory stayed within the horizon
+
+
+def test_a_shards_memory_is_used_only_under_the_token_it_was_kept_with():
+    """The pipeline keeps a shard's state in the worker and the token in keyed state: a stale or
+    missing token (a restart, a moved shard, a retried bundle the runner discarded) gives no state,
+    so the shard rebuilds it from the lake instead of using memory that may be ahead of the lake."""
+    from pipelines.validation import _ShardMemory  # noqa: PLC0415
+
+    memory = _ShardMemory()
+    state = ShardState.new(EngineSettings())
+    token = memory.keep("run", 3, state)
+    assert memory.take("run", 3, None) is None  # the runner has no token: start afresh
+    token = memory.keep("run", 3, state)
+    assert memory.take("run", 3, "another-process:abc") is None  # another token: rebuild
+    token = memory.keep("run", 3, state)
+    assert memory.take("other-run", 3, token) is None  # another pipeline in the same process
+    assert memory.take("run", 3, token) is state
+    assert memory.take("run", 3, token) is None  # taken: a second bundle cannot use it twice

@@ -111,7 +111,7 @@ History = Callable[[list[str], float], pa.Table]  # (patients, before epoch seco
 @dataclass
 class ScorerState:
     """What scoring remembers per patient between batches: robust baselines, alert runs, and which
-    patients have had their history restored. Plain data: it lives in the pipeline's keyed state (one
+    patients have had their history restored. Plain data: it lives with the pipeline's shard state (one
     per patient shard), so the runner checkpoints it and moves it with the shard."""
 
     rule: InitVar[AlertRule | None] = None
