@@ -16,8 +16,8 @@ The data's journey, as ``create_pipeline`` builds it:
    pseudonym, ``vitals_lake.sharding``).
 5. **Shards**: per patient shard, with its memory (the event ids stored within the de-duplication
    horizon, each patient's baseline, the alert rule's runs, the open Gold windows) held by the worker
-   that owns the shard, the ownership in Beam keyed state: duplicates are dropped and counted, the anomaly model
-   (``--model-uri``; new versions picked up live) scores each reading against the patient's own
+   that owns the shard, the ownership in Beam keyed state: duplicates are dropped and counted, the
+   anomaly model (``--model-uri``; new versions picked up live) scores each reading against the patient's own
    baseline, the combined alert rule (model and NEWS2, held for a while) runs, and the new rows are
    appended to **Silver**. The alert rule's state changes become **alert events**, kept in the lake
    and published (``--alerts-topic``) to the notifier Cloud Function. The lake is read for a shard

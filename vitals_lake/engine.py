@@ -253,8 +253,9 @@ class EngineOutput:
     gold: pa.Table
     rolling: pa.Table
     # CPU seconds of the process (delta-rs and Arrow work on threads of their own) per stage of
-    # ``BatchEngine.run`` (meaningful when nothing else runs in the process): "silver" (gate, shards, the Bronze,
-    # quarantine, data-quality, alert and Silver commits), "gold" (Gold minutes and hours), "trends".
+    # ``BatchEngine.run`` (meaningful when nothing else runs in the process): "silver" (gate, shards,
+    # the Bronze, quarantine, data-quality, alert and Silver commits), "gold" (Gold minutes and
+    # hours), "trends".
     cpu: dict[str, float] = field(default_factory=dict)
 
 

@@ -111,8 +111,8 @@ History = Callable[[list[str], float], pa.Table]  # (patients, before epoch seco
 @dataclass
 class ScorerState:
     """What scoring remembers per patient between batches: robust baselines, alert runs, and which
-    patients have had their history restored. Plain data: it lives with the pipeline's shard state (one
-    per patient shard), so the runner checkpoints it and moves it with the shard."""
+    patients have had their history restored. Plain data, one per patient shard (part of the
+    shard's state in ``vitals_lake.engine``)."""
 
     rule: InitVar[AlertRule | None] = None
     baselines: BaselineState = field(default_factory=BaselineState)
