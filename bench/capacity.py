@@ -12,9 +12,12 @@ benchmark and imports nothing heavy: the bench runner imports every module of th
 prints the plan as markdown (``docs/capacity.md`` is generated this way).
 
 The design it models: one streaming job keys its work by **patient shard** (``--shards``, 64 on
-Dataflow). The stateless gate runs on ``shards`` ingest batches per commit interval; the stateful
-shard stage holds each shard's memory (event ids of the de-duplication horizon, baselines, open Gold
-windows) in one Beam ``ReadModifyWriteState`` value, read and written whole once per interval. Bronze,
+Dataflow). The stateless gate runs on ``shards`` ingest batches per commit interval; the shard stage
+keeps each shard's memory (event ids of the de-duplication horizon, baselines, open Gold windows) in
+the worker process that owns the shard, with only an owner token in Beam keyed state: a shard whose
+token does not match (a new job, a restarted worker, a moved shard, a retried bundle) rebuilds its
+memory from Silver. ``Assumptions.state_in_runner`` models the first version instead, which kept the
+whole memory in one ``ReadModifyWriteState`` value per shard, read and written every interval. Bronze,
 quarantine, data quality, Silver and alerts are appended by every batch or shard side by side; Gold
 and the rolling means have one committer each, one MERGE per interval.
 """
@@ -61,7 +64,7 @@ class Workload:
     dedup_horizon_s: float = 3600.0
     allowed_lateness_s: float = 600.0
     # Patient shards of one job (--shards; Terraform pipeline_shards, default 64 on Dataflow): the
-    # unit of parallelism and of keyed state. Ingest batches are spread over as many keys.
+    # unit of parallelism and of the shard memory. Ingest batches are spread over as many keys.
     shards: int = 64
     # Independent jobs, each with its own subscription, shards and Delta tables (1 = one deployment).
     pipelines: int = 1
@@ -105,7 +108,7 @@ class Measured:
     # lake_age: CPU a Gold MERGE spends rewriting the rows of today's Gold that share its file (6 h lake
     # minus empty lake, per MERGE, over the Gold rows of the day it held).
     gold_rewrite_rows_per_s: float = 302_500.0
-    # Shard state per patient, pickled as the runner stores it (design.md: 500 patients at one reading
+    # Shard state per patient, pickled (design.md: 500 patients at one reading
     # per 10 s, 2 shards): the baseline ring (1,440 entries x 6 vitals x 8 B), the open Gold windows,
     # and the event ids of the de-duplication horizon (17 KB for the 360 ids of an hour at 0.1 Hz).
     state_ring_bytes_per_patient: float = 69_000.0
@@ -161,6 +164,8 @@ class Measured:
         if per_core:
             found["sustained_readings_per_core_s"] = per_core
             used.append("sustained_load")
+        elif "sustained_load" in by_name:
+            used.append("sustained_load (no run held: not used)")
         if not used:
             raise ValueError(f"{path}: none of pipeline_core, growth, lake_age, sustained_load")
         missing = [n for n in ("pipeline_core", "growth", "lake_age") if n not in used]
@@ -388,19 +393,22 @@ class Assumptions:
     secu_per_gib_s: float = 58.0  # Google's Kafka->BigQuery benchmark: 58 SECU at 1 GiB/s
     # Patient shards: the HMAC spreads patients evenly, the busiest shard holds this much over the mean.
     shard_skew: float = 1.1
-    # Keyed state: one ReadModifyWriteState value per shard, written whole once per commit interval
-    # (1.0), and read whole before (the SDK harness's state cache is off by default in Beam 2.77).
+    # Where the shard memory lives. False (the code): in the worker process that owns the shard, an owner
+    # token in keyed state. True (the first version): the whole memory in one ReadModifyWriteState value
+    # per shard, written every interval (this fraction of it) and read back whole before (the SDK
+    # harness's state cache is off by default in Beam 2.77), so coded twice per interval.
+    state_in_runner: bool = False
     state_written_fraction: float = 1.0
     state_reads_per_write: float = 1.0
     state_io_bytes_s_per_worker: float = 100e6  # Streaming Engine state traffic a worker sustains: a guess
-    state_copies_in_memory: float = 3.0  # the state object, the bytes read and the bytes written
+    state_memory_overhead: float = 1.2  # Python objects and a batch's transient copies over the pickled size
     state_budget_bytes: float = 4e9  # half of an 8 GB n2-standard-2 worker
     # A shard without state (a new deployment, a replay, a changed shard count) reads Silver once: the
     # event ids of one horizon, Gold's open windows, and 24 h per patient for the baselines.
     replay_hours: float = 24.0
     gold_restore_s: float = 1500.0  # Silver rows behind Gold's open windows: about 25 minutes
     restart_reads_own_shard_only: bool = False  # False: each shard reads every patient's rows, keeps its own
-    recovery_budget_s: float = 600.0  # = allowed lateness: state must be rebuilt before windows close
+    recovery_budget_s: float = 600.0  # = allowed lateness: memory must be rebuilt before windows close
     # Gold and rolling MERGEs rewrite every file holding a matched row; after a day of MERGEs the day is
     # one file. Hours of today's rows a MERGE rewrites (24: at the end of the day, the worst).
     gold_rewritten_hours: float = 24.0
@@ -619,11 +627,12 @@ def plan(
     pipe_rate, pipe_patients = rate / w.pipelines, w.patients / w.pipelines
     shard_rate, shard_patients = pipe_rate / w.shards, pipe_patients / w.shards
 
-    # --- Shard state: one pickled value per shard, read and written whole once per interval.
+    # --- Shard memory: in the owning worker (a token in keyed state), or (the first version) one
+    # pickled value per shard in the runner, read and written once per interval.
     per_patient = state_bytes_per_patient(w, m)
     state_bytes = w.patients * per_patient
     shard_state = shard_patients * a.shard_skew * per_patient  # the busiest shard's
-    written_s = state_bytes * a.state_written_fraction / interval
+    written_s = state_bytes * a.state_written_fraction / interval if a.state_in_runner else 0.0
     read_s = written_s * a.state_reads_per_write
     state_io_s = written_s + read_s
     coding_core_s = written_s * m.state_encode_s_per_byte + read_s * m.state_decode_s_per_byte
@@ -698,8 +707,8 @@ def plan(
             component="Dataflow Streaming Engine",
             quantity=f"{shuffled_s / 1e6:,.0f} MB/s shuffled",
             usd_month=se_legacy,
-            note=f"legacy per-GiB billing; resource-based (SECU) estimate ${se_secu:,.0f}; "
-            f"state traffic ({state_io_s / 1e9:,.1f} GB/s) not priced",
+            note=f"legacy per-GiB billing; resource-based (SECU) estimate ${se_secu:,.0f}"
+            + (f"; state traffic ({state_io_s / 1e9:,.1f} GB/s) not priced" if a.state_in_runner else ""),
         ),
         Cost(
             component="Pub/Sub throughput",
@@ -752,29 +761,24 @@ def plan(
     shard_thread = shard_rate * a.shard_skew / per_vcpu + (
         coding_core_s * shard_state / state_bytes / a.dataflow_core_factor
     )
+    # The busiest worker holds its share of the job's shards, whole shards at a time.
+    worker_shards = math.ceil(w.shards * w.pipelines / workers)
+    worker_memory = worker_shards * shard_state * a.state_memory_overhead
+    if a.state_in_runner:  # plus the shard being advanced, read and written as bytes
+        worker_memory += 2 * shard_state
+    # Rebuilding a shard's memory from Silver: one shard (a restarted worker, a moved shard), or all of
+    # them at once (a new job), as many in parallel as there are vCPUs.
     span_s = a.replay_hours * 3600 + w.dedup_horizon_s + a.gold_restore_s
     rows_per_shard = pipe_rate * span_s / (w.shards if a.restart_reads_own_shard_only else 1)
-    parallel = min(float(w.shards), vcpus / w.pipelines)  # shards rebuilding at once, one vCPU each
-    restart_s = rows_per_shard * w.shards / (m.lake_scan_rows_per_s * a.dataflow_core_factor * parallel)
-    limits = (
-        Limit(
-            name="Gold committer: each MERGE rewrites today's Gold (one writer per table)",
-            needed=gold_writer,
-            capacity=1.0,
-            unit="writer-seconds per second",
-            relieved_by="pipelines",
-            why=f"{gold_commit / interval:,.0f} rows/s upserted; by the day's end each MERGE rewrites "
-            f"{gold_day / 1e6:,.1f} M rows of the day's Gold",
-        ),
-        Limit(
-            name="Rolling committer: each MERGE rewrites today's rolling means (one writer)",
-            needed=rolling_writer,
-            capacity=1.0,
-            unit="writer-seconds per second",
-            relieved_by="pipelines",
-            why=f"{rolling_commit / interval:,.0f} rows/s upserted; by the day's end each MERGE rewrites "
-            f"{rolling_day / 1e6:,.1f} M rows",
-        ),
+    scan_vcpu = m.lake_scan_rows_per_s * a.dataflow_core_factor
+    rebuild_s = rows_per_shard / scan_vcpu
+    parallel = min(float(w.shards), vcpus / w.pipelines)
+    deploy_s = rows_per_shard * w.shards / (scan_vcpu * parallel)
+    rebuild_reads = (
+        f"{a.replay_hours:g} h for the baselines, {w.dedup_horizon_s / 3600:g} h of event ids, Gold's "
+        "open windows" + ("" if a.restart_reads_own_shard_only else "; every patient's rows, its own kept")
+    )
+    runner_state = (
         Limit(
             name="Shard state as one Streaming Engine value",
             needed=shard_state,
@@ -793,33 +797,64 @@ def plan(
             why=f"every shard's whole state ({state_bytes / 1e9:,.1f} GB in all) read and written "
             f"every {interval:g} s; capacity assumed",
         ),
+    )
+    limits = (
         Limit(
-            name="Shard state in worker memory",
-            needed=state_bytes / workers * a.state_copies_in_memory,
-            capacity=a.state_budget_bytes,
-            unit="bytes per worker",
-            relieved_by="workers",
-            why=f"{state_bytes / workers / 1e9:,.2f} GB of state per worker, held "
-            f"{a.state_copies_in_memory:g} times while a shard is read, advanced and written",
+            name="Gold committer: each MERGE rewrites today's Gold (one writer)",
+            needed=gold_writer,
+            capacity=1.0,
+            unit="writer-seconds per second",
+            relieved_by="pipelines",
+            why=f"{gold_commit / interval:,.0f} rows/s upserted; by the day's end each MERGE rewrites "
+            f"{gold_day / 1e6:,.1f} M rows of the day's Gold",
         ),
         Limit(
-            name="Busiest shard on one thread (its stage + coding its state)",
+            name="Rolling committer: each MERGE rewrites today's rolling means (one writer)",
+            needed=rolling_writer,
+            capacity=1.0,
+            unit="writer-seconds per second",
+            relieved_by="pipelines",
+            why=f"{rolling_commit / interval:,.0f} rows/s upserted; by the day's end each MERGE rewrites "
+            f"{rolling_day / 1e6:,.1f} M rows",
+        ),
+        Limit(
+            name="Shard memory in the busiest worker",
+            needed=worker_memory,
+            capacity=a.state_budget_bytes,
+            unit="bytes",
+            relieved_by="workers",
+            why=f"{worker_shards} of {w.shards * w.pipelines} shards x {shard_state / 1e6:,.0f} MB "
+            f"({per_patient / 1e3:,.0f} KB a patient) x{a.state_memory_overhead:g}"
+            + (", plus the shard in flight read and written" if a.state_in_runner else ""),
+        ),
+        Limit(
+            name="Busiest shard on one thread",
             needed=shard_thread,
             capacity=1.0,
             unit="thread-seconds per second",
             relieved_by="shards",
-            why=f"{shard_rate * a.shard_skew:,.0f} readings/s and a {shard_state / 1e6:,.0f} MB state "
-            f"decoded and encoded every {interval:g} s",
+            why=f"{shard_rate * a.shard_skew:,.0f} readings/s"
+            + (
+                f", and its {shard_state / 1e6:,.0f} MB state decoded and encoded every {interval:g} s"
+                if a.state_in_runner
+                else " (the gate's share runs on other keys: an upper bound)"
+            ),
         ),
         Limit(
-            name="New deployment / state lost: every shard re-reads Silver",
-            needed=restart_s,
+            name="One shard's memory rebuilt from Silver (restart, moved shard)",
+            needed=rebuild_s,
+            capacity=a.recovery_budget_s,
+            unit="seconds",
+            relieved_by="shards" if a.restart_reads_own_shard_only else "none",
+            why=f"{rows_per_shard / 1e9:,.2f} G rows read ({rebuild_reads}) on one vCPU",
+        ),
+        Limit(
+            name="New deployment: every shard rebuilt from Silver at once",
+            needed=deploy_s,
             capacity=a.recovery_budget_s,
             unit="seconds",
             relieved_by="none",
-            why=f"{rows_per_shard / 1e9:,.2f} G rows read by each shard ({a.replay_hours:g} h for baselines, "
-            f"{w.dedup_horizon_s / 3600:g} h of ids, Gold's open windows)"
-            + ("" if a.restart_reads_own_shard_only else ", every patient's rows, its own kept"),
+            why=f"{w.shards} shards x {rows_per_shard / 1e9:,.2f} G rows on {parallel:,.0f} vCPUs",
         ),
         Limit(
             name="One ingest batch as one element (Streaming Engine)",
@@ -846,6 +881,7 @@ def plan(
             relieved_by="none",
             why="var.dataflow_max_workers caps autoscaling",
         ),
+        *(runner_state if a.state_in_runner else ()),
         Limit(
             name="Pub/Sub publish quota (region)",
             needed=pubsub.publish_billed_bytes_s,
@@ -963,12 +999,16 @@ def to_markdown(result: CapacityPlan, prices: Prices | None = None) -> str:
         f"Shard state: {result.state_bytes_per_patient / 1e3:,.0f} KB a patient (baseline ring "
         f"{m.state_ring_bytes_per_patient / 1e3:,.0f} KB, event ids of the horizon {ids / 1e3:,.0f} KB, "
         f"Gold windows {m.state_gold_bytes_per_patient / 1e3:,.1f} KB) = {result.state_bytes / 1e9:,.1f} GB; "
-        f"busiest shard {result.shard_state_bytes / 1e6:,.0f} MB; read + written "
-        f"{result.state_io_bytes_per_s / 1e9:,.1f} GB/s.",
+        f"busiest shard {result.shard_state_bytes / 1e6:,.0f} MB; "
+        + (
+            f"in the runner: read + written {result.state_io_bytes_per_s / 1e9:,.1f} GB/s."
+            if a.state_in_runner
+            else "held by the worker that owns the shard."
+        ),
         f"Dataflow: x{a.dataflow_core_factor:g} per vCPU = {result.readings_per_vcpu_s:,.0f} readings/s -> "
-        f"{result.reading_vcpus:,.1f} vCPU for the readings + {result.state_vcpus:,.1f} vCPU coding the "
-        "state, "
-        f"headroom x{a.headroom:g} -> **{result.vcpus} vCPU = {result.workers} x {a.machine_type}**.",
+        f"{result.reading_vcpus:,.1f} vCPU for the readings"
+        + (f" + {result.state_vcpus:,.1f} vCPU coding the state" if result.state_vcpus else "")
+        + f", headroom x{a.headroom:g} -> **{result.vcpus} vCPU = {result.workers} x {a.machine_type}**.",
         "",
         "| component | quantity | $/month | note |",
         "|---|---|---:|---|",

@@ -49,17 +49,32 @@ def test_legacy_streaming_bills_at_least_one_kilobyte_a_row():
     assert small.bq_write_api_gib_month > smaller.bq_write_api_gib_month
 
 
-def test_vcpus_follow_the_measured_rate_the_state_coding_and_the_stated_factors():
+def test_vcpus_follow_the_measured_rate_and_the_stated_factors():
     w, m = cap.Workload(patients=10_000), cap.Measured(pipeline_readings_per_cpu_s=1000.0)
     a = cap.Assumptions(dataflow_core_factor=0.5, headroom=2.0, vcpus_per_worker=4)
     p = cap.plan(w, m, cap.Prices(), assumptions=a)
-    assert p.reading_vcpus == pytest.approx(20.0)  # 10,000 / (1000 x 0.5)
-    # Every interval each shard's state is decoded and encoded whole: bytes/s x s/byte, on Dataflow cores.
+    assert p.vcpus == 40 and p.workers == 10  # 10,000 x 2 / (1000 x 0.5): the memory stays in the workers
+    assert p.state_vcpus == 0 and p.state_io_bytes_per_s == 0
+    faster = cap.plan(w, replace(m, sustained_readings_per_core_s=2000.0), cap.Prices(), assumptions=a)
+    assert faster.vcpus == 20
+
+
+def test_state_in_the_runner_is_coded_whole_every_interval_and_costs_vcpus():
+    w, m = cap.Workload(patients=10_000), cap.Measured(pipeline_readings_per_cpu_s=1000.0)
+    a = cap.Assumptions(dataflow_core_factor=0.5, headroom=2.0, vcpus_per_worker=4, state_in_runner=True)
+    p = cap.plan(w, m, cap.Prices(), assumptions=a)
+    assert p.reading_vcpus == pytest.approx(20.0)
+    # The first version: every interval each shard's state is read back and written whole.
+    assert p.state_io_bytes_per_s == pytest.approx(2 * p.state_bytes / 5)
     coding = p.state_bytes / 5 * (m.state_encode_s_per_byte + m.state_decode_s_per_byte)
     assert p.state_vcpus == pytest.approx(coding / 0.5)
     assert p.vcpus == math.ceil((20.0 + p.state_vcpus) * 2) and p.workers == math.ceil(p.vcpus / 4)
-    faster = cap.plan(w, replace(m, sustained_readings_per_core_s=2000.0), cap.Prices(), assumptions=a)
-    assert faster.reading_vcpus == pytest.approx(10.0) and faster.state_vcpus == pytest.approx(p.state_vcpus)
+    names = {lim.name for lim in p.limits}
+    assert "Shard state as one Streaming Engine value" in names
+    assert "Shard state as one Streaming Engine value" not in {lim.name for lim in _plan().limits}
+    half = cap.plan(w, m, cap.Prices(), assumptions=replace(a, state_written_fraction=0.5))
+    assert half.state_io_bytes_per_s == pytest.approx(p.state_io_bytes_per_s / 2)
+    assert half.state_vcpus == pytest.approx(p.state_vcpus / 2)
 
 
 def test_shards_divide_shard_limits_and_never_relieve_the_others():
@@ -69,7 +84,8 @@ def test_shards_divide_shard_limits_and_never_relieve_the_others():
         before = by_name[lim.name]
         if lim.relieved_by == "shards":
             assert lim.utilisation == pytest.approx(before.utilisation / 4, rel=0.02)
-        else:  # committers, workers' state, quotas: more shards mean more, smaller commits, never less
+        elif lim.relieved_by != "workers":  # finer shards spread memory more evenly over the workers
+            # Committers, rebuilds, quotas: more shards mean more, smaller commits and reads, never less.
             assert lim.utilisation >= before.utilisation * 0.98
     assert four.vcpus == one.vcpus and four.state_bytes == pytest.approx(one.state_bytes)
 
@@ -106,28 +122,32 @@ def test_state_per_patient_grows_with_the_reading_rate_through_the_event_ids():
     assert fast - slow == pytest.approx(9 * 17_000)  # ten times the ids of the horizon
 
 
-def test_state_is_read_and_written_whole_every_interval_and_costs_vcpus():
+def test_the_busiest_worker_holds_its_share_of_whole_shards():
     p = _plan(patients=10_000)
     assert p.state_bytes == pytest.approx(10_000 * p.state_bytes_per_patient)
-    assert p.state_io_bytes_per_s == pytest.approx(2 * p.state_bytes / 5)
     assert p.shard_state_bytes == pytest.approx(p.state_bytes / 64 * 1.1)
-    half = cap.plan(
-        cap.Workload(patients=10_000),
-        cap.Measured(),
-        cap.Prices(),
-        assumptions=cap.Assumptions(state_written_fraction=0.5),
-    )
-    assert half.state_io_bytes_per_s == pytest.approx(p.state_io_bytes_per_s / 2)
-    assert half.state_vcpus == pytest.approx(p.state_vcpus / 2) and half.reading_vcpus == p.reading_vcpus
+    memory = next(lim for lim in p.limits if lim.name == "Shard memory in the busiest worker")
+    assert memory.needed == pytest.approx(math.ceil(64 / p.workers) * p.shard_state_bytes * 1.2)
 
 
-def test_restart_reads_every_patient_per_shard_unless_it_reads_its_own():
-    def restart(**assumed: object) -> float:
+def test_a_rebuild_reads_every_patient_per_shard_unless_it_reads_its_own():
+    def rebuild(**assumed: object) -> tuple[cap.Limit, cap.Limit]:
         a = cap.Assumptions(**assumed)  # type: ignore[arg-type]
         plan = cap.plan(cap.Workload(patients=10_000), cap.Measured(), cap.Prices(), assumptions=a)
-        return next(lim for lim in plan.limits if lim.name.startswith("New deployment")).needed
+        one = next(lim for lim in plan.limits if lim.name.startswith("One shard's memory rebuilt"))
+        every = next(lim for lim in plan.limits if lim.name.startswith("New deployment"))
+        return one, every
 
-    assert restart(restart_reads_own_shard_only=True) == pytest.approx(restart() / 64)
+    one, every = rebuild()
+    own, every_own = rebuild(restart_reads_own_shard_only=True)
+    assert own.needed == pytest.approx(one.needed / 64) and every_own.needed == pytest.approx(
+        every.needed / 64
+    )
+    assert one.relieved_by == "none" and own.relieved_by == "shards"
+    # 24 h + 1 h + 25 min of every patient's readings, at the scan rate on a Dataflow vCPU.
+    rows = 10_000 * (86_400 + 3_600 + 1_500)
+    assert one.needed == pytest.approx(rows / (cap.Measured().lake_scan_rows_per_s * 0.7))
+    assert every.needed >= one.needed
 
 
 def test_delta_commits_per_table_follow_the_shards_and_one_committer():
