@@ -39,6 +39,9 @@ CLOUD_MODULES = (
     "warehouse.bigquery",
     "warehouse.views",
 )
+# What a worker imports when it first reads a model (vitals_lake.model.artifact.load and
+# serving._read import these then, not at start-up, so tools that never touch a model start fast).
+MODEL_SERVING_MODULES = ("skops.io", "vitals_lake.model.detectors", "apache_beam.io.filesystems")
 # Local-only distributions: none may reach the image.
 NOT_IN_THE_IMAGE = {
     "faker",
@@ -118,7 +121,7 @@ def test_every_runtime_dependency_is_used_in_the_cloud():
     runtime only; here, in the dev venv, optional imports of other installed packages also succeed.)"""
     probe = (
         "import importlib, json, sys, importlib.metadata as md\n"
-        f"for m in {CLOUD_MODULES!r}: importlib.import_module(m)\n"
+        f"for m in {CLOUD_MODULES + MODEL_SERVING_MODULES!r}: importlib.import_module(m)\n"
         "owner = {str(d.locate_file(f)): d.metadata['Name']\n"
         "         for d in md.distributions() for f in d.files or []}\n"
         "files = {getattr(m, '__file__', None) for m in list(sys.modules.values())}\n"

@@ -29,6 +29,7 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
     ("bridge",): ["--bootstrap", "--pubsub-topic", "--max-records"],
     ("load-admissions",): ["--landing", "--reference", "--watch"],
     ("recovery",): ["--rewind", "--rebuild-gold"],
+    ("replay",): ["--input-jsonl", "--lake", "--workers", "--shards"],
     ("inspect",): ["--lake", "--limit", "TABLE"],
     ("quarantine",): ["summary", "export"],
     ("quarantine", "export"): ["--lake", "--rule", "--out"],
