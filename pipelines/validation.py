@@ -223,8 +223,7 @@ class AdvanceShardFn(beam.DoFn):
         self.valid.inc(result.offered)
         self.inserted.inc(result.silver.num_rows)
         self.duplicates.inc(result.duplicates)
-        if state.batches % 100 == 1:  # measuring it costs a pickle: now and then is enough
-            self.state_bytes.update(state.size_bytes())
+        self.state_bytes.update(state.memory_bytes())
         if result.silver.num_rows:
             yield result.silver
         if result.alerts.num_rows:

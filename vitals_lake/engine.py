@@ -128,8 +128,16 @@ class ShardState:
         return self.seen.lake_reads + self.gold.minutes.lake_reads + self.gold.hours.lake_reads
 
     def size_bytes(self) -> int:
-        """What the runner stores for it (its pickle, as the pipeline's state coder writes it)."""
+        """Its size pickled (what a checkpoint of it would write): exact, but it copies the whole state."""
         return len(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def memory_bytes(self) -> int:
+        """The bytes of its arrays (rings, event ids, held partials): cheap enough for every batch's
+        metrics, unlike :meth:`size_bytes` (about 1 s for a 1 GB shard)."""
+        rings = sum(r.values.nbytes for r in self.scorer.baselines.patients.values())
+        ids = self.seen.ids.nbytes + self.seen.times_us.nbytes
+        gold = sum(w.rows.nbytes for w in (self.gold.minutes, self.gold.hours) if w.rows is not None)
+        return rings + ids + gold
 
 
 @dataclass(frozen=True)

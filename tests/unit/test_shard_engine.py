@@ -149,3 +149,15 @@ def test_a_shards_memory_is_used_only_under_the_token_it_was_kept_with():
     assert memory.take("other-run", 3, token) is None  # another pipeline in the same process
     assert memory.take("run", 3, token) is state
     assert memory.take("run", 3, token) is None  # taken: a second bundle cannot use it twice
+
+
+def test_a_shards_memory_bytes_track_its_pickled_size():
+    """The per-batch metric (array bytes) stays within a small factor of the pickled size."""
+    from tests.unit.test_gold_state import cohort  # noqa: PLC0415
+    from vitals_lake.engine import ShardReaders, advance_shard  # noqa: PLC0415
+
+    state = ShardState.new(EngineSettings())
+    rows = cohort(2, patients=5, minutes=30)
+    advance_shard(state, rows, model=None, readers=ShardReaders.none())
+    assert state.memory_bytes() > 5 * 1440 * 6 * 8  # five baseline rings at least
+    assert 0.8 < state.size_bytes() / state.memory_bytes() < 1.5
