@@ -35,7 +35,13 @@ from vitals_lake.admissions import PatientDirectory
 from vitals_lake.alerting import AlertRule
 from vitals_lake.dedup import SeenEvents, StoredIds
 from vitals_lake.gold_state import GoldState, StoredSilver
-from vitals_lake.gold_upsert import derive_diagnosis_hourly, upsert_gold_rows, upsert_rolling_rows
+from vitals_lake.gold_upsert import (
+    derive_diagnosis_hourly,
+    read_patients,
+    time_range,
+    upsert_gold_rows,
+    upsert_rolling_rows,
+)
 from vitals_lake.lake import BatchMarker, Lake, first_per_key
 from vitals_lake.model.artifact import LoadedModel
 from vitals_lake.model.serving import HISTORY_COLUMNS, History, ModelWatcher, ScorerState, score_batch
@@ -211,15 +217,9 @@ def recent_silver(lake: Lake, patients: list[str], before: float) -> pa.Table:
     """These patients' Silver rows of the baseline span before ``before`` (epoch seconds): what a
     scorer replays to rebuild their baselines and alert state when its shard has no state."""
     hi = datetime.fromtimestamp(before, UTC) - timedelta(microseconds=1)  # rows before, not at
-    lo = hi - BASELINE_SPAN
-    where = (
-        (pc.field(c.TIMESTAMP) >= pa.scalar(lo, _US))
-        & (pc.field(c.TIMESTAMP) <= pa.scalar(hi, _US))
-        & (pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32()))
-        & (pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32()))
-    )
-    rows = lake.read("silver", columns=list(HISTORY_COLUMNS), where=where)
-    return rows.filter(pc.is_in(rows[c.PATIENT_ID], value_set=pa.array(patients, pa.string())))
+    where = time_range(c.TIMESTAMP, hi - BASELINE_SPAN, hi)
+    ids = pa.array(patients, pa.string())
+    return read_patients(lake, "silver", where, ids, columns=list(HISTORY_COLUMNS))
 
 
 def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:

@@ -87,13 +87,7 @@ def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
                 pc.less_equal(ts, pa.scalar(hi + span, ts.type)),
             )
         )
-        lake.upsert(
-            "rolling",
-            rolled,
-            keys=c.ROLLING_KEY,
-            time_column=c.WINDOW_START,
-            marker=BatchMarker("rolling", batch_id),
-        )
+        upsert_rolling_rows(lake, rolled, batch_id=batch_id)
 
 
 def read_patients(

@@ -8,22 +8,12 @@ from pipelines.beam_vitals import create_pipeline
 
 
 def test_dataflow_dry_run_builds_the_whole_streaming_graph():
-    options = PipelineOptions(
+    proto, options = _dry_run(
         [
-            "--runner=DataflowRunner",
-            "--dry_run=True",
-            "--project=vitals-demo-123",
-            "--region=europe-west1",
-            "--temp_location=gs://vitals-demo-temp/tmp",
-            "--subscription=projects/vitals-demo-123/subscriptions/patient-vitals-beam",
-            "--lake=gs://vitals-demo-lake/lake",
             "--bigquery-dataset=vitals-demo-123.vitals",
             "--alerts-topic=projects/vitals-demo-123/topics/vitals-alerts",
         ]
     )
-    pipeline = create_pipeline(options)
-    pipeline.run()
-    proto = pipeline.runner.proto_pipeline
     names = {t.unique_name for t in proto.components.transforms.values()}
     for stage in [
         "ReadEnvelopes/ReadPubSub",
@@ -48,7 +38,7 @@ def test_dataflow_dry_run_builds_the_whole_streaming_graph():
     assert options.view_as(__import__("apache_beam").options.pipeline_options.StandardOptions).streaming
 
 
-def _dry_run_proto(extra: list[str]):
+def _dry_run(extra: list[str]):
     options = PipelineOptions(
         [
             "--runner=DataflowRunner",
@@ -63,7 +53,7 @@ def _dry_run_proto(extra: list[str]):
     )
     pipeline = create_pipeline(options)
     pipeline.run()
-    return pipeline.runner.proto_pipeline
+    return pipeline.runner.proto_pipeline, options
 
 
 def test_per_patient_state_is_keyed_by_patient_shard_on_dataflow():
@@ -72,7 +62,7 @@ def test_per_patient_state_is_keyed_by_patient_shard_on_dataflow():
     from apache_beam.portability import common_urns  # noqa: PLC0415
     from apache_beam.portability.api import beam_runner_api_pb2  # noqa: PLC0415
 
-    proto = _dry_run_proto(["--shards=16"])
+    proto, _ = _dry_run(["--shards=16"])
     transforms = proto.components.transforms
     stateful = []
     for t in transforms.values():
@@ -91,12 +81,12 @@ def test_the_keys_the_graph_uses_spread_over_every_shard():
     readings go to the patient's shard (many patients -> every shard, one patient -> one shard)."""
     import pyarrow as pa  # noqa: PLC0415
 
-    from pipelines.batching import _SpreadKey  # noqa: PLC0415
+    from pipelines.batching import _SpreadKey, table_fingerprint  # noqa: PLC0415
     from vitals_lake import contract as c  # noqa: PLC0415
     from vitals_lake.pseudonym import pseudonymise  # noqa: PLC0415
     from vitals_lake.sharding import split_by_shard  # noqa: PLC0415
 
-    spread = _SpreadKey(8, __import__("pipelines.batching", fromlist=["x"]).table_fingerprint)
+    spread = _SpreadKey(8, table_fingerprint)
     tables = [pa.table({c.RAW: [f'{{"n": {i}}}'.encode()]}) for i in range(400)]
     assert {next(spread.process(t))[0] for t in tables} == set(range(8))
     ids = pa.array([f"P-{i:04d}" for i in range(2000)] + ["P-0007"] * 50)
