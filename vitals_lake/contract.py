@@ -46,6 +46,9 @@ PUBLISH_TIME: Final = "publish_time"
 INGEST_TIME: Final = "ingest_time"
 INGEST_DATE: Final = "ingest_date"
 EVENT_DATE: Final = "event_date"
+# Lake layout only, never in a warehouse: the UTC hour (0-23) of an upserted table's time column, a
+# second partition level under the date so that a MERGE rewrites one hour's file, not the day's.
+EVENT_HOUR: Final = "event_hour"
 RULES: Final = "rules"  # names of the expectations a quarantined record failed
 DETAIL: Final = "detail"  # the offending value or parser message
 RAW_BYTES: Final = "raw_bytes"  # the record's size as received (quarantine keeps at most RAW_CAP_BYTES of it)
@@ -534,17 +537,31 @@ class TableSpec:
     name: str
     schema: pa.Schema
     partition_by: tuple[str, ...]
+    # Upserted tables also partition by the hour of this column (``EVENT_HOUR``): Delta's MERGE
+    # rewrites every file holding a matched row, and a date partition upserted all day is one file.
+    hour_of: str | None = None
+
+    @property
+    def lake_schema(self) -> pa.Schema:
+        """The Delta table's schema: the contract's, plus the layout column of an hourly table."""
+        if self.hour_of is None:
+            return self.schema
+        return self.schema.append(pa.field(EVENT_HOUR, pa.int8(), nullable=False))
+
+    @property
+    def lake_partition_by(self) -> tuple[str, ...]:
+        return (*self.partition_by, EVENT_HOUR) if self.hour_of else self.partition_by
 
 
 TABLES: Final[dict[Layer, TableSpec]] = {
     "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,)),
     "silver": TableSpec(SILVER_TABLE, SILVER_SCHEMA, (EVENT_DATE,)),
-    "gold": TableSpec(GOLD_TABLE, GOLD_SCHEMA, (EVENT_DATE,)),
+    "gold": TableSpec(GOLD_TABLE, GOLD_SCHEMA, (EVENT_DATE,), hour_of=WINDOW_START),
     "quarantine": TableSpec(QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,)),
     "silver_commits": TableSpec(SILVER_COMMITS_TABLE, SILVER_COMMITS_SCHEMA, ()),
     "dq_metrics": TableSpec(DQ_METRICS_TABLE, DQ_METRICS_SCHEMA, (EVENT_DATE,)),
     "diagnosis_hourly": TableSpec(DIAGNOSIS_HOURLY_TABLE, DIAGNOSIS_HOURLY_SCHEMA, (EVENT_DATE,)),
-    "rolling": TableSpec(ROLLING_TABLE, ROLLING_SCHEMA, (EVENT_DATE,)),
+    "rolling": TableSpec(ROLLING_TABLE, ROLLING_SCHEMA, (EVENT_DATE,), hour_of=WINDOW_START),
     "bronze_admissions": TableSpec(BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,)),
     "patients": TableSpec(PATIENTS_TABLE, PATIENTS_SCHEMA, ()),
     "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),

@@ -3,7 +3,9 @@
 Commit cost dominates delta-rs writes, not rows (about 10-50 ms per commit), so callers hand over
 whole batches: one commit per table per interval, never per reading. Tables are partitioned by date
 only (partitioning by patient_id wrote ~445 files for one 500-row append; see docs/design.md) and
-checkpointed every ``CHECKPOINT_INTERVAL`` commits so the log stays cheap to replay.
+checkpointed every ``CHECKPOINT_INTERVAL`` commits so the log stays cheap to replay. Upserted tables
+(Gold, rolling means) are partitioned by hour under the date as well: a MERGE rewrites every file that
+holds a matched row, so with date partitions alone each upsert rewrote the whole day.
 """
 
 from __future__ import annotations
@@ -85,9 +87,9 @@ class Lake:
             # mode="ignore" makes two writers racing to create the table both succeed.
             return DeltaTable.create(
                 self.uri(layer),
-                schema=spec.schema,
+                schema=spec.lake_schema,
                 mode="ignore",
-                partition_by=list(spec.partition_by) or None,
+                partition_by=list(spec.lake_partition_by) or None,
                 name=spec.name,
                 configuration=_TABLE_CONFIG,
                 storage_options=opts,
@@ -110,7 +112,7 @@ class Lake:
             return False
         write_deltalake(
             dt,
-            rows.select(spec.schema.names).cast(spec.schema),
+            _laid_out(dt, spec, rows.select(spec.schema.names).cast(spec.schema)),
             mode="append",
             commit_properties=_props(marker),
         )
@@ -161,7 +163,7 @@ class Lake:
             else rows
         )
         if fresh.num_rows:
-            write_deltalake(dt, fresh, mode="append", commit_properties=_props(marker))
+            write_deltalake(dt, _laid_out(dt, spec, fresh), mode="append", commit_properties=_props(marker))
         return InsertResult(offered, fresh.num_rows, offered - fresh.num_rows), fresh
 
     def upsert(
@@ -195,10 +197,11 @@ class Lake:
             dt = self.ensure(layer)
             if marker and marker.committed(dt):
                 return {}
+            hourly = _hourly(dt, spec)
             merger = (
                 dt.merge(
-                    rows,
-                    predicate=predicate,
+                    _laid_out(dt, spec, rows),
+                    predicate=predicate + (_hour_bounds(spec, rows) if hourly else ""),
                     source_alias="s",
                     target_alias="t",
                     commit_properties=_props(marker),
@@ -231,6 +234,8 @@ class Lake:
                 else c.TABLES[layer].schema.empty_table().select(columns)
             )
         dt = DeltaTable(self.uri(layer), storage_options=self.settings.storage_options)
+        if columns is None and c.TABLES[layer].hour_of is not None:
+            columns = c.TABLES[layer].schema.names  # the layout column stays in the lake
         # Arrow's scanner threads can abort the interpreter at exit (apache/arrow#34314): scan inline.
         return dt.to_pyarrow_dataset().to_table(columns=columns, filter=where, use_threads=False)
 
@@ -263,6 +268,30 @@ def one_per_key(
     if len(firsts) == rows.num_rows:
         return rows
     return rows.take(pc.take(firsts, pc.sort_indices(firsts)))
+
+
+def _hourly(dt: DeltaTable, spec: c.TableSpec) -> bool:
+    """Whether this table is laid out by hour (tables created before the hour level was added are not)."""
+    return spec.hour_of is not None and c.EVENT_HOUR in dt.metadata().partition_columns
+
+
+def _laid_out(dt: DeltaTable, spec: c.TableSpec, rows: pa.Table) -> pa.Table:
+    """``rows`` (contract schema) with the table's layout column, if it has one."""
+    if spec.hour_of is None or not _hourly(dt, spec):
+        return rows
+    return rows.append_column(
+        pa.field(c.EVENT_HOUR, pa.int8(), nullable=False), pc.hour(rows[spec.hour_of]).cast(pa.int8())
+    )
+
+
+def _hour_bounds(spec: c.TableSpec, rows: pa.Table) -> str:
+    """Literal bounds on the hour partition column (only when the rows lie within one date: the date
+    bounds prune the rest)."""
+    assert spec.hour_of is not None
+    lo, hi = pc.min(rows[spec.hour_of]).as_py(), pc.max(rows[spec.hour_of]).as_py()
+    if lo.date() != hi.date():
+        return ""
+    return f" AND t.{c.EVENT_HOUR} >= {lo.hour} AND t.{c.EVENT_HOUR} <= {hi.hour}"
 
 
 def _ts(value: datetime) -> str:

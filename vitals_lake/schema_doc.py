@@ -43,6 +43,8 @@ def render() -> str:
     out = [BEGIN]
     for layer, spec in c.TABLES.items():
         part = ", ".join(spec.partition_by) or "none"
+        if spec.hour_of:
+            part += f", then `{c.EVENT_HOUR}` (the UTC hour of `{spec.hour_of}`; lake layout only)"
         out += [
             "",
             f"### `{spec.name}` (`{layer}`; partitioned by {part})",

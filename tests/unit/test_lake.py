@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from tests.factories import bronze, raw, reading, silver_rows
+from tests.factories import T0, bronze, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import BatchMarker, Lake, first_per_key
@@ -26,7 +26,7 @@ def test_tables_are_created_with_schema_partitioning_and_checkpoint_interval(lak
     lake.ensure_all()
     for layer, spec in c.TABLES.items():
         dt = DeltaTable(lake.uri(layer))
-        assert dt.metadata().partition_columns == list(spec.partition_by)
+        assert dt.metadata().partition_columns == list(spec.lake_partition_by)
         assert dt.metadata().configuration["delta.checkpointInterval"] == "10"
         assert lake.count(layer) == 0
 
@@ -157,3 +157,40 @@ def test_gold_upsert_retries_when_a_concurrent_rewrite_wins(lake, monkeypatch):
     assert calls["n"] >= 2  # the stale attempt conflicted and was retried
     gold = lake.read("gold")
     assert gold.num_rows == 1 and gold[c.READING_COUNT][0].as_py() == 99
+
+
+def _minute_rows(hour: int, updated_at_us: int, *, readings: int = 12) -> pa.Table:
+    """One Gold minute row, in ``hour`` hours after T0's hour."""
+    at = T0.replace(minute=0, second=0) + timedelta(hours=hour)
+    rows = [raw(reading(i, at=at + timedelta(seconds=5 * i))) for i in range(readings)]
+    return gold_from_silver(silver_rows(rows), window_seconds=60, updated_at_us=updated_at_us)
+
+
+def _files(lake: Lake, layer: c.Layer) -> set[str]:
+    return set(pa.table(DeltaTable(lake.uri(layer)).get_add_actions(flatten=True)).column("path").to_pylist())
+
+
+def test_an_upsert_rewrites_only_the_hours_it_touches(lake):
+    # Delta's MERGE rewrites each file holding a matched row: with date partitions alone, a day of
+    # upserts was one file rewritten by every commit. The hour level bounds a rewrite to one hour.
+    for hour in range(3):
+        lake.upsert("gold", _minute_rows(hour, 1), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    before = _files(lake, "gold")
+    lake.upsert("gold", _minute_rows(2, 2, readings=6), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    after = _files(lake, "gold")
+    hour_of = {path: path.split(f"{c.EVENT_HOUR}=")[1].split("/")[0] for path in before | after}
+    first_two = {str(h) for h in (T0.hour, T0.hour + 1)}
+    assert {p for p in before if hour_of[p] in first_two} <= after  # untouched hours: same files
+    assert {hour_of[p] for p in after - before} == {str(T0.hour + 2)}
+    gold = lake.read("gold")
+    assert gold.schema.names == c.GOLD_SCHEMA.names  # the layout column stays in the lake
+    assert sorted(gold[c.READING_COUNT].to_pylist()) == [6, 12, 12]
+
+
+def test_a_table_created_before_the_hour_level_keeps_its_layout(tmp_path):
+    lake = Lake(LocalLake(root=tmp_path))
+    DeltaTable.create(lake.uri("gold"), schema=c.GOLD_SCHEMA, partition_by=[c.EVENT_DATE])
+    lake.upsert("gold", _minute_rows(0, 1), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    lake.upsert("gold", _minute_rows(0, 2, readings=6), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    assert DeltaTable(lake.uri("gold")).metadata().partition_columns == [c.EVENT_DATE]
+    assert lake.read("gold")[c.READING_COUNT].to_pylist() == [6]
