@@ -5,10 +5,11 @@ stage on more than one core (measured with apache-beam 2.77: a stateful DoFn ove
 ``--direct_num_workers 2 --direct_running_mode multi_processing`` ran 0.63x as fast as on one worker).
 This tool does what Dataflow's shuffle does, with files: worker ``w`` of ``W``
 
-1. gates the batches it owns (batch ``n`` with ``n % W == w``: parse, check, enrich, NEWS2), writes
-   their Bronze, quarantine and data-quality rows, and puts the valid rows of every shard into a spool
-   directory (one Arrow IPC file per batch and shard, written then renamed, so a reader never sees
-   half a file): all workers at once, nobody waits;
+1. gates batches (parse, check, enrich, NEWS2), each claimed by whichever worker gets to it first (an
+   exclusive create of a claim file), writes their Bronze, quarantine and data-quality rows, and puts
+   the valid rows of every shard into a spool directory (one Arrow IPC file per batch and shard,
+   written then renamed, so a reader never sees half a file): all workers at once, nobody waits, and a
+   faster worker gates more;
 2. advances its own shards (``shard % W == w``) batch by batch in the file's order, whichever worker
    gated the batch, and appends their Silver and alerts (appends never conflict).
 
@@ -26,10 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Final
 
@@ -104,8 +106,9 @@ class WorkerReport:
     duplicates: int
     cpu_seconds: float
     wall_seconds: float
+    gate_seconds: float  # wall time of step 1 (gating its batches)
     waited_seconds: float  # on other workers' spool files
-    state_bytes: int
+    state_bytes: int  # the shards' memory (array bytes)
 
 
 class Spool:
@@ -117,6 +120,14 @@ class Spool:
 
     def path(self, batch: int, shard: int) -> Path:
         return self.root / f"{batch:07d}-{shard:04d}.arrow"
+
+    def claim(self, batch: int) -> bool:
+        """True for exactly one worker per batch: the one whose exclusive create succeeded."""
+        try:
+            os.close(os.open(self.root / f"{batch:07d}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
 
     def put(self, batch: int, shard: int, rows: pa.Table) -> None:
         self._write(self.path(batch, shard), rows)
@@ -164,10 +175,10 @@ def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
     spool = Spool(Path(plan.spool))
     lines = envelope.read_jsonl(Path(plan.input_jsonl))
     batches = _batches(lines, plan.batch_size)
-    # 1. Gate the batches this worker owns, every worker at once: nothing here waits for another.
+    # 1. Gate the batches this worker claims, every worker at once: nothing here waits for another.
     gated_batches = gated_readings = 0
     for n, (lo, hi) in enumerate(batches):
-        if n % plan.workers != worker:
+        if not spool.claim(n):
             continue
         batch_id = f"{n}-{plan.run_id}"
         records = envelope.records_from_lines(lines[lo:hi], source="file")
@@ -182,6 +193,7 @@ def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
         gated_batches += 1
         gated_readings += hi - lo
     del lines
+    gate_seconds = time.monotonic() - started
     # 2. Advance this worker's shards batch by batch in the file's order, whoever gated the batch.
     #    Silver and alerts are appended (appends never conflict); Gold and rolling rows are kept and
     #    upserted once by finish(), so workers never race on a MERGE.
@@ -209,8 +221,9 @@ def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
         duplicates=duplicates,
         cpu_seconds=time.process_time() - cpu0,
         wall_seconds=time.monotonic() - started,
+        gate_seconds=gate_seconds,
         waited_seconds=waited,
-        state_bytes=engine.state_bytes(),
+        state_bytes=sum(s.memory_bytes() for s in engine.states.values()),
     )
 
 
@@ -238,6 +251,7 @@ class ReplayReport:
     workers: list[WorkerReport]
     wall_seconds: float
     cpu_seconds: float  # all workers and this process
+    finish_seconds: float  # wall time of the final Gold, rolling and diagnosis-hour upserts
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -250,33 +264,35 @@ def replay(plan: ReplayPlan) -> ReplayReport:
     if plan.workers == 1:
         reports = [run_worker(plan, 0)]
     else:
+        # Forked, not spawned: the workers start with this process's imports (nothing here has
+        # started a thread or opened a table yet), about half a second each.
+        fork = multiprocessing.get_context("fork")
+        pipes = [fork.Pipe(duplex=False) for _ in range(plan.workers)]
         procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pipelines.replay",
-                    "--worker",
-                    str(w),
-                    "--plan",
-                    json.dumps(asdict(plan)),
-                ],
-                stdout=subprocess.PIPE,
-                env=os.environ.copy(),
-            )
-            for w in range(plan.workers)
+            fork.Process(target=_worker_main, args=(plan, w, send), name=f"replay-worker-{w}")
+            for w, (_, send) in enumerate(pipes)
         ]
+        for proc in procs:
+            proc.start()
         reports = []
-        for w, proc in enumerate(procs):
-            out, _ = proc.communicate()
-            if proc.returncode != 0:
+        for w, (proc, (receive, _)) in enumerate(zip(procs, pipes, strict=True)):
+            report = receive.recv() if receive.poll(WAIT_SECONDS * 4) else None
+            proc.join()
+            if report is None or proc.exitcode != 0:
                 for other in procs:
                     other.kill()
-                raise RuntimeError(f"replay worker {w} failed with exit status {proc.returncode}")
-            reports.append(WorkerReport(**json.loads(out)))
+                raise RuntimeError(f"replay worker {w} failed with exit status {proc.exitcode}")
+            reports.append(report)
+    finishing = time.monotonic()
     finish(plan)
+    finished = time.monotonic()
     readings = sum(r.readings_gated for r in reports)
-    return ReplayReport(readings, reports, time.monotonic() - started, _cpu() - cpu0)
+    return ReplayReport(readings, reports, finished - started, _cpu() - cpu0, finished - finishing)
+
+
+def _worker_main(plan: ReplayPlan, worker: int, send: Connection) -> None:
+    send.send(run_worker(plan, worker))
+    send.close()
 
 
 def _cpu() -> float:
@@ -294,17 +310,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-uri", help="anomaly model artifact directory (local or gs://)")
     p.add_argument("--run-id", help="names this replay's commit batches (default: random)")
     p.add_argument("--spool", help="directory for rows handed between workers (default: a temporary one)")
-    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # internal: run one worker
-    p.add_argument("--plan", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.worker is not None:  # a worker started by replay()
-        print(json.dumps(asdict(run_worker(ReplayPlan(**json.loads(args.plan)), args.worker))))
-        return 0
     if not args.input_jsonl or not args.lake:
         return usage_error(parser, "--input-jsonl and --lake are required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
