@@ -426,18 +426,21 @@ def _split_blood_pressure(parsed: pa.Table) -> pa.Table:
 def _parse_timestamps(ts: pa.ChunkedArray, candidates: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """Cast ISO strings to UTC microseconds; strings the regex passed but Arrow rejects (Feb 31) fail."""
     text = pc.if_else(pa.array(candidates), ts, pa.scalar(None, pa.string()))
+    return _cast_isolating_failures(text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text)
+
+
+def _cast_isolating_failures(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """One cast for the whole array; when Arrow rejects some string, halve and recurse, so that k bad
+    strings cost about k * log2(n) casts rather than one cast per row."""
     try:
-        return pc.cast(text, _UTC_US), np.zeros(len(ts), dtype=bool)
+        return pc.cast(text, _UTC_US), np.zeros(len(text), dtype=bool)
     except pa.ArrowInvalid:
-        values: list[object] = []
-        bad = np.zeros(len(ts), dtype=bool)
-        for i, s in enumerate(text.to_pylist()):
-            try:
-                values.append(pc.cast(pa.array([s], pa.string()), _UTC_US)[0].as_py())
-            except pa.ArrowInvalid:
-                values.append(None)
-                bad[i] = True
-        return pa.array(values, _UTC_US), bad
+        if len(text) == 1:
+            return pa.nulls(1, _UTC_US), np.ones(1, dtype=bool)
+    mid = len(text) // 2
+    left, left_bad = _cast_isolating_failures(text.slice(0, mid))
+    right, right_bad = _cast_isolating_failures(text.slice(mid))
+    return pa.concat_arrays([left, right]), np.concatenate([left_bad, right_bad])
 
 
 def _validated_rows(bronze: pa.Table, rows: pa.Table, timestamps: pa.Array, converted: pa.Array) -> pa.Table:

@@ -6,7 +6,6 @@ reading that updates a Gold window also updates the summaries built on it.
 
 from __future__ import annotations
 
-import itertools
 from typing import Final
 
 import numpy as np
@@ -70,44 +69,42 @@ def diagnosis_hourly(hour_rows: pa.Table, *, updated_at_us: int) -> pa.Table:
 
 def rolling_means(minute_rows: pa.Table, *, minutes: int = c.ROLLING_MINUTES, updated_at_us: int) -> pa.Table:
     """Gold one-minute rows -> per patient and minute, the mean of each vital over the trailing
-    ``minutes`` minutes (this minute included), weighted by readings. One NumPy pass per patient."""
+    ``minutes`` minutes (this minute included), weighted by readings.
+
+    Whole-batch NumPy: rows sorted by (patient, minute) hold at most one row per patient and minute,
+    so a trailing window is this row plus at most ``minutes - 1`` rows before it; one vectorised pass
+    per lag adds the lagged row where it belongs to the same patient and lies within the window."""
     if minute_rows.num_rows == 0:
         return c.ROLLING_SCHEMA.empty_table()
     rows = minute_rows.sort_by([(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")])
-    patients = rows[c.PATIENT_ID].to_numpy(zero_copy_only=False)
+    patients = rows[c.PATIENT_ID].combine_chunks()
+    segment = np.cumsum(np.r_[0, pc.not_equal(patients[1:], patients[:-1]).to_numpy(zero_copy_only=False)])
     starts = pc.cast(rows[c.WINDOW_START], pa.int64()).to_numpy()
-    counts = rows[c.READING_COUNT].to_numpy(zero_copy_only=False).astype(np.int64)
-    sums: dict[str, np.ndarray] = {}
-    ns: dict[str, np.ndarray] = {}
+    values = {c.READING_COUNT: rows[c.READING_COUNT].to_numpy(zero_copy_only=False).astype(np.float64)}
     for v in c.VITAL_NAMES:
         n = pc.fill_null(rows[c.gold_column(v, "count")], 0).to_numpy(zero_copy_only=False).astype(np.float64)
         mean = pc.fill_null(rows[c.gold_column(v, "mean")], 0.0).to_numpy(zero_copy_only=False)
-        sums[v], ns[v] = mean * n, n
-    out_counts = np.zeros(len(starts), dtype=np.int64)
-    out_means = {v: np.full(len(starts), np.nan) for v in c.VITAL_NAMES}
-    bounds = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1], True])
+        values[f"{v}_n"], values[f"{v}_sum"] = n, mean * n
+    totals = {name: x.copy() for name, x in values.items()}
     span = minutes * _MINUTE_US
-    for lo, hi in itertools.pairwise(bounds):
-        t = starts[lo:hi]
-        first = np.searchsorted(t, t - span, side="right")  # rows with start > t - span
-        out_counts[lo:hi] = _trailing_sum(counts[lo:hi], first)
-        for v in c.VITAL_NAMES:
-            total, n = _trailing_sum(sums[v][lo:hi], first), _trailing_sum(ns[v][lo:hi], first)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out_means[v][lo:hi] = np.where(n > 0, total / n, np.nan)
+    for lag in range(1, minutes):
+        if lag >= len(starts):
+            break
+        same = (segment[lag:] == segment[:-lag]) & (starts[:-lag] > starts[lag:] - span)
+        if not same.any():
+            break  # rows are sorted: nothing further back can be in a window either
+        for name, x in values.items():
+            totals[name][lag:] += np.where(same, x[:-lag], 0.0)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         c.PATIENT_ID: rows[c.PATIENT_ID],
         c.WINDOW_START: rows[c.WINDOW_START],
-        c.READING_COUNT: pa.array(out_counts, pa.int64()),
+        c.READING_COUNT: pa.array(totals[c.READING_COUNT].astype(np.int64), pa.int64()),
     }
     for v in c.VITAL_NAMES:
-        columns[c.rolling_column(v)] = pa.array(out_means[v], pa.float64(), from_pandas=True)
-    columns[c.UPDATED_AT] = pa.array([updated_at_us] * rows.num_rows, pa.int64()).cast(_UTC_US)
+        total, n = totals[f"{v}_sum"], totals[f"{v}_n"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, total / n, np.nan)
+        columns[c.rolling_column(v)] = pa.array(mean, pa.float64(), from_pandas=True)
+    columns[c.UPDATED_AT] = pa.array(np.full(rows.num_rows, updated_at_us, np.int64)).cast(_UTC_US)
     columns[c.EVENT_DATE] = pc.cast(rows[c.WINDOW_START], pa.date32())
     return pa.table(columns, schema=c.ROLLING_SCHEMA)
-
-
-def _trailing_sum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Sum of x[first[i] .. i] for every i, from one cumulative sum."""
-    cs = np.r_[0, np.cumsum(x)]
-    return cs[1 : len(x) + 1] - cs[first]

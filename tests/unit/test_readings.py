@@ -99,3 +99,24 @@ def test_rule_counts_add_up():
     assert out.rule_counts["heart_rate_possible_range"] == 1
     assert out.rule_counts["spo2_possible_range"] == 1
     assert pc.sum(out.valid[c.HEART_RATE]).as_py() == 72
+
+
+def test_impossible_dates_scattered_through_a_large_batch_fail_alone():
+    # One cast per batch; a string Arrow rejects is isolated by halving, not by a cast per row.
+    good = [raw(reading(i)) for i in range(2_000)]
+    bad_at = {17, 1_003, 1_999}
+    lines = [
+        raw(reading(i, timestamp="2026-02-31T06:00:00Z")) if i in bad_at else line
+        for i, line in enumerate(good)
+    ]
+    out = parse_batch(bronze(lines))
+    assert out.quarantine.num_rows == 3
+    assert all("timestamp_iso8601_with_offset" in q[c.RULES] for q in out.quarantine.to_pylist())
+    assert sorted(int(q[c.RECORD_REF].rsplit(":", 1)[1]) for q in out.quarantine.to_pylist()) == sorted(
+        bad_at
+    )
+    valid = out.valid.sort_by(c.EVENT_ID)
+    expected = parse_batch(bronze([line for i, line in enumerate(good) if i not in bad_at])).valid.sort_by(
+        c.EVENT_ID
+    )
+    assert valid[c.TIMESTAMP].equals(expected[c.TIMESTAMP])
