@@ -105,8 +105,9 @@ class Measured:
     sustained_readings_per_core_s: float | None = None  # a sustained-load run, when there is one
     gold_merge_rows_per_s: float = 9758.0  # growth: 1,000-row Gold MERGE into 20,000 rows (the slower)
     lake_scan_rows_per_s: float = 748_171.0  # growth: read one day of Silver after maintenance
-    # lake_age: CPU a Gold MERGE spends rewriting the rows of today's Gold that share its file (6 h lake
-    # minus empty lake, per MERGE, over the Gold rows of the day it held).
+    # CPU a Gold MERGE spends rewriting rows that share a file with a matched row: lake_age of
+    # 2026-12-03 13:02 UTC, on the date-only layout (6 h lake minus empty lake, per MERGE, over the Gold
+    # rows of the day it held). lake_age no longer measures it: with the hour layout B hardly rewrites.
     gold_rewrite_rows_per_s: float = 302_500.0
     # Shard state per patient, pickled (design.md: 500 patients at one reading
     # per 10 s, 2 shards): the baseline ring (1,440 entries x 6 vitals x 8 B), the open Gold windows,
@@ -156,10 +157,6 @@ class Measured:
             found["lake_scan_rows_per_s"] = scans[0]
         if merges or scans:
             used.append("growth")
-        rewrite = _gold_rewrite_rate(by_name.get("lake_age", {}))
-        if rewrite:
-            found["gold_rewrite_rows_per_s"] = rewrite
-            used.append("lake_age")
         per_core = _sustained_per_core(by_name.get("sustained_load", {}))
         if per_core:
             found["sustained_readings_per_core_s"] = per_core
@@ -167,8 +164,8 @@ class Measured:
         elif "sustained_load" in by_name:
             used.append("sustained_load (no run held: not used)")
         if not used:
-            raise ValueError(f"{path}: none of pipeline_core, growth, lake_age, sustained_load")
-        missing = [n for n in ("pipeline_core", "growth", "lake_age") if n not in used]
+            raise ValueError(f"{path}: none of pipeline_core, growth, sustained_load")
+        missing = [n for n in ("pipeline_core", "growth") if n not in used]
         source = f"{Path(path).name}: {', '.join(used)}"
         if missing:
             source += f"; {', '.join(missing)} from docs/benchmarks.md"
@@ -193,30 +190,6 @@ def _sustained_per_core(result: dict[str, Any]) -> float | None:
         return None
     rate, cores = max(held)  # the highest load that held
     return rate / cores
-
-
-def _gold_rewrite_rate(result: dict[str, Any]) -> float | None:
-    """Rows of today's Gold a MERGE rewrites per CPU-second, from ``lake_age`` (bench/lake_age.py).
-
-    The same hour is upserted into an empty lake (A) and into one holding the 6 hours before (B): B's
-    extra Gold CPU per MERGE, over the rows of the day's Gold it then held (the history's, plus half the
-    hour's on average), is the cost of rewriting them (a MERGE rewrites every file holding a matched
-    row, and after a day of MERGEs the day's Gold is one file).
-    """
-    cfg = result.get("config", {})
-    gold = {
-        str(v.get("label", ""))[:1]: float(v["seconds"])
-        for v in result.get("variants", [])
-        if v.get("group") == "gold CPU"
-    }
-    counts = cfg.get("counts", {}).get("A empty lake", {})
-    before = cfg.get("lake_before_the_hour", {}).get("gold")
-    merges = cfg.get("hour_batches")
-    if "A" not in gold or "B" not in gold or not before or not merges:
-        return None
-    extra = (gold["B"] - gold["A"]) / merges
-    rows = before + (counts.get("gold_minutes", 0) + counts.get("gold_hours", 0)) / 2
-    return rows / extra if extra > 0 else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -409,9 +382,10 @@ class Assumptions:
     gold_restore_s: float = 1500.0  # Silver rows behind Gold's open windows: about 25 minutes
     restart_reads_own_shard_only: bool = False  # False: each shard reads every patient's rows, keeps its own
     recovery_budget_s: float = 600.0  # = allowed lateness: memory must be rebuilt before windows close
-    # Gold and rolling MERGEs rewrite every file holding a matched row; after a day of MERGEs the day is
-    # one file. Hours of today's rows a MERGE rewrites (24: at the end of the day, the worst).
-    gold_rewritten_hours: float = 24.0
+    # Gold and rolling MERGEs rewrite every file holding a matched row, and the current hour's upserts
+    # become one file; both tables are partitioned by hour, so a MERGE rewrites at most the current
+    # hour (1: at the end of the hour, the worst; 24 modelled the date-only layout).
+    gold_rewritten_hours: float = 1.0
     delta_commit_s: float = 0.3  # one Delta commit on GCS (local disk: 10-50 ms, docs/design.md's survey)
     quarantine_batch_fraction: float = 1.0  # ingest batches holding a bad record (each commits quarantine)
     class_a_per_commit: float = 3.2  # data file PUT, log PUT, log LIST, checkpoint every 10th
@@ -800,21 +774,21 @@ def plan(
     )
     limits = (
         Limit(
-            name="Gold committer: each MERGE rewrites today's Gold (one writer)",
+            name="Gold committer: each MERGE rewrites the current hour's Gold (one writer)",
             needed=gold_writer,
             capacity=1.0,
             unit="writer-seconds per second",
             relieved_by="pipelines",
-            why=f"{gold_commit / interval:,.0f} rows/s upserted; by the day's end each MERGE rewrites "
-            f"{gold_day / 1e6:,.1f} M rows of the day's Gold",
+            why=f"{gold_commit / interval:,.0f} rows/s upserted; by the hour's end each MERGE rewrites "
+            f"{gold_day / 1e6:,.1f} M rows of the hour's Gold",
         ),
         Limit(
-            name="Rolling committer: each MERGE rewrites today's rolling means (one writer)",
+            name="Rolling committer: each MERGE rewrites the current hour's rolling means (one writer)",
             needed=rolling_writer,
             capacity=1.0,
             unit="writer-seconds per second",
             relieved_by="pipelines",
-            why=f"{rolling_commit / interval:,.0f} rows/s upserted; by the day's end each MERGE rewrites "
+            why=f"{rolling_commit / interval:,.0f} rows/s upserted; by the hour's end each MERGE rewrites "
             f"{rolling_day / 1e6:,.1f} M rows",
         ),
         Limit(
@@ -994,7 +968,7 @@ def to_markdown(result: CapacityPlan, prices: Prices | None = None) -> str:
         "",
         f"Measured ({m.source}): {m.readings_per_core_s:,.0f} readings per CPU-second "
         f"({'sustained load' if m.sustained_readings_per_core_s else 'pipeline core A'}), "
-        f"Gold MERGE {m.gold_merge_rows_per_s:,.0f} rows/s, rewrite of today's Gold "
+        f"Gold MERGE {m.gold_merge_rows_per_s:,.0f} rows/s, rewrite of rows sharing a file "
         f"{m.gold_rewrite_rows_per_s:,.0f} rows/s, lake scan {m.lake_scan_rows_per_s:,.0f} rows/s.",
         f"Shard state: {result.state_bytes_per_patient / 1e3:,.0f} KB a patient (baseline ring "
         f"{m.state_ring_bytes_per_patient / 1e3:,.0f} KB, event ids of the horizon {ids / 1e3:,.0f} KB, "

@@ -56,7 +56,7 @@ NAME: Final = "sustained_load"
 TITLE: Final = "Sustained load on the whole local stack (N patients, one reading every 5 s)"
 INTERVAL_S: Final = 5.0
 SAMPLE_EVERY_S: Final = 5.0
-TARGET_PATIENTS: Final = 5000
+TARGET_PATIENTS: Final = 20_000  # 4,000 readings/s for 10 minutes
 TARGET_CONSUMED: Final = 0.99
 TARGET_SILVER_P95_S: Final = 10.0
 TARGET_ALERT_P95_S: Final = 15.0
@@ -482,8 +482,10 @@ def sustained_load(ctx: Context) -> Result:
     sustained = [r for kind, r in runs if kind == "sustained"]
     final = sustained[-1] if sustained else None
     holding = [r.patients for _, r in runs if r.holds]
-    result.checks[f"a {TARGET_PATIENTS:,}-patient load holds for {minutes:g} min (target)"] = any(
-        r.holds and r.patients >= TARGET_PATIENTS for r in sustained
+    # A rung as long as the target's 10 minutes (VITALS_LOAD_RUNG_MINUTES=10) counts as well.
+    long_enough = [r for kind, r in runs if kind == "sustained" or r.minutes >= DEFAULT_MINUTES]
+    result.checks[f"a {TARGET_PATIENTS:,}-patient load holds for {DEFAULT_MINUTES:g} min (target)"] = any(
+        r.holds and r.patients >= TARGET_PATIENTS and r.minutes >= DEFAULT_MINUTES for r in long_enough
     )
     result.config = {
         "interval_s": INTERVAL_S,
@@ -515,5 +517,9 @@ def sustained_load(ctx: Context) -> Result:
         + (f"; held for {minutes:g} min: {max(held_long):,} patients" if held_long else "")
     )
     if final is None and not ctx.quick:
-        result.notes.append("no sustained run: the first rung did not hold")
+        result.notes.append(
+            "no sustained run: VITALS_LOAD_MINUTES=0 (the rungs only)"
+            if minutes <= 0
+            else "no sustained run: the first rung did not hold"
+        )
     return result

@@ -100,7 +100,9 @@ def test_pipelines_divide_the_committers():
     assert four.pipelines_needed == pytest.approx(one.pipelines_needed, abs=1)
 
 
-def test_gold_committer_grows_with_the_day_it_rewrites():
+def test_gold_committer_grows_with_the_hours_it_rewrites():
+    # Gold and rolling are partitioned by hour: a MERGE rewrites at most the current hour.
+    assert cap.Assumptions().gold_rewritten_hours == 1.0
     m, p = cap.Measured(), cap.Prices()
     w = cap.Workload(patients=1000)
 
@@ -197,7 +199,7 @@ def test_from_results_reads_variant_a_and_growth_figures(tmp_path):
     assert m.sustained_readings_per_core_s is None
     assert m.source.startswith("results.json: pipeline_core, growth")
     assert m.gold_rewrite_rows_per_s == cap.Measured().gold_rewrite_rows_per_s  # no lake_age: the default
-    assert "lake_age from docs/benchmarks.md" in m.source and str(tmp_path) not in m.source
+    assert m.source == "results.json: pipeline_core, growth" and str(tmp_path) not in m.source
 
 
 def test_from_results_takes_the_highest_sustained_load_that_held_per_pipeline_core(tmp_path):
@@ -243,27 +245,21 @@ def test_from_results_without_variant_a_fails_loudly(tmp_path):
         cap.Measured.from_results(path)
 
 
-def test_from_results_derives_the_gold_rewrite_rate_from_lake_age(tmp_path):
+def test_lake_age_no_longer_sets_the_gold_rewrite_rate(tmp_path):
+    # With the hour layout, lake_age's 6 h lake hardly rewrites anything: B minus A is not a rewrite
+    # rate any more, so the model keeps the rate measured on the date-only layout.
     lake_age = {
         "name": "lake_age",
         "variants": [
             {"group": "gold CPU", "label": "A empty lake", "seconds": 1.0},
-            {"group": "gold CPU", "label": "B 6 h lake, same engine", "seconds": 5.0},
-            {"group": "silver CPU", "label": "B 6 h lake, same engine", "seconds": 99.0},
+            {"group": "gold CPU", "label": "B 6 h lake, same engine", "seconds": 1.1},
         ],
-        "config": {
-            "hour_batches": 8,
-            "lake_before_the_hour": {"gold": 180_000},
-            "counts": {"A empty lake": {"gold_minutes": 30_000, "gold_hours": 500}},
-        },
+        "config": {"hour_batches": 8, "lake_before_the_hour": {"gold": 180_000}},
     }
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"results": [lake_age]}))
-    m = cap.Measured.from_results(path)
-    # 4 s more over 8 MERGEs = 0.5 s a MERGE, for the 180,000 rows held plus half the hour's 30,500.
-    assert m.gold_rewrite_rows_per_s == pytest.approx((180_000 + 15_250) / 0.5)
-    assert m.pipeline_readings_per_cpu_s == cap.Measured().pipeline_readings_per_cpu_s
-    assert m.source == "results.json: lake_age; pipeline_core, growth from docs/benchmarks.md"
+    with pytest.raises(ValueError, match="none of"):
+        cap.Measured.from_results(path)
 
 
 def test_from_results_with_nothing_it_knows_fails_loudly(tmp_path):
