@@ -532,7 +532,8 @@ Layer = Literal[
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A Delta table of the lake: its name, schema and partition columns (dates only, never patient_id)."""
+    """A Delta table of the lake: its name, schema and partition columns (dates, and Gold's window
+    length; never patient_id)."""
 
     name: str
     schema: pa.Schema
@@ -556,7 +557,7 @@ class TableSpec:
 TABLES: Final[dict[Layer, TableSpec]] = {
     "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,)),
     "silver": TableSpec(SILVER_TABLE, SILVER_SCHEMA, (EVENT_DATE,)),
-    "gold": TableSpec(GOLD_TABLE, GOLD_SCHEMA, (EVENT_DATE,), hour_of=WINDOW_START),
+    "gold": TableSpec(GOLD_TABLE, GOLD_SCHEMA, (EVENT_DATE, WINDOW_SECONDS), hour_of=WINDOW_START),
     "quarantine": TableSpec(QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,)),
     "silver_commits": TableSpec(SILVER_COMMITS_TABLE, SILVER_COMMITS_SCHEMA, ()),
     "dq_metrics": TableSpec(DQ_METRICS_TABLE, DQ_METRICS_SCHEMA, (EVENT_DATE,)),

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from vitals_lake import contract as c
 from vitals_lake.lake import BatchMarker, Lake, one_per_key
 from vitals_lake.summaries import gold_from_silver, hours_from_minutes
-from vitals_lake.trends import diagnosis_hourly, rolling_means
+from vitals_lake.trends import DIAGNOSIS_INPUT_COLUMNS, diagnosis_hourly, rolling_means
 
 
 def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.Table:
@@ -153,9 +153,8 @@ def derive_diagnosis_hourly(lake: Lake, gold: pa.Table, *, batch_id: str) -> Non
     if hours.num_rows == 0:
         return
     lo, hi = pc.min(hours[c.WINDOW_START]).as_py(), pc.max(hours[c.WINDOW_START]).as_py()
-    summary = diagnosis_hourly(
-        lake.read("gold", where=_gold_range(3600, lo, hi)), updated_at_us=time.time_ns() // 1000
-    )
+    hour_rows = lake.read("gold", columns=list(DIAGNOSIS_INPUT_COLUMNS), where=_gold_range(3600, lo, hi))
+    summary = diagnosis_hourly(hour_rows, updated_at_us=time.time_ns() // 1000)
     lake.upsert(
         "diagnosis_hourly",
         summary,

@@ -18,6 +18,18 @@ _UTC_US: Final = pa.timestamp("us", tz="UTC")
 _MINUTE_US: Final = 60_000_000
 
 
+# The Gold columns diagnosis_hourly reads (a reader of Gold's hour rows need decode no others).
+DIAGNOSIS_INPUT_COLUMNS: Final = (
+    c.DIAGNOSIS_CODE,
+    c.WINDOW_START,
+    c.READING_COUNT,
+    *(c.gold_column(v, stat) for v in c.VITAL_NAMES for stat in ("mean", "count")),
+    c.gold_column(c.NEWS2_SCORE, "max"),
+    *(c.gold_column(c.flag_column(f), "count") for f in c.ALERT_FLAGS),
+    c.RISK_LEVEL,
+)
+
+
 def diagnosis_hourly(hour_rows: pa.Table, *, updated_at_us: int) -> pa.Table:
     """Gold one-hour rows (``window_seconds`` = 3600) -> one row per diagnosis per hour."""
     if hour_rows.num_rows == 0:

@@ -27,10 +27,14 @@ def test_loinc_codes_match_fhir_vital_signs_profile():
 
 
 def test_tables_are_partitioned_by_date_never_by_patient():
+    # Low-cardinality columns only: a date first, then (Gold) the window length and the hour.
     for spec in c.TABLES.values():
-        assert c.PATIENT_ID not in spec.partition_by
-        for col in spec.partition_by:
-            assert spec.schema.field(col).type == pa.date32()
+        assert c.PATIENT_ID not in spec.lake_partition_by and c.PATIENT_KEY not in spec.lake_partition_by
+        if spec.partition_by:
+            assert spec.schema.field(spec.partition_by[0]).type == pa.date32()
+        for col in spec.partition_by[1:]:
+            assert col == c.WINDOW_SECONDS
+        assert spec.lake_partition_by[len(spec.partition_by) :] == ((c.EVENT_HOUR,) if spec.hour_of else ())
 
 
 def test_gold_has_every_stat_for_every_vital_and_its_key():
