@@ -28,8 +28,10 @@ MERGE_ATTEMPTS: Final = 6
 _TABLE_CONFIG: Final = {
     "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
     "delta.logRetentionDuration": "interval 7 days",
-    # Batch markers (application transactions) only need to outlive a restart or a replay.
-    "delta.setTransactionRetentionDuration": "interval 7 days",
+    # Batch markers (application transactions) only need to outlive a retried bundle of the same run
+    # (a restart is a new run id): a day is ample. Every checkpoint carries the markers it keeps, and
+    # every writer reads a checkpoint when it opens the table (100,000 markers: 32 ms an open).
+    "delta.setTransactionRetentionDuration": "interval 1 days",
 }
 
 
@@ -44,6 +46,10 @@ class BatchMarker:
 
     writer: str
     batch_id: str
+    # When the marker was written (ms since the epoch; default: now). Delta expires a marker after the
+    # table's retention only if it carries this time: without it, markers were kept forever and every
+    # open of a table read all the batches it had ever committed.
+    written_at_ms: int | None = None
 
     @property
     def app_id(self) -> str:
@@ -53,7 +59,9 @@ class BatchMarker:
         return dt.transaction_version(self.app_id) is not None
 
     def properties(self) -> CommitProperties:
-        return CommitProperties(app_transactions=[Transaction(app_id=self.app_id, version=1)])
+        at = self.written_at_ms if self.written_at_ms is not None else time.time_ns() // 1_000_000
+        marker = Transaction(app_id=self.app_id, version=1, last_updated=at)
+        return CommitProperties(app_transactions=[marker])
 
 
 def _props(marker: BatchMarker | None) -> CommitProperties | None:

@@ -66,6 +66,8 @@ def synthetic_rows(
         vals: list[object]
         if f.name == c.PATIENT_ID:
             vals = [f"P{i % patients:06d}" for i in idx]
+        elif f.name == c.WINDOW_SECONDS:  # a partition column of Gold: one-minute windows, one partition
+            vals = [60] * n
         elif pa.types.is_date32(t):
             vals = [day] * n
         elif pa.types.is_timestamp(t):

@@ -125,7 +125,7 @@ def test_rebuild_from_bronze_matches(replayed, tmp_path):
         .select(cols)
         .equals(replayed.read("silver").sort_by(key).select(cols))
     )
-    gkey = [(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")]
+    gkey = [(k, "ascending") for k in c.GOLD_KEY]
     gcols = [n for n in c.GOLD_SCHEMA.names if n != c.UPDATED_AT]
     assert (
         rebuilt.read("gold")

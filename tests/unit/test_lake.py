@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pyarrow as pa
@@ -194,3 +195,17 @@ def test_a_table_created_before_the_hour_level_keeps_its_layout(tmp_path):
     lake.upsert("gold", _minute_rows(0, 2, readings=6), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
     assert DeltaTable(lake.uri("gold")).metadata().partition_columns == [c.EVENT_DATE]
     assert lake.read("gold")[c.READING_COUNT].to_pylist() == [6]
+
+
+def test_batch_markers_expire_after_the_retention_so_a_checkpoint_does_not_keep_every_batch(lake):
+    # A marker without its time was never expired: every checkpoint carried every batch ever
+    # committed, and every open of the table read them all.
+    two_days_ago_ms = time.time_ns() // 1_000_000 - 2 * 24 * 3600 * 1000
+    old = BatchMarker("silver", "old", written_at_ms=two_days_ago_ms)
+    lake.append("silver", silver(range(3)), marker=old)
+    for i in range(10):  # reach the next checkpoint (checkpointInterval 10), which drops expired markers
+        lake.append("silver", silver(range(3 + i, 4 + i)), marker=BatchMarker("silver", f"new-{i}"))
+    dt = DeltaTable(lake.uri("silver"))
+    assert dt.version() >= 10
+    assert dt.transaction_version(old.app_id) is None  # older than the 1-day retention: gone
+    assert dt.transaction_version(BatchMarker("silver", "new-9").app_id) == 1  # recent: kept
