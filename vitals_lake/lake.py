@@ -1,11 +1,12 @@
 """The Delta Lake tables, written with delta-rs: create, append, de-duplicating insert, upsert, read.
 
 Commit cost dominates delta-rs writes, not rows (about 10-50 ms per commit), so callers hand over
-whole batches: one commit per table per interval, never per reading. Tables are partitioned by date
-only (partitioning by patient_id wrote ~445 files for one 500-row append; see docs/design.md) and
-checkpointed every ``CHECKPOINT_INTERVAL`` commits so the log stays cheap to replay. Upserted tables
-(Gold, rolling means) are partitioned by hour under the date as well: a MERGE rewrites every file that
-holds a matched row, so with date partitions alone each upsert rewrote the whole day.
+whole batches: one commit per table per interval, never per reading. Tables are partitioned by date,
+never by patient (partitioning by patient_id wrote ~445 files for one 500-row append; see
+docs/design.md), and checkpointed every ``CHECKPOINT_INTERVAL`` commits so the log stays cheap to
+replay. Upserted tables (Gold, rolling means) are partitioned by hour under the date as well (Gold by
+window length too): a MERGE rewrites every file that holds a matched row, so with date partitions
+alone each upsert rewrote the whole day.
 """
 
 from __future__ import annotations

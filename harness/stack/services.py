@@ -39,6 +39,8 @@ _SDK_DIRS = ("/usr/lib/google-cloud-sdk", "/usr/share/google-cloud-sdk", "/opt/g
 _INSTALL_EMULATOR = "apt-get install google-cloud-cli-pubsub-emulator openjdk-17-jre-headless"
 # C1-only JIT and the serial GC: the emulator is ready in about 0.6 s instead of 1.4 s on two cores.
 DEFAULT_JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+_START_MARK = " starting: "  # ManagedProcess writes it into the log at every start
+_LOST_PORT = ("Address already in use", "address already in use", "BindException")
 
 
 def tansu_binary() -> str:
@@ -156,13 +158,23 @@ class _Service:
         for attempt in range(3):
             assert self._proc is not None
             try:
-                self._proc.wait_ready(self._ready, timeout)
+                self._proc.wait_ready(self._ready_or_lost_port, timeout)
                 return
             except ServiceExited:
                 self._proc.stop()  # reaps it and anything it forked
                 if self._fixed_port or attempt == 2:
                     raise
                 self.launch()
+
+    def _ready_or_lost_port(self) -> bool:
+        """Ready; or, on an automatic port, fail fast when another program took the port between
+        ``free_port`` and the bind. A JVM whose main thread died on the bind keeps running, so the
+        process does not exit: the log says it."""
+        if not self._fixed_port and self._proc is not None:
+            since_start = self._proc.log_tail(200).rsplit(_START_MARK, 1)[-1]
+            if any(sign in since_start for sign in _LOST_PORT):
+                raise ServiceExited(f"{self.name} lost port {self.port} to another program")
+        return self._ready()
 
     def start(self, timeout: float = 30.0) -> Self:
         if not self.running():

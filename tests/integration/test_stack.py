@@ -209,3 +209,26 @@ def test_a_service_that_dies_at_start_reports_its_log(tmp_path: Path) -> None:
             broker.start(timeout=15)
     assert broker.pid is not None and not pid_alive(broker.pid)
     assert os.path.exists(broker.log_path)
+
+
+def test_a_service_that_loses_its_port_to_another_program_retries_on_a_fresh_one(tmp_path, monkeypatch):
+    # The port picked by free_port is free when picked; another program can take it before the
+    # service binds it. The emulator's JVM then keeps running without listening: the harness must
+    # notice from its log and relaunch on a fresh port, not wait out its timeout and fail.
+    from harness.stack import services  # noqa: PLC0415 - the module whose free_port is replaced
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    real = services.free_port
+    picks = iter([taken.getsockname()[1]])
+    monkeypatch.setattr(services, "free_port", lambda host="127.0.0.1": next(picks, None) or real(host))
+    try:
+        emulator = services.PubSubEmulator(tmp_path).start(timeout=30)
+        try:
+            assert emulator.port != taken.getsockname()[1]
+            emulator.create_topic("port-race-check")
+        finally:
+            emulator.stop()
+    finally:
+        taken.close()
