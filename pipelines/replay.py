@@ -223,7 +223,7 @@ def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
         wall_seconds=time.monotonic() - started,
         gate_seconds=gate_seconds,
         waited_seconds=waited,
-        state_bytes=sum(s.memory_bytes() for s in engine.states.values()),
+        state_bytes=engine.state_bytes(),
     )
 
 

@@ -391,4 +391,5 @@ class BatchEngine:
         return self.lake
 
     def state_bytes(self) -> int:
-        return sum(s.size_bytes() for s in self.states.values())
+        """The shards' memory, in array bytes (cheap: no pickle of the whole state)."""
+        return sum(s.memory_bytes() for s in self.states.values())

@@ -206,10 +206,11 @@ class Lake:
             dt = self.ensure(layer)
             if marker and marker.committed(dt):
                 return {}
-            hourly = _hourly(dt, spec)
+            source = _laid_out(dt, spec, rows)
+            hourly = c.EVENT_HOUR in source.column_names
             merger = (
                 dt.merge(
-                    _laid_out(dt, spec, rows),
+                    source,
                     predicate=predicate + (_hour_bounds(spec, rows) if hourly else ""),
                     source_alias="s",
                     target_alias="t",
@@ -286,8 +287,9 @@ def _hourly(dt: DeltaTable, spec: c.TableSpec) -> bool:
 
 def _laid_out(dt: DeltaTable, spec: c.TableSpec, rows: pa.Table) -> pa.Table:
     """``rows`` (contract schema) with the table's layout column, if it has one."""
-    if spec.hour_of is None or not _hourly(dt, spec):
+    if not _hourly(dt, spec):
         return rows
+    assert spec.hour_of is not None
     return rows.append_column(
         pa.field(c.EVENT_HOUR, pa.int8(), nullable=False), pc.hour(rows[spec.hour_of]).cast(pa.int8())
     )
