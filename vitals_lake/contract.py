@@ -541,6 +541,8 @@ class TableSpec:
     # Upserted tables also partition by the hour of this column (``EVENT_HOUR``): Delta's MERGE
     # rewrites every file holding a matched row, and a date partition upserted all day is one file.
     hour_of: str | None = None
+    # The column whose UTC date is ``EVENT_DATE``: a time range on it selects date partitions.
+    dated_by: str | None = None
 
     @property
     def lake_schema(self) -> pa.Schema:
@@ -556,13 +558,19 @@ class TableSpec:
 
 TABLES: Final[dict[Layer, TableSpec]] = {
     "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,)),
-    "silver": TableSpec(SILVER_TABLE, SILVER_SCHEMA, (EVENT_DATE,)),
-    "gold": TableSpec(GOLD_TABLE, GOLD_SCHEMA, (EVENT_DATE, WINDOW_SECONDS), hour_of=WINDOW_START),
+    "silver": TableSpec(SILVER_TABLE, SILVER_SCHEMA, (EVENT_DATE,), dated_by=TIMESTAMP),
+    "gold": TableSpec(
+        GOLD_TABLE, GOLD_SCHEMA, (EVENT_DATE, WINDOW_SECONDS), hour_of=WINDOW_START, dated_by=WINDOW_START
+    ),
     "quarantine": TableSpec(QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,)),
     "silver_commits": TableSpec(SILVER_COMMITS_TABLE, SILVER_COMMITS_SCHEMA, ()),
     "dq_metrics": TableSpec(DQ_METRICS_TABLE, DQ_METRICS_SCHEMA, (EVENT_DATE,)),
-    "diagnosis_hourly": TableSpec(DIAGNOSIS_HOURLY_TABLE, DIAGNOSIS_HOURLY_SCHEMA, (EVENT_DATE,)),
-    "rolling": TableSpec(ROLLING_TABLE, ROLLING_SCHEMA, (EVENT_DATE,), hour_of=WINDOW_START),
+    "diagnosis_hourly": TableSpec(
+        DIAGNOSIS_HOURLY_TABLE, DIAGNOSIS_HOURLY_SCHEMA, (EVENT_DATE,), dated_by=WINDOW_START
+    ),
+    "rolling": TableSpec(
+        ROLLING_TABLE, ROLLING_SCHEMA, (EVENT_DATE,), hour_of=WINDOW_START, dated_by=WINDOW_START
+    ),
     "bronze_admissions": TableSpec(BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,)),
     "patients": TableSpec(PATIENTS_TABLE, PATIENTS_SCHEMA, ()),
     "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),

@@ -38,11 +38,10 @@ from vitals_lake.gold_state import GoldState, StoredSilver
 from vitals_lake.gold_upsert import (
     derive_diagnosis_hourly,
     read_patients,
-    time_range,
     upsert_gold_rows,
     upsert_rolling_rows,
 )
-from vitals_lake.lake import BatchMarker, Lake, first_per_key
+from vitals_lake.lake import BatchMarker, Lake, TimeSpan, first_per_key
 from vitals_lake.model.artifact import LoadedModel
 from vitals_lake.model.serving import HISTORY_COLUMNS, History, ModelWatcher, ScorerState, score_batch
 from vitals_lake.readings import ParsedBatch, TimeRules
@@ -193,15 +192,10 @@ def shard_readers(lake: Lake, *, shard: int, shards: int) -> ShardReaders:
 
     def silver(lo_us: int, hi_us: int | None, columns: list[str] | None = None) -> pa.Table:
         lo = datetime.fromtimestamp(lo_us / 1e6, UTC)
-        where = (pc.field(c.TIMESTAMP) >= pa.scalar(lo, _US)) & (
-            pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32())
-        )
-        if hi_us is not None:
-            hi = datetime.fromtimestamp(hi_us / 1e6, UTC)
-            where &= (pc.field(c.TIMESTAMP) < pa.scalar(hi, _US)) & (
-                pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32())
-            )
-        rows = lake.read("silver", columns=columns, where=where)
+        hi = None if hi_us is None else datetime.fromtimestamp(hi_us / 1e6, UTC)
+        # [lo, hi): the span selects the files, the filter drops the rows at hi.
+        where = None if hi is None else pc.field(c.TIMESTAMP) < pa.scalar(hi, _US)
+        rows = lake.read("silver", columns=columns, where=where, span=TimeSpan(c.TIMESTAMP, lo, hi))
         return in_shard(rows, shard=shard, shards=shards)
 
     def stored_ids(lo_us: int, hi_us: int | None) -> pa.Table:
@@ -217,9 +211,9 @@ def recent_silver(lake: Lake, patients: list[str], before: float) -> pa.Table:
     """These patients' Silver rows of the baseline span before ``before`` (epoch seconds): what a
     scorer replays to rebuild their baselines and alert state when its shard has no state."""
     hi = datetime.fromtimestamp(before, UTC) - timedelta(microseconds=1)  # rows before, not at
-    where = time_range(c.TIMESTAMP, hi - BASELINE_SPAN, hi)
     ids = pa.array(patients, pa.string())
-    return read_patients(lake, "silver", where, ids, columns=list(HISTORY_COLUMNS))
+    span = TimeSpan(c.TIMESTAMP, hi - BASELINE_SPAN, hi)
+    return read_patients(lake, "silver", span, ids, columns=list(HISTORY_COLUMNS))
 
 
 def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
-from vitals_lake.lake import BatchMarker, Lake, one_per_key
+from vitals_lake.lake import BatchMarker, Lake, TimeSpan, one_per_key
 from vitals_lake.summaries import gold_from_silver, hours_from_minutes
 from vitals_lake.trends import DIAGNOSIS_INPUT_COLUMNS, diagnosis_hourly, rolling_means
 
@@ -35,8 +36,8 @@ def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.T
     minutes = changed.filter(pc.equal(changed[c.WINDOW_SECONDS], 60))
     if minutes.num_rows:
         lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
-        where = time_range(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
-        silver = read_patients(lake, "silver", where, patients)
+        span = TimeSpan(c.TIMESTAMP, lo, hi + timedelta(seconds=59.999999))
+        silver = read_patients(lake, "silver", span, patients)
         fresh = gold_from_silver(silver, window_seconds=60, updated_at_us=now)
         lake.upsert(
             "gold", fresh, keys=c.GOLD_KEY, time_column=c.WINDOW_START, marker=BatchMarker("gold", batch_id)
@@ -45,7 +46,8 @@ def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.T
     hours = pc.unique(pc.floor_temporal(changed[c.WINDOW_START], multiple=3600, unit="second"))
     if len(hours):
         lo, hi = pc.min(hours).as_py(), pc.max(hours).as_py()
-        gold = read_patients(lake, "gold", _gold_range(60, lo, hi + timedelta(seconds=3599)), patients)
+        span = _gold_span(lo, hi + timedelta(seconds=3599))
+        gold = read_patients(lake, "gold", span, patients, where=_minutes)
         hourly = hours_from_minutes(gold, updated_at_us=now)
         lake.upsert(
             "gold",
@@ -78,7 +80,7 @@ def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
         span = timedelta(minutes=c.ROLLING_MINUTES - 1)
         lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
         patients = pc.unique(minutes[c.PATIENT_ID])
-        window = read_patients(lake, "gold", _gold_range(60, lo - span, hi + span), patients)
+        window = read_patients(lake, "gold", _gold_span(lo - span, hi + span), patients, where=_minutes)
         rolled = rolling_means(window, updated_at_us=now)
         ts = rolled[c.WINDOW_START]
         rolled = rolled.filter(
@@ -91,28 +93,27 @@ def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
 
 
 def read_patients(
-    lake: Lake, layer: c.Layer, where: pc.Expression, patients: pa.Array, *, columns: list[str] | None = None
+    lake: Lake,
+    layer: c.Layer,
+    span: TimeSpan,
+    patients: pa.Array,
+    *,
+    where: pc.Expression | None = None,
+    columns: list[str] | None = None,
 ) -> pa.Table:
-    """Rows in a range, then only these patients. The patient filter runs after the scan: files
+    """Rows in a span, then only these patients. The patient filter runs after the scan: files
     written by MERGE store strings as string_view, which an `isin` pushed down to their statistics
     does not match."""
-    rows = lake.read(layer, columns=columns, where=where)
+    rows = lake.read(layer, columns=columns, where=where, span=span)
     return rows.filter(pc.is_in(rows[c.PATIENT_ID], value_set=patients))
 
 
-def time_range(column: str, lo: datetime, hi: datetime) -> pc.Expression:
-    """A time range on a date-partitioned table (the date bounds prune whole partitions)."""
-    typ = pa.timestamp("us", tz="UTC")
-    return (
-        (pc.field(column) >= pa.scalar(lo, typ))
-        & (pc.field(column) <= pa.scalar(hi, typ))
-        & (pc.field(c.EVENT_DATE) >= pa.scalar(lo.date(), pa.date32()))
-        & (pc.field(c.EVENT_DATE) <= pa.scalar(hi.date(), pa.date32()))
-    )
+def _gold_span(lo: datetime, hi: datetime) -> TimeSpan:
+    return TimeSpan(c.WINDOW_START, lo, hi)
 
 
-def _gold_range(window_seconds: int, lo: datetime, hi: datetime) -> pc.Expression:
-    return (pc.field(c.WINDOW_SECONDS) == window_seconds) & time_range(c.WINDOW_START, lo, hi)
+_minutes: Final = pc.field(c.WINDOW_SECONDS) == 60
+_hours: Final = pc.field(c.WINDOW_SECONDS) == 3600
 
 
 def newest_per_key(rows: pa.Table, keys: tuple[str, ...]) -> pa.Table:
@@ -153,7 +154,8 @@ def derive_diagnosis_hourly(lake: Lake, gold: pa.Table, *, batch_id: str) -> Non
     if hours.num_rows == 0:
         return
     lo, hi = pc.min(hours[c.WINDOW_START]).as_py(), pc.max(hours[c.WINDOW_START]).as_py()
-    hour_rows = lake.read("gold", columns=list(DIAGNOSIS_INPUT_COLUMNS), where=_gold_range(3600, lo, hi))
+    columns = list(DIAGNOSIS_INPUT_COLUMNS)
+    hour_rows = lake.read("gold", columns=columns, where=_hours, span=_gold_span(lo, hi))
     summary = diagnosis_hourly(hour_rows, updated_at_us=time.time_ns() // 1000)
     lake.upsert(
         "diagnosis_hourly",

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from tests.factories import T0, bronze, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
-from vitals_lake.lake import BatchMarker, Lake, first_per_key
+from vitals_lake.lake import BatchMarker, Lake, TimeSpan, first_per_key
 from vitals_lake.summaries import gold_from_silver
 
 
@@ -188,6 +190,37 @@ def test_an_upsert_rewrites_only_the_hours_it_touches(lake):
     assert sorted(gold[c.READING_COUNT].to_pylist()) == [6, 12, 12]
 
 
+def test_a_span_selects_the_files_of_its_hours_and_reads_exactly_its_rows(lake):
+    # A scan is built per file listed: a time-bounded read must list the span's files, not the table's.
+    for hour in range(4):
+        lake.upsert("gold", _minute_rows(hour, 1), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    everything = lake.read("gold")
+    starts = sorted(everything[c.WINDOW_START].to_pylist())
+    span = TimeSpan(c.WINDOW_START, starts[1], starts[2])
+    listed = DeltaTable(lake.uri("gold")).file_uris(
+        file_pruning_predicate=span.files(c.TABLES["gold"], hourly=True)
+    )
+    assert {uri.split(f"{c.EVENT_HOUR}=")[1].split("/")[0] for uri in listed} == {
+        str(s.hour) for s in starts[1:3]
+    }
+    read = lake.read("gold", span=span)
+    assert sorted(read[c.WINDOW_START].to_pylist()) == starts[1:3]
+    open_ended = lake.read("gold", columns=[c.WINDOW_START], span=TimeSpan(c.WINDOW_START, starts[2]))
+    assert sorted(open_ended[c.WINDOW_START].to_pylist()) == starts[2:]
+
+
+def test_a_span_on_a_column_that_does_not_date_the_table_prunes_by_statistics_only(lake):
+    rows = silver(range(0, 720, 60))  # one reading every 5 min for an hour
+    # Ingested a day after they were taken: bounding event_date by the ingest date would find nothing.
+    late = pc.add(rows[c.TIMESTAMP], pa.scalar(timedelta(days=1), pa.duration("us")))
+    rows = rows.set_column(rows.schema.get_field_index(c.INGEST_TIME), c.INGEST_TIME, late)
+    lake.append("silver", rows)
+    ingest = sorted(rows[c.INGEST_TIME].to_pylist())
+    span = TimeSpan(c.INGEST_TIME, ingest[3], ingest[5])
+    assert not any(column == c.EVENT_DATE for column, _, _ in span.files(c.TABLES["silver"], hourly=False))
+    assert sorted(lake.read("silver", span=span)[c.INGEST_TIME].to_pylist()) == ingest[3:6]
+
+
 def test_a_table_created_before_the_hour_level_keeps_its_layout(tmp_path):
     lake = Lake(LocalLake(root=tmp_path))
     DeltaTable.create(lake.uri("gold"), schema=c.GOLD_SCHEMA, partition_by=[c.EVENT_DATE])
@@ -195,6 +228,8 @@ def test_a_table_created_before_the_hour_level_keeps_its_layout(tmp_path):
     lake.upsert("gold", _minute_rows(0, 2, readings=6), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
     assert DeltaTable(lake.uri("gold")).metadata().partition_columns == [c.EVENT_DATE]
     assert lake.read("gold")[c.READING_COUNT].to_pylist() == [6]
+    start = lake.read("gold")[c.WINDOW_START][0].as_py()
+    assert lake.read("gold", span=TimeSpan(c.WINDOW_START, start, start)).num_rows == 1
 
 
 def test_batch_markers_expire_after_the_retention_so_a_checkpoint_does_not_keep_every_batch(lake):
@@ -209,3 +244,34 @@ def test_batch_markers_expire_after_the_retention_so_a_checkpoint_does_not_keep_
     assert dt.version() >= 10
     assert dt.transaction_version(old.app_id) is None  # older than the 1-day retention: gone
     assert dt.transaction_version(BatchMarker("silver", "new-9").app_id) == 1  # recent: kept
+
+
+def test_a_thread_opens_a_table_once_and_sees_commits_made_elsewhere(lake, monkeypatch):
+    opened = []
+
+    class Counting(DeltaTable):
+        def __init__(self, *args, **kwargs):
+            opened.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    lake.append("silver", silver(range(10)))
+    monkeypatch.setattr("vitals_lake.lake.DeltaTable", Counting)
+    for start in range(10, 50, 10):
+        lake.append("silver", silver(range(start, start + 10)))
+    write_deltalake(lake.uri("silver"), silver(range(50, 60)), mode="append")  # another writer
+    assert lake.count("silver") == 60
+    assert lake.version("silver") == DeltaTable(lake.uri("silver")).version()
+    assert opened == []  # opened by the first append, then only brought up to date
+
+
+@pytest.mark.parametrize("history", [1, 6])  # the new table's log shorter, or longer, than the old one
+def test_a_table_deleted_and_created_again_is_opened_afresh(lake, history):
+    for hour in range(3):
+        lake.upsert("gold", _minute_rows(hour, 1), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    shutil.rmtree(lake.uri("gold"))
+    other = Lake(lake.settings)  # another process re-creates it and commits
+    for _ in range(history):
+        other.upsert("gold", _minute_rows(5, 1, readings=3), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    lake.upsert("gold", _minute_rows(6, 1, readings=4), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
+    assert sorted(lake.read("gold")[c.READING_COUNT].to_pylist()) == [3, 4]
+    assert DeltaTable(lake.uri("gold")).version() == history + 1  # created, its commits, then ours
