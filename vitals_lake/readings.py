@@ -12,6 +12,7 @@ exception named, and the rest of the batch goes on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
@@ -315,17 +316,12 @@ def parse_json(
     tables: list[pa.Table] = []
     kept: list[np.ndarray] = []
     eligible_text = text.take(pa.array(idx))
-    try:
-        _accept_whole(eligible_text, idx, tables, kept)
-    except _NeedsSplit:
-        # Parse in small chunks and bisect only the chunks that fail: a few bad records cost a few
-        # small parses instead of re-parsing the whole batch at every level.
-        for start in range(0, len(idx), _CHUNK):
-            _parse_range(
-                eligible_text.slice(start, _CHUNK), idx[start : start + _CHUNK], tables, kept, errors
-            )
+    for start in range(0, len(idx), _CHUNK):
+        _parse_chunk(eligible_text.slice(start, _CHUNK), idx[start : start + _CHUNK], tables, kept, errors)
     if tables:
-        parsed = pa.concat_tables(tables)
+        # One chunk per column: a batch with bad records is parsed in many small pieces, and some
+        # kernels pay per chunk (a regex is compiled per chunk: 180 chunks made a check 20x slower).
+        parsed = pa.concat_tables(tables).combine_chunks()
         ok_idx = np.concatenate(kept)
     else:
         parsed = c.READING_JSON_SCHEMA.empty_table()
@@ -333,24 +329,44 @@ def parse_json(
     return parsed, ok_idx, errors
 
 
-_CHUNK: Final = 512
+_CHUNK: Final = 2048
+_FAILED_ROW: Final = re.compile(r" in row (\d+)$")
 
 
-class _NeedsSplit(Exception):
-    pass
+def _parse_chunk(
+    text: pa.Array,
+    idx: np.ndarray,
+    tables: list[pa.Table],
+    kept: list[np.ndarray],
+    errors: dict[int, tuple[str, str]],
+) -> None:
+    """Parse a chunk in one go; past a record Arrow rejects, go on after it.
 
-
-def _accept_whole(text: pa.Array, idx: np.ndarray, tables: list[pa.Table], kept: list[np.ndarray]) -> None:
-    if len(idx) == 0:
+    Arrow names the row it failed on and has accepted every row before it, so a bad record costs
+    one parse of the rows before it and one of itself alone (for the same verdict and detail as
+    always), not a bisection. Anything else (no row named, a row count that does not match) is
+    bisected by :func:`_parse_range`."""
+    start = 0
+    while start < len(idx):
+        rest = text.slice(start)
+        try:
+            table = _read_ndjson(rest)
+        except pa.ArrowInvalid as exc:
+            found = _FAILED_ROW.search(str(exc))
+            row = int(found.group(1)) if found else -1
+            if not 0 <= row < len(rest):
+                _parse_range(rest, idx[start:], tables, kept, errors)
+                return
+            _parse_range(rest.slice(0, row), idx[start : start + row], tables, kept, errors)
+            _parse_range(rest.slice(row, 1), idx[start + row : start + row + 1], tables, kept, errors)
+            start += row + 1
+            continue
+        if table.num_rows != len(rest):
+            _parse_range(rest, idx[start:], tables, kept, errors)
+            return
+        tables.append(table)
+        kept.append(idx[start:])
         return
-    try:
-        table = _read_ndjson(text)
-    except pa.ArrowInvalid as exc:
-        raise _NeedsSplit from exc
-    if table.num_rows != len(idx):
-        raise _NeedsSplit
-    tables.append(table)
-    kept.append(idx)
 
 
 def _read_ndjson(text: pa.Array) -> pa.Table:

@@ -3,6 +3,7 @@ input: tests/property/test_reading_properties.py)."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pyarrow.compute as pc
@@ -120,3 +121,24 @@ def test_impossible_dates_scattered_through_a_large_batch_fail_alone():
         c.EVENT_ID
     )
     assert valid[c.TIMESTAMP].equals(expected[c.TIMESTAMP])
+
+
+def test_bad_records_scattered_over_many_chunks_get_the_verdict_they_get_alone():
+    # A batch is parsed in chunks, going on past each record Arrow rejects: every record must get the
+    # rule and detail it gets when parsed on its own, and every other record must parse as usual.
+    rng = random.Random(5)
+    lines = [raw(reading(i)) for i in range(6_000)]
+    bad_at = sorted(rng.sample(range(len(lines)), 3 * len(BAD)))
+    for n, i in enumerate(bad_at):
+        lines[i] = BAD[n % len(BAD)][0]
+    out = parse_batch(bronze(lines))
+
+    def verdict(q: dict) -> tuple:
+        return tuple(q[c.RULES]), q[c.DETAIL]
+
+    got = {int(q[c.RECORD_REF].rsplit(":", 1)[1]): verdict(q) for q in out.quarantine.to_pylist()}
+    alone = {i: verdict(parse_batch(bronze([lines[i]])).quarantine.to_pylist()[0]) for i in bad_at}
+    assert got == alone
+    good = parse_batch(bronze([line for i, line in enumerate(lines) if i not in set(bad_at)])).valid
+    same = [name for name in good.column_names if name not in (c.RECORD_REF, c.INGEST_TIME)]  # per batch
+    assert out.valid.select(same).sort_by(c.EVENT_ID).equals(good.select(same).sort_by(c.EVENT_ID))
