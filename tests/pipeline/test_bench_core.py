@@ -30,24 +30,56 @@ def _check_ratios(result: dict) -> None:
         assert math.isclose(r["value"], expected, rel_tol=1e-9), r
 
 
-def test_pipeline_core_measures_three_variants_on_the_same_readings(quick_run):
+def test_pipeline_core_measures_four_engines_and_the_start_up_on_the_same_readings(quick_run):
     doc, _ = quick_run
     result = _result(doc, "pipeline_core")
     keys = [v["key"] for v in result["variants"]]
-    assert keys == [pipeline_core.VARIANT_A, pipeline_core.VARIANT_B, pipeline_core.VARIANT_C]
-    n = result["config"]["readings"]
+    pc = pipeline_core
+    assert keys == [
+        pc.VARIANT_A,
+        pc.VARIANT_A_STARTUP,
+        pc.VARIANT_A_MARGINAL,
+        pc.VARIANT_B,
+        pc.VARIANT_C,
+        pc.VARIANT_D,
+    ]
+    config = result["config"]
+    n = config["readings"]
+    rows = {v["key"]: v["rows"] for v in result["variants"]}
+    assert rows[pc.VARIANT_A] == rows[pc.VARIANT_C] == rows[pc.VARIANT_D] == n > pc.STARTUP_LINES
+    assert rows[pc.VARIANT_A_STARTUP] == pc.STARTUP_LINES and rows[pc.VARIANT_B] == config["naive_readings"]
+    assert rows[pc.VARIANT_A_MARGINAL] == n - pc.STARTUP_LINES
+    seconds = {v["key"]: v["seconds"] for v in result["variants"]}
+    assert math.isclose(
+        seconds[pc.VARIANT_A_MARGINAL], max(seconds[pc.VARIANT_A] - seconds[pc.VARIANT_A_STARTUP], 1e-9)
+    )
     for v in result["variants"]:
-        assert v["rows"] == n > 0 and v["seconds"] > 0 and v["rows_per_s"] > 0
+        assert v["rows"] > 0 and v["seconds"] > 0 and v["rows_per_s"] > 0
         assert math.isclose(v["rows_per_s"], v["rows"] / v["seconds"], rel_tol=1e-9)
-        assert "wall" in v["note"]
-    assert [r["numerator"] for r in result["ratios"]] == [pipeline_core.VARIANT_A] * 2
-    assert [r["denominator"] for r in result["ratios"]] == [pipeline_core.VARIANT_B, pipeline_core.VARIANT_C]
+    assert [(r["numerator"], r["denominator"]) for r in result["ratios"]] == [
+        (pc.VARIANT_A, pc.VARIANT_B),
+        (pc.VARIANT_A, pc.VARIANT_C),
+        (pc.VARIANT_A_MARGINAL, pc.VARIANT_D),
+        (pc.VARIANT_A, pc.VARIANT_D),
+    ]
     _check_ratios(result)
-    # The variants did the same work: the same Silver, Gold minute and hour rows.
+    # The variants did the same work: the same Silver, Gold minute and hour rows; DuckDB conserved every line.
     assert result["checks"] and all(result["checks"].values()), result["checks"]
-    counts = result["config"]["counts"]
-    assert counts["A"] == counts["B"] == counts["C"] and counts["A"]["silver"] > 0
-    assert set(result["config"]["targets"]) == {"A >= 20x B", "A >= 0.5x C"}  # reported, not asserted
+    assert config["counts"]["A"] == config["counts"]["C"] and config["counts"]["A"]["silver"] > 0
+    assert config["naive_sample_counts"]["B"] == config["naive_sample_counts"]["C"]
+    duck = config["duckdb_counts"]
+    assert duck["silver"] + duck["quarantined"] + duck["duplicates"] == n
+    # Where the CPU goes: every step named, shares of one run that add up to it.
+    steps = [s["step"] for s in config["profile"]]
+    assert steps[:-1] == [name for name, _ in pc._STEPS]
+    assert math.isclose(sum(s["share"] for s in config["profile"]), 1.0, rel_tol=1e-6)
+    assert config["profile"][0]["seconds"] > 0  # parse_batch ran under the profiler
+    assert set(config["targets"]) == {
+        "A >= 20x B",
+        "A >= 0.5x C",
+        "A marginal >= 100,000 readings/CPU-s",
+        "A marginal >= 0.2x D",
+    }  # reported, not asserted
 
 
 def test_growth_compares_gold_merge_sizes_and_maintenance(quick_run):
