@@ -189,22 +189,10 @@ def pipeline_core(ctx: Context) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp_name:
         tmp = Path(tmp_name)
         ctx.log(f"  simulating {sizes.patients} patients x {sizes.hours:g} h at {sizes.interval:g} s")
-        readings, _ = evaluate.simulate(
-            tmp / "sim",
-            patients=sizes.patients,
-            hours=sizes.hours,
-            interval=sizes.interval,
-            seed=sizes.seed,
-            episode_rate=sizes.episode_rate,
-        )
+        readings, _ = _simulate(tmp / "sim", sizes.patients, sizes.hours, sizes.interval, sizes)
         ctx.log(f"  training {MODEL} on {sizes.train_patients} patients x {sizes.train_hours:g} h")
-        train_readings, train_labels = evaluate.simulate(
-            tmp / "train",
-            patients=sizes.train_patients,
-            hours=sizes.train_hours,
-            interval=sizes.train_interval,
-            seed=sizes.seed + 1,
-            episode_rate=sizes.episode_rate,
+        train_readings, train_labels = _simulate(
+            tmp / "train", sizes.train_patients, sizes.train_hours, sizes.train_interval, sizes, seed_offset=1
         )
         model_dir = tmp / "model"
         with warnings.catch_warnings(action="ignore"):
@@ -308,6 +296,20 @@ def pipeline_core(ctx: Context) -> Result:
         + ", ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in targets.items())
     )
     return result
+
+
+def _simulate(
+    out: Path, patients: int, hours: float, interval: float, sizes: Sizes, *, seed_offset: int = 0
+) -> tuple[Path, Path]:
+    """A cohort's readings and labels (the simulator's faults included)."""
+    return evaluate.simulate(
+        out,
+        patients=patients,
+        hours=hours,
+        interval=interval,
+        seed=sizes.seed + seed_offset,
+        episode_rate=sizes.episode_rate,
+    )
 
 
 def _head(path: Path, out: Path, count: int) -> Path:

@@ -313,15 +313,13 @@ def parse_json(
     eligible &= shaped
 
     idx = np.flatnonzero(eligible)
-    tables: list[pa.Table] = []
-    kept: list[np.ndarray] = []
-    eligible_text = text.take(pa.array(idx))
-    _parse_all(eligible_text, idx, tables, kept, errors)
-    if tables:
+    out = _Pieces(errors=errors)
+    _parse_all(text.take(pa.array(idx)), idx, out)
+    if out.tables:
         # One chunk per column: a batch with bad records is parsed in many small pieces, and some
         # kernels pay per chunk (a regex is compiled per chunk: 180 chunks made a check 20x slower).
-        parsed = pa.concat_tables(tables).combine_chunks()
-        ok_idx = np.concatenate(kept)
+        parsed = pa.concat_tables(out.tables).combine_chunks()
+        ok_idx = np.concatenate(out.kept)
     else:
         parsed = c.READING_JSON_SCHEMA.empty_table()
         ok_idx = np.zeros(0, dtype=np.int64)
@@ -332,13 +330,20 @@ _CHUNK: Final = 2048
 _FAILED_ROW: Final = re.compile(r" in row (\d+)$")
 
 
-def _parse_all(
-    text: pa.Array,
-    idx: np.ndarray,
-    tables: list[pa.Table],
-    kept: list[np.ndarray],
-    errors: dict[int, tuple[str, str]],
-) -> None:
+@dataclass
+class _Pieces:
+    """What parsing a batch found: parsed tables with the record indices they hold, and failures."""
+
+    errors: dict[int, tuple[str, str]]  # record index -> (rule, detail)
+    tables: list[pa.Table] = field(default_factory=list)
+    kept: list[np.ndarray] = field(default_factory=list)
+
+    def accept(self, table: pa.Table, idx: np.ndarray) -> None:
+        self.tables.append(table)
+        self.kept.append(idx)
+
+
+def _parse_all(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
     """Parse the records in one go; past a record Arrow rejects, go on in chunks.
 
     Arrow names the row it failed on and has accepted every row before it, so a bad record costs
@@ -355,17 +360,16 @@ def _parse_all(
             found = _FAILED_ROW.search(str(exc))
             row = int(found.group(1)) if found else -1
             if not 0 <= row < len(piece):
-                _parse_range(piece, idx[start:end], tables, kept, errors)
+                _parse_range(piece, idx[start:end], out)
             else:
-                _parse_range(piece.slice(0, row), idx[start : start + row], tables, kept, errors)
-                _parse_range(piece.slice(row, 1), idx[start + row : start + row + 1], tables, kept, errors)
+                _parse_range(piece.slice(0, row), idx[start : start + row], out)
+                _parse_range(piece.slice(row, 1), idx[start + row : start + row + 1], out)
                 end = start + row + 1
         else:
             if table.num_rows == len(piece):
-                tables.append(table)
-                kept.append(idx[start:end])
+                out.accept(table, idx[start:end])
             else:
-                _parse_range(piece, idx[start:end], tables, kept, errors)
+                _parse_range(piece, idx[start:end], out)
         start, end = end, min(end + _CHUNK, len(idx))
 
 
@@ -386,31 +390,24 @@ def _data_buffer(arr: pa.Array) -> pa.Buffer:
     return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
-def _parse_range(
-    text: pa.Array,
-    idx: np.ndarray,
-    tables: list[pa.Table],
-    kept: list[np.ndarray],
-    errors: dict[int, tuple[str, str]],
-) -> None:
+def _parse_range(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
     if len(idx) == 0:
         return
     problem = ""
     try:
         table = _read_ndjson(text)
         if table.num_rows == len(idx):
-            tables.append(table)
-            kept.append(idx)
+            out.accept(table, idx)
             return
         problem = "record is empty or holds more than one JSON value"
     except pa.ArrowInvalid as exc:
         problem = str(exc)
     if len(idx) == 1:
-        errors[int(idx[0])] = _classify(text[0].as_py(), problem)
+        out.errors[int(idx[0])] = _classify(text[0].as_py(), problem)
         return
     mid = len(idx) // 2
-    _parse_range(text.slice(0, mid), idx[:mid], tables, kept, errors)
-    _parse_range(text.slice(mid), idx[mid:], tables, kept, errors)
+    _parse_range(text.slice(0, mid), idx[:mid], out)
+    _parse_range(text.slice(mid), idx[mid:], out)
 
 
 def _classify(value: str, problem: str) -> tuple[str, str]:
