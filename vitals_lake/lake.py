@@ -176,6 +176,14 @@ class Lake:
         self.settings = settings
         self._open_tables = _OpenTables()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Open tables belong to this process and thread: a pickled Lake (a DoFn, a worker) opens its own.
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.settings = state["settings"]
+        self._open_tables = _OpenTables()
+
     def uri(self, layer: c.Layer) -> str:
         return self.settings.table_uri(c.TABLES[layer].name)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import shutil
 import time
 from datetime import timedelta
@@ -275,3 +276,11 @@ def test_a_table_deleted_and_created_again_is_opened_afresh(lake, history):
     lake.upsert("gold", _minute_rows(6, 1, readings=4), keys=c.GOLD_KEY, time_column=c.WINDOW_START)
     assert sorted(lake.read("gold")[c.READING_COUNT].to_pylist()) == [3, 4]
     assert DeltaTable(lake.uri("gold")).version() == history + 1  # created, its commits, then ours
+
+
+def test_a_lake_with_open_tables_pickles_as_its_settings(lake):
+    lake.append("silver", silver(range(5)))
+    copy = pickle.loads(pickle.dumps(lake))
+    assert copy.settings == lake.settings
+    copy.append("silver", silver(range(5, 8)))
+    assert lake.count("silver") == copy.count("silver") == 8
