@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
+import pyarrow as pa
+
+from vitals_lake.patient_slots import PatientSlots
 
 NEWS2_EMERGENCY: Final = 7  # aggregate NEWS2 that calls for an emergency response (RCP 2017)
 NEWS2_RED_SUBSCORE: Final = 3  # a single parameter scoring 3 calls for urgent review (RCP 2017)
@@ -74,7 +77,7 @@ TRANSITION_STATES: Final = {OPENED: "opened", ESCALATED: "escalated", RESOLVED: 
 
 
 @dataclass
-class _PatientAlert:
+class PatientAlert:
     last_ts: float = -np.inf  # newest reading applied
     run_start: float | None = None  # when the current unbroken run of the condition began
     is_open: bool = False
@@ -110,17 +113,39 @@ class AlertDecisions:
         )
 
 
+_STATE: Final = ("last_ts", "run_start", "is_open", "absent_since", "closed_at", "opened_at", "severity")
+
+
 @dataclass
 class AlertTracker:
-    """Per-patient alert state; :meth:`update` applies a batch of rows and advances it."""
+    """Per-patient alert state as arrays (one row per patient); :meth:`update` applies a batch of rows
+    and advances it.
+
+    The common case is decided for whole batches at once: a patient with no alert open and no row with
+    the condition only moves their clock. Only the rows of patients with the condition present or an
+    alert open are stepped one by one (``stepped`` counts them): the rule's timing is a sequence.
+    """
 
     rule: AlertRule = field(default_factory=AlertRule)
-    patients: dict[str, _PatientAlert] = field(default_factory=dict)
+    index: PatientSlots = field(default_factory=PatientSlots)
+    last_ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    run_start: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN: no run
+    is_open: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    absent_since: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN: not lost
+    closed_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    opened_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    severity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    stepped: int = 0  # rows that took the one-by-one path
+
+    def patient(self, patient_id: str) -> PatientAlert | None:
+        """One patient's state (None: never seen)."""
+        slot = self.index.slot(patient_id)
+        return None if slot is None else self._load(slot)
 
     def update(
         self,
         *,
-        patient_ids: np.ndarray,
+        patient_ids: np.ndarray | pa.Array | pa.ChunkedArray,
         seconds: np.ndarray,
         condition: np.ndarray,
         severity: np.ndarray | None = None,
@@ -133,28 +158,79 @@ class AlertTracker:
         """
         cond = np.asarray(condition, dtype=bool)
         out = AlertDecisions.empty(cond)
-        if len(cond) == 0:
+        n = len(cond)
+        if n == 0:
             return out
-        sev = np.zeros(len(cond), np.int8) if severity is None else np.asarray(severity, np.int8)
-        pid = np.asarray(patient_ids, dtype=object)
+        sev = np.zeros(n, np.int8) if severity is None else np.asarray(severity, np.int8)
         ts = np.asarray(seconds, dtype=np.float64)
-        _, codes = np.unique(pid, return_inverse=True)
-        order = np.lexsort((ts, codes))
-        for rows in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
-            state = self.patients.setdefault(str(pid[rows[0]]), _PatientAlert())
-            if not state.is_open and not cond[rows].any():
-                # The common case, kept cheap: nothing present, nothing open.
-                newest = float(ts[rows[-1]])
-                if newest >= state.last_ts:
-                    state.run_start = None
-                    state.last_ts = newest
-                continue
-            for i in rows:
-                self._step(state, float(ts[i]), bool(cond[i]), int(sev[i]), out=out, i=i)
+        slot, new = self.index.slots(patient_ids)
+        if new:
+            self._grow(len(self.index))
+        order = np.lexsort((ts, slot))
+        s_slot = slot[order]
+        first = np.flatnonzero(np.r_[True, s_slot[1:] != s_slot[:-1]])
+        g_slot = s_slot[first]
+        present = np.logical_or.reduceat(cond[order], first)
+        quiet = ~present & ~self.is_open[g_slot]
+        # Nothing present, nothing open: the clock moves (rows in time order: the last is the newest).
+        newest = ts[order][np.r_[first[1:], n] - 1]
+        moved = quiet & (newest >= self.last_ts[g_slot])
+        self.run_start[g_slot[moved]] = np.nan
+        self.last_ts[g_slot[moved]] = newest[moved]
+        busy = np.flatnonzero(~quiet)
+        if busy.size:
+            ends = np.r_[first[1:], n]
+            s_ts = ts[order]
+            # A patient without an open alert is quiet up to their first row with the condition.
+            first_present = np.minimum.reduceat(np.where(cond[order], np.arange(n), n), first)
+            for g in busy.tolist():
+                state = self._load(int(g_slot[g]))
+                lo = int(first[g])
+                if not state.is_open and first_present[g] > lo:
+                    lo = int(first_present[g])
+                    if s_ts[lo - 1] >= state.last_ts:
+                        state.run_start, state.last_ts = None, float(s_ts[lo - 1])
+                rows = order[lo : ends[g]]
+                for i in rows.tolist():
+                    self._step(state, float(ts[i]), bool(cond[i]), int(sev[i]), out=out, i=i)
+                self._store(int(g_slot[g]), state)
+                self.stepped += len(rows)
         return out
 
+    def _load(self, slot: int) -> PatientAlert:
+        def opt(value: float) -> float | None:
+            return None if np.isnan(value) else float(value)
+
+        return PatientAlert(
+            last_ts=float(self.last_ts[slot]),
+            run_start=opt(self.run_start[slot]),
+            is_open=bool(self.is_open[slot]),
+            absent_since=opt(self.absent_since[slot]),
+            closed_at=float(self.closed_at[slot]),
+            opened_at=float(self.opened_at[slot]),
+            severity=int(self.severity[slot]),
+        )
+
+    def _store(self, slot: int, s: PatientAlert) -> None:
+        self.last_ts[slot] = s.last_ts
+        self.run_start[slot] = np.nan if s.run_start is None else s.run_start
+        self.is_open[slot] = s.is_open
+        self.absent_since[slot] = np.nan if s.absent_since is None else s.absent_since
+        self.closed_at[slot] = s.closed_at
+        self.opened_at[slot] = s.opened_at
+        self.severity[slot] = s.severity
+
+    def _grow(self, rows: int) -> None:
+        more = rows - len(self.last_ts)
+        fresh = PatientAlert()
+        for name in _STATE:
+            default = getattr(fresh, name)
+            array = getattr(self, name)
+            fill = np.nan if default is None else default
+            setattr(self, name, np.r_[array, np.full(more, fill, array.dtype)])
+
     def _step(
-        self, s: _PatientAlert, t: float, present: bool, severity: int, *, out: AlertDecisions, i: int
+        self, s: PatientAlert, t: float, present: bool, severity: int, *, out: AlertDecisions, i: int
     ) -> None:
         rule = self.rule
         transition = NO_CHANGE

@@ -139,7 +139,7 @@ class ShardState:
     def memory_bytes(self) -> int:
         """The bytes of its arrays (rings, event ids, held partials): cheap enough for every batch's
         metrics, unlike :meth:`size_bytes` (about 1 s for a 1 GB shard)."""
-        rings = sum(r.values.nbytes for r in self.scorer.baselines.patients.values())
+        rings = self.scorer.baselines.nbytes
         ids = self.seen.ids.nbytes + self.seen.times_us.nbytes
         gold = sum(w.rows.nbytes for w in (self.gold.minutes, self.gold.hours) if w.rows is not None)
         return rings + ids + gold

@@ -286,19 +286,15 @@ def parse_json(
     eligible = np.ones(n, dtype=bool)
     if skip:
         eligible[list(skip)] = False
-    try:
-        text = raw.cast(pa.string())
-    except pa.ArrowInvalid:
-        for i, value in enumerate(raw.to_pylist()):
-            try:
-                value.decode("utf-8")
-            except UnicodeDecodeError:
-                errors[i] = (ex.RULE_NOT_UTF8, _preview(value))
-                eligible[i] = False
-        text = pa.array(
-            [None if not e else v.decode("utf-8") for v, e in zip(raw.to_pylist(), eligible, strict=True)],
-            pa.string(),
-        )
+    not_utf8 = _not_utf8(raw)
+    for i in not_utf8.tolist():
+        errors[i] = (ex.RULE_NOT_UTF8, _preview(raw[i].as_py()))
+    eligible[not_utf8] = False
+    if not_utf8.size:
+        valid = np.ones(n, dtype=bool)
+        valid[not_utf8] = False
+        raw = pc.if_else(pa.array(valid), raw, pa.scalar(None, raw.type))
+    text = raw.cast(pa.string())
     text = pc.if_else(pa.array(eligible), text, pa.scalar(None, pa.string()))
     breaks = pc.fill_null(pc.match_substring_regex(text, r"[\r\n]"), False).to_numpy(zero_copy_only=False)
     for i in np.flatnonzero(breaks & eligible).tolist():
@@ -327,6 +323,27 @@ def parse_json(
 
 
 _CHUNK: Final = 2048
+_UTF8_PIECE: Final = 4096
+
+
+def _not_utf8(raw: pa.Array) -> np.ndarray:
+    """Indices of the records that are not valid UTF-8: whole pieces are validated at once (one cast),
+    the records of a piece that fails one by one."""
+    bad: list[int] = []
+    for start in range(0, len(raw), _UTF8_PIECE):
+        piece = raw.slice(start, _UTF8_PIECE)
+        try:
+            piece.cast(pa.string())
+        except pa.ArrowInvalid:
+            for i, value in enumerate(piece.to_pylist()):
+                try:
+                    if value is not None:
+                        value.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad.append(start + i)
+    return np.asarray(bad, dtype=np.int64)
+
+
 _FAILED_ROW: Final = re.compile(r" in row (\d+)$")
 
 

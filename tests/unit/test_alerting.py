@@ -68,7 +68,7 @@ def test_rows_in_any_order_are_taken_in_time_order_and_old_readings_change_nothi
     assert d.opened.tolist() == [False, False, True]
     late = tracker.update(patient_ids=np.array(["A"]), seconds=np.array([30.0]), condition=np.array([False]))
     assert late.open.tolist() == [True]
-    assert tracker.patients["A"].run_start == 0.0  # the late absent reading did not break the run
+    assert tracker.patient("A").run_start == 0.0  # the late absent reading did not break the run
 
 
 def test_reasons_combine_the_arms_and_missing_values_count_as_absent():

@@ -125,7 +125,7 @@ class ScorerState:
 
     @property
     def patients(self) -> int:
-        return len(self.baselines.patients)
+        return self.baselines.patients
 
 
 def score_batch(
@@ -167,7 +167,7 @@ def _alerts(
         news2_max_subscore=features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False),
     )
     decisions = tracker.update(
-        patient_ids=np.asarray(features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object),
+        patient_ids=features[c.PATIENT_ID],
         seconds=epoch_seconds(features),
         condition=reasons > 0,
         severity=severity_ranks(silver, reasons),
