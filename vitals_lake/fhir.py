@@ -64,6 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+from vitals_lake.byte_search import containing
 
 # --- Problem rules (quarantine rule names) -------------------------------------------------------
 RULE_MALFORMED: Final = "fhir_malformed"  # not JSON, not an object, or an element of the wrong JSON type
@@ -193,8 +194,12 @@ def looks_like_fhir(raw: pa.Array | pa.ChunkedArray) -> np.ndarray:
         raw = raw.combine_chunks()
     if len(raw) == 0:
         return np.zeros(0, dtype=bool)
-    mask = pc.fill_null(pc.match_substring_regex(raw, _FHIR_RE), False)
-    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+    mask = containing(raw, b'"resourceType"')  # few records have it: the regex checks only those
+    maybe = np.flatnonzero(mask)
+    if maybe.size:
+        shaped = pc.fill_null(pc.match_substring_regex(raw.take(pa.array(maybe)), _FHIR_RE), False)
+        mask[maybe] = np.asarray(shaped.to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
 
 
 def normalise_fhir(records: Sequence[bytes]) -> list[FhirOutcome]:
