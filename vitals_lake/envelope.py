@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -237,18 +238,19 @@ def to_bronze(
     message_id: str | None = None,
     publish_time_us: int | None = None,
     ref_prefix: str | None = None,
+    first_index: int = 0,
 ) -> pa.Table:
     """Bronze rows (``c.BRONZE_SCHEMA``) for decoded records: add lineage and ingest time.
 
     ``record_ref`` names where each record came from: ``kafka:topic:partition:offset`` when the Kafka
-    coordinates are known, else ``<ref_prefix or pubsub:message_id>:index``.
+    coordinates are known, else ``<ref_prefix or pubsub:message_id>:index`` (indices counted from
+    ``first_index``: a file's line numbers).
     """
     n = records.num_rows
     utc = pa.timestamp("us", tz="UTC")
     prefix = ref_prefix or f"pubsub:{message_id}"
-    fallback = pc.binary_join_element_wise(
-        pa.scalar(prefix), pc.cast(pa.array(range(n), pa.int64()), pa.string()), ":"
-    )
+    index = pa.array(np.arange(first_index, first_index + n, dtype=np.int64))
+    fallback = pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(index, pa.string()), ":")
     kafka_ref = pc.binary_join_element_wise(
         pa.scalar("kafka"),
         records[c.KAFKA_TOPIC],
@@ -275,17 +277,47 @@ def to_bronze(
     )
 
 
-def records_from_lines(lines: list[bytes], *, source: Source = "file") -> pa.Table:
+def records_from_lines(lines: list[bytes] | pa.Array, *, source: Source = "file") -> pa.Table:
     """Decoded-envelope rows (``ENVELOPE_COLUMNS``) for raw lines read from a file."""
     n = len(lines)
     return pa.Table.from_arrays(
         [
-            pa.array(lines, pa.binary()),
+            lines if isinstance(lines, pa.Array) else pa.array(lines, pa.binary()),
             pa.array([source] * n, pa.string()),
             *(pa.nulls(n, f.type) for f in list(ENVELOPE_COLUMNS)[2:]),
         ],
         schema=ENVELOPE_COLUMNS,
     )
+
+
+def split_lines(data: bytes, *, final: bool) -> tuple[pa.Array, bytes]:
+    """The lines of a block of a file as one binary array, each without its line break and trailing
+    carriage returns (``line.rstrip(b"\\r\\n")`` of iterating the file), and the unfinished last line
+    (``final``: the file ends there, so it is a line of its own). Array operations over the block: no
+    Python step per line."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    breaks = np.flatnonzero(buf == ord("\n"))
+    tail_at = int(breaks[-1]) + 1 if breaks.size else 0
+    ends = breaks.astype(np.int64)
+    if final and tail_at < len(buf):
+        ends = np.r_[ends, len(buf)]
+        tail_at = len(buf)
+    starts = np.r_[0, breaks[: len(ends) - 1] + 1].astype(np.int64) if len(ends) else ends
+    while True:  # strip carriage returns at the end of a line (any number of them)
+        cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == ord("\r"))
+        if not cr.any():
+            break
+        ends[cr] -= 1
+    lengths = ends - starts
+    inside = np.zeros(len(buf) + 1, dtype=np.int64)  # +1 from each start, -1 from each end
+    inside[starts] += 1  # starts are distinct, and so are ends (an empty line's may coincide)
+    inside[ends] -= 1
+    payload = buf[np.cumsum(inside[:-1]) > 0]
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
+    lines = pa.Array.from_buffers(
+        pa.binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(payload.tobytes())]
+    )
+    return lines, data[tail_at:]
 
 
 def read_jsonl(path: Path | str) -> list[bytes]:
