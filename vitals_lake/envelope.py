@@ -294,30 +294,23 @@ def split_lines(data: bytes, *, final: bool) -> tuple[pa.Array, bytes]:
     """The lines of a block of a file as one binary array, each without its line break and trailing
     carriage returns (``line.rstrip(b"\\r\\n")`` of iterating the file), and the unfinished last line
     (``final``: the file ends there, so it is a line of its own). Array operations over the block: no
-    Python step per line."""
+    Python step per line (only lines ending in a carriage return, rare, are trimmed one by one)."""
     buf = np.frombuffer(data, dtype=np.uint8)
     breaks = np.flatnonzero(buf == ord("\n"))
-    tail_at = int(breaks[-1]) + 1 if breaks.size else 0
-    ends = breaks.astype(np.int64)
-    if final and tail_at < len(buf):
-        ends = np.r_[ends, len(buf)]
-        tail_at = len(buf)
-    starts = np.r_[0, breaks[: len(ends) - 1] + 1].astype(np.int64) if len(ends) else ends
-    while True:  # strip carriage returns at the end of a line (any number of them)
-        cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == ord("\r"))
-        if not cr.any():
-            break
-        ends[cr] -= 1
-    lengths = ends - starts
-    inside = np.zeros(len(buf) + 1, dtype=np.int64)  # +1 from each start, -1 from each end
-    inside[starts] += 1  # starts are distinct, and so are ends (an empty line's may coincide)
-    inside[ends] -= 1
-    payload = buf[np.cumsum(inside[:-1]) > 0]
-    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
+    end = int(breaks[-1]) + 1 if breaks.size else 0
+    if final and end < len(buf):
+        breaks, end = np.r_[breaks, len(buf)], len(buf)
+    # Without the breaks, line i spans [its start - i, its break - i) of the remaining bytes.
+    payload = np.delete(buf[:end], breaks[breaks < len(buf)])
+    offsets = np.r_[0, breaks - np.arange(len(breaks))].astype(np.int32)
     lines = pa.Array.from_buffers(
-        pa.binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(payload.tobytes())]
+        pa.binary(), len(breaks), [None, pa.py_buffer(offsets), pa.py_buffer(payload)]
     )
-    return lines, data[tail_at:]
+    crlf = np.asarray(pc.fill_null(pc.ends_with(lines, b"\r"), False).to_numpy(zero_copy_only=False), bool)
+    if crlf.any():
+        trimmed = [value.rstrip(b"\r") for value in lines.filter(pa.array(crlf)).to_pylist()]
+        lines = pc.replace_with_mask(lines, pa.array(crlf), pa.array(trimmed, pa.binary()))
+    return lines, data[end:]
 
 
 def read_jsonl(path: Path | str) -> list[bytes]:
