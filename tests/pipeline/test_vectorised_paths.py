@@ -1,11 +1,12 @@
 """The vectorised hot path against the per-reading code it replaced, row for row, on a simulated day
 with the simulator's faults.
 
-``tests/reference_baselines.py`` and ``tests/reference_alerting.py`` keep the baselines and the alert
-rule exactly as they were before the hot path was vectorised (a Python loop per patient and per
-reading). Two batch engines take the same batches, one with the reference state in every shard: every
-Silver row (features through the model's scores, alert flags), alert event, Gold row and rolling mean
-must be identical.
+``tests/reference_baselines.py``, ``tests/reference_alerting.py`` and ``tests/reference_gold.py`` keep
+the baselines, the alert rule and the merge of Gold partials exactly as they were before the hot path
+was vectorised (a Python loop per patient and per reading; a sort and group-by per column). Two batch
+engines take the same batches, one with the reference state in every shard: every Silver row
+(features through the model's scores, alert flags), alert event, Gold row and rolling mean must be
+identical; merged partials are compared directly.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import pytest
 from ml import evaluate, train
 from tests.reference_alerting import PerPatientAlertTracker
 from tests.reference_baselines import PerReadingBaselines
+from tests.reference_gold import merge_partials_by_sorting
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.engine import BatchEngine, EngineOutput, EngineSettings, ShardState
+from vitals_lake.gold_state import merge_partials
 from vitals_lake.model.features import FEATURE_NAMES, BaselineState
 from vitals_lake.model.serving import ModelWatcher, ScorerState
+from vitals_lake.summaries import PARTIAL_LAST, window_partials
 
 KEY = b"vectorised-paths-test-key-0123456789"
 WALL_CLOCK = {c.UPDATED_AT}  # when a row was computed: differs between any two runs
@@ -128,3 +132,26 @@ def test_baseline_features_match_the_per_reading_code_in_any_batching(day):
                 )
             if size == 1 and start > 3000:
                 break  # one row at a time: the first 3,000 rows are enough (and slow in the reference)
+
+
+@pytest.mark.parametrize("seconds", [60, 3600])
+def test_merged_gold_partials_match_the_per_column_sorting_code(day, seconds):
+    """Partials of the day's valid rows cut into batches (shuffled: late readings), merged at once."""
+    lines, model = day
+    engine = _engine(model, reference=False)
+    records = envelope.records_from_lines(lines, source="file")
+    gated = engine.gate(envelope.to_bronze(records, ingest_time_us=0, ref_prefix="f"), batch_id="g")
+    rows = pa.concat_tables([t for _, t in gated.shards])
+    rows = rows.take(pa.array(np.random.default_rng(5).permutation(rows.num_rows)))
+    parts = pa.concat_tables(
+        [window_partials(rows.slice(s, 700), window_seconds=seconds) for s in range(0, rows.num_rows, 700)]
+    )
+    assert parts.num_rows > parts.group_by([c.PATIENT_ID, c.WINDOW_START]).aggregate([]).num_rows
+    assert merge_partials(parts).equals(merge_partials_by_sorting(parts))
+    # The same partials again with other latest values at the same times: the later partial wins.
+    again = parts
+    for name in PARTIAL_LAST:
+        index = again.schema.get_field_index(name)
+        again = again.set_column(index, name, pc.add(again[name], 1.0))
+    tied = pa.concat_tables([parts, again])
+    assert merge_partials(tied).equals(merge_partials_by_sorting(tied))
