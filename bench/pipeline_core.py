@@ -383,9 +383,10 @@ def step_profile(readings: Path, lake_dir: Path, model_dir: Path) -> list[Step]:
 # -- C: the bare vectorised loop ------------------------------------------------------------------
 
 
-def _lines(path: Path) -> list[bytes]:
-    with path.open("rb") as fh:
-        return [line.rstrip(b"\r\n") for line in fh]
+def _lines(path: Path) -> pa.Array:
+    """The file's lines as the pipeline's reader splits them (``envelope.split_lines``)."""
+    lines, _ = envelope.split_lines(path.read_bytes(), final=True)
+    return lines
 
 
 def run_bare(readings: Path, lake_dir: Path, model_dir: Path, *, batch: int | None = None) -> Counts | None:
@@ -405,7 +406,7 @@ def run_bare(readings: Path, lake_dir: Path, model_dir: Path, *, batch: int | No
     size = batch or max(len(lines), 1)
     for number, start in enumerate(range(0, len(lines), size)):
         now = time.time_ns() // 1000
-        records = envelope.records_from_lines(lines[start : start + size], source="file")
+        records = envelope.records_from_lines(lines.slice(start, size), source="file")
         bronze = envelope.to_bronze(records, ingest_time_us=now, ref_prefix=f"file:{readings}")
         engine.run(bronze, batch_id=f"{now}-{number}-bare")
     return None
