@@ -1,10 +1,16 @@
-"""Arrow tables cross Beam's stage boundaries as Arrow IPC streams.
+"""Arrow tables across Beam's stage boundaries: as Arrow IPC streams, sized without encoding.
 
-Beam encodes a ``pa.Table`` element with pickle, and pyarrow pickles an array's whole buffers even
-when the array is a slice of a larger one: a 5,000-row slice of a file block carried the block, and
-the pipeline pickled 9.9 GB for 716,132 readings (173 MB of payloads), 4.9 CPU-s in ``pickle.dumps``
-alone. An IPC stream writes only the rows a table holds. Registered with ``copyreg`` when
-``pipelines`` is imported, so the encoding and the decoding worker both use it.
+Two costs, both measured on 716,132 readings (173 MB of payloads) in ``pipeline_core``:
+
+* pyarrow pickles an array's whole buffers even when the array is a slice of a larger one: a
+  5,000-row slice of a file block carried the block, and the pipeline pickled 9.9 GB (4.9 CPU-s in
+  ``pickle.dumps``). An IPC stream writes only the rows a table holds. The reducer is registered with
+  ``copyreg`` when ``pipelines`` is imported, so every pickle of a table (Beam's fallback coder, keyed
+  state) uses it.
+* Beam samples the size of the elements of every PCollection for its metrics, by encoding them: with a
+  few large elements it samples all of them, so each table was encoded three to six times (2.9 GB). A
+  PCollection typed ``pa.Table`` (or a tuple holding one) gets :class:`ArrowTableCoder`, whose size
+  estimate is the table's ``nbytes``: no encoding.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import copyreg
 from collections.abc import Callable
 
+import apache_beam as beam
 import pyarrow as pa
 
 
@@ -32,5 +39,25 @@ def _reduce(table: pa.Table) -> tuple[Callable[[pa.Buffer | bytes], pa.Table], t
     return table_from_ipc, (table_to_ipc(table),)
 
 
+class ArrowTableCoder(beam.coders.Coder):
+    """A ``pa.Table`` as an Arrow IPC stream; its estimated size is its ``nbytes``."""
+
+    def encode(self, value: pa.Table) -> bytes:
+        return bytes(table_to_ipc(value))
+
+    def decode(self, encoded: bytes) -> pa.Table:
+        return table_from_ipc(encoded)
+
+    def estimate_size(self, value: pa.Table) -> int:
+        return int(value.nbytes)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self) -> type:
+        return pa.Table
+
+
 def register() -> None:
     copyreg.pickle(pa.Table, _reduce)
+    beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)

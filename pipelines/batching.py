@@ -56,7 +56,7 @@ class _SpreadKey(beam.DoFn):
 
 
 class BatchForCommit(beam.PTransform):
-    """elements -> (batch_id, [elements]) once per ``interval`` seconds of processing time, in
+    """tables -> (batch_id, [tables]) once per ``interval`` seconds of processing time, in
     ``shards`` batches per interval (spread by ``fingerprint``) so that as many workers share them."""
 
     def __init__(
@@ -74,13 +74,17 @@ class BatchForCommit(beam.PTransform):
         self.fingerprint = fingerprint
 
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        # Typed as tables all the way, so that Beam codes them with ArrowTableCoder (no encoding just to
+        # sample their sizes; pipelines/arrow_pickling.py).
         return (
             pcoll
-            | "RestampToProcessingTime" >> beam.ParDo(_RestampToNow())
-            | "CommitWindows" >> beam.WindowInto(FixedWindows(self.interval))
-            | "SpreadOverShards" >> beam.ParDo(_SpreadKey(self.shards, self.fingerprint))
+            | "RestampToProcessingTime"
+            >> beam.ParDo(_RestampToNow()).with_input_types(pa.Table).with_output_types(pa.Table)
+            | "CommitWindows" >> beam.WindowInto(FixedWindows(self.interval)).with_output_types(pa.Table)
+            | "SpreadOverShards"
+            >> beam.ParDo(_SpreadKey(self.shards, self.fingerprint)).with_output_types(tuple[int, pa.Table])
             | "Gather" >> beam.GroupByKey()
-            | "NameBatch" >> beam.ParDo(_NameBatch(self.run_id))
+            | "NameBatch" >> beam.ParDo(_NameBatch(self.run_id)).with_output_types(tuple[str, list[pa.Table]])
         )
 
 

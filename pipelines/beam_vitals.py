@@ -58,6 +58,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
@@ -114,7 +115,8 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     batches = (
         bronze_rows
         | "BatchForCommit" >> BatchForCommit(timing.commit_interval, run_id=run_id, shards=engine.shards)
-        | "ConcatBatch" >> beam.Map(concat_batch, schema=c.BRONZE_SCHEMA)
+        | "ConcatBatch"
+        >> beam.Map(concat_batch, schema=c.BRONZE_SCHEMA).with_output_types(tuple[str, pa.Table])
     )
 
     # 3. Bronze: as received (a replay from Bronze writes it only into a different lake).

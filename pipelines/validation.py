@@ -57,6 +57,19 @@ ROLLING = "rolling"
 log = logging.getLogger(__name__)
 
 
+BATCH_OF_ROWS: Final = tuple[str, pa.Table]  # (batch id, rows)
+
+
+def typed_tables(outputs: pvalue.DoOutputsTuple, types: dict[str, object]) -> pvalue.DoOutputsTuple:
+    """Give tagged outputs their element types (``with_output_types`` types only the main output), so
+    that their tables are coded by ``ArrowTableCoder`` (pipelines/arrow_pickling.py)."""
+    for tag, element_type in types.items():
+        outputs[tag].element_type = beam.typehints.native_type_compatibility.convert_to_beam_type(
+            element_type
+        )
+    return outputs
+
+
 def batch_window_start(batch_id: str) -> int:
     """Batch ids are ``<window start in µs>-<shard>-<run id>`` (see ``batching.BatchForCommit``)."""
     return int(batch_id.split("-", 1)[0])
@@ -111,9 +124,10 @@ class GateReadings(beam.PTransform):
         self.settings = settings
 
     def expand(self, batches: beam.PCollection) -> pvalue.DoOutputsTuple:
-        return batches | "ParseCheckEnrich" >> beam.ParDo(
+        outputs = batches | "ParseCheckEnrich" >> beam.ParDo(
             GateReadingsFn(self.lake, self.settings)
-        ).with_outputs(QUARANTINE, DQ, main="valid")
+        ).with_output_types(tuple[int, pa.Table]).with_outputs(QUARANTINE, DQ, main="valid")
+        return typed_tables(outputs, {QUARANTINE: BATCH_OF_ROWS, DQ: BATCH_OF_ROWS})
 
 
 class _NameShardBatch(beam.DoFn):
@@ -256,17 +270,21 @@ class AdvanceShards(beam.PTransform):
         self.model_poll = model_poll
 
     def expand(self, keyed: beam.PCollection) -> pvalue.DoOutputsTuple:
-        return (
+        outputs = (
             keyed
             # Still in the ingest batches' commit windows: one batch per shard per interval.
             | "GatherPerShard" >> beam.GroupByKey()
-            | "NameShardBatch" >> beam.ParDo(_NameShardBatch(self.run_id))
+            | "NameShardBatch"
+            >> beam.ParDo(_NameShardBatch(self.run_id)).with_output_types(tuple[int, tuple[str, pa.Table]])
             # Keyed state must outlive the commit windows: it is per shard, for the whole run.
-            | "ShardStateLivesAcrossWindows" >> beam.WindowInto(GlobalWindows())
+            | "ShardStateLivesAcrossWindows"
+            >> beam.WindowInto(GlobalWindows()).with_output_types(tuple[int, tuple[str, pa.Table]])
             | "DedupScoreAlertInsert"
             >> beam.ParDo(
                 AdvanceShardFn(self.lake, self.settings, self.model_uri, self.model_poll, self.run_id)
             )
             .with_input_types(beam.typehints.KV[int, Any])  # an int key: a deterministic coder for the state
+            .with_output_types(pa.Table)
             .with_outputs(ALERTS, GOLD, ROLLING, main="silver")
         )
+        return typed_tables(outputs, {ALERTS: BATCH_OF_ROWS, GOLD: pa.Table, ROLLING: pa.Table})

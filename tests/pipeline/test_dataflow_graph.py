@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from apache_beam import coders
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pipeline import PipelineVisitor
 
+from pipelines.arrow_pickling import ArrowTableCoder
 from pipelines.beam_vitals import create_pipeline
 
 
@@ -97,3 +100,39 @@ def test_the_keys_the_graph_uses_spread_over_every_shard():
     assert min(sizes) > 2050 / 8 * 0.7  # HMAC spreads patients evenly
     homes = [s for s, t in parts if "P-0007" in t[c.PATIENT_ID].to_pylist()]
     assert len(homes) == 1
+
+
+def test_tables_cross_the_stage_boundaries_with_the_arrow_coder():
+    """The PCollections that carry the readings' tables through the shuffles are typed, so Beam codes
+    them as Arrow IPC and estimates their size without encoding them (pipelines/arrow_pickling.py)."""
+    proto_options = PipelineOptions(
+        [
+            "--subscription=projects/vitals-demo-123/subscriptions/s",
+            "--lake=gs://vitals-demo-lake/lake",
+            "--streaming",
+        ]
+    )
+    pipeline = create_pipeline(proto_options)
+    produced: dict[str, object] = {}
+
+    class Outputs(PipelineVisitor):
+        def visit_transform(self, node) -> None:
+            for tag, pcoll in node.outputs.items():
+                produced[node.full_label if tag is None else f"{node.full_label}[{tag}]"] = (
+                    coders.registry.get_coder(pcoll.element_type)
+                )
+
+    pipeline.visit(Outputs())
+
+    for label in (
+        "BatchForCommit/SpreadOverShards",
+        "BatchForCommit/NameBatch",
+        "ConcatBatch",
+        "GateReadings/ParseCheckEnrich/ParDo(GateReadingsFn)",
+        "GateReadings/ParseCheckEnrich/ParDo(GateReadingsFn)[quarantine]",
+        "AdvanceShards/NameShardBatch",
+        "AdvanceShards/DedupScoreAlertInsert/ParDo(AdvanceShardFn)[gold]",
+        "AdvanceShards/DedupScoreAlertInsert/ParDo(AdvanceShardFn)[alerts]",
+        "BatchGold/SpreadOverShards",
+    ):
+        assert ArrowTableCoder.__name__ in repr(produced[label]), (label, produced[label])

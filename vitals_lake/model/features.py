@@ -74,7 +74,7 @@ class BaselineState:
     warmup: int = 12
     refresh_every: int = 10
     index: PatientSlots = field(default_factory=PatientSlots)  # each patient's row in the arrays
-    values: np.ndarray = field(init=False, repr=False)  # rows x capacity x vitals ring; NaN = empty
+    values: np.ndarray = field(init=False, repr=False)  # rows x capacity x vitals ring (first ``size``)
     size: np.ndarray = field(init=False, repr=False)  # entries in each ring
     head: np.ndarray = field(init=False, repr=False)  # where each ring's next entry goes
     added: np.ndarray = field(init=False, repr=False)  # entries since the statistics were refreshed
@@ -86,7 +86,7 @@ class BaselineState:
     def __post_init__(self) -> None:
         if self.capacity < 1 or self.warmup < 1 or self.refresh_every < 1 or self.spacing_seconds < 0:
             raise ValueError("capacity, warmup and refresh_every must be >= 1, spacing_seconds >= 0")
-        self.values = np.full((0, self.capacity, _N), np.nan)
+        self.values = np.empty((0, self.capacity, _N))
         self.size, self.head, self.added = (np.zeros(0, np.int64) for _ in range(3))
         self.last_ts, self.last_add_ts = np.zeros(0), np.zeros(0)
         self.median, self.scale = np.zeros((0, _N)), np.zeros((0, _N))
@@ -219,9 +219,12 @@ class BaselineState:
             self._refresh(slots[due])
 
     def _refresh(self, slots: np.ndarray) -> None:
-        # The ring's filled entries are its first ``size`` (all of them once full); the rest are NaN,
+        # The ring's filled entries are its first ``size`` (all of them once full); the rest become NaN,
         # which the NaN-aware median skips like the gaps of an unmeasured vital.
-        window = self.values[slots, : int(self.size[slots].max())]
+        size = self.size[slots]
+        window = self.values[slots, : int(size.max())]
+        filled = np.arange(window.shape[1])[None, :] < size[:, None]
+        window = np.where(filled[:, :, None], window, np.nan)
         med = _nanmedian(window)
         mad = _nanmedian(np.abs(window - med[:, None, :]))
         with np.errstate(invalid="ignore"):
@@ -244,7 +247,11 @@ class BaselineState:
         if rows <= have:
             return
         more = max(rows, have + have // 4 + 8) - have
-        self.values = np.concatenate([self.values, np.full((more, self.capacity, _N), np.nan)])
+        # Uninitialised, and only the rows in use copied: the spare rows' pages stay untouched (not
+        # resident) until a patient takes one; a ring is read only up to its size.
+        values = np.empty((have + more, self.capacity, _N))
+        values[:have] = self.values
+        self.values = values
         self.size, self.head, self.added = (
             np.r_[a, np.zeros(more, np.int64)] for a in (self.size, self.head, self.added)
         )
