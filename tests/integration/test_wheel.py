@@ -9,6 +9,7 @@ the ~140 runtime distributions once they are cached; the first run on a machine 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,20 @@ NOT_IN_THE_RUNTIME = (
     "pytest",
 )
 PATIENTS, PER_PATIENT = 3, 20
+_NETWORK_SETTINGS = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "UV_NATIVE_TLS",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+)
 
 PROBE = textwrap.dedent(
     """
@@ -116,6 +131,9 @@ def _source_tree(dest: Path) -> None:
 
 def test_the_installed_wheel_runs_the_pipeline_without_the_repository(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "UV_NO_PROGRESS": "1"}
+    # A wheel not in uv's cache is downloaded: the machine's certificates and proxy settings go along
+    # (a network behind a TLS-inspecting proxy trusts its CA through SSL_CERT_FILE).
+    env |= {k: v for k, v in os.environ.items() if k in _NETWORK_SETTINGS}
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
     _run([str(UV), "venv", "--quiet", "--python", sys.executable, str(venv)], env=env)
