@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 
 from ml import evaluate, train
 from pipelines.beam_vitals import run
@@ -44,15 +45,20 @@ def version(path: Path) -> str:
 def test_the_pipeline_scores_every_silver_reading_with_the_deployed_model(models, tmp_path):
     readings, v1, _ = models
     lake_dir = tmp_path / "lake"
-    run(["--input-jsonl", str(readings), "--lake", str(lake_dir), "--model-uri", str(v1)])
+    result = run(["--input-jsonl", str(readings), "--lake", str(lake_dir), "--model-uri", str(v1)])
     lake = Lake(LocalLake(root=lake_dir))
-    silver = lake.read("silver", columns=[c.ANOMALY_SCORE, c.IS_ANOMALY, c.MODEL_VERSION])
+    silver = lake.read("silver", columns=[c.ANOMALY_SCORE, c.IS_ANOMALY, c.MODEL_VERSION, c.ALERT_OPEN])
     assert silver.num_rows > 0
     assert silver[c.ANOMALY_SCORE].null_count == 0
     assert set(silver[c.MODEL_VERSION].to_pylist()) == {version(v1)}
     assert 0 < pc.sum(silver[c.IS_ANOMALY]).as_py() < silver.num_rows
     gold = lake.read("gold", columns=[c.gold_column(c.ANOMALY_SCORE, "max")])
     assert gold[c.gold_column(c.ANOMALY_SCORE, "max")].null_count == 0
+    # The rows the alert rule stepped one by one are counted: at least every row with an alert open,
+    # far fewer than all rows (the rest are settled batch-wise).
+    stepped = result.metrics().query(MetricsFilter().with_name("rows_stepped_one_by_one"))["counters"]
+    count = sum(m.committed for m in stepped)
+    assert 0 < pc.sum(silver[c.ALERT_OPEN]).as_py() <= count < silver.num_rows
 
 
 def test_without_a_model_readings_are_stored_unscored(tmp_path):
