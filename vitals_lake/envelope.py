@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+from vitals_lake.masks import true_where
 
 ENVELOPE_VERSION: Final = 1
 Source = Literal["kafka", "simulator", "file", "pubsub"]
@@ -306,7 +307,7 @@ def split_lines(data: bytes, *, final: bool) -> tuple[pa.Array, bytes]:
     lines = pa.Array.from_buffers(
         pa.binary(), len(breaks), [None, pa.py_buffer(offsets), pa.py_buffer(payload)]
     )
-    crlf = np.asarray(pc.fill_null(pc.ends_with(lines, b"\r"), False).to_numpy(zero_copy_only=False), bool)
+    crlf = true_where(pc.ends_with(lines, b"\r"))
     if crlf.any():
         trimmed = [value.rstrip(b"\r") for value in lines.filter(pa.array(crlf)).to_pylist()]
         lines = pc.replace_with_mask(lines, pa.array(crlf), pa.array(trimmed, pa.binary()))

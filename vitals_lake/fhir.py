@@ -65,6 +65,7 @@ import pyarrow.compute as pc
 
 from vitals_lake import contract as c
 from vitals_lake.byte_search import containing
+from vitals_lake.masks import true_where
 
 # --- Problem rules (quarantine rule names) -------------------------------------------------------
 RULE_MALFORMED: Final = "fhir_malformed"  # not JSON, not an object, or an element of the wrong JSON type
@@ -197,8 +198,7 @@ def looks_like_fhir(raw: pa.Array | pa.ChunkedArray) -> np.ndarray:
     mask = containing(raw, b'"resourceType"')  # few records have it: the regex checks only those
     maybe = np.flatnonzero(mask)
     if maybe.size:
-        shaped = pc.fill_null(pc.match_substring_regex(raw.take(pa.array(maybe)), _FHIR_RE), False)
-        mask[maybe] = np.asarray(shaped.to_numpy(zero_copy_only=False), dtype=bool)
+        mask[maybe] = true_where(pc.match_substring_regex(raw.take(pa.array(maybe)), _FHIR_RE))
     return mask
 
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+from vitals_lake.masks import true_where
 from vitals_lake.summaries import (
     GOLD_ENRICHMENT,
     PARTIAL_LAST,
@@ -54,7 +55,7 @@ def merge_partials(partials: pa.Table) -> pa.Table:
     same[1:] = True
     for k in _KEYS:
         column = keyed[k].combine_chunks()
-        same[1:] &= _flags(pc.equal(column.slice(1), column.slice(0, len(column) - 1)))
+        same[1:] &= true_where(pc.equal(column.slice(1), column.slice(0, len(column) - 1)))
     if not same.any():
         return partials
     group = np.cumsum(~same) - 1
@@ -72,17 +73,13 @@ def merge_partials(partials: pa.Table) -> pa.Table:
     for value, at in (*PARTIAL_LAST.items(), *((e, c.LAST_READING_TIME) for e in GOLD_ENRICHMENT)):
         values = partials[value].take(order)
         when = _nullable_micros(partials[at].take(order))
-        present = np.flatnonzero(_flags(values.is_valid()))
+        present = np.flatnonzero(true_where(values.is_valid()))
         ranked = present[np.lexsort((position[present], when[present], group[present]))]
         last = ranked[np.r_[group[ranked][1:] != group[ranked][:-1], True]] if ranked.size else ranked
         picked = np.full(merged.num_rows, -1, np.int64)
         picked[group[last]] = last
         columns[value] = values.take(pa.array(picked, mask=picked < 0))
     return pa.table({name: columns[name] for name in partials.column_names}, schema=partials.schema)
-
-
-def _flags(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _nullable_micros(values: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -28,6 +28,7 @@ from vitals_lake import envelope, fhir
 from vitals_lake import expectations as ex
 from vitals_lake.byte_search import containing
 from vitals_lake.isolation import run_isolating
+from vitals_lake.masks import true_where
 
 _UTC_US: Final = pa.timestamp("us", tz="UTC")
 _PARSE_OPTIONS: Final = pj.ParseOptions(
@@ -300,11 +301,11 @@ def parse_json(
     eligible &= ~breaks
     # Anything not shaped like one object (truncated, empty, an array) is classified directly. Most
     # records start with "{" and end with "}"; only the others need the regex (surrounding blanks).
-    shaped = _flags(pc.starts_with(text, b"{")) & _flags(pc.ends_with(text, b"}"))
+    shaped = true_where(pc.starts_with(text, b"{")) & true_where(pc.ends_with(text, b"}"))
     unsure = np.flatnonzero(eligible & ~shaped)
     if unsure.size:
         rest = text.take(pa.array(unsure))
-        shaped[unsure] = _flags(pc.match_substring_regex(rest, r"^\s*\{.*\}\s*$"))
+        shaped[unsure] = true_where(pc.match_substring_regex(rest, r"^\s*\{.*\}\s*$"))
     for i in np.flatnonzero(eligible & ~shaped).tolist():
         errors[i] = _classify(text[i].as_py(), "record is not one JSON object")
     eligible &= shaped
@@ -427,10 +428,6 @@ def _parse_range(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
     mid = len(idx) // 2
     _parse_range(text.slice(0, mid), idx[:mid], out)
     _parse_range(text.slice(mid), idx[mid:], out)
-
-
-def _flags(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _classify(value: str | bytes, problem: str) -> tuple[str, str]:

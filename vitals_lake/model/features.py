@@ -172,7 +172,7 @@ class BaselineState:
         start_med, start_scale = self.median[g_slot], self.scale[g_slot]
         snap_med, snap_scale = np.empty((n, _N)), np.empty((n, _N))
         is_entry = np.zeros(n, bool)
-        find = _EntryFinder(us, group, first, end)
+        find = _EntryFinder(us, group, groups)
         pos = first.copy()
         last_add = self.last_add_ts[g_slot].copy()
         active = np.arange(groups)
@@ -268,13 +268,12 @@ class _EntryFinder:
     """Each patient's first row at or after a position whose time is at least ``spacing`` after a
     given time, for many patients at once: one binary search over the rows keyed by (patient, time)."""
 
-    def __init__(self, us: np.ndarray, group: np.ndarray, first: np.ndarray, end: np.ndarray) -> None:
+    def __init__(self, us: np.ndarray, group: np.ndarray, groups: int) -> None:
         self.lo = int(us.min())
         self.span = int(us.max()) - self.lo + 2  # offsets 0 .. span - 1 within a patient
-        if len(first) * self.span >= 2**62:
+        if groups * self.span >= 2**62:
             raise ValueError("a batch spans too long a time for its patients: split it")
         self.keys = group.astype(np.int64) * self.span + (us - self.lo)
-        self.end = end
 
     def next_at(
         self, groups: np.ndarray, pos: np.ndarray, after_s: np.ndarray, spacing_s: float
@@ -324,8 +323,7 @@ def feature_matrix(features: pa.Table, names: tuple[str, ...] = DEVIATION_FEATUR
 
 def epoch_seconds(table: pa.Table) -> np.ndarray:
     """The rows' timestamps as float seconds since the epoch."""
-    us = pc.cast(pc.cast(table[c.TIMESTAMP], pa.timestamp("us", tz="UTC")), pa.int64())
-    return np.asarray(us.to_numpy(zero_copy_only=False), dtype=np.float64) / 1e6
+    return _micros(table) / 1e6
 
 
 def _news2(table: pa.Table) -> pa.Array:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from vitals_lake import contract as c
 from vitals_lake.alert_events import alert_events, severity_ranks
 from vitals_lake.alerting import AlertDecisions, AlertRule, AlertTracker
+from vitals_lake.masks import true_where
 from vitals_lake.model import artifact
 from vitals_lake.model.artifact import ArtifactError, LoadedModel
 from vitals_lake.model.features import NEWS2_MAX_SUBSCORE, BaselineState, epoch_seconds
@@ -195,7 +196,7 @@ def _restore(state: ScorerState, silver: pa.Table, history: History | None) -> N
         return
     past = past.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
     features = state.baselines.update(past)
-    stored = np.asarray(pc.fill_null(past[c.IS_ANOMALY], False).to_numpy(zero_copy_only=False), bool)
+    stored = true_where(past[c.IS_ANOMALY])
     _alerts(state.alerts, past, features, stored)  # state only: these events were published before
     log.info("restored baselines and alert state of %d patients from %d Silver rows", len(new), past.num_rows)
 
