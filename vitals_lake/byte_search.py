@@ -8,8 +8,63 @@ cheaper. A hit that straddles two records does not count.
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 import pyarrow as pa
+
+
+def _offsets(records: pa.Array) -> np.ndarray:
+    n = len(records)
+    wide = pa.types.is_large_binary(records.type) or pa.types.is_large_string(records.type)
+    width = 8 if wide else 4
+    return np.frombuffer(
+        records.buffers()[1], dtype=np.int64 if wide else np.int32, count=n + 1, offset=records.offset * width
+    )
+
+
+def framed_by(records: pa.Array, first: bytes, last: bytes) -> np.ndarray:
+    """Bool mask of the records (binary or string; null or empty: False) whose first byte is ``first``
+    and last byte is ``last``: two gathers from the data buffer, where Arrow's ``starts_with`` and
+    ``ends_with`` visit every value (0.3 CPU-s each on 716,000 readings)."""
+    n = len(records)
+    data = records.buffers()[2] if n else None
+    if data is None or data.size == 0:
+        return np.zeros(n, dtype=bool)
+    offsets = _offsets(records)
+    size = np.diff(offsets)
+    nonempty = size > 0
+    bytes_ = np.frombuffer(data, np.uint8)
+    head = bytes_[np.where(nonempty, offsets[:-1], 0)]
+    tail = bytes_[np.where(nonempty, offsets[1:] - 1, 0)]
+    mask = nonempty & (head == ord(first)) & (tail == ord(last))
+    if records.null_count:
+        mask &= np.asarray(records.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
+
+
+_WINDOW: Final = 8 << 20  # bytes compared at once: bounds the temporary mask
+
+
+def non_ascii(records: pa.Array) -> np.ndarray:
+    """Bool mask of the records (binary or string; null: False) holding a byte above 0x7F: the only
+    ones that can be invalid UTF-8 (pure ASCII always is valid). One comparison over the data buffer,
+    then a look-up of the few records hit."""
+    n = len(records)
+    mask = np.zeros(n, dtype=bool)
+    data = records.buffers()[2] if n else None
+    if data is None:
+        return mask
+    offsets = _offsets(records)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    bytes_ = np.frombuffer(data, np.uint8)
+    for start in range(lo, hi, _WINDOW):
+        hits = np.flatnonzero(bytes_[start : min(start + _WINDOW, hi)] > 0x7F) + start
+        if hits.size:
+            mask[np.searchsorted(offsets, hits, side="right") - 1] = True
+    if records.null_count:
+        mask &= np.asarray(records.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
 
 
 def containing(records: pa.Array, *needles: bytes) -> np.ndarray:
@@ -19,11 +74,7 @@ def containing(records: pa.Array, *needles: bytes) -> np.ndarray:
     data = records.buffers()[2] if n else None
     if data is None or not all(needles):
         return mask
-    wide = pa.types.is_large_binary(records.type) or pa.types.is_large_string(records.type)
-    width = 8 if wide else 4
-    offsets = np.frombuffer(
-        records.buffers()[1], dtype=np.int64 if wide else np.int32, count=n + 1, offset=records.offset * width
-    )
+    offsets = _offsets(records)
     lo, hi = int(offsets[0]), int(offsets[-1])
     blob = memoryview(data)[lo:hi].tobytes()
     relative = offsets - lo

@@ -26,7 +26,7 @@ import pyarrow.json as pj
 from vitals_lake import contract as c
 from vitals_lake import envelope, fhir
 from vitals_lake import expectations as ex
-from vitals_lake.byte_search import containing
+from vitals_lake.byte_search import containing, framed_by, non_ascii
 from vitals_lake.isolation import run_isolating
 from vitals_lake.masks import true_where
 
@@ -301,7 +301,7 @@ def parse_json(
     eligible &= ~breaks
     # Anything not shaped like one object (truncated, empty, an array) is classified directly. Most
     # records start with "{" and end with "}"; only the others need the regex (surrounding blanks).
-    shaped = true_where(pc.starts_with(text, b"{")) & true_where(pc.ends_with(text, b"}"))
+    shaped = framed_by(text, b"{", b"}")
     unsure = np.flatnonzero(eligible & ~shaped)
     if unsure.size:
         rest = text.take(pa.array(unsure))
@@ -326,24 +326,26 @@ def parse_json(
 
 
 _CHUNK: Final = 2048
-_UTF8_PIECE: Final = 4096
 
 
 def _not_utf8(raw: pa.Array) -> np.ndarray:
-    """Indices of the records that are not valid UTF-8: whole pieces are validated at once (one cast),
-    the records of a piece that fails one by one."""
+    """Indices of the records that are not valid UTF-8. Only records with a byte above 0x7F can be
+    (found in one pass over the bytes); those are validated together (one cast) and, if that fails,
+    one by one."""
+    suspects = np.flatnonzero(non_ascii(raw))
+    if suspects.size == 0:
+        return suspects.astype(np.int64)
+    try:
+        raw.take(pa.array(suspects)).cast(pa.string())
+        return np.zeros(0, dtype=np.int64)
+    except pa.ArrowInvalid:
+        pass
     bad: list[int] = []
-    for start in range(0, len(raw), _UTF8_PIECE):
-        piece = raw.slice(start, _UTF8_PIECE)
+    for i, value in zip(suspects.tolist(), raw.take(pa.array(suspects)).to_pylist(), strict=True):
         try:
-            piece.cast(pa.string())
-        except pa.ArrowInvalid:
-            for i, value in enumerate(piece.to_pylist()):
-                try:
-                    if value is not None:
-                        value.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad.append(start + i)
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(i)
     return np.asarray(bad, dtype=np.int64)
 
 

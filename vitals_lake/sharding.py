@@ -21,7 +21,18 @@ LOCAL_SHARDS: Final = 2  # one per core of a small machine
 DATAFLOW_SHARDS: Final = 64  # several per worker at the Flex Template's max_workers, so work can rebalance
 MAX_SHARDS: Final = 4096
 _PREFIX: Final = 8  # hex characters = 32 bits
-_SHIFTS: Final = np.arange(_PREFIX - 1, -1, -1, dtype=np.uint64) * np.uint64(4)
+_COLUMNS: Final = np.arange(_PREFIX, dtype=np.int32)
+
+
+def _nibble_table() -> np.ndarray:
+    table = np.full(256, 16, np.uint8)
+    table[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
+    table[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+    table[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+    return table
+
+
+_NIBBLE: Final = _nibble_table()
 
 
 def check_shards(shards: int) -> int:
@@ -42,13 +53,15 @@ def shard_of_keys(patient_keys: pa.Array | pa.ChunkedArray, *, shards: int) -> n
         raise ValueError("patient_key must be non-null hex text of at least 8 characters")
     offsets = np.frombuffer(keys.buffers()[1], np.int32)[keys.offset : keys.offset + n]
     data = np.frombuffer(keys.buffers()[2], np.uint8)
-    chars = data[offsets[:, None] + np.arange(_PREFIX)].astype(np.uint64)
-    # '0'-'9' -> 0-9, 'a'-'f' / 'A'-'F' -> 10-15 (the contract's keys are lowercase hex).
-    nibbles = np.where(chars <= ord("9"), chars - ord("0"), (chars | np.uint64(0x20)) - ord("a") + 10)
+    # One table lookup per character ('0'-'9' -> 0-9, 'a'-'f' / 'A'-'F' -> 10-15, anything else -> 16),
+    # then the 8 nibbles are packed column by column: a few passes over n values, not over n x 8.
+    nibbles = _NIBBLE[data[offsets[:, None] + _COLUMNS]]
     if (nibbles > 15).any():
         raise ValueError("patient_key must be hex text")
-    value = (nibbles << _SHIFTS).sum(axis=1, dtype=np.uint64)
-    return (value % np.uint64(shards)).astype(np.int64)
+    value = np.zeros(n, np.uint32)
+    for column in range(_PREFIX):  # 8 passes, whatever n is
+        value = (value << np.uint32(4)) | nibbles[:, column]
+    return (value % np.uint32(shards)).astype(np.int64)
 
 
 def split_by_shard(rows: pa.Table, *, shards: int) -> list[tuple[int, pa.Table]]:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+from vitals_lake.grouped import SortedGroups, take_rows
 
 Partial = dict[str, Any]
 _SUM: Final = "sum"
@@ -54,58 +56,77 @@ PARTIAL_LAST: Final = {c.gold_column(v, "last"): c.gold_column(v, _LAST_TS) for 
 
 
 def window_partials(silver: pa.Table, *, window_seconds: int) -> pa.Table:
-    """One row per (patient, window start) with the partial aggregates of that batch."""
-    ts = silver[c.TIMESTAMP]
-    start = pc.floor_temporal(ts, multiple=window_seconds, unit="second")
-    micros = pc.cast(ts, pa.int64())
-    table = pa.table(
-        {c.PATIENT_ID: silver[c.PATIENT_ID], c.WINDOW_START: start, "__ts": micros}
-    ).append_column("__n", pa.array([1] * silver.num_rows, pa.int32()))
-    aggs: list[tuple[str, str]] = [("__n", "sum"), ("__ts", "max")]
+    """One row per (patient, window start) with the partial aggregates of that batch, ordered by
+    patient and window: the rows are sorted by (patient, time) once and every aggregate is one NumPy
+    pass over a column (:mod:`vitals_lake.grouped`), with Arrow ``group_by``'s results."""
+    micros = np.asarray(pc.cast(silver[c.TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+    step = window_seconds * 1_000_000
+    window = micros - micros % step
+    patient = _sort_rank(silver[c.PATIENT_ID])
+    # Stable: equal times keep their input order, which decides "last" among them.
+    order = np.lexsort((micros, patient))
+    groups = SortedGroups.runs(order, patient[order], window[order])
+    first = groups.first_row()
+    columns: dict[str, Any] = {
+        c.PATIENT_ID: silver[c.PATIENT_ID].take(pa.array(first)),
+        c.WINDOW_START: pa.array(window[first], pa.int64()).cast(silver.schema.field(c.TIMESTAMP).type),
+        c.READING_COUNT: pa.array(groups.sizes.astype(np.int64)),
+        # Sorted by time within a group: its last row is its latest reading.
+        c.LAST_READING_TIME: pa.array(micros[groups.last_row()], pa.int64()),
+    }
+    lasts: dict[str, pa.Array] = {}
     for v in c.VITAL_NAMES:
         values = pc.cast(silver[v], pa.float64())
-        table = table.append_column(v, values)
-        # The time of each non-null value, so "last" can be chosen across batches.
-        table = table.append_column(
-            f"{v}__ts", pc.if_else(pc.is_valid(values), micros, pa.scalar(None, pa.int64()))
-        )
-        aggs += [(v, "sum"), (v, "min"), (v, "max"), (v, "count")]
-    table = table.append_column(_RISK_RANK, _combined_rank(silver))
-    table = table.append_column(_NEWS2_MAX, silver[c.NEWS2_SCORE])
-    table = table.append_column(_ANOMALY_MAX, silver[c.ANOMALY_SCORE])
-    table = table.append_column(_ANOMALY_SUM, silver[c.ANOMALY_SCORE])
-    aggs += [(_RISK_RANK, "max"), (_NEWS2_MAX, "max"), (_ANOMALY_MAX, "max"), (_ANOMALY_SUM, "sum")]
+        vital = groups.column(values)
+        columns[c.gold_column(v, _SUM)] = vital.sum(type=pa.float64())
+        columns[c.gold_column(v, "min")] = vital.extreme("min")
+        columns[c.gold_column(v, "max")] = vital.extreme("max")
+        columns[c.gold_column(v, "count")] = pa.array(vital.counts())
+        # The time of the last non-null value, so "last" can be chosen across batches.
+        row = vital.last_row()
+        lasts[c.gold_column(v, "last")] = take_rows(values, row)
+        lasts[c.gold_column(v, _LAST_TS)] = pa.array(micros[np.maximum(row, 0)], pa.int64(), mask=row < 0)
+    columns[_RISK_RANK] = groups.column(_combined_rank(silver)).extreme("max")
+    columns[_NEWS2_MAX] = groups.column(silver[c.NEWS2_SCORE]).extreme("max")
+    anomaly = groups.column(silver[c.ANOMALY_SCORE])
+    columns[_ANOMALY_MAX] = anomaly.extreme("max")
+    columns[_ANOMALY_SUM] = anomaly.sum(type=pa.float64())
     for name, present in _reading_indicators(silver).items():
-        table = table.append_column(name, present)
-        aggs.append((name, "sum"))
+        columns[name] = groups.column(present).sum(type=pa.int64())
     for flag, count in _FLAG_COUNTS.items():
-        table = table.append_column(count, pc.cast(silver[flag], pa.int32()))
-        aggs.append((count, "sum"))
-    # Sorting by time first makes the order-dependent "last" aggregate mean "latest in time".
+        columns[count] = groups.column(silver[flag]).sum(type=pa.int64())
+    columns.update(lasts)
     for name in GOLD_ENRICHMENT:
-        table = table.append_column(name, silver[name])
-    table = table.sort_by([(c.PATIENT_ID, "ascending"), ("__ts", "ascending")])
+        columns[name] = take_rows(silver[name], groups.last_valid(silver[name]))
+    return pa.table(columns, schema=partials_schema(silver.schema))
+
+
+def partials_schema(silver: pa.Schema) -> pa.Schema:
+    """The columns of ``window_partials`` for Silver rows of this schema."""
+    fields = [silver.field(c.PATIENT_ID), pa.field(c.WINDOW_START, silver.field(c.TIMESTAMP).type)]
+    fields += [pa.field(c.READING_COUNT, pa.int64()), pa.field(c.LAST_READING_TIME, pa.int64())]
     for v in c.VITAL_NAMES:
-        aggs += [(v, "last"), (f"{v}__ts", "max")]
-    aggs += [(name, "last") for name in GOLD_ENRICHMENT]
-    grouped = table.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate(aggs)
-    rename = {"__n_sum": c.READING_COUNT, "__ts_max": c.LAST_READING_TIME}
-    rename.update({f"{x}_max": x for x in (_RISK_RANK, _NEWS2_MAX, _ANOMALY_MAX)})
-    rename.update({f"{count}_sum": count for count in _FLAG_COUNTS.values()})
-    rename.update({f"{name}_sum": name for name in (_ANOMALY_SUM, *_READING_COUNTS)})
-    rename.update({f"{name}_last": name for name in GOLD_ENRICHMENT})
+        fields += [pa.field(c.gold_column(v, stat), pa.float64()) for stat in (_SUM, "min", "max")]
+        fields.append(pa.field(c.gold_column(v, "count"), pa.int64()))
+    fields += [pa.field(_RISK_RANK, pa.int32()), pa.field(_NEWS2_MAX, silver.field(c.NEWS2_SCORE).type)]
+    fields += [pa.field(_ANOMALY_MAX, pa.float64()), pa.field(_ANOMALY_SUM, pa.float64())]
+    fields += [pa.field(name, pa.int64()) for name in (*_READING_COUNTS, *_FLAG_COUNTS.values())]
     for v in c.VITAL_NAMES:
-        rename.update(
-            {
-                f"{v}_sum": c.gold_column(v, _SUM),
-                f"{v}_min": c.gold_column(v, "min"),
-                f"{v}_max": c.gold_column(v, "max"),
-                f"{v}_count": c.gold_column(v, "count"),
-                f"{v}_last": c.gold_column(v, "last"),
-                f"{v}__ts_max": c.gold_column(v, _LAST_TS),
-            }
-        )
-    return grouped.rename_columns([rename.get(n, n) for n in grouped.column_names])
+        fields += [
+            pa.field(c.gold_column(v, "last"), pa.float64()),
+            pa.field(c.gold_column(v, _LAST_TS), pa.int64()),
+        ]
+    fields += [pa.field(name, silver.field(name).type) for name in GOLD_ENRICHMENT]
+    return pa.schema([f.with_nullable(True) for f in fields])
+
+
+def _sort_rank(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per row, the rank of its value among the distinct values in Arrow's sort order (hash once, sort
+    the distinct values only)."""
+    encoded = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    rank = np.empty(len(encoded.dictionary), np.int64)
+    rank[np.asarray(pc.sort_indices(encoded.dictionary))] = np.arange(len(encoded.dictionary))
+    return rank[np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int64)]
 
 
 def _combined_rank(silver: pa.Table) -> pa.Array | pa.ChunkedArray:

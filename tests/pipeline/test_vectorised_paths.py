@@ -2,11 +2,11 @@
 with the simulator's faults.
 
 ``tests/reference_baselines.py``, ``tests/reference_alerting.py`` and ``tests/reference_gold.py`` keep
-the baselines, the alert rule and the merge of Gold partials exactly as they were before the hot path
-was vectorised (a Python loop per patient and per reading; a sort and group-by per column). Two batch
+the baselines, the alert rule, the Gold partials and their merge exactly as they were before the hot
+path was vectorised (a Python loop per patient and per reading; Arrow group-bys). Two batch
 engines take the same batches, one with the reference state in every shard: every Silver row
 (features through the model's scores, alert flags), alert event, Gold row and rolling mean must be
-identical; merged partials are compared directly.
+identical; partials and merged partials are compared directly.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from ml import evaluate, train
 from tests.reference_alerting import PerPatientAlertTracker
 from tests.reference_baselines import PerReadingBaselines
-from tests.reference_gold import merge_partials_by_sorting
+from tests.reference_gold import merge_partials_by_sorting, window_partials_by_group_by
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.engine import BatchEngine, EngineOutput, EngineSettings, ShardState
@@ -155,3 +155,36 @@ def test_merged_gold_partials_match_the_per_column_sorting_code(day, seconds):
         again = again.set_column(index, name, pc.add(again[name], 1.0))
     tied = pa.concat_tables([parts, again])
     assert merge_partials(tied).equals(merge_partials_by_sorting(tied))
+
+
+@pytest.mark.parametrize("seconds", [60, 3600])
+def test_window_partials_match_arrow_group_by(day, seconds):
+    """The day's Silver rows shuffled (late readings), with readings at the same instant as others but
+    other values (ties: the later row is "last") and with missing vitals, scores and flags."""
+    lines, model = day
+    engine = _engine(model, reference=False)
+    records = envelope.records_from_lines(lines, source="file")
+    silver = engine.process(
+        envelope.to_bronze(records, ingest_time_us=0, ref_prefix="f"), batch_id="w", window_start_us=0
+    ).silver
+    tied = silver.slice(0, 500)
+    for name in (c.HEART_RATE, c.TEMPERATURE, c.ANOMALY_SCORE):
+        tied = _replace(tied, name, pc.add(tied[name], 1))
+    tied = _replace(tied, c.WARD, pa.nulls(tied.num_rows, pa.string()))
+    rows = pa.concat_tables([silver, tied]).combine_chunks()
+    rows = rows.take(pa.array(np.random.default_rng(9).permutation(rows.num_rows)))
+    # Holes in every kind of column.
+    for name in (c.SPO2, c.SYSTOLIC, c.ANOMALY_SCORE, "flag_fever", c.NEWS2_SCORE, c.WARD):
+        holes = pa.array(np.random.default_rng(len(name)).random(rows.num_rows) < 0.2)
+        rows = _replace(rows, name, pc.if_else(holes, pa.scalar(None, rows[name].type), rows[name]))
+    for part in (rows, rows.slice(0, 1), rows.slice(0, 0), rows.slice(1000, 777)):
+        new = window_partials(part, window_seconds=seconds)
+        old = window_partials_by_group_by(part, window_seconds=seconds)
+        keys = [(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")]
+        assert new.equals(new.sort_by(keys))  # ordered by patient and window (Arrow's order is its own)
+        assert new.equals(old.sort_by(keys))
+
+
+def _replace(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
+    field = table.schema.field(name).with_nullable(True)
+    return table.set_column(table.schema.get_field_index(name), field, values.cast(field.type))

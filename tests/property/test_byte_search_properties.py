@@ -1,4 +1,5 @@
-"""vitals_lake.byte_search agrees with Arrow's per-value ``match_substring`` on any records."""
+"""vitals_lake.byte_search agrees with Arrow's per-value ``match_substring`` / ``starts_with`` /
+``ends_with`` on any records."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pyarrow.compute as pc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vitals_lake.byte_search import containing
+from vitals_lake.byte_search import containing, framed_by, non_ascii
+from vitals_lake.readings import _not_utf8
 
 
 @given(
@@ -26,3 +28,37 @@ def test_the_same_as_arrow_per_value(values, needles, start):
         )
     assert got.tolist() == expected.tolist()
     assert got.tolist() == [v is not None and any(n in v for n in needles) for v in arr.to_pylist()]
+
+
+@given(
+    st.lists(
+        st.one_of(st.none(), st.binary(max_size=6, min_size=0), st.just(b"{}"), st.just(b"{")), max_size=30
+    ),
+    st.integers(0, 5),
+    st.booleans(),
+)
+def test_framed_by_is_arrow_starts_with_and_ends_with(values, start, large):
+    arr = pa.array(values, pa.large_binary() if large else pa.binary()).slice(min(start, len(values)))
+    got = framed_by(arr, b"{", b"}")
+    head = pc.fill_null(pc.starts_with(arr, b"{"), False).to_numpy(zero_copy_only=False)
+    tail = pc.fill_null(pc.ends_with(arr, b"}"), False).to_numpy(zero_copy_only=False)
+    assert got.tolist() == (np.asarray(head) & np.asarray(tail)).tolist()
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.binary(max_size=8), st.text(max_size=4).map(str.encode)), max_size=40),
+    st.integers(0, 5),
+)
+def test_non_ascii_and_not_utf8_are_python_s_own_checks(values, start):
+    arr = pa.array(values, pa.binary()).slice(min(start, len(values)))
+    kept = arr.to_pylist()
+    assert non_ascii(arr).tolist() == [v is not None and any(b > 0x7F for b in v) for v in kept]
+
+    def invalid(v: bytes | None) -> bool:
+        try:
+            v is not None and v.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    assert _not_utf8(arr).tolist() == [i for i, v in enumerate(kept) if invalid(v)]
