@@ -2,7 +2,11 @@
 
 One event per state change of a patient's alert: ``opened``, ``escalated`` (the severity rose while
 open) or ``resolved``. ``alert_id`` is derived from the patient and the alert's opening time, so the
-same alert re-derived after a restart keeps its id and a notifier can de-duplicate on it.
+same alert re-derived after a restart keeps its id and a notifier can de-duplicate on it. It is keyed:
+an HMAC-SHA256 of the opening time under the patient's ``patient_key``, itself the HMAC of the patient
+id under the deployment's secret. A plain hash of (patient id, time) was reversible: from an alert
+e-mail's id and time, enumerating ``P000001``... found the patient in under a second. Without the
+secret nobody can compute a ``patient_key`` from an id, so no id can be tried.
 
 The notifier Cloud Function deploys on its own and cannot import this package: it reads the event's
 fields from ``functions/alert_notifier/alert_event.schema.json``, which is generated here
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,8 +64,10 @@ def severity_ranks(silver: pa.Table, reasons: np.ndarray) -> np.ndarray:
     return np.where(by_model, np.maximum(ranks, _ALERT_RANK), ranks).astype(np.int8)
 
 
-def alert_id(patient_id: str, opened_at_us: int) -> str:
-    return hashlib.sha256(f"{patient_id}|{opened_at_us}".encode()).hexdigest()[:24]
+def alert_id(patient_key: str, opened_at_us: int) -> str:
+    """The alert's id (24 hex characters) from the patient's pseudonymous key and its opening time."""
+    mac = hmac.new(bytes.fromhex(patient_key), f"alert|{opened_at_us}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:24]
 
 
 def alert_events(silver: pa.Table, decisions: AlertDecisions, reasons: np.ndarray) -> pa.Table:
@@ -75,7 +82,7 @@ def alert_events(silver: pa.Table, decisions: AlertDecisions, reasons: np.ndarra
     start_us = np.where(transition == OPENED, np.round(decisions.run_start[idx] * 1e6), opened_us).astype(
         np.int64
     )
-    patients = rows[c.PATIENT_ID].to_pylist()
+    patients = rows[c.PATIENT_KEY].to_pylist()
     columns: dict[str, Any] = {
         c.ALERT_ID: [alert_id(p, int(o)) for p, o in zip(patients, opened_us, strict=True)],
         c.ALERT_STATE: [TRANSITION_STATES[int(t)] for t in transition],

@@ -11,8 +11,10 @@ down as bytes; nothing else reads the environment:
 
 * ``VITALS_PSEUDONYM_KEY``: the key as hex or base64 (at least 16 bytes once decoded), or
 * ``VITALS_PSEUDONYM_KEY_FILE``: a file holding the same text.
-* Neither set: a clearly-labelled development key, with a warning (refused with
-  ``allow_development_default=False``).
+* Neither set: a clearly-labelled development key, with a warning. Refused with
+  ``allow_development_default=False``, and always inside a Cloud Run job or service or a Cloud
+  Function (``CLOUD_RUN_JOB`` / ``K_SERVICE`` set): there a missing secret stops the job instead of
+  silently pseudonymising with a public key.
 
 In the cloud the key lives in Secret Manager (secret ``vitals-pseudonym-key``) and reaches the job as
 the environment variable or a mounted file (Cloud Run / Cloud Functions ``--set-secrets``; Dataflow
@@ -93,6 +95,11 @@ class PseudonymKey:
             except OSError as exc:
                 raise ConfigError(f"{KEY_FILE_ENV}={path}: cannot read the key file ({exc})") from exc
             return cls.from_text(text, source=f"file:{path}")
+        if runtime := cloud_runtime(e):
+            raise ConfigError(
+                f"no pseudonym key in {runtime}: set {KEY_ENV} or {KEY_FILE_ENV} from Secret Manager"
+                " (the public development key is for local runs only)"
+            )
         if not allow_development_default:
             raise ConfigError(f"no pseudonym key: set {KEY_ENV} or {KEY_FILE_ENV} (Secret Manager in GCP)")
         log.warning(
@@ -101,6 +108,16 @@ class PseudonymKey:
             KEY_FILE_ENV,
         )
         return cls(secret=DEVELOPMENT_KEY, source="development default")
+
+
+# Set by Google's runtimes themselves: a Cloud Run job's tasks, Cloud Run services and Cloud Functions.
+CLOUD_RUNTIME_ENV: Final = ("CLOUD_RUN_JOB", "K_SERVICE")
+
+
+def cloud_runtime(env: Mapping[str, str]) -> str | None:
+    """Which Google runtime this process runs in (by the variables it sets), or None for a local run."""
+    found = [f"{name}={env[name]}" for name in CLOUD_RUNTIME_ENV if env.get(name)]
+    return ", ".join(found) or None
 
 
 @lru_cache(maxsize=1 << 17)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 
@@ -9,11 +10,12 @@ import jsonschema
 import numpy as np
 import orjson
 
-from tests.factories import T0, raw, reading, silver_rows
+from tests.factories import T0, TEST_KEY, raw, reading, silver_rows
 from vitals_lake import alert_events as ae
 from vitals_lake import contract as c
 from vitals_lake.alerting import AlertRule, AlertTracker
 from vitals_lake.model.serving import StreamScorer
+from vitals_lake.pseudonym import DEVELOPMENT_KEY, _digest
 
 SICK = {c.HEART_RATE: 135, c.RESPIRATION_RATE: 28, c.SPO2: 90, c.BLOOD_PRESSURE: "88/50", c.TEMPERATURE: 39.4}
 WELL = {c.HEART_RATE: 72, c.RESPIRATION_RATE: 16, c.SPO2: 97, c.BLOOD_PRESSURE: "120/80", c.TEMPERATURE: 36.8}
@@ -33,7 +35,7 @@ def test_a_deterioration_gives_opened_then_resolved_with_one_alert_id():
     assert events.column(c.ALERT_STATE).to_pylist() == ["opened", "resolved"]
     ids = set(events[c.ALERT_ID].to_pylist())
     assert len(ids) == 1 and ids == {
-        ae.alert_id("P000777", int((T0 + timedelta(minutes=1)).timestamp() * 1e6))
+        ae.alert_id(silver[c.PATIENT_KEY][0].as_py(), int((T0 + timedelta(minutes=1)).timestamp() * 1e6))
     }
     opened, resolved = events.to_pylist()
     assert opened[c.SEVERITY] == "high" and opened[c.ALERT_REASONS] == ["news2_emergency"]
@@ -94,3 +96,18 @@ def test_a_model_alert_escalates_when_news2_reaches_the_emergency_level():
     ]
     assert events[1][c.ALERT_REASONS] == ["model", "news2_emergency"]
     assert events[0][c.ALERT_ID] == events[1][c.ALERT_ID]
+
+
+def test_an_alert_id_and_its_time_do_not_reveal_the_patient():
+    """From an alert e-mail (alert id + opening time) an attacker enumerates every patient id with a
+    plain hash, and with the public development key: no match. Only the deployment's key finds it."""
+    _, events = StreamScorer(None).score_with_events(silver_rows(course(SICK, SICK, SICK)))
+    opened = events.to_pylist()[0]
+    seen_id = opened[c.ALERT_ID]
+    opened_us = int(opened[c.EVENT_TIME].timestamp() * 1e6)  # the e-mail shows when it opened
+    candidates = [f"P{i:06d}" for i in range(1, 1000)]
+    plain = {hashlib.sha256(f"{p}|{opened_us}".encode()).hexdigest()[:24] for p in candidates}
+    with_public_key = {ae.alert_id(_digest(DEVELOPMENT_KEY, p), opened_us) for p in candidates}
+    with_deployment_key = {ae.alert_id(_digest(TEST_KEY, p), opened_us) for p in candidates}
+    assert seen_id not in plain and seen_id not in with_public_key
+    assert seen_id in with_deployment_key  # the enumeration itself works: the key is what stops it

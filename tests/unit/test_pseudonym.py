@@ -60,3 +60,10 @@ def test_development_default_warns_and_can_be_refused(caplog):
     assert not PseudonymKey.from_env({KEY_ENV: KEY_A.hex()}).is_development
     with pytest.raises(ConfigError, match=KEY_ENV):
         PseudonymKey.from_env({}, allow_development_default=False)
+
+
+@pytest.mark.parametrize("runtime", [{"CLOUD_RUN_JOB": "vitals-admissions"}, {"K_SERVICE": "alert-notifier"}])
+def test_a_cloud_run_job_service_or_function_never_falls_back_to_the_public_key(runtime):
+    with pytest.raises(ConfigError, match="development key is for local runs only"):
+        PseudonymKey.from_env(runtime)  # even though the development default is allowed by default
+    assert PseudonymKey.from_env({**runtime, KEY_ENV: KEY_A.hex()}).secret == KEY_A
