@@ -48,11 +48,12 @@ VITALS_DEAD_LETTER_SUBSCRIPTION: Final = f"{VITALS_DEAD_LETTER_TOPIC}-inspect"
 ALERTS_DEAD_LETTER_TOPIC: Final = f"{c.ALERTS_TOPIC}-dead-letter"
 ALERTS_DEAD_LETTER_SUBSCRIPTION: Final = f"{ALERTS_DEAD_LETTER_TOPIC}-inspect"
 LAKE_PREFIX: Final = "lake"
-MODEL_PREFIX: Final = "models/anomaly"  # gs://<lake bucket>/models/anomaly is the pipeline's --model-uri
+MODEL_PREFIX: Final = "anomaly"  # gs://<models bucket>/anomaly is the pipeline's --model-uri
 ADMISSIONS_REFERENCE_PREFIX: Final = "reference"  # gs://<landing bucket>/reference/diagnosis_mapping.csv
 ADMISSIONS_INCOMING_PREFIX: Final = "incoming"  # gs://<landing bucket>/incoming/patients_daily_file_*.csv
 SECRETS: Final = {
     "pseudonym_key": "vitals-pseudonym-key",  # VITALS_PSEUDONYM_KEY (pipeline, admissions loader)
+    "model_signing_key": "vitals-model-signing-key",  # VITALS_MODEL_SIGNING_KEY (training signs)
     "smtp_password": "vitals-alert-smtp-password",  # the alert function's SMTP login
     "webhook_signing_key": "vitals-alert-webhook-signing-key",  # signs the function's webhook bodies
     "slack_webhook_url": "vitals-alert-slack-webhook-url",  # optional Slack incoming webhook

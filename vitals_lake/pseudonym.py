@@ -13,8 +13,7 @@ down as bytes; nothing else reads the environment:
 * ``VITALS_PSEUDONYM_KEY_FILE``: a file holding the same text.
 * Neither set: a clearly-labelled development key, with a warning. Refused with
   ``allow_development_default=False``, and always inside a Cloud Run job or service or a Cloud
-  Function (``CLOUD_RUN_JOB`` / ``K_SERVICE`` set): there a missing secret stops the job instead of
-  silently pseudonymising with a public key.
+  Function (the rule of every key, :mod:`vitals_lake.keys`).
 
 In the cloud the key lives in Secret Manager (secret ``vitals-pseudonym-key``) and reaches the job as
 the environment variable or a mounted file (Cloud Run / Cloud Functions ``--set-secrets``; Dataflow
@@ -24,34 +23,27 @@ is a re-keying of the lake, not a routine operation.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import logging
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake.config import ConfigError
-
-log = logging.getLogger(__name__)
+from vitals_lake.keys import MIN_KEY_BYTES, KeySource
 
 KEY_ENV: Final = "VITALS_PSEUDONYM_KEY"
 KEY_FILE_ENV: Final = "VITALS_PSEUDONYM_KEY_FILE"
-MIN_KEY_BYTES: Final = 16
 DIGEST_HEX_CHARS: Final = 32  # 128 bits; see the module docstring
 # Public on purpose: it only makes local runs reproducible. Pseudonyms made with it protect nothing.
 DEVELOPMENT_KEY: Final = b"vitals-lake DEVELOPMENT pseudonym key - not secret"
 
-_HEX_RE = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
+
+SOURCE: Final = KeySource(label="pseudonym", env=KEY_ENV, file_env=KEY_FILE_ENV, development=DEVELOPMENT_KEY)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,52 +64,16 @@ class PseudonymKey:
     @classmethod
     def from_text(cls, text: str, *, source: str) -> PseudonymKey:
         """Decode hex (preferred when the text is valid hex) or base64."""
-        text = text.strip()
-        if _HEX_RE.match(text):
-            return cls(secret=bytes.fromhex(text), source=source)
-        try:
-            secret = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ConfigError(f"pseudonym key from {source} is neither hex nor base64") from exc
-        return cls(secret=secret, source=source)
+        return cls(secret=SOURCE.decode(text, source=source), source=source)
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, allow_development_default: bool = True
     ) -> PseudonymKey:
-        e = os.environ if env is None else env
-        if e.get(KEY_ENV):
-            return cls.from_text(e[KEY_ENV], source="env")
-        if e.get(KEY_FILE_ENV):
-            path = Path(e[KEY_FILE_ENV])
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"{KEY_FILE_ENV}={path}: cannot read the key file ({exc})") from exc
-            return cls.from_text(text, source=f"file:{path}")
-        if runtime := cloud_runtime(e):
-            raise ConfigError(
-                f"no pseudonym key in {runtime}: set {KEY_ENV} or {KEY_FILE_ENV} from Secret Manager"
-                " (the public development key is for local runs only)"
-            )
-        if not allow_development_default:
-            raise ConfigError(f"no pseudonym key: set {KEY_ENV} or {KEY_FILE_ENV} (Secret Manager in GCP)")
-        log.warning(
-            "no %s / %s set: using the PUBLIC development pseudonym key (fine locally, never in production)",
-            KEY_ENV,
-            KEY_FILE_ENV,
-        )
-        return cls(secret=DEVELOPMENT_KEY, source="development default")
-
-
-# Set by Google's runtimes themselves: a Cloud Run job's tasks, Cloud Run services and Cloud Functions.
-CLOUD_RUNTIME_ENV: Final = ("CLOUD_RUN_JOB", "K_SERVICE")
-
-
-def cloud_runtime(env: Mapping[str, str]) -> str | None:
-    """Which Google runtime this process runs in (by the variables it sets), or None for a local run."""
-    found = [f"{name}={env[name]}" for name in CLOUD_RUNTIME_ENV if env.get(name)]
-    return ", ".join(found) or None
+        """The key from the environment (:mod:`vitals_lake.keys`: the development default only in a
+        local run)."""
+        secret, source = SOURCE.load(env, allow_development_default=allow_development_default)
+        return cls(secret=secret, source=source)
 
 
 @lru_cache(maxsize=1 << 17)

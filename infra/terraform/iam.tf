@@ -52,6 +52,13 @@ resource "google_service_account" "admissions" {
   depends_on = [google_project_service.enabled]
 }
 
+resource "google_service_account" "training" {
+  account_id   = "${var.name_prefix}-training"
+  display_name = "Vitals Lake: anomaly-model training (signs and publishes model versions)"
+
+  depends_on = [google_project_service.enabled]
+}
+
 resource "google_service_account" "scheduler" {
   account_id   = "${var.name_prefix}-scheduler"
   display_name = "Vitals Lake: Cloud Scheduler, starts the Cloud Run jobs"
@@ -188,4 +195,27 @@ resource "google_storage_bucket_iam_member" "admissions_landing" {
   bucket = module.landing_bucket.name
   role   = "roles/storage.objectViewer"
   member = google_service_account.admissions.member
+}
+
+# --- Anomaly models ----------------------------------------------------------------------------------------
+# Only the training account and var.model_publisher_members write models; the pipeline reads them.
+resource "google_storage_bucket_iam_member" "model_writers" {
+  for_each = toset(concat([google_service_account.training.member], var.model_publisher_members))
+
+  bucket = module.models_bucket.name
+  role   = "roles/storage.objectUser"
+  member = each.value
+}
+
+resource "google_storage_bucket_iam_member" "dataflow_models" {
+  bucket = module.models_bucket.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.dataflow.member
+}
+
+# The training account reads the lake's Silver table to train on real history.
+resource "google_storage_bucket_iam_member" "training_lake" {
+  bucket = module.lake_bucket.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.training.member
 }

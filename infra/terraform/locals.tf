@@ -26,10 +26,11 @@ locals {
     staging  = "${var.project_id}-${var.name_prefix}-dataflow"
     function = "${var.project_id}-${var.name_prefix}-functions"
     landing  = "${var.project_id}-${var.name_prefix}-landing"
+    models   = "${var.project_id}-${var.name_prefix}-models"
   }
 
   lake_uri      = "gs://${module.lake_bucket.name}/${local.names.lake.prefix}"
-  model_uri     = "gs://${module.lake_bucket.name}/${local.names.lake.model_prefix}"
+  model_uri     = "gs://${module.models_bucket.name}/${local.names.lake.model_prefix}"
   landing_uri   = "gs://${module.landing_bucket.name}/${local.names.admissions.incoming_prefix}"
   reference_uri = "gs://${module.landing_bucket.name}/${local.names.admissions.reference_prefix}/${local.names.admissions.diagnosis_mapping_file}"
 

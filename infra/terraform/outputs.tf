@@ -14,7 +14,7 @@ output "lake_uri" {
 }
 
 output "model_uri" {
-  description = "Where to publish anomaly-model versions (--model-uri); the pipeline picks new ones up live."
+  description = "Where to publish signed anomaly-model versions (--model-uri); the pipeline picks new ones up live."
   value       = local.model_uri
 }
 

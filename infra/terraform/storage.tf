@@ -1,4 +1,4 @@
-# The Delta Lake (Bronze / Silver / Gold tables under lake/, the anomaly model under models/).
+# The Delta Lake (Bronze / Silver / Gold tables under lake/).
 module "lake_bucket" {
   source = "./modules/bucket"
 
@@ -109,6 +109,26 @@ resource "google_artifact_registry_repository" "images" {
       older_than = "7776000s" # 90 days, except the 10 most recent (kept above)
     }
   }
+
+  depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
+}
+
+# Signed anomaly-model versions (anomaly/). A bucket of its own so that only the training job's account
+# and the model publishers may write it: the pipeline, maintenance and admissions accounts, which write
+# the lake, can only read a model (iam.tf), and the pipeline refuses one whose signature does not match.
+module "models_bucket" {
+  source = "./modules/bucket"
+
+  name          = local.buckets.models
+  location      = local.bucket_location
+  purpose       = "anomaly-models"
+  labels        = local.labels
+  kms_key_name  = var.kms_key_name
+  force_destroy = var.force_destroy
+  lifecycle_rules = [
+    { action = "Delete", with_state = "ARCHIVED", days_since_noncurrent_time = var.lake_noncurrent_version_days },
+    { action = "AbortIncompleteMultipartUpload", age = 1 },
+  ]
 
   depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
 }

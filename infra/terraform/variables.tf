@@ -180,6 +180,17 @@ variable "max_delivery_attempts" {
   }
 }
 
+variable "model_publisher_members" {
+  description = "IAM members besides the training service account who may sign and publish anomaly-model versions (write the models bucket, read the model signing key), e.g. [\"group:ml-team@example.org\"]."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.model_publisher_members : can(regex("^(user|group|serviceAccount|domain):[^ ]+$", m))])
+    error_message = "model_publisher_members must be user:, group:, serviceAccount: or domain: members (never allUsers or allAuthenticatedUsers)."
+  }
+}
+
 variable "publisher_members" {
   description = "IAM members allowed to publish readings to the patient-vitals topic directly (the simulator, a device gateway), e.g. [\"user:alice@example.org\"]."
   type        = list(string)

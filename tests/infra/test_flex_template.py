@@ -65,7 +65,7 @@ EXAMPLE_CONFIG: dict[str, Any] = {
     "parameters": {
         "subscription": f"projects/{PROJECT}/subscriptions/{c.VITALS_SUBSCRIPTION}",
         "lake": f"gs://{PROJECT}-vitals-lake/{infra_names.LAKE_PREFIX}",
-        "model_uri": f"gs://{PROJECT}-vitals-lake/{infra_names.MODEL_PREFIX}",
+        "model_uri": f"gs://{PROJECT}-vitals-models/{infra_names.MODEL_PREFIX}",
         "alerts_topic": f"projects/{PROJECT}/topics/{c.ALERTS_TOPIC}",
         "bigquery_dataset": f"{PROJECT}.vitals_warehouse",
         "bigquery_location": "EU",
@@ -199,6 +199,7 @@ def test_dockerfile_builds_one_image_for_launcher_workers_and_jobs():
     )
     assert args["PYTHON_VERSION"] == f"{sys.version_info.major}.{sys.version_info.minor}" == "3.11"
     assert args["PSEUDONYM_SECRET"] == infra_names.SECRETS["pseudonym_key"]
+    assert args["MODEL_SIGNING_SECRET"] == infra_names.SECRETS["model_signing_key"]
     assert "/opt/google/dataflow/python_template_launcher" in text
     py_file = re.search(r'FLEX_TEMPLATE_PYTHON_PY_FILE="\$\{WORKDIR\}/(\S+)"', text).group(1)
     assert (h.REPO_ROOT / py_file).read_text().count('if __name__ == "__main__":') == 1
@@ -219,14 +220,22 @@ def test_dockerfile_builds_one_image_for_launcher_workers_and_jobs():
     assert "--file=infra/dataflow/Dockerfile" in build and '_BEAM_VERSION: "2.77.0"' in build
     for arg in ("LAUNCHER_IMAGE", "BEAM_IMAGE"):
         assert f"--build-arg={arg}=${{_{arg}}}" in build and f'_{arg}: ""' in build
+    for arg in ("PSEUDONYM_SECRET", "MODEL_SIGNING_SECRET"):
+        assert f"--build-arg={arg}=${{_{arg}}}" in build and f"_{arg}: {args[arg]}" in build
 
 
-def test_the_worker_entrypoint_fetches_the_pseudonym_key_then_starts_the_harness(tmp_path):
+def test_the_worker_entrypoint_fetches_the_keys_then_starts_the_harness(tmp_path):
     script = DATAFLOW / "worker_entrypoint.sh"
     subprocess.run(["sh", "-n", str(script)], check=True)
     text = script.read_text()
     assert text.rstrip().endswith('exec /opt/apache/beam/boot "$@"')
     assert "VITALS_PSEUDONYM_KEY_FILE" in text and "refusing to start" in text
+    assert "VITALS_MODEL_SIGNING_KEY_FILE" in text and "VITALS_MODEL_SIGNING_SECRET" in text
+    # The worker is marked, so the development keys are refused there (vitals_lake.keys).
+    assert "export VITALS_DATAFLOW_WORKER=1" in text
+    from vitals_lake.keys import CLOUD_RUNTIME_ENV  # noqa: PLC0415
+
+    assert "VITALS_DATAFLOW_WORKER" in CLOUD_RUNTIME_ENV
     fetch = _load(DATAFLOW / "fetch_secret.py", "vitals_infra_fetch_secret")
     assert (
         fetch.resource_name("vitals-pseudonym-key", "p1")

@@ -439,6 +439,29 @@ def test_project_level_grants_are_few_and_narrowed(root):
     assert root.locals["secret_readers"]  # every reader is named per secret
 
 
+def test_only_the_training_account_and_the_publishers_write_models(root):
+    """The pipeline reads models and verifies their signature; no account that writes the lake may
+    write a model (a changed threshold would turn the model's alert arm off)."""
+    on_models = {
+        name: body
+        for name, body in root.resources_of("google_storage_bucket_iam_member").items()
+        if body["bucket"] == "${module.models_bucket.name}"
+    }
+    assert set(on_models) == {"model_writers", "dataflow_models"}
+    assert on_models["dataflow_models"]["role"] == "roles/storage.objectViewer"
+    writers = on_models["model_writers"]
+    assert writers["for_each"] == (
+        "${toset(concat([google_service_account.training.member], var.model_publisher_members))}"
+    )
+    assert root.locals["model_uri"].startswith("gs://${module.models_bucket.name}/")
+    signers = root.locals["secret_readers"]["model_signing_key"]
+    assert (
+        "google_service_account.training.member" in signers
+        and "google_service_account.dataflow.member" in signers
+    )
+    assert "maintenance" not in signers and "admissions" not in signers
+
+
 def test_each_component_runs_as_its_own_service_account(root):
     accounts = root.resources_of("google_service_account")
     assert len(accounts) == len({a["account_id"] for a in accounts.values()}) >= 7
@@ -554,7 +577,13 @@ def test_buckets_are_hardened_by_one_module(root, modules):
     assert bucket["versioning"][0]["enabled"] == "${var.versioning}"
     assert "encryption" in bucket["dynamic"][0] or any("encryption" in d for d in bucket["dynamic"])
     calls = {n: m for n, m in root.modules.items() if m["source"] == "./modules/bucket"}
-    assert set(calls) == {"lake_bucket", "staging_bucket", "function_bucket", "landing_bucket"}
+    assert set(calls) == {
+        "lake_bucket",
+        "staging_bucket",
+        "function_bucket",
+        "landing_bucket",
+        "models_bucket",
+    }
     for name, call in calls.items():
         assert call["kms_key_name"] == "${var.kms_key_name}", name
         assert call["lifecycle_rules"], name

@@ -13,6 +13,7 @@ import skops.io as sio
 from sklearn.metrics import roc_auc_score
 
 from vitals_lake import contract as c
+from vitals_lake.config import ConfigError
 from vitals_lake.model import artifact
 from vitals_lake.model.detectors import (
     AutoencoderDetector,
@@ -108,6 +109,65 @@ def test_untrusted_type_refused_even_with_matching_hash(tmp_path):
     (tmp_path / artifact.MODEL_FILE).write_bytes(blob)
     digest = hashlib.sha256(blob).hexdigest()
     meta = {"sha256": digest, "model_version": digest[:12], "threshold": 1.0}
+    meta[artifact.SIGNATURE] = artifact.signature(meta, key=artifact.DEVELOPMENT_SIGNING_KEY)  # even signed
     (tmp_path / artifact.METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(artifact.ArtifactError, match="untrusted"):
         artifact.load(tmp_path)
+
+
+SIGNING_KEY = b"model-signing-test-key-0123456789"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"threshold": float("inf")},  # the model's alert arm silently off
+        {"threshold": 1e9},
+        {"features": ["hr_dev"]},
+        {"training": {"rows": 1}},
+        {"model_version": "0" * 12},
+    ],
+)
+def test_a_changed_metadata_field_is_refused(tmp_path, change):
+    det = RobustZScore()
+    artifact.save(
+        det,
+        tmp_path,
+        threshold=4.0,
+        target_fpr=0.005,
+        feature_names=det.features,
+        training={},
+        signing_key=SIGNING_KEY,
+    )
+    assert artifact.load(tmp_path, signing_key=SIGNING_KEY).threshold == 4.0
+    meta = json.loads((tmp_path / artifact.METADATA_FILE).read_text())
+    (tmp_path / artifact.METADATA_FILE).write_text(json.dumps({**meta, **change}))
+    with pytest.raises(artifact.ArtifactError, match=r"signature|signed"):
+        artifact.load(tmp_path, signing_key=SIGNING_KEY)
+
+
+def test_an_unsigned_artifact_or_another_key_is_refused(tmp_path):
+    det = RobustZScore()
+    artifact.save(
+        det,
+        tmp_path,
+        threshold=4.0,
+        target_fpr=0.005,
+        feature_names=det.features,
+        training={},
+        signing_key=SIGNING_KEY,
+    )
+    with pytest.raises(artifact.ArtifactError, match="signature does not match"):
+        artifact.load(tmp_path, signing_key=artifact.DEVELOPMENT_SIGNING_KEY)
+    meta = json.loads((tmp_path / artifact.METADATA_FILE).read_text())
+    del meta[artifact.SIGNATURE]
+    (tmp_path / artifact.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(artifact.ArtifactError, match="not signed"):
+        artifact.load(tmp_path, signing_key=SIGNING_KEY)
+
+
+def test_the_signing_key_comes_from_the_environment_and_never_defaults_in_the_cloud(tmp_path):
+    assert artifact.SIGNING.load({artifact.SIGNING_KEY_ENV: SIGNING_KEY.hex()})[0] == SIGNING_KEY
+    assert artifact.SIGNING.load({})[0] == artifact.DEVELOPMENT_SIGNING_KEY  # a local run
+    with pytest.raises(ConfigError, match="model signing"):
+        artifact.SIGNING.load({"CLOUD_RUN_JOB": "vitals-train"})

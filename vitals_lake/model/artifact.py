@@ -1,14 +1,22 @@
-"""A versioned model artifact: ``model.skops`` + ``metadata.json`` + ``MODEL_CARD.md``.
+"""A versioned, signed model artifact: ``model.skops`` + ``metadata.json`` + ``MODEL_CARD.md``.
 
-The version is the first 12 hex digits of the skops file's SHA-256. :func:`load` checks that hash
-BEFORE deserialising and then lets skops rebuild only an explicit list of trusted types: a swapped or
-tampered file raises instead of running code. Never pickle or joblib.
+The version is the first 12 hex digits of the skops file's SHA-256, which the metadata records. The
+whole metadata (that hash, the alert threshold, the features, the training facts) is signed: an
+HMAC-SHA256 over its canonical JSON under the model signing key (``VITALS_MODEL_SIGNING_KEY`` or
+``..._FILE``; a public development key in local runs only, :mod:`vitals_lake.keys`), which the
+training job and the pipeline hold. :func:`load` checks the signature, then the file's hash, BEFORE
+deserialising, and then lets skops rebuild only an explicit list of trusted types: a changed byte of
+the model, a changed field of the metadata (a threshold set to infinity turned the model's alert arm
+off and loaded fine before the metadata was signed) or an unsigned artifact raises instead of being
+served. Never pickle or joblib.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import math
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,10 +31,24 @@ if TYPE_CHECKING:
 # scikit-learn and skops (about 4 s to import) are imported where a model is saved or loaded, so the
 # pipeline's workers and tools that never touch a model start without them.
 
+from vitals_lake.keys import KeySource
+
 MODEL_FILE: Final = "model.skops"
 METADATA_FILE: Final = "metadata.json"
 MODEL_CARD_FILE: Final = "MODEL_CARD.md"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # 2: the metadata is signed
+SIGNATURE: Final = "signature"
+_SCHEME: Final = "hmac-sha256:"
+SIGNING_KEY_ENV: Final = "VITALS_MODEL_SIGNING_KEY"
+SIGNING_KEY_FILE_ENV: Final = "VITALS_MODEL_SIGNING_KEY_FILE"
+# Public on purpose: it only lets local runs sign and verify. Artifacts signed with it prove nothing.
+DEVELOPMENT_SIGNING_KEY: Final = b"vitals-lake DEVELOPMENT model signing key - not secret"
+SIGNING: Final = KeySource(
+    label="model signing",
+    env=SIGNING_KEY_ENV,
+    file_env=SIGNING_KEY_FILE_ENV,
+    development=DEVELOPMENT_SIGNING_KEY,
+)
 
 # Beyond skops' own defaults (numpy, builtins, common sklearn types): our detector classes and the
 # sklearn internals their models hold. Anything else in a file makes load() refuse it.
@@ -67,8 +89,10 @@ def save(
     feature_names: tuple[str, ...],
     training: dict[str, Any],
     metrics: dict[str, Any] | None = None,
+    signing_key: bytes | None = None,
 ) -> dict[str, Any]:
-    """Write the three files into ``out_dir``; returns the metadata."""
+    """Write the three files into ``out_dir``; returns the (signed) metadata. ``signing_key``: the
+    model signing key (None: from the environment)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     import sklearn  # noqa: PLC0415 - see the module's imports
@@ -96,19 +120,46 @@ def save(
         },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    metadata[SIGNATURE] = signature(
+        metadata, key=signing_key if signing_key is not None else SIGNING.load()[0]
+    )
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     (out_dir / MODEL_CARD_FILE).write_text(_model_card(metadata))
     return metadata
 
 
-def load(path: Path) -> LoadedModel:
-    """Load an artifact directory, verifying the hash before anything is deserialised."""
+def signature(metadata: dict[str, Any], *, key: bytes) -> str:
+    """The HMAC-SHA256 of the metadata's canonical JSON (sorted keys, no spaces, ASCII; every field but
+    the signature itself). A non-finite number (an infinite threshold) cannot be signed."""
+    body = {k: v for k, v in metadata.items() if k != SIGNATURE}
+    try:
+        canonical = json.dumps(
+            body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        )
+    except ValueError as exc:
+        raise ArtifactError(f"metadata cannot be signed: {exc}") from exc
+    return _SCHEME + hmac.new(key, canonical.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def load(path: Path, *, signing_key: bytes | None = None) -> LoadedModel:
+    """Load an artifact directory, verifying the metadata's signature and the model file's hash before
+    anything is deserialised. ``signing_key``: the model signing key (None: from the environment)."""
     path = Path(path)
     try:
         metadata = json.loads((path / METADATA_FILE).read_text())
         blob = (path / MODEL_FILE).read_bytes()
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot read artifact at {path}: {exc}") from exc
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(SIGNATURE), str):
+        raise ArtifactError(
+            f"{path / METADATA_FILE} is not signed: retrain, or re-sign with the training job"
+        )
+    key = signing_key if signing_key is not None else SIGNING.load()[0]
+    if not hmac.compare_digest(signature(metadata, key=key), metadata[SIGNATURE]):
+        raise ArtifactError(f"{path / METADATA_FILE}: the signature does not match (changed, or another key)")
+    threshold = metadata.get("threshold")
+    if not isinstance(threshold, int | float) or not math.isfinite(threshold):
+        raise ArtifactError(f"{path / METADATA_FILE}: threshold {threshold!r} is not a finite number")
     digest = hashlib.sha256(blob).hexdigest()
     if digest != metadata.get("sha256") or digest[:12] != metadata.get("model_version"):
         raise ArtifactError(f"{path / MODEL_FILE}: sha256 {digest[:12]} does not match the metadata")
@@ -122,7 +173,7 @@ def load(path: Path) -> LoadedModel:
     detector = sio.loads(blob, trusted=TRUSTED_TYPES)
     if not isinstance(detector, Detector):
         raise ArtifactError(f"{path / MODEL_FILE} does not hold a detector")
-    return LoadedModel(detector=detector, threshold=float(metadata["threshold"]), metadata=metadata)
+    return LoadedModel(detector=detector, threshold=float(threshold), metadata=metadata)
 
 
 def _model_card(m: dict[str, Any]) -> str:
@@ -139,7 +190,8 @@ def _model_card(m: dict[str, Any]) -> str:
         "- Intended use: decision support next to NEWS2 through the combined rule in `vitals_lake.alerting`"
         " (persistence suppresses short sensor artefacts). Not a diagnostic device.",
         "- Limits: trained and evaluated on simulated patients only; real-patient performance unknown.",
-        f"- Integrity: sha256 `{m['sha256']}`; load with `vitals_lake.model.artifact.load`"
+        f"- Integrity: sha256 `{m['sha256']}`, metadata signed (`{m[SIGNATURE][:24]}...`); load with"
+        " `vitals_lake.model.artifact.load`"
         " (hash checked first, explicit skops trusted types).",
         "",
     ]
