@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8050, help="port (0: any free port)")
     p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name users reach the dashboard by (repeatable); requests for other names are refused"
+        " (loopback and the --host address always pass)",
+    )
+    p.add_argument(
         "--refresh-seconds", type=int, default=DEFAULT_REFRESH_SECONDS, help="page auto-refresh (0: off)"
     )
     p.add_argument("-v", "--verbose", action="store_true")
@@ -88,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     server = DashboardServer(
-        Dashboard(warehouse, refresh_seconds=args.refresh_seconds, sync=sync), host=args.host, port=args.port
+        Dashboard(warehouse, refresh_seconds=args.refresh_seconds, sync=sync),
+        host=args.host,
+        port=args.port,
+        extra_hosts=args.allowed_host,
     )
     stop = threading.Event()
 

@@ -5,6 +5,10 @@ Routes: ``/high-risk``, ``/wards``, ``/trends``, ``/patient`` (the highest-risk 
 auto-refresh swaps it in); ``/api/<page>`` (and ``/api/patient/<patient_key>``) return the page's data
 as JSON; ``/healthz`` says whether the warehouse answers and how the last sync went.
 
+Exposure: a request whose ``Host`` is not the bind address, a loopback name or one given with
+``--allowed-host`` is refused (421), an error answers a generic body with a reference that the log
+holds the details under, and every response carries ``nosniff``, ``DENY`` framing and no referrer.
+
 When given a lake, the server owns the DuckDB file (DuckDB allows one writing process) and a
 background thread copies what changed in the lake into it every ``sync_seconds``; HTTP threads
 query the views meanwhile (``DuckWarehouse`` gives each call its own cursor).
@@ -16,7 +20,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +36,36 @@ from dashboard.data import DashboardData, NotFound, jsonable
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_SECONDS: Final = 5
+LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+_ANY_ADDRESS: Final = frozenset({"", "0.0.0.0", "::"})
+# On every response: no MIME sniffing, no framing by other sites, no referrer leaving the dashboard.
+SECURITY_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The host names a request's ``Host`` header may carry: the loopback names, the bind address
+    (unless it is the any-address) and ``extra`` (the names a proxy or users reach it by). Anything
+    else is refused, so a page elsewhere that rebinds its own DNS name to this machine (DNS rebinding)
+    cannot read patients' data through the browser of a clinician who opens it."""
+    names = set(LOOPBACK_NAMES) | {h.lower().strip("[]") for h in extra}
+    if bind_host not in _ANY_ADDRESS:
+        names.add(bind_host.lower().strip("[]"))
+    return frozenset(names)
+
+
+def host_name(header: str | None) -> str | None:
+    """The host part of a ``Host`` header, lower case, without port or IPv6 brackets."""
+    if not header:
+        return None
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else None
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class Queryable(Protocol):
@@ -212,23 +247,33 @@ class Dashboard:
         return HTTPStatus.FOUND, "text/plain; charset=utf-8", b"", {"Location": to}
 
 
-def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
+def make_handler(dashboard: Dashboard, *, hosts: frozenset[str]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "VitalsLakeDashboard/1"
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
-            try:
-                status, ctype, body, headers = dashboard.handle(self.path)
-            except Exception as exc:
-                log.exception("error serving %s", self.path)
-                status, ctype = HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8"
-                body, headers = f"error: {type(exc).__name__}: {exc}\n".encode(), {}
+            text = "text/plain; charset=utf-8"
+            status: int
+            headers: dict[str, str]
+            if host_name(self.headers.get("Host")) not in hosts:
+                log.warning(
+                    "refused a request for host %r (allowed: %s)", self.headers.get("Host"), sorted(hosts)
+                )
+                status, ctype, body, headers = HTTPStatus.MISDIRECTED_REQUEST, text, b"unknown host\n", {}
+            else:
+                try:
+                    status, ctype, body, headers = dashboard.handle(self.path)
+                except Exception:
+                    # The details go to the log under a reference; the body names nothing internal.
+                    reference = uuid.uuid4().hex[:12]
+                    log.exception("error %s serving %s", reference, self.path)
+                    status, ctype = HTTPStatus.INTERNAL_SERVER_ERROR, text
+                    body, headers = f"internal error (reference {reference})\n".encode(), {}
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for k, v in headers.items():
+            for k, v in {**SECURITY_HEADERS, **headers}.items():
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
@@ -242,9 +287,12 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
 class DashboardServer:
     """``start()`` serves in a thread; ``stop()`` shuts the server and the sync down cleanly."""
 
-    def __init__(self, dashboard: Dashboard, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, dashboard: Dashboard, *, host: str = "127.0.0.1", port: int = 0, extra_hosts: Iterable[str] = ()
+    ) -> None:
         self.dashboard = dashboard
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(dashboard))
+        self.hosts = allowed_hosts(host, extra_hosts)
+        self.httpd = ThreadingHTTPServer((host, port), make_handler(dashboard, hosts=self.hosts))
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="dashboard-http", daemon=True)
 

@@ -63,6 +63,7 @@ def notifier(run_dir: Path, pubsub: PubSubSettings) -> Iterator[Notifier]:
                 "ehr": {"url": hooks.url(EHR_PATH), "format": "json", "signing_secret": HOOK_KEY_ENV},
                 "chat": {"url": hooks.url("/slack"), "format": "slack", "signing_secret": HOOK_KEY_ENV},
             },
+            "local_receivers": True,  # the test receivers listen on loopback, plain HTTP
             "routes": [
                 # Every alert to the EHR integration; the ward team's inbox and chat from "medium" up.
                 {"name": "ehr", "webhooks": ["ehr"]},

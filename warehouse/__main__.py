@@ -48,6 +48,20 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) sends data out).
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell: NULL as empty, text that a spreadsheet would run as a formula prefixed with ``'``
+    (OWASP's CSV-injection rule). Numbers are written as numbers, a negative one included."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return _text(value)
+
+
 def print_table(table: pa.Table, out: TextIO, *, max_rows: int | None = None) -> None:
     """Columns aligned, numbers right-aligned, long cells cut; then the row count."""
     rows = table.to_pylist() if max_rows is None else table.slice(0, max_rows).to_pylist()
@@ -87,7 +101,7 @@ def _query(args: argparse.Namespace) -> int:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(table.column_names)
         for row in table.to_pylist():
-            writer.writerow(["" if v is None else _text(v) for v in row.values()])
+            writer.writerow([csv_cell(v) for v in row.values()])
     elif args.format == "json":
         for row in table.to_pylist():
             sys.stdout.write(json.dumps(row, default=_json_default) + "\n")

@@ -462,6 +462,7 @@ def run_notifier_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
             "webhooks": {
                 "ehr": {"url": hooks.url(HOOK_PATH), "format": "json", "signing_secret": HOOK_KEY_ENV}
             },
+            "local_receivers": True,  # the test receivers listen on loopback, plain HTTP
             "routes": [{"name": "all", "email": [INBOX], "webhooks": ["ehr"]}],
         }
         with NotifierFunction(workdir, config=config, env={**mail.env(), HOOK_KEY_ENV: key}) as fn:

@@ -1,7 +1,7 @@
 """The alert notifier Cloud Function, run locally under functions-framework and fed by a push subscription.
 
     with LocalMailServer(run_dir) as mail, WebhookReceiver(secret=key) as hooks:
-        config = {"smtp": mail.smtp_config(), "webhooks": {...}, "routes": [...]}
+        config = {"local_receivers": True, "smtp": mail.smtp_config(), "webhooks": {...}, "routes": [...]}
         with NotifierFunction(run_dir, config=config, env={**mail.env(), "HOOK_KEY": key}) as fn:
             fn.subscribe(stack.pubsub)     # push subscription on vitals-alerts -> the function
             ...

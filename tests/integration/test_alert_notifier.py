@@ -113,6 +113,7 @@ def routing(mail: LocalMailServer, hooks: WebhookReceiver) -> dict[str, Any]:
             "dup": hook("/dup", hooks.url),
             "slow": hook("/slow", hooks.url, timeout_seconds=0.5),
         },
+        "local_receivers": True,  # the test receivers listen on loopback, plain HTTP
         "routes": [
             {"wards": ["W-HAPPY"], "email": ["happy@h.example"], "webhooks": ["happy-json", "happy-slack"]},
             {"wards": ["W-SMTP"], "email": ["smtp@h.example"], "webhooks": ["smtp-side"]},
@@ -323,7 +324,11 @@ def test_the_function_on_firestore_state_does_not_send_twice(
     config_path = tmp_path / "routing.yaml"
     config_path.write_text(
         yaml.safe_dump(
-            {"smtp": rig.mail.smtp_config(), "routes": [{"wards": ["W-FS"], "email": ["fs@h.example"]}]}
+            {
+                "local_receivers": True,
+                "smtp": rig.mail.smtp_config(),
+                "routes": [{"wards": ["W-FS"], "email": ["fs@h.example"]}],
+            }
         )
     )
     prefix = f"f{uuid.uuid4().hex[:6]}_"

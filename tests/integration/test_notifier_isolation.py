@@ -78,6 +78,7 @@ def function(
             "slack": {**signed, "url": hooks.url("/iso/slack"), "format": "slack"},
             "pager": {**signed, "url": hooks.url("/iso/pager")},
         },
+        "local_receivers": True,  # the test receivers listen on loopback, plain HTTP
         "routes": [{"name": "all-wards", "email": [TO], "webhooks": ["ehr", "slack", "pager"]}],
     }
     path = tmp_path / "routing.yaml"

@@ -147,6 +147,7 @@ def notifier(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[service.Notifier
                 },
             },
             # Every valid event matches: any ward, every severity and state.
+            "local_receivers": True,  # the test receivers listen on loopback, plain HTTP
             "routes": [{"name": "all", "email": ["ward@h.example"], "webhooks": ["ehr", "slack"]}],
         }
     )

@@ -143,6 +143,7 @@ def base_config(mail: LocalMailServer, hooks: WebhookReceiver) -> dict[str, Any]
             "ehr": {"url": hooks.url("/ehr"), "format": "json", "signing_secret": "HOOK_KEY"},
             "slack": {"url": hooks.url("/slack"), "format": "slack", "signing_secret": "HOOK_KEY"},
         },
+        "local_receivers": True,  # the test receivers listen on loopback, plain HTTP
         "routes": [
             {"name": "icu", "wards": ["ICU"], "email": ["icu@hospital.example"], "webhooks": ["ehr", "slack"]}
         ],
@@ -457,6 +458,21 @@ def test_the_example_config_is_valid() -> None:
             "clear",
         ),
         (lambda d: d.update(routes=[]), "non-empty list"),
+        # Transport: https and TLS, except to a loopback receiver with local_receivers.
+        (lambda d: d["webhooks"]["pager"].update(url="http://pager.example/hook"), "must be an https URL"),
+        (lambda d: d["webhooks"]["pager"].update(url="http://127.0.0.1:9/hook"), "must be an https URL"),
+        (
+            lambda d: (
+                d.update(local_receivers=True) or d["webhooks"]["pager"].update(url="http://10.0.0.9/h")
+            ),
+            "must be an https URL",
+        ),
+        (lambda d: d["webhooks"]["pager"].update(url="ftp://pager.example/hook"), "must be an https URL"),
+        (lambda d: d.update(smtp={**d["smtp"], "security": "none"}), "use TLS"),
+        (
+            lambda d: d.update(local_receivers=True, smtp={**d["smtp"], "security": "none"}),
+            "use TLS",  # smtp.example is not a loopback host
+        ),
     ],
 )
 def test_config_errors_name_the_key(change: Callable[[dict[str, Any]], object], message: str) -> None:
@@ -815,6 +831,7 @@ def notifier_for(tmp_path: Path) -> service.Notifier:
     config = cfg.parse_config(
         {
             "webhooks": {"h": {"url": "http://127.0.0.1:9/h", "signing_secret": "K"}},
+            "local_receivers": True,  # the test receivers listen on loopback, plain HTTP
             "routes": [{"webhooks": ["h"]}],
         }
     )
@@ -880,3 +897,15 @@ def test_a_keyed_dead_letter_is_written_once(tmp_path: Path) -> None:
     assert store.dead_letter({"n": 4}, key="malformed:m2") is True
     assert store.dead_letter({"n": 5}) and store.dead_letter({"n": 5})  # without a key: every time
     assert [d["n"] for d in store.dead_letters()] == [1, 4, 5, 5]
+
+
+def test_local_receivers_allow_plain_transport_to_loopback_only():
+    raw = json.loads(json.dumps(ROUTING))
+    local_smtp = {"host": "127.0.0.1", "sender": "a@example.org", "security": "none"}
+    raw.update(local_receivers=True, smtp=local_smtp)
+    raw["webhooks"]["pager"]["url"] = "http://[::1]:8080/hook"
+    config = cfg.parse_config(raw)
+    assert config.local_receivers and config.smtp is not None and config.smtp.security == "none"
+    assert cfg.plain_transport_allowed("LOCALHOST", local_receivers=True)
+    assert not cfg.plain_transport_allowed("127.0.0.1", local_receivers=False)
+    assert not cfg.plain_transport_allowed("vitals.example", local_receivers=True)

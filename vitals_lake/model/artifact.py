@@ -93,6 +93,8 @@ def save(
 ) -> dict[str, Any]:
     """Write the three files into ``out_dir``; returns the (signed) metadata. ``signing_key``: the
     model signing key (None: from the environment)."""
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     import sklearn  # noqa: PLC0415 - see the module's imports
@@ -130,14 +132,9 @@ def save(
 
 def signature(metadata: dict[str, Any], *, key: bytes) -> str:
     """The HMAC-SHA256 of the metadata's canonical JSON (sorted keys, no spaces, ASCII; every field but
-    the signature itself). A non-finite number (an infinite threshold) cannot be signed."""
+    the signature itself)."""
     body = {k: v for k, v in metadata.items() if k != SIGNATURE}
-    try:
-        canonical = json.dumps(
-            body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-        )
-    except ValueError as exc:
-        raise ArtifactError(f"metadata cannot be signed: {exc}") from exc
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return _SCHEME + hmac.new(key, canonical.encode("ascii"), hashlib.sha256).hexdigest()
 
 

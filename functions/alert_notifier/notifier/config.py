@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -21,6 +22,26 @@ WebhookFormat = Literal["json", "slack"]
 SmtpSecurity = Literal["starttls", "ssl", "none"]
 DestinationKind = Literal["email", "webhook"]
 _EMAIL_RE: Final = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+# ``local_receivers: true`` lets these hosts take plain HTTP and SMTP without TLS (the tests' and the
+# demo's receivers); every other host needs https and TLS whatever the config says.
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def plain_transport_allowed(host: str | None, *, local_receivers: bool) -> bool:
+    """Whether a receiver on ``host`` may be reached without TLS: only a loopback host, and only when
+    the config says its receivers are local."""
+    return local_receivers and (host or "").strip("[]").lower() in LOOPBACK_HOSTS
+
+
+def check_webhook_url(url: str, *, local_receivers: bool, where: str) -> None:
+    """https, or http to a loopback host with ``local_receivers`` (checked again on a URL read from a
+    secret when it is used)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and plain_transport_allowed(parts.hostname, local_receivers=local_receivers):
+        return
+    raise ConfigError(f"{where} must be an https URL (http only to a loopback receiver with local_receivers)")
 
 
 class ConfigError(ValueError):
@@ -87,6 +108,7 @@ class Config:
     smtp: SmtpSettings | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     subject_prefix: str = "[Vitals Lake]"
+    local_receivers: bool = False  # plain HTTP / SMTP allowed to loopback receivers (tests, demo)
 
     def destinations(self, event: ev.AlertEvent) -> list[Destination]:
         """Every destination of every matching route, once each. Where routes disagree about showing
@@ -116,13 +138,15 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(raw: Any) -> Config:
-    keys = {"routes", "webhooks", "smtp", "retry", "include_patient_id", "subject_prefix"}
+    keys = {"routes", "webhooks", "smtp", "retry", "include_patient_id", "subject_prefix", "local_receivers"}
     top = _mapping(raw, "config", keys)
     default_show = _bool(top.get("include_patient_id", False), "include_patient_id")
+    local = _bool(top.get("local_receivers", False), "local_receivers")
     webhooks = {
-        name: _webhook(name, spec) for name, spec in _mapping(top.get("webhooks") or {}, "webhooks").items()
+        name: _webhook(name, spec, local=local)
+        for name, spec in _mapping(top.get("webhooks") or {}, "webhooks").items()
     }
-    smtp = _smtp(top["smtp"]) if top.get("smtp") is not None else None
+    smtp = _smtp(top["smtp"], local=local) if top.get("smtp") is not None else None
     routes_raw = top.get("routes")
     if not isinstance(routes_raw, list) or not routes_raw:
         raise ConfigError("routes: a non-empty list is required")
@@ -139,6 +163,7 @@ def parse_config(raw: Any) -> Config:
         smtp=smtp,
         retry=_retry(top.get("retry") or {}),
         subject_prefix=str(top.get("subject_prefix", "[Vitals Lake]")),
+        local_receivers=local,
     )
 
 
@@ -178,7 +203,7 @@ def _route(index: int, raw: Any, default_show: bool) -> Route:
     )
 
 
-def _webhook(name: str, raw: Any) -> Webhook:
+def _webhook(name: str, raw: Any, *, local: bool) -> Webhook:
     keys = {"url", "url_secret", "format", "signing_secret", "timeout_seconds"}
     spec = _mapping(raw, f"webhooks.{name}", keys)
     hook = Webhook(
@@ -193,14 +218,14 @@ def _webhook(name: str, raw: Any) -> Webhook:
         raise ConfigError(f"webhooks.{name}.format must be json or slack")
     if (hook.url is None) == (hook.url_secret is None):
         raise ConfigError(f"webhooks.{name}: give exactly one of url and url_secret")
-    if hook.url is not None and not re.match(r"^https?://", hook.url):
-        raise ConfigError(f"webhooks.{name}.url must be an http(s) URL")
+    if hook.url is not None:
+        check_webhook_url(hook.url, local_receivers=local, where=f"webhooks.{name}.url")
     if hook.format == "json" and not hook.signing_secret:
         raise ConfigError(f"webhooks.{name}: a json webhook needs signing_secret (receivers verify it)")
     return hook
 
 
-def _smtp(raw: Any) -> SmtpSettings:
+def _smtp(raw: Any, *, local: bool) -> SmtpSettings:
     keys = {"host", "port", "security", "username", "password_secret", "sender", "timeout_seconds", "ca_file"}
     spec = _mapping(raw, "smtp", keys)
     for key in ("host", "sender"):
@@ -213,6 +238,8 @@ def _smtp(raw: Any) -> SmtpSettings:
         raise ConfigError("smtp.username needs smtp.password_secret")
     if spec.get("username") and security == "none":
         raise ConfigError("smtp.username with security none would send the password in clear text")
+    if security == "none" and not plain_transport_allowed(str(spec["host"]), local_receivers=local):
+        raise ConfigError("smtp.security none only to a loopback server with local_receivers: use TLS")
     return SmtpSettings(
         host=str(spec["host"]),
         sender=str(spec["sender"]),

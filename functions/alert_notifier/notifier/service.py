@@ -25,7 +25,7 @@ from typing import Any, Final
 import requests
 
 from notifier import event as ev
-from notifier.config import Config, Destination, load_config
+from notifier.config import Config, ConfigError, Destination, check_webhook_url, load_config
 from notifier.render import json_payload, render_email, slack_payload
 from notifier.retry import DeliveryError, PermanentError, TransientError, call_with_retries
 from notifier.secrets import Secrets, SecretUnavailable
@@ -242,6 +242,12 @@ class Notifier:
         else:
             payload = json_payload(event, event.notification_id, dest.include_patient_id)
         url = hook.url or self.secrets.get(hook.url_secret or "")
+        if hook.url is None:  # a URL from a secret meets the config's rule when it is used
+            try:
+                local = self.config.local_receivers
+                check_webhook_url(url, local_receivers=local, where=str(hook.url_secret))
+            except ConfigError as exc:
+                raise PermanentError(str(exc)) from None
         key = self.secrets.get(hook.signing_secret) if hook.signing_secret else None
         post_webhook(
             self.session,
