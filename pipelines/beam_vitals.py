@@ -133,8 +133,15 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     # 5. Per patient shard (its memory: event ids within the horizon, baselines, alert runs): drop
     #    duplicates, score with the anomaly model, run the alert rule, append the new rows to Silver.
     #    Alert events are kept in the lake and published to the notifier.
+    #    A batch run's shards fill a state gap only from rows ingested before the run started: what the
+    #    run wrote itself is in its shards' state already.
     shards = gated.valid | "AdvanceShards" >> AdvanceShards(
-        lake, settings=engine, run_id=run_id, model_uri=o.model_uri, model_poll=o.model_poll_seconds
+        lake,
+        settings=engine,
+        run_id=run_id,
+        model_uri=o.model_uri,
+        model_poll=o.model_poll_seconds,
+        ingested_before_us=None if o.subscription else time.time_ns() // 1000,
     )
     _ = shards[ALERTS] | "WriteAlerts" >> beam.ParDo(AppendFn(lake, "alerts"))
     if topic := opts.alerts_topic(options):

@@ -190,11 +190,14 @@ class AdvanceShardFn(beam.DoFn):
         settings: EngineSettings,
         model_uri: str | None,
         model_poll: float,
+        *,
         run_id: str = "",
+        ingested_before_us: int | None = None,
     ) -> None:
         self.lake_settings = lake
         self.settings = settings
         self.run_id = run_id
+        self.ingested_before_us = ingested_before_us
         self.model_uri = model_uri
         self.model_poll = model_poll
         # One model watcher per worker process (the model is not per shard); Shared keeps it alive
@@ -231,7 +234,9 @@ class AdvanceShardFn(beam.DoFn):
             state = ShardState.new(self.settings)
             self.restored.inc()
         reads_before, stepped_before = state.lake_reads, state.scorer.alerts.stepped
-        readers = shard_readers(self.lake, shard=shard, shards=self.settings.shards)
+        readers = shard_readers(
+            self.lake, shard=shard, shards=self.settings.shards, ingested_before_us=self.ingested_before_us
+        )
         model = self.watcher.current() if self.watcher else None
         result = advance_shard(state, rows, model=model, readers=readers)
         commit_silver(self.lake, result, batch_id=batch_id)
@@ -265,6 +270,7 @@ class AdvanceShards(beam.PTransform):
         run_id: str,
         model_uri: str | None = None,
         model_poll: float = 30.0,
+        ingested_before_us: int | None = None,
     ) -> None:
         super().__init__()
         self.lake = lake
@@ -272,6 +278,7 @@ class AdvanceShards(beam.PTransform):
         self.run_id = run_id
         self.model_uri = model_uri
         self.model_poll = model_poll
+        self.ingested_before_us = ingested_before_us  # a batch run's start (None in a stream)
 
     def expand(self, keyed: beam.PCollection) -> pvalue.DoOutputsTuple:
         outputs = (
@@ -285,7 +292,14 @@ class AdvanceShards(beam.PTransform):
             >> beam.WindowInto(GlobalWindows()).with_output_types(tuple[int, tuple[str, pa.Table]])
             | "DedupScoreAlertInsert"
             >> beam.ParDo(
-                AdvanceShardFn(self.lake, self.settings, self.model_uri, self.model_poll, self.run_id)
+                AdvanceShardFn(
+                    self.lake,
+                    self.settings,
+                    self.model_uri,
+                    self.model_poll,
+                    run_id=self.run_id,
+                    ingested_before_us=self.ingested_before_us,
+                )
             )
             .with_input_types(beam.typehints.KV[int, Any])  # an int key: a deterministic coder for the state
             .with_output_types(pa.Table)

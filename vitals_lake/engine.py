@@ -186,15 +186,29 @@ def advance_shard(
 # --- The lake: what a shard reads when it has no state, and what a batch writes -------------------
 
 
-def shard_readers(lake: Lake, *, shard: int, shards: int) -> ShardReaders:
+def shard_readers(
+    lake: Lake, *, shard: int, shards: int, ingested_before_us: int | None = None
+) -> ShardReaders:
     """Readers of this shard's Silver: event ids for the de-duplication memory, recent history for the
-    baselines, rows for the open Gold windows. Called only when the state has a gap, never per batch."""
+    baselines, rows for the open Gold windows. Called only when the state has a gap, never per batch.
+
+    ``ingested_before_us``: read only rows ingested before then. A batch run passes its start: what it
+    wrote itself is in its shards' state already, and without the bound the first batch of every shard
+    read back (and filtered out) all the rows the shards before it had written, a cost that grew with
+    the number of shards (measured: 347,316 rows read back, about 1 CPU-s, for the second of two shards
+    on a 716,132-reading file). Rows of a replay keep their original ingest time, so it reads them all,
+    as before. A stream passes None: a state lost mid-stream must see everything."""
+    written = (
+        None if ingested_before_us is None else pc.field(c.INGEST_TIME) < pa.scalar(ingested_before_us, _US)
+    )
 
     def silver(lo_us: int, hi_us: int | None, columns: list[str] | None = None) -> pa.Table:
         lo = datetime.fromtimestamp(lo_us / 1e6, UTC)
         hi = None if hi_us is None else datetime.fromtimestamp(hi_us / 1e6, UTC)
         # [lo, hi): the span selects the files, the filter drops the rows at hi.
         where = None if hi is None else pc.field(c.TIMESTAMP) < pa.scalar(hi, _US)
+        if written is not None:
+            where = written if where is None else where & written
         rows = lake.read("silver", columns=columns, where=where, span=TimeSpan(c.TIMESTAMP, lo, hi))
         return in_shard(rows, shard=shard, shards=shards)
 
@@ -202,18 +216,20 @@ def shard_readers(lake: Lake, *, shard: int, shards: int) -> ShardReaders:
         return silver(lo_us, hi_us, [c.EVENT_ID, c.TIMESTAMP, c.PATIENT_KEY])
 
     def history(patients: list[str], before: float) -> pa.Table:
-        return recent_silver(lake, patients, before)
+        return recent_silver(lake, patients, before, where=written)
 
     return ShardReaders(stored_ids=stored_ids, history=history, silver=silver)
 
 
-def recent_silver(lake: Lake, patients: list[str], before: float) -> pa.Table:
+def recent_silver(
+    lake: Lake, patients: list[str], before: float, *, where: pc.Expression | None = None
+) -> pa.Table:
     """These patients' Silver rows of the baseline span before ``before`` (epoch seconds): what a
     scorer replays to rebuild their baselines and alert state when its shard has no state."""
     hi = datetime.fromtimestamp(before, UTC) - timedelta(microseconds=1)  # rows before, not at
     ids = pa.array(patients, pa.string())
     span = TimeSpan(c.TIMESTAMP, hi - BASELINE_SPAN, hi)
-    return read_patients(lake, "silver", span, ids, columns=list(HISTORY_COLUMNS))
+    return read_patients(lake, "silver", span, ids, where=where, columns=list(HISTORY_COLUMNS))
 
 
 def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:
@@ -279,6 +295,8 @@ class BatchEngine:
         self.lake = lake
         self.settings = settings
         self.key = key
+        # What this engine writes is in its shards' state: a shard seen first reads only older rows.
+        self.started_us = int(clock() * 1e6)
         self.model = model
         self._patients = patients
         if lake is None and (patients is None or restore):
@@ -315,7 +333,9 @@ class BatchEngine:
             if state is None:
                 state = self.states[shard] = ShardState.new(self.settings)
             readers = (
-                shard_readers(self.lake, shard=shard, shards=self.settings.shards)
+                shard_readers(
+                    self.lake, shard=shard, shards=self.settings.shards, ingested_before_us=self.started_us
+                )
                 if self.restore and self.lake is not None
                 else ShardReaders.none()
             )

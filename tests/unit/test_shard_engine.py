@@ -161,3 +161,37 @@ def test_a_shards_memory_bytes_track_its_pickled_size():
     advance_shard(state, rows, model=None, readers=ShardReaders.none())
     assert state.memory_bytes() > 5 * 1440 * 6 * 8  # five baseline rings at least
     assert 0.8 < state.size_bytes() / state.memory_bytes() < 1.5
+
+
+def test_a_batch_run_reads_back_only_rows_ingested_before_it_started(tmp_path):
+    """A shard seen first in a batch run fills its state from older rows only: what the run wrote
+    itself (every shard before it) is not read back; a stream (no bound) reads everything."""
+    from tests.factories import raw, reading  # noqa: PLC0415
+    from vitals_lake import envelope  # noqa: PLC0415
+    from vitals_lake.config import LocalLake  # noqa: PLC0415
+    from vitals_lake.engine import BatchEngine, shard_readers  # noqa: PLC0415
+    from vitals_lake.lake import Lake  # noqa: PLC0415
+
+    lake = Lake(LocalLake(root=tmp_path / "lake"))
+    lake.ensure_all()
+    lines = [raw(reading(i, patient=f"P{i % 20:06d}", at=T0 + timedelta(seconds=10 * i))) for i in range(400)]
+    ingested = int(T0.timestamp() * 1e6) + 5_000_000
+    bronze = envelope.to_bronze(envelope.records_from_lines(lines), ingest_time_us=ingested, ref_prefix="f")
+    engine = BatchEngine(
+        lake, settings=EngineSettings(time_rules=None), key=KEY, clock=lambda: T0.timestamp()
+    )
+    assert engine.run(bronze, batch_id="b0").silver.num_rows == 400
+    lo = int(T0.timestamp() * 1e6) - HOUR_US
+    for shard in range(2):
+        everything = shard_readers(lake, shard=shard, shards=2).stored_ids(lo, None)
+        assert everything.num_rows > 0
+        older = shard_readers(lake, shard=shard, shards=2, ingested_before_us=ingested + 1)
+        assert older.stored_ids(lo, None).num_rows == everything.num_rows
+        assert (
+            older.history is not None and older.history(["P000001", "P000002"], T0.timestamp() + 9e3).num_rows
+        )
+        run_started = shard_readers(lake, shard=shard, shards=2, ingested_before_us=ingested)
+        assert run_started.stored_ids(lo, None).num_rows == 0
+        assert run_started.silver is not None and run_started.silver(lo, None).num_rows == 0
+        assert run_started.history is not None
+        assert run_started.history(["P000001", "P000002"], T0.timestamp() + 9e3).num_rows == 0
