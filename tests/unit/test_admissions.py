@@ -355,7 +355,8 @@ def test_cli_one_pass_then_watch_until_sigterm(tmp_path, landing, mapping):
     assert once.returncode == 0, once.stderr.decode()
     out = once.stdout.decode()
     assert "loaded " in out and "patients_daily_file_20261120.csv: 2 rows" in out
-    assert "changed patients: P1 P2" in out
+    assert "changed patients: 2" in out
+    assert "P1" not in out and "P2" not in out  # no patient id in a job's output
 
     write_day(landing, DAY2, [row("P3")])
     watcher = subprocess.Popen(
@@ -367,9 +368,10 @@ def test_cli_one_pass_then_watch_until_sigterm(tmp_path, landing, mapping):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             lines.append(watcher.stdout.readline().decode())
-            if "changed patients: P3" in lines[-1]:
+            if "changed patients: 1" in lines[-1]:
                 break
         assert any("patients_daily_file_20261121.csv: 1 rows" in line for line in lines), lines
+        assert not any("P3" in line for line in lines), lines
         watcher.send_signal(signal.SIGTERM)
         assert watcher.wait(timeout=20) == 0
     finally:
