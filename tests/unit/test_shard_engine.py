@@ -177,9 +177,7 @@ def test_a_batch_run_reads_back_only_rows_ingested_before_it_started(tmp_path):
     lines = [raw(reading(i, patient=f"P{i % 20:06d}", at=T0 + timedelta(seconds=10 * i))) for i in range(400)]
     ingested = int(T0.timestamp() * 1e6) + 5_000_000
     bronze = envelope.to_bronze(envelope.records_from_lines(lines), ingest_time_us=ingested, ref_prefix="f")
-    engine = BatchEngine(
-        lake, settings=EngineSettings(time_rules=None), key=KEY, clock=T0.timestamp
-    )
+    engine = BatchEngine(lake, settings=EngineSettings(time_rules=None), key=KEY, clock=T0.timestamp)
     assert engine.run(bronze, batch_id="b0").silver.num_rows == 400
     lo = int(T0.timestamp() * 1e6) - HOUR_US
     for shard in range(2):
