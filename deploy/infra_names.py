@@ -61,11 +61,21 @@ SECRETS: Final = {
 }
 
 
+def retention_days(table: str) -> int | None:
+    """Days a BigQuery table keeps a partition: the lake table of the same name's retention (the dead
+    letters, rows the warehouse refused: as long as quarantine keeps its rows)."""
+    if table == DEAD_LETTER_TABLE:
+        return c.TABLES["quarantine"].retention_days
+    by_name = {spec.name: spec for spec in c.TABLES.values()}
+    return by_name[table].retention_days if table in by_name else None
+
+
 def _table_entry(name: str, partition: str | None, clustering: Sequence[str]) -> dict[str, Any]:
     return {
         "partition": partition or None,
         "clustering": list(clustering),
         "schema_file": f"{SCHEMAS_DIR}/{name}.json",
+        "retention_days": retention_days(name) if partition else None,
     }
 
 

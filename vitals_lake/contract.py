@@ -543,6 +543,14 @@ class TableSpec:
     hour_of: str | None = None
     # The column whose UTC date is ``EVENT_DATE``: a time range on it selects date partitions.
     dated_by: str | None = None
+    # Days a date partition is kept (None: until deleted); maintenance deletes older partitions and
+    # BigQuery expires them (a deployment overrides: ``--retention-days``, ``warehouse_retention_days``).
+    retention_days: int | None = None
+
+    @property
+    def date_partition(self) -> str | None:
+        """The date partition column retention counts by (None: the table has none)."""
+        return self.partition_by[0] if self.partition_by else None
 
     @property
     def lake_schema(self) -> pa.Schema:
@@ -556,23 +564,43 @@ class TableSpec:
         return (*self.partition_by, EVENT_HOUR) if self.hour_of else self.partition_by
 
 
+# Default retention, days. Raw payloads and admission files (names, dates of birth) only as long as a
+# replay or a reload may need them; quarantine long enough to investigate a feed; the clinical tables
+# (Silver, Gold, alerts, trends) two years. The identity table (patients) holds current admissions
+# has no retention of its own; the commit log and references are small.
 TABLES: Final[dict[Layer, TableSpec]] = {
-    "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,)),
-    "silver": TableSpec(SILVER_TABLE, SILVER_SCHEMA, (EVENT_DATE,), dated_by=TIMESTAMP),
+    "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,), retention_days=30),
+    "silver": TableSpec(SILVER_TABLE, SILVER_SCHEMA, (EVENT_DATE,), dated_by=TIMESTAMP, retention_days=730),
     "gold": TableSpec(
-        GOLD_TABLE, GOLD_SCHEMA, (EVENT_DATE, WINDOW_SECONDS), hour_of=WINDOW_START, dated_by=WINDOW_START
+        GOLD_TABLE,
+        GOLD_SCHEMA,
+        (EVENT_DATE, WINDOW_SECONDS),
+        hour_of=WINDOW_START,
+        dated_by=WINDOW_START,
+        retention_days=730,
     ),
-    "quarantine": TableSpec(QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,)),
+    "quarantine": TableSpec(QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,), retention_days=90),
     "silver_commits": TableSpec(SILVER_COMMITS_TABLE, SILVER_COMMITS_SCHEMA, ()),
-    "dq_metrics": TableSpec(DQ_METRICS_TABLE, DQ_METRICS_SCHEMA, (EVENT_DATE,)),
+    "dq_metrics": TableSpec(DQ_METRICS_TABLE, DQ_METRICS_SCHEMA, (EVENT_DATE,), retention_days=400),
     "diagnosis_hourly": TableSpec(
-        DIAGNOSIS_HOURLY_TABLE, DIAGNOSIS_HOURLY_SCHEMA, (EVENT_DATE,), dated_by=WINDOW_START
+        DIAGNOSIS_HOURLY_TABLE,
+        DIAGNOSIS_HOURLY_SCHEMA,
+        (EVENT_DATE,),
+        dated_by=WINDOW_START,
+        retention_days=730,
     ),
     "rolling": TableSpec(
-        ROLLING_TABLE, ROLLING_SCHEMA, (EVENT_DATE,), hour_of=WINDOW_START, dated_by=WINDOW_START
+        ROLLING_TABLE,
+        ROLLING_SCHEMA,
+        (EVENT_DATE,),
+        hour_of=WINDOW_START,
+        dated_by=WINDOW_START,
+        retention_days=730,
     ),
-    "bronze_admissions": TableSpec(BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,)),
+    "bronze_admissions": TableSpec(
+        BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,), retention_days=30
+    ),
     "patients": TableSpec(PATIENTS_TABLE, PATIENTS_SCHEMA, ()),
     "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),
-    "alerts": TableSpec(ALERTS_TABLE, ALERTS_SCHEMA, (EVENT_DATE,)),
+    "alerts": TableSpec(ALERTS_TABLE, ALERTS_SCHEMA, (EVENT_DATE,), retention_days=730),
 }

@@ -1,4 +1,10 @@
-"""Delta table maintenance: compact and z-order finished partitions, checkpoint, vacuum, clean the log.
+"""Delta table maintenance: expire old partitions, compact and z-order finished ones, checkpoint,
+vacuum, clean the log.
+
+Retention: a table's date partitions older than its retention (``TableSpec.retention_days`` in the
+contract, or ``--retention-days TABLE=DAYS``) are deleted (a partition delete removes whole files, no
+rewrite); vacuum then removes their files once ``retention_hours`` have passed, and from then on the
+rows are gone from the table's history too. ``--keep-expired`` turns this off.
 
 Safe while the stream writes:
 
@@ -19,7 +25,8 @@ CLI::
 
     python -m vitals_lake.maintenance --lake var/lake|gs://bucket/prefix [--service-account FILE]
         [--table silver ...] [--older-than-days N] [--retention-hours H [--allow-short-retention]]
-        [--vacuum-delete] [--no-z-order] [--dry-run] [--json]
+        [--vacuum-delete] [--no-z-order] [--retention-days TABLE=DAYS ...] [--keep-expired]
+        [--dry-run] [--json]
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar
@@ -72,8 +79,17 @@ class MaintenanceOptions:
     vacuum_delete: bool = False  # False: vacuum only lists the files it would delete
     dry_run: bool = False  # True: plan and list only, change nothing
     z_order: bool = True
+    expire: bool = True  # delete partitions older than their table's retention
+    retention_days: Mapping[c.Layer, int | None] = field(default_factory=dict)  # overrides the contract's
+
+    def keep_days(self, layer: c.Layer) -> int | None:
+        """How many days of this table's partitions are kept (None: all)."""
+        return self.retention_days.get(layer, c.TABLES[layer].retention_days)
 
     def __post_init__(self) -> None:
+        for layer, days in self.retention_days.items():
+            if days is not None and days < 1:
+                raise ConfigError(f"retention of {layer} must be at least 1 day, got {days}")
         if self.older_than_days < 0:
             raise ConfigError(f"older_than_days must be >= 0, got {self.older_than_days}")
         if self.retention_hours < 0:
@@ -108,6 +124,8 @@ class TableReport:
     version_after: int = -1
     partitions: list[PartitionReport] = field(default_factory=list)
     live_partitions: list[str] = field(default_factory=list)  # left alone: today's (or not finished yet)
+    expired_partitions: list[str] = field(default_factory=list)  # older than the retention: deleted
+    expired_rows: int = 0
     checkpoint_version: int | None = None
     vacuum_files: list[str] = field(default_factory=list)
     vacuum_deleted: bool = False
@@ -148,6 +166,9 @@ class MaintenanceReport:
                     + (f", {p.attempts} attempts" if p.attempts > 1 else "")
                     + (f" ({p.reason})" if p.reason else "")
                 )
+            if t.expired_partitions:
+                done = f"{t.expired_rows} row(s) deleted" if not self.dry_run else "would be deleted"
+                lines.append(f"    past retention: {', '.join(t.expired_partitions)} ({done})")
             if t.live_partitions:
                 lines.append(f"    left alone: {', '.join(t.live_partitions)}")
         return "\n".join(lines)
@@ -199,13 +220,16 @@ def maintain(
         started_at=started.isoformat(), cutoff=cutoff.isoformat(), dry_run=opts.dry_run
     )
     t0 = time.perf_counter()
+    today = started.astimezone(UTC).date()
     for layer in layers or c.TABLES:
-        report.tables.append(maintain_table(lake, layer, opts, cutoff=cutoff))
+        report.tables.append(maintain_table(lake, layer, opts, cutoff=cutoff, today=today))
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def maintain_table(lake: Lake, layer: c.Layer, opts: MaintenanceOptions, *, cutoff: date) -> TableReport:
+def maintain_table(
+    lake: Lake, layer: c.Layer, opts: MaintenanceOptions, *, cutoff: date, today: date | None = None
+) -> TableReport:
     spec = c.TABLES[layer]
     report = TableReport(layer=layer, table=spec.name)
     t0 = time.perf_counter()
@@ -215,6 +239,7 @@ def maintain_table(lake: Lake, layer: c.Layer, opts: MaintenanceOptions, *, cuto
     uri, storage = lake.uri(layer), lake.settings.storage_options
     report.version_before = DeltaTable(uri, storage_options=storage).version()
     columns = zorder_columns(layer) if opts.z_order else []
+    _expire(uri, storage, spec, opts, layer=layer, today=today or datetime.now(UTC).date(), report=report)
 
     for part in _partitions(DeltaTable(uri, storage_options=storage), spec):
         if part.value is not None and part.value >= cutoff:
@@ -254,6 +279,47 @@ def maintain_table(lake: Lake, layer: c.Layer, opts: MaintenanceOptions, *, cuto
     report.version_after = DeltaTable(uri, storage_options=storage).version()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def expiry_date(today: date, keep_days: int) -> date:
+    """Partitions dated strictly before this are past their retention (today and ``keep_days - 1`` days
+    before it are kept)."""
+    return today - timedelta(days=keep_days - 1)
+
+
+def _expire(
+    uri: str,
+    storage: dict[str, str],
+    spec: c.TableSpec,
+    opts: MaintenanceOptions,
+    *,
+    layer: c.Layer,
+    today: date,
+    report: TableReport,
+) -> None:
+    """Delete the date partitions past the table's retention (whole files: a partition delete)."""
+    keep = opts.keep_days(layer)
+    column = spec.date_partition
+    if not opts.expire or keep is None or column is None:
+        return
+    oldest = expiry_date(today, keep)
+    parts = _partitions(DeltaTable(uri, storage_options=storage), spec)
+    report.expired_partitions = [p.label for p in parts if p.value is not None and p.value < oldest]
+    if not report.expired_partitions or opts.dry_run:
+        return
+
+    def delete() -> dict[str, Any]:
+        return DeltaTable(uri, storage_options=storage).delete(f"{column} < '{oldest.isoformat()}'")
+
+    metrics, _ = with_conflict_retries(delete, what=f"{spec.name}: expire before {oldest}")
+    report.expired_rows = int(metrics.get("num_deleted_rows", 0))
+    log.info(
+        "%s: %d row(s) in %d partition(s) before %s expired",
+        spec.name,
+        report.expired_rows,
+        len(report.expired_partitions),
+        oldest,
+    )
 
 
 def _partitions(dt: DeltaTable, spec: c.TableSpec) -> list[_Partition]:
@@ -355,6 +421,23 @@ def resolve_layers(names: Sequence[str]) -> list[c.Layer]:
     return layers
 
 
+def parse_retention(specs: Sequence[str]) -> dict[c.Layer, int | None]:
+    """``["bronze=14", "silver=forever"]`` -> {layer: days or None}."""
+    out: dict[c.Layer, int | None] = {}
+    for spec in specs:
+        name, sep, days = spec.partition("=")
+        if not sep:
+            raise ConfigError(f"--retention-days {spec!r}: expected TABLE=DAYS")
+        [layer] = resolve_layers([name])
+        if days == "forever":
+            out[layer] = None
+        elif days.isdigit():
+            out[layer] = int(days)
+        else:
+            raise ConfigError(f"--retention-days {spec!r}: DAYS must be a whole number or 'forever'")
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m vitals_lake.maintenance",
@@ -381,6 +464,15 @@ def _parser() -> argparse.ArgumentParser:
         "--vacuum-delete", action="store_true", help="delete the files vacuum lists (default: list)"
     )
     p.add_argument("--no-z-order", action="store_true", help="compact only, never z-order")
+    p.add_argument(
+        "--retention-days",
+        action="append",
+        default=[],
+        metavar="TABLE=DAYS",
+        help="keep this many days of a table's partitions (repeatable; DAYS 'forever' keeps all;"
+        " default: the contract's retention per table)",
+    )
+    p.add_argument("--keep-expired", action="store_true", help="delete no partition past its retention")
     p.add_argument("--dry-run", action="store_true", help="plan and list only; change nothing")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
@@ -398,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             vacuum_delete=args.vacuum_delete,
             dry_run=args.dry_run,
             z_order=not args.no_z_order,
+            expire=not args.keep_expired,
+            retention_days=parse_retention(args.retention_days),
         )
         layers = resolve_layers(args.table) if args.table else None
         lake = Lake(lake_from_uri(args.lake, service_account_path=args.service_account))

@@ -25,11 +25,14 @@ resource "google_bigquery_table" "tables" {
   clustering          = length(each.value.clustering) > 0 ? each.value.clustering : null
   deletion_protection = var.force_destroy ? false : true
 
+  # Partitions expire after the table's retention (the contract's, generated into names.json, or
+  # var.warehouse_retention_days); the lake's maintenance job applies the same days to its tables.
   dynamic "time_partitioning" {
     for_each = each.value.partition == null ? [] : [each.value.partition]
     content {
-      type  = "DAY"
-      field = time_partitioning.value
+      type          = "DAY"
+      field         = time_partitioning.value
+      expiration_ms = local.warehouse_retention_days[each.key] == null ? null : local.warehouse_retention_days[each.key] * 86400000
     }
   }
 

@@ -5,7 +5,7 @@ module "maintenance_job" {
   count  = var.image_tag == null ? 0 : 1
 
   name        = "${var.name_prefix}-delta-maintenance"
-  description = "Compact, z-order, checkpoint and vacuum finished partitions of every Delta table"
+  description = "Expire partitions past their retention, compact, z-order, checkpoint and vacuum every Delta table"
   project_id  = var.project_id
   region      = var.region
   image       = local.image
@@ -13,6 +13,7 @@ module "maintenance_job" {
   args = concat(
     ["--lake", local.lake_uri, "--json"],
     var.maintenance_vacuum_delete ? ["--vacuum-delete"] : [],
+    flatten([for table, days in var.lake_retention_days : ["--retention-days", "${table}=${days == 0 ? "forever" : days}"]]),
   )
   service_account_email         = google_service_account.maintenance.email
   invoker_service_account_email = google_service_account.scheduler.email

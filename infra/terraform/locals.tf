@@ -66,4 +66,10 @@ locals {
   }
 
   kafka_managed = var.kafka_mode == "managed"
+
+  # Days each warehouse table keeps a partition: the contract's retention unless overridden.
+  warehouse_retention_days = {
+    for name, table in local.names.bigquery.tables :
+    name => lookup(var.warehouse_retention_days, name, table.retention_days) == 0 ? null : lookup(var.warehouse_retention_days, name, table.retention_days)
+  }
 }

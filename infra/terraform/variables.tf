@@ -180,6 +180,17 @@ variable "max_delivery_attempts" {
   }
 }
 
+variable "warehouse_retention_days" {
+  description = "Days a BigQuery table keeps a partition, by table name, overriding the contract's retention (gold_patient_summary and alerts 730, dq_metrics 400, dead_letter 90); 0 keeps partitions forever. Keep it equal to the lake's (the maintenance job's --retention-days)."
+  type        = map(number)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for days in values(var.warehouse_retention_days) : days >= 0 && floor(days) == days])
+    error_message = "warehouse_retention_days values must be whole days, 0 for no expiry."
+  }
+}
+
 variable "model_publisher_members" {
   description = "IAM members besides the training service account who may sign and publish anomaly-model versions (write the models bucket, read the model signing key), e.g. [\"group:ml-team@example.org\"]."
   type        = list(string)
@@ -329,6 +340,17 @@ variable "maintenance_schedule" {
   validation {
     condition     = length(split(" ", var.maintenance_schedule)) == 5
     error_message = "maintenance_schedule must be a 5-field cron expression."
+  }
+}
+
+variable "lake_retention_days" {
+  description = "Days a lake table keeps a date partition, by table (layer) name, overriding the contract's retention (bronze 30, quarantine 90, bronze_admissions 30, dq_metrics 400, silver, gold, alerts and trends 730); 0 keeps them forever. The maintenance job deletes older partitions and vacuums their files."
+  type        = map(number)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for days in values(var.lake_retention_days) : days >= 0 && floor(days) == days])
+    error_message = "lake_retention_days values must be whole days, 0 for no expiry."
   }
 }
 

@@ -321,14 +321,24 @@ def test_tables_are_partitioned_and_clustered_as_the_warehouse_declares(root, na
     body = root.resources_of("google_bigquery_table")["tables"]
     assert body["for_each"] == "${local.names.bigquery.tables}"
     assert body["schema"] == '${file("${path.module}/generated/${each.value.schema_file}")}'
-    assert body["dynamic"][0]["time_partitioning"]["content"][0] == {
-        "type": "DAY",
-        "field": "${time_partitioning.value}",
-        "__is_block__": True,
-    }
+    partitioning = body["dynamic"][0]["time_partitioning"]["content"][0]
+    assert partitioning["type"] == "DAY" and partitioning["field"] == "${time_partitioning.value}"
+    assert "local.warehouse_retention_days[each.key] * 86400000" in partitioning["expiration_ms"]
     assert "each.value.clustering" in body["clustering"]
     partitioned = [t for t, e in names["bigquery"]["tables"].items() if e["partition"]]
     assert set(partitioned) >= {c.GOLD_TABLE, c.ALERTS_TABLE, c.DQ_METRICS_TABLE}
+    # Every partitioned table expires its partitions after the contract's retention of its lake table.
+    for table in partitioned:
+        days = names["bigquery"]["tables"][table]["retention_days"]
+        lake = {spec.name: spec for spec in c.TABLES.values()}
+        expected = lake[table].retention_days if table in lake else c.TABLES["quarantine"].retention_days
+        assert days == expected and days is not None, table
+    assert "var.warehouse_retention_days" in root.locals["warehouse_retention_days"]
+
+
+def test_the_maintenance_job_passes_lake_retention_overrides(root):
+    job = root.modules["maintenance_job"]
+    assert "var.lake_retention_days" in job["args"] and "--retention-days" in job["args"]
 
 
 # --- Pub/Sub ----------------------------------------------------------------------------------------------

@@ -299,3 +299,42 @@ def test_a_real_commit_conflict_is_retried_on_a_fresh_snapshot(lake: Lake) -> No
             attempts=2,
             sleep=sleeps.append,
         )
+
+
+def test_partitions_past_their_retention_are_deleted_and_vacuumed_away(lake: Lake) -> None:
+    """Bronze keeps 30 days (the contract): the partitions dated 30 and 45 days ago go, with their
+    files once vacuumed; 29 days ago and today stay. A dry run only lists; an override keeps all."""
+    days = {d: TODAY - timedelta(days=d) for d in (45, 30, 29, 0)}
+    for k, day in enumerate(days.values()):
+        lake.append("bronze", bronze_rows(10, day=day, start=k * 100))
+    assert c.TABLES["bronze"].retention_days == 30
+    expired = [f"{c.INGEST_DATE}={days[d].isoformat()}" for d in (45, 30)]
+
+    dry = table_report(maintain(lake, ["bronze"], MaintenanceOptions(dry_run=True)), "bronze")
+    assert dry.expired_partitions == expired and dry.expired_rows == 0 and lake.count("bronze") == 40
+
+    forever = MaintenanceOptions(retention_days={"bronze": None})
+    assert table_report(maintain(lake, ["bronze"], forever), "bronze").expired_partitions == []
+    assert lake.count("bronze") == 40
+
+    files_before = partition_files(lake, "bronze")
+    options = MaintenanceOptions(retention_hours=0, allow_short_retention=True, vacuum_delete=True)
+    report = table_report(maintain(lake, ["bronze"], options), "bronze")
+    assert report.expired_partitions == expired and report.expired_rows == 20
+    kept = lake.read("bronze", columns=[c.INGEST_DATE])[c.INGEST_DATE].to_pylist()
+    assert sorted(set(kept)) == [days[29], days[0]] and len(kept) == 20
+    root = Path(lake.uri("bronze"))
+    gone = files_before[days[45]] | files_before[days[30]]
+    assert gone and not any((root / f).exists() for f in gone)  # vacuumed: not in history either
+
+
+def test_retention_overrides_on_the_command_line(lake: Lake, capsys: pytest.CaptureFixture[str]) -> None:
+    lake.append("bronze", bronze_rows(5, day=TODAY - timedelta(days=3), start=0))
+    lake.append("bronze", bronze_rows(5, day=TODAY, start=100))
+    root = str(Path(lake.uri("bronze")).parent)
+    assert main(["--lake", root, "--table", "bronze", "--retention-days", "bronze=forever"]) == 0
+    assert lake.count("bronze") == 10
+    assert main(["--lake", root, "--table", "bronze", "--retention-days", f"{c.BRONZE_TABLE}=2"]) == 0
+    assert "past retention" in capsys.readouterr().out and lake.count("bronze") == 5
+    assert main(["--lake", root, "--retention-days", "bronze=0"]) == 2
+    assert main(["--lake", root, "--retention-days", "bronze"]) == 2
