@@ -96,7 +96,12 @@ COMMANDS: Final[dict[str, Command]] = {
     ),
     "maintenance": Command(
         "vitals_lake.maintenance:main",
-        "compact, z-order, checkpoint and vacuum the Delta tables",
+        "expire old partitions, compact, z-order, checkpoint and vacuum the Delta tables",
+        _LAKE,
+    ),
+    "forget-patient": Command(
+        "pipelines.forget_patient:main",
+        "remove one patient from the lake and the local warehouse, with an audit row",
         _LAKE,
     ),
     "alert-schema": Command(

@@ -166,6 +166,7 @@ ROLLING_TABLE: Final = "gold_patient_rolling"
 BRONZE_ADMISSIONS_TABLE: Final = "bronze_admissions"
 PATIENTS_TABLE: Final = "silver_patients"  # restricted: holds names
 DIAGNOSIS_TABLE: Final = "ref_diagnosis_mapping"
+ERASURE_LOG_TABLE: Final = "erasure_log"  # one row per forgotten patient: who, when, why, how much
 VITALS_TOPIC: Final = "patient-vitals"
 VITALS_SUBSCRIPTION: Final = "patient-vitals-beam"
 
@@ -514,6 +515,19 @@ ALERTS_SCHEMA: Final = pa.schema(
     ]
 )
 
+# The audit row of one erasure (``vitals_lake.erasure``): the pseudonymous key, never the patient id.
+ERASURE_LOG_SCHEMA: Final = pa.schema(
+    [
+        pa.field("erased_at", _UTC_US, nullable=False),
+        pa.field(PATIENT_KEY, pa.string(), nullable=False),
+        pa.field("requested_by", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("rows_deleted", pa.int64(), nullable=False),
+        pa.field("rows_by_table", pa.string(), nullable=False),  # JSON: {table: rows}
+        pa.field("vacuumed", pa.bool_(), nullable=False),  # the files are gone from history too
+    ]
+)
+
 Layer = Literal[
     "bronze",
     "silver",
@@ -527,6 +541,7 @@ Layer = Literal[
     "patients",
     "diagnoses",
     "alerts",
+    "erasure_log",
 ]
 
 
@@ -566,7 +581,7 @@ class TableSpec:
 
 # Default retention, days. Raw payloads and admission files (names, dates of birth) only as long as a
 # replay or a reload may need them; quarantine long enough to investigate a feed; the clinical tables
-# (Silver, Gold, alerts, trends) two years. The identity table (patients) holds current admissions
+# (Silver, Gold, alerts, trends) two years. The identity table (patients) holds current admissions and
 # has no retention of its own; the commit log and references are small.
 TABLES: Final[dict[Layer, TableSpec]] = {
     "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,), retention_days=30),
@@ -603,4 +618,5 @@ TABLES: Final[dict[Layer, TableSpec]] = {
     "patients": TableSpec(PATIENTS_TABLE, PATIENTS_SCHEMA, ()),
     "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),
     "alerts": TableSpec(ALERTS_TABLE, ALERTS_SCHEMA, (EVENT_DATE,), retention_days=730),
+    "erasure_log": TableSpec(ERASURE_LOG_TABLE, ERASURE_LOG_SCHEMA, ()),
 }

@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vitals_lake import contract as c
 from warehouse import views
 from warehouse.sink import WriteResult
 from warehouse.tables import (
@@ -184,6 +185,44 @@ class DuckWarehouse:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [key, value],
             )
+
+    # --- erasure -------------------------------------------------------------------------------
+
+    def forget_patient(self, patient_id: str) -> dict[str, int]:
+        """Delete every row of this patient: the tables with a ``patient_id``, the insert ids of those
+        rows, and the dead letters whose row names the id (as a JSON string). Rows deleted per table."""
+        self._writable()
+        token = f"%{json.dumps(patient_id)}%"
+        deleted: dict[str, int] = {}
+        with self._write_lock, self.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                for spec in WAREHOUSE_TABLES.values():
+                    if c.PATIENT_ID not in spec.schema.names:
+                        continue
+                    rows = cur.sql(
+                        f'SELECT * FROM "{spec.name}" WHERE {c.PATIENT_ID} = ?', params=[patient_id]
+                    )
+                    found = rows.to_arrow_table() if rows is not None else pa.table({})
+                    if found.num_rows:
+                        ids = spec.insert_ids(found)
+                        cur.execute(
+                            f"DELETE FROM {INSERT_IDS_TABLE} WHERE table_name = ? AND insert_id IN "
+                            f"(SELECT unnest(?::VARCHAR[]))",
+                            [spec.name, ids],
+                        )
+                    cur.execute(f'DELETE FROM "{spec.name}" WHERE {c.PATIENT_ID} = ?', [patient_id])
+                    deleted[spec.name] = found.num_rows
+                dead = cur.execute(
+                    f"DELETE FROM {DEAD_LETTER_TABLE} WHERE row_json LIKE ? RETURNING 1", [token]
+                ).fetchall()
+                deleted[DEAD_LETTER_TABLE] = len(dead)
+                cur.execute("COMMIT")
+            except BaseException:
+                with suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                raise
+        return deleted
 
     # --- writing -------------------------------------------------------------------------------
 

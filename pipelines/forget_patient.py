@@ -1,0 +1,106 @@
+"""``vitals-lake forget-patient``: remove one patient from the lake and the local warehouse, with an
+audit row.
+
+    python -m pipelines.forget_patient --lake LAKE --requested-by WHO --reason WHY
+        [--patient-id ID | --patient-id-file FILE] [--warehouse var/demo/warehouse.duckdb]
+        [--vacuum-now] [--json]
+
+The id is read from ``--patient-id-file`` (or standard input with ``-``) when the shell history should
+not keep it. Output names the pseudonymous key and the rows deleted per table, never the id. The lake
+part is :func:`vitals_lake.erasure.forget_patient`. The warehouse part deletes the patient's rows from
+the DuckDB warehouse (:meth:`warehouse.duck.DuckWarehouse.forget_patient`). ``--vacuum-now`` also
+removes the lake's old files at once; use it only while nothing else writes the lake. Without it,
+maintenance's vacuum removes them after its retention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vitals_lake.cli import usage_error
+from vitals_lake.config import ConfigError, lake_from_uri
+from vitals_lake.erasure import forget_patient
+from vitals_lake.lake import Lake
+from vitals_lake.pseudonym import PseudonymKey
+
+PROG = "python -m pipelines.forget_patient"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--lake", required=True, help="lake root: a local directory or gs://bucket/prefix")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--patient-id", help="the hospital's patient id")
+    who.add_argument("--patient-id-file", help="a file holding the id ('-': standard input)")
+    p.add_argument("--requested-by", required=True, help="who asked (kept in the audit row)")
+    p.add_argument("--reason", required=True, help="why (kept in the audit row), e.g. a request reference")
+    p.add_argument("--warehouse", type=Path, help="also delete from this DuckDB warehouse file")
+    p.add_argument(
+        "--vacuum-now",
+        action="store_true",
+        help="remove the old files at once (zero retention): only while nothing else writes the lake",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def _patient_id(args: argparse.Namespace) -> str:
+    if args.patient_id is not None:
+        return str(args.patient_id).strip()
+    if args.patient_id_file == "-":
+        return sys.stdin.read().strip()
+    return Path(args.patient_id_file).read_text(encoding="utf-8").strip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        patient_id = _patient_id(args)
+        if not patient_id:
+            raise ConfigError("the patient id is empty")
+        lake = Lake(lake_from_uri(args.lake))
+        key = PseudonymKey.from_env().secret
+        report = forget_patient(
+            lake,
+            patient_id,
+            key=key,
+            requested_by=args.requested_by,
+            reason=args.reason,
+            vacuum_now=args.vacuum_now,
+        )
+    except (ConfigError, OSError, ValueError) as exc:
+        return usage_error(parser, str(exc))
+    warehouse: dict[str, int] = {}
+    if args.warehouse is not None:
+        from warehouse.duck import DuckWarehouse  # noqa: PLC0415 - only with --warehouse (DuckDB: [local])
+
+        with DuckWarehouse(args.warehouse) as wh:
+            warehouse = wh.forget_patient(patient_id)
+    out = {
+        "patient_key": report.patient_key,
+        "lake_rows_by_table": report.rows_by_table,
+        "lake_rows_deleted": report.rows_deleted,
+        "vacuumed_files": report.vacuumed_files,
+        "warehouse_rows_by_table": warehouse,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        print(
+            f"forgotten: patient {report.patient_key}: {report.rows_deleted} lake row(s) "
+            f"({', '.join(f'{t} {n}' for t, n in report.rows_by_table.items() if n) or 'none'}), "
+            f"{sum(warehouse.values())} warehouse row(s); "
+            + ("old files vacuumed" if report.vacuumed else "old files go at the next maintenance vacuum")
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""``forget-patient`` on a demo lake: admissions, a simulated cohort with episodes and faults through the
+batch engine, the DuckDB warehouse synced from it. Afterwards no file of the lake (data, transaction
+log, checkpoints) and no table of the warehouse holds the patient's id, the other patients are intact,
+and the audit row names the pseudonymous key only."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from harness.demo import load_cohort_admissions
+from ml import evaluate
+from pipelines import forget_patient
+from tests.factories import T0, raw, reading
+from vitals_lake import contract as c
+from vitals_lake import envelope
+from vitals_lake.config import LocalLake
+from vitals_lake.engine import BatchEngine, EngineSettings
+from vitals_lake.lake import Lake
+from vitals_lake.pseudonym import KEY_ENV, pseudonymise
+from warehouse.duck import DuckWarehouse
+from warehouse.sync import sync_lake
+
+KEY = b"forget-patient-test-key-0123456789"
+
+
+def _holds(path: Path, patient_id: str) -> bool:
+    """Whether a lake file holds the id: every string and binary cell of a Parquet file (data and
+    checkpoints are compressed, so their bytes are not searched), the bytes of any other file."""
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        text = json.dumps(table.to_pylist(), default=lambda v: v.hex() if isinstance(v, bytes) else str(v))
+        raw_cells = [
+            v
+            for col in table.columns
+            if pa.types.is_binary(col.type)
+            for v in col.to_pylist()
+            if v is not None
+        ]
+        return patient_id in text or any(patient_id.encode() in v for v in raw_cells)
+    return patient_id.encode() in path.read_bytes()
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> tuple[Lake, Path]:
+    lake = Lake(LocalLake(root=tmp_path / "lake"))
+    lake.ensure_all()
+    load_cohort_admissions(tmp_path / "admissions", lake, patients=8, seed=5, key=KEY)
+    readings, _ = evaluate.simulate(
+        tmp_path / "sim", patients=8, hours=2, interval=60, seed=5, episode_rate=0.9
+    )
+    lines = readings.read_bytes().splitlines()
+    # A deterioration of P000003 that the NEWS2 arm alerts on (five minutes of emergency vitals).
+    sick = {
+        c.HEART_RATE: 140,
+        c.RESPIRATION_RATE: 30,
+        c.SPO2: 85,
+        c.BLOOD_PRESSURE: "85/50",
+        c.TEMPERATURE: 39.5,
+    }
+    lines += [raw(reading(i, patient="P000003", at=T0 + timedelta(minutes=i), **sick)) for i in range(6)]
+    # A record that never parses (a string where a number belongs): quarantined without a patient id.
+    lines.append(
+        b'{"event_id":"bad-1","patient_id":"P000003","timestamp":"2026-11-01T00:00:00Z","heart_rate":"x"}'
+    )
+    engine = BatchEngine(lake, settings=EngineSettings(time_rules=None), key=KEY)
+    for number, start in enumerate(range(0, len(lines), 400)):
+        records = envelope.records_from_lines(lines[start : start + 400], source="file")
+        bronze = envelope.to_bronze(records, ingest_time_us=1_800_000_000_000_000, ref_prefix=f"f{number}")
+        engine.run(bronze, batch_id=f"b{number}")
+    warehouse = tmp_path / "warehouse.duckdb"
+    with DuckWarehouse(warehouse) as wh:
+        wh.ensure()
+        sync_lake(lake, wh)
+    return lake, warehouse
+
+
+def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monkeypatch, capsys):
+    lake, warehouse = demo
+    gone, kept = "P000003", "P000004"
+    silver = lake.read("silver", columns=[c.PATIENT_ID])
+    before = pc.value_counts(silver[c.PATIENT_ID]).to_pylist()
+    counts = {r["values"]: r["counts"] for r in before}
+    assert counts[gone] > 0 and counts[kept] > 0
+    alerts = lake.read("alerts", columns=[c.PATIENT_ID])[c.PATIENT_ID].to_pylist()
+    assert gone in alerts  # the demo gave the patient an alert to forget
+    quarantined = lake.read("quarantine", columns=[c.RECORD_REF, c.PATIENT_ID, c.RAW])
+    assert any(b"bad-1" in bytes(r) for r in quarantined[c.RAW].to_pylist())
+    root = Path(lake.settings.root)
+    assert any(_holds(p, gone) for p in root.rglob("*") if p.is_file())  # the check can find it
+
+    monkeypatch.setenv(KEY_ENV, KEY.hex())
+    argv = ["--lake", str(root), "--patient-id", gone, "--requested-by", "dpo@h.example"]
+    argv += ["--reason", "erasure request 2026-117", "--warehouse", str(warehouse), "--vacuum-now", "--json"]
+    assert forget_patient.main(argv) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert gone not in out  # the command prints the pseudonymous key, never the id
+    rows = report["lake_rows_by_table"]
+    assert rows[c.SILVER_TABLE] == counts[gone] and rows[c.ALERTS_TABLE] > 0 and rows[c.PATIENTS_TABLE] == 1
+    assert rows[c.BRONZE_TABLE] >= counts[gone] and rows[c.QUARANTINE_TABLE] >= 1
+    assert report["warehouse_rows_by_table"][c.GOLD_TABLE] > 0
+
+    # Nothing left anywhere in the lake: data files, transaction logs, checkpoints.
+    left = [p for p in root.rglob("*") if p.is_file() and _holds(p, gone)]
+    assert left == []
+    # The other patients are intact.
+    after = lake.read("silver", columns=[c.PATIENT_ID])[c.PATIENT_ID].to_pylist()
+    assert after.count(kept) == counts[kept] and len(after) == silver.num_rows - counts[gone]
+    assert lake.count("patients") == 7
+    # The audit row: who, why, how much, under the pseudonymous key.
+    (audit,) = lake.read("erasure_log").to_pylist()
+    assert audit[c.PATIENT_KEY] == pseudonymise(pa.array([gone]), key=KEY)[0].as_py() == report["patient_key"]
+    assert audit["requested_by"] == "dpo@h.example" and audit["vacuumed"] is True
+    assert json.loads(audit["rows_by_table"]) == rows
+
+    with DuckWarehouse(warehouse) as wh:
+        sync_lake(lake, wh)  # a later sync brings nothing back (rewritten files hold known rows only)
+        tables = wh.query("SELECT table_name FROM information_schema.tables")["table_name"].to_pylist()
+        assert tables
+        for table in tables:
+            text = json.dumps(wh.query(f'SELECT * FROM "{table}"').to_pylist(), default=str)
+            assert gone not in text, table
+        assert wh.query(f"SELECT count(*) AS n FROM {c.GOLD_TABLE} WHERE patient_id = '{kept}'")["n"][
+            0
+        ].as_py()
