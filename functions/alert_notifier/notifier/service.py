@@ -14,6 +14,9 @@ and dead-lettered once per Pub/Sub message id.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import logging
 import os
 import threading
@@ -40,7 +43,6 @@ class RedeliverLater(RuntimeError):
     """Some deliveries must be tried again: the HTTP 500 makes Pub/Sub redeliver the message."""
 
 
-MALFORMED_DATA_CAP: Final = 65536  # characters of a malformed message's data kept in its dead letter
 _DETAIL_CAP: Final = 500
 _MALFORMED_PREFIX: Final = "malformed:"  # + the Pub/Sub message id: the key of its dead letter
 
@@ -118,13 +120,15 @@ class Notifier:
     def _malformed(self, data: Any, reason: str) -> None:
         """Acknowledge (never redeliver forever) and dead-letter a malformed message, once per message id.
 
-        The payload is kept in the dead-letter store, which is access-controlled like the alerts
-        themselves, and never logged. Without a message id a redelivery cannot be recognised: such a
-        message is recorded every time (real Pub/Sub messages always have one).
+        The payload is neither stored nor logged: it may name a patient, and the dead-letter store
+        (Firestore) is outside the data-access audit logs. The record keeps its size and SHA-256, which
+        match it against the pipeline's ``alerts`` table or the topic's retained messages. Without a
+        message id a redelivery cannot be recognised: such a message is recorded every time (real
+        Pub/Sub messages always have one).
         """
         message_id = ev.message_id(data)
         fields = {"message_id": message_id or None, "reason": reason}
-        record = {"kind": "malformed", **fields, **_capped_data(data)}
+        record = {"kind": "malformed", **fields, **_payload_facts(data)}
         if self.state.dead_letter(record, key=_MALFORMED_PREFIX + message_id if message_id else None):
             log.error("malformed alert event acknowledged", extra={"fields": fields})
         else:
@@ -259,18 +263,18 @@ class Notifier:
         )
 
 
-def _capped_data(data: Any) -> dict[str, Any]:
-    """The message's raw (base64) data for diagnosis, at most MALFORMED_DATA_CAP characters of it, and
-    its size as received."""
+def _payload_facts(data: Any) -> dict[str, Any]:
+    """The message's size (base64 characters as received) and the SHA-256 of its decoded bytes, never
+    the bytes themselves."""
     message = data.get("message") if isinstance(data, Mapping) else None
     raw = message.get("data") if isinstance(message, Mapping) else None
     if not isinstance(raw, str):
-        return {"data": None, "data_size": None, "data_truncated": False}
-    return {
-        "data": ev.storable(raw[:MALFORMED_DATA_CAP]),
-        "data_size": len(raw),
-        "data_truncated": len(raw) > MALFORMED_DATA_CAP,
-    }
+        return {"data_size": None, "data_sha256": None}
+    try:
+        payload = base64.b64decode(raw, validate=False)
+    except (binascii.Error, ValueError):
+        payload = raw.encode("utf-8", "replace")
+    return {"data_size": len(raw), "data_sha256": hashlib.sha256(payload).hexdigest()}
 
 
 def _text_of(exc: BaseException) -> str:
