@@ -44,6 +44,7 @@ $(STAMP): pyproject.toml uv.lock | $(BIN)/uv
 lock: | $(BIN)/uv
 	$(BIN)/uv lock
 	$(BIN)/uv export --frozen --no-default-groups --group build --no-emit-project --format requirements-txt -o requirements/image.txt --quiet
+	$(BIN)/uv export --frozen --only-group function --no-emit-project --format requirements-txt -o functions/alert_notifier/requirements.txt --quiet
 
 demo: $(STAMP)
 	$(PY) -m harness.demo --patients $(DEMO_PATIENTS) --duration $(DEMO_DURATION)

@@ -135,20 +135,47 @@ def test_every_runtime_dependency_is_used_in_the_cloud():
     assert runtime <= used, f"runtime dependencies the cloud never loads: {sorted(runtime - used)}"
 
 
-def test_the_function_pins_the_locked_versions():
-    text = (REPO / "functions" / "alert_notifier" / "requirements.txt").read_text()
-    requirements = [Requirement(line) for line in text.splitlines() if line and not line.startswith("#")]
+FUNCTION_REQUIREMENTS = REPO / "functions" / "alert_notifier" / "requirements.txt"
+FUNCTION_EXPORT = [
+    "export",
+    "--frozen",
+    "--only-group",
+    "function",
+    "--no-emit-project",
+    "--format",
+    "requirements-txt",
+]
+
+
+def test_the_function_installs_exactly_the_locked_versions_with_hashes():
+    """Cloud Functions pip-installs the function's requirements.txt: it is uv.lock's export of the
+    `function` group, every package (transitive ones too) pinned with its hashes, so pip runs in
+    --require-hashes mode and a changed upload is refused."""
+    done = _uv(*FUNCTION_EXPORT)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    def body(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("#")]
+
+    text = FUNCTION_REQUIREMENTS.read_text()
+    assert body(text) == body(done.stdout), (
+        "the function's requirements.txt is not uv.lock's export: make lock"
+    )
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+    assert all("--hash=sha256:" in b for b in blocks if "==" in b), "every requirement is hash-pinned"
+    pins = _pins(text)
     locked = _lock()
-    assert requirements
-    for req in requirements:
-        (spec,) = req.specifier
-        name = canonicalize_name(req.name)
-        assert spec.operator == "==", f"{req}: pin the exact version"
-        assert spec.version in locked[name], f"{req}: uv.lock has {locked[name]}"
-    # The [local] extra runs the function locally (requests is a runtime dependency already).
+    for name, version in pins.items():
+        assert version in locked[name], (name, version)
+    # The group names what the function imports; the [local] extra runs the function locally with the
+    # same versions (requests is a runtime dependency already).
+    group = [Requirement(r) for r in _pyproject()["dependency-groups"]["function"]]
     extras = _pyproject()["project"]["optional-dependencies"]
     local = {canonicalize_name(Requirement(r).name) for r in extras["local"]}
-    assert {canonicalize_name(r.name) for r in requirements} - {"requests"} <= local
+    assert {canonicalize_name(r.name) for r in group} - {"requests"} <= local
+    for req in group:
+        (spec,) = req.specifier
+        assert spec.operator == "==" and pins[canonicalize_name(req.name)] == spec.version, req
 
 
 def test_make_bootstraps_the_uv_the_lock_holds():
