@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, Protocol
@@ -136,7 +136,7 @@ class _InFlight:
 
 def consumer_config(kafka: KafkaSettings) -> dict[str, str | int | float | bool]:
     return {
-        "bootstrap.servers": kafka.bootstrap_servers,
+        **kafka.client_config(),  # bootstrap servers, and TLS + SASL for a managed Kafka
         "group.id": kafka.group_id,
         "client.id": "vitals-kafka-bridge",
         "enable.auto.commit": False,  # commits follow Pub/Sub acknowledgements, never the read position
@@ -494,7 +494,10 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        kafka = KafkaSettings(bootstrap_servers=args.bootstrap, topic=args.topic, group_id=args.group)
+        # The command line names the broker and the group; how to authenticate comes from the environment.
+        kafka = replace(
+            KafkaSettings.from_env(), bootstrap_servers=args.bootstrap, topic=args.topic, group_id=args.group
+        )
         pubsub = PubSubSettings(
             project=args.project, topic=args.pubsub_topic, emulator_host=args.emulator_host or None
         )

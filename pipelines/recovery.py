@@ -27,7 +27,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -147,7 +147,7 @@ def unsettled_rows(lake: Lake, *, topic: str | None = None) -> int:
 
 def _active_members(kafka: KafkaSettings, timeout: float) -> int | None:
     """Members of the group, or None when the broker cannot describe groups."""
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin = AdminClient(kafka.client_config())
     try:
         future = admin.describe_consumer_groups([kafka.group_id], request_timeout=timeout)[kafka.group_id]
         return len(future.result(timeout=timeout).members)
@@ -169,7 +169,7 @@ def rewind_consumer_group(
         raise RecoveryError(f"group {kafka.group_id} has {members} active member(s): stop the bridge first")
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka.bootstrap_servers,
+            **kafka.client_config(),
             "group.id": kafka.group_id,
             "enable.auto.commit": False,
             "client.id": "vitals-recovery",
@@ -274,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.gold_minutes <= 0:
         return usage_error(parser, "--gold-minutes must be > 0")
     try:
-        kafka = KafkaSettings(bootstrap_servers=args.bootstrap, topic=args.topic, group_id=args.group)
+        # The command line names the broker and the group; how to authenticate comes from the environment.
+        kafka = replace(
+            KafkaSettings.from_env(), bootstrap_servers=args.bootstrap, topic=args.topic, group_id=args.group
+        )
         lake = Lake(lake_from_uri(args.lake))
     except ConfigError as exc:
         return usage_error(parser, str(exc))

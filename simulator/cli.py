@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -173,7 +174,7 @@ def _make_sink(args: argparse.Namespace) -> Sink:
     if args.sink == "jsonl":
         return JsonlSink(args.jsonl or args.out / "readings.jsonl")
     if args.sink == "kafka":
-        settings = KafkaSettings(bootstrap_servers=args.bootstrap, topic=args.topic)
+        settings = replace(KafkaSettings.from_env(), bootstrap_servers=args.bootstrap, topic=args.topic)
         if args.create_topic:
             create_kafka_topic(settings, partitions=args.partitions)
         return KafkaSink(settings)

@@ -105,7 +105,7 @@ class JsonlSink(_Closing):
 def kafka_producer_config(settings: KafkaSettings, *, linger_ms: int = 5, **extra: Any) -> dict[str, Any]:
     """Idempotent, acks=all: broker-side retries never duplicate or drop a reading."""
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **settings.client_config(),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": linger_ms,  # small: batches form under load without delaying a real-time tick
@@ -166,7 +166,7 @@ class KafkaSink(_Closing):
 
 def create_kafka_topic(settings: KafkaSettings, *, partitions: int = 3, timeout: float = 10.0) -> None:
     """Create the topic if it does not exist (a local broker; production topics come from Terraform)."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(settings.client_config())
     futures = admin.create_topics([NewTopic(settings.topic, num_partitions=partitions, replication_factor=1)])
     for future in futures.values():
         try:

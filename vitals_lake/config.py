@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from vitals_lake import contract as c
 
@@ -25,11 +25,25 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting and what is expected."""
 
 
+KafkaSecurity = Literal["PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class KafkaSettings:
+    """Where Kafka is and how to reach it. ``PLAINTEXT`` for the local broker; ``SASL_SSL`` (TLS with
+    certificate checks, then SASL) for a managed Kafka, e.g. Google Cloud Managed Service for Apache
+    Kafka with ``PLAIN`` and a service account's key as the password. The password comes from a file
+    (a mounted secret), never from the command line, and never appears in a repr."""
+
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = c.VITALS_TOPIC
     group_id: str = "vitals-bridge"
+    security_protocol: KafkaSecurity = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_location: str | None = None  # a CA bundle to trust besides the system's
 
     def __post_init__(self) -> None:
         if not _BOOTSTRAP_RE.match(self.bootstrap_servers):
@@ -37,14 +51,57 @@ class KafkaSettings:
                 f"kafka bootstrap_servers must be host:port[,host:port]: {self.bootstrap_servers!r}"
             )
         _check_resource("kafka topic", self.topic)
+        if self.security_protocol not in ("PLAINTEXT", "SASL_SSL"):
+            raise ConfigError(
+                f"kafka security_protocol must be PLAINTEXT or SASL_SSL: {self.security_protocol!r}"
+            )
+        if self.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise ConfigError(
+                f"kafka sasl_mechanism must be PLAIN or SCRAM-SHA-256/512: {self.sasl_mechanism!r}"
+            )
+        if self.security_protocol == "SASL_SSL" and not (self.sasl_username and self.sasl_password):
+            raise ConfigError(
+                "kafka SASL_SSL needs a username and a password (VITALS_KAFKA_SASL_PASSWORD_FILE)"
+            )
+
+    def client_config(self) -> dict[str, str | int | float | bool]:
+        """The librdkafka settings that connect and authenticate (every client merges them)."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.security_protocol == "SASL_SSL":
+            config.update(
+                {
+                    "sasl.mechanism": self.sasl_mechanism,
+                    "sasl.username": str(self.sasl_username),
+                    "sasl.password": str(self.sasl_password),
+                    "ssl.endpoint.identification.algorithm": "https",  # check the broker's host name
+                }
+            )
+            if self.ssl_ca_location:
+                config["ssl.ca.location"] = self.ssl_ca_location
+        return config
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
         e = os.environ if env is None else env
+        password = None
+        if e.get("VITALS_KAFKA_SASL_PASSWORD_FILE"):
+            path = Path(e["VITALS_KAFKA_SASL_PASSWORD_FILE"])
+            try:
+                password = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"VITALS_KAFKA_SASL_PASSWORD_FILE={path}: cannot read it ({exc})") from exc
         return cls(
             bootstrap_servers=e.get("VITALS_KAFKA_BOOTSTRAP", cls.bootstrap_servers),
             topic=e.get("VITALS_KAFKA_TOPIC", cls.topic),
             group_id=e.get("VITALS_KAFKA_GROUP", cls.group_id),
+            security_protocol=e.get("VITALS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),  # type: ignore[arg-type]  # checked
+            sasl_mechanism=e.get("VITALS_KAFKA_SASL_MECHANISM", "PLAIN"),  # type: ignore[arg-type]  # checked
+            sasl_username=e.get("VITALS_KAFKA_SASL_USERNAME") or None,
+            sasl_password=password,
+            ssl_ca_location=e.get("VITALS_KAFKA_SSL_CA") or None,
         )
 
 

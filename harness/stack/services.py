@@ -233,8 +233,12 @@ class TansuBroker(_Service):
         return self.host_port
 
     def kafka_settings(self, topic: str | None = None, group_id: str | None = None) -> KafkaSettings:
-        kw = {k: v for k, v in (("topic", topic), ("group_id", group_id)) if v is not None}
-        return KafkaSettings(bootstrap_servers=self.bootstrap, **kw)
+        defaults = KafkaSettings()
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap,
+            topic=topic if topic is not None else defaults.topic,
+            group_id=group_id if group_id is not None else defaults.group_id,
+        )
 
     def _argv(self, port: int) -> list[str]:
         if self._binary is None:
