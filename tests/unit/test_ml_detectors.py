@@ -118,6 +118,12 @@ def test_untrusted_type_refused_even_with_matching_hash(tmp_path):
 SIGNING_KEY = b"model-signing-test-key-0123456789"
 
 
+def _save_signed(path):
+    det = RobustZScore()
+    kw = {"threshold": 4.0, "target_fpr": 0.005, "feature_names": det.features, "training": {}}
+    artifact.save(det, path, **kw, signing_key=SIGNING_KEY)
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -129,16 +135,7 @@ SIGNING_KEY = b"model-signing-test-key-0123456789"
     ],
 )
 def test_a_changed_metadata_field_is_refused(tmp_path, change):
-    det = RobustZScore()
-    artifact.save(
-        det,
-        tmp_path,
-        threshold=4.0,
-        target_fpr=0.005,
-        feature_names=det.features,
-        training={},
-        signing_key=SIGNING_KEY,
-    )
+    _save_signed(tmp_path)
     assert artifact.load(tmp_path, signing_key=SIGNING_KEY).threshold == 4.0
     meta = json.loads((tmp_path / artifact.METADATA_FILE).read_text())
     (tmp_path / artifact.METADATA_FILE).write_text(json.dumps({**meta, **change}))
@@ -147,16 +144,7 @@ def test_a_changed_metadata_field_is_refused(tmp_path, change):
 
 
 def test_an_unsigned_artifact_or_another_key_is_refused(tmp_path):
-    det = RobustZScore()
-    artifact.save(
-        det,
-        tmp_path,
-        threshold=4.0,
-        target_fpr=0.005,
-        feature_names=det.features,
-        training={},
-        signing_key=SIGNING_KEY,
-    )
+    _save_signed(tmp_path)
     with pytest.raises(artifact.ArtifactError, match="signature does not match"):
         artifact.load(tmp_path, signing_key=artifact.DEVELOPMENT_SIGNING_KEY)
     meta = json.loads((tmp_path / artifact.METADATA_FILE).read_text())
