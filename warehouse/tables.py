@@ -50,10 +50,12 @@ WAREHOUSE_TABLES: Final[dict[str, WarehouseTable]] = {
         WarehouseTable(
             name=c.GOLD_TABLE,
             schema=c.GOLD_SCHEMA,
-            key=(c.PATIENT_ID, c.WINDOW_SECONDS, c.WINDOW_START),
+            # The pseudonymous key, not the patient id: an insert id (a plain hash of the key) is kept
+            # where analysts read it (dead letters), and a hash of an id could be reversed by trying ids.
+            key=(c.PATIENT_KEY, c.WINDOW_SECONDS, c.WINDOW_START),
             version=c.UPDATED_AT,
             partition=c.EVENT_DATE,
-            clustering=(c.WARD, c.PATIENT_ID),
+            clustering=(c.WARD, c.PATIENT_KEY),
         ),
         WarehouseTable(
             name=c.ALERTS_TABLE,

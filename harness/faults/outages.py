@@ -71,7 +71,7 @@ WRITE_RETRY_DEADLINE_S: Final = 5.0  # shorter than any outage: the writer's rid
 # The demo's alert timings: episodes of a few simulated minutes open (and clear) alerts.
 ALERT_TIMES: Final = ("--alert-persistence-seconds", "15", "--alert-clear-seconds", "30")
 ALERT_TIMES_COOLDOWN: Final = ("--alert-cooldown-seconds", "120")
-GOLD_KEY: Final = (c.PATIENT_ID, c.WINDOW_SECONDS, c.WINDOW_START)
+GOLD_KEY: Final = (c.PATIENT_KEY, c.WINDOW_SECONDS, c.WINDOW_START)
 ALERT_KEY: Final = (c.ALERT_ID, c.ALERT_STATE, c.EVENT_TIME)
 DQ_KEY: Final = (c.BATCH_ID, c.LAYER, c.RULE)
 

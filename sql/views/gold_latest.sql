@@ -6,6 +6,6 @@ SELECT *
 FROM `${project}.${dataset}.gold_patient_summary`
 WHERE TRUE
 QUALIFY ROW_NUMBER() OVER (
-  PARTITION BY patient_id, window_seconds, window_start
+  PARTITION BY patient_key, window_seconds, window_start
   ORDER BY updated_at DESC
 ) = 1

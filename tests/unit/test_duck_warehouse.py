@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import shutil
@@ -101,6 +102,20 @@ def test_a_new_gold_version_is_not_a_duplicate(wh):
     assert wh.count(c.GOLD_TABLE) == 2
     got = wh.query("SELECT news2_score_max FROM patient_risk_scores")["news2_score_max"].to_pylist()
     assert got == [7]
+
+
+def test_a_gold_insert_id_cannot_be_recomputed_from_a_patient_id():
+    """Insert ids reach tables analysts read (dead letters): they hash the pseudonymous key, so trying
+    patient ids with the window and version gives nothing."""
+    row = table_of(c.GOLD_TABLE, [gold("P000123", at(10), updated=V1)])
+    (insert_id,) = WAREHOUSE_TABLES[c.GOLD_TABLE].insert_ids(row)
+    values = (row[k][0].as_py() for k in (c.WINDOW_SECONDS, c.WINDOW_START, c.UPDATED_AT))
+    seconds, start, updated = values
+    tried = {
+        hashlib.sha256(repr((c.GOLD_TABLE, f"P{i:06d}", seconds, start, updated)).encode()).hexdigest()[:32]
+        for i in range(1, 1000)
+    }
+    assert insert_id not in tried and WAREHOUSE_TABLES[c.GOLD_TABLE].key[0] == c.PATIENT_KEY
 
 
 def test_rejected_rows_go_to_dead_letter_and_the_rest_land(wh):
