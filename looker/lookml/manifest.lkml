@@ -6,6 +6,6 @@ constant: PROJECT {
 }
 
 constant: DATASET {
-  value: "vitals_lake"
+  value: "vitals_warehouse"
   export: override_optional
 }

@@ -3,6 +3,7 @@ local dashboard are in tests/e2e/test_dashboard.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -129,3 +130,7 @@ def test_lookml_views_are_generated_from_the_views():
     assert lookml.main(["--check"]) == 0, "looker/lookml is stale: python -m dashboard.lookml"
     files = {p.name for p in (ROOT / "looker" / "lookml").glob("*.lkml")}
     assert files == {"manifest.lkml", *(f"{v}.view.lkml" for v in load_report().views)}
+    # The dataset's default is the one Terraform creates (it said vitals_lake, Terraform vitals_warehouse).
+    names = json.loads((ROOT / "infra" / "terraform" / "generated" / "names.json").read_text())
+    manifest = (ROOT / "looker" / "lookml" / "manifest.lkml").read_text()
+    assert f'value: "{names["bigquery"]["default_dataset"]}"' in manifest
