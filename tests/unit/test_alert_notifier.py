@@ -438,7 +438,21 @@ def test_the_stricter_route_decides_whether_the_patient_id_is_shown() -> None:
 def test_the_example_config_is_valid() -> None:
     config = cfg.load_config(FUNCTION_DIR / "routing.example.yaml")
     assert {r.name for r in config.routes} == {"icu", "rapid-response", "unassigned-patients"}
-    assert set(config.secret_names()) == {"SMTP_PASSWORD", "ICU_SLACK_WEBHOOK_URL", "EHR_BRIDGE_SIGNING_KEY"}
+    # The names Terraform's function reads (function.tf refuses a routing config that names others).
+    assert set(config.secret_names()) == {"SMTP_PASSWORD", "SLACK_WEBHOOK_URL", "WEBHOOK_SIGNING_KEY"}
+
+
+def test_the_readme_deploys_with_the_names_terraform_creates() -> None:
+    """One set of secret and topic names: the function's README, Terraform and the code."""
+    readme = (FUNCTION_DIR / "README.md").read_text()
+    names = json.loads(
+        (FUNCTION_DIR.parents[1] / "infra" / "terraform" / "generated" / "names.json").read_text()
+    )
+    for key in ("smtp_password", "webhook_signing_key", "slack_webhook_url"):
+        assert names["secrets"][key] in readme, key
+    assert f"--dead-letter-topic={names['pubsub']['alerts_dead_letter_topic']}" in readme
+    for stale in ("secrets create smtp-password", "vitals-alerts-dlq", "EHR_KEY", "ICU_SLACK_WEBHOOK_URL"):
+        assert stale not in readme, stale
 
 
 @pytest.mark.parametrize(
