@@ -192,12 +192,16 @@ def shard_readers(
     """Readers of this shard's Silver: event ids for the de-duplication memory, recent history for the
     baselines, rows for the open Gold windows. Called only when the state has a gap, never per batch.
 
-    ``ingested_before_us``: read only rows ingested before then. A batch run passes its start: what it
-    wrote itself is in its shards' state already, and without the bound the first batch of every shard
-    read back (and filtered out) all the rows the shards before it had written, a cost that grew with
-    the number of shards (measured: 347,316 rows read back, about 1 CPU-s, for the second of two shards
-    on a 716,132-reading file). Rows of a replay keep their original ingest time, so it reads them all,
-    as before. A stream passes None: a state lost mid-stream must see everything."""
+    ``ingested_before_us``: a state's *first* fill (no upper end: "everything from lo on") and a new
+    patient's history read only rows ingested before then. A batch run passes its start: a shard's
+    new state has seen nothing of the run, and this shard's rows the run wrote are all in it, so
+    without the bound the first batch of every shard read back (and filtered out) all the rows the
+    shards before it had written, a cost that grew with the number of shards (measured: 347,316 rows
+    read back, about 1 CPU-s, for the second of two shards on a 716,132-reading file). A gap the state
+    left itself (windows or ids it forgot, then a late reading for them: a read with an upper end) is
+    read unbounded: those rows are the run's own. Rows of a replay keep their original ingest time,
+    so it reads them all, as before. A stream passes None: a state lost mid-stream must see
+    everything."""
     written = (
         None if ingested_before_us is None else pc.field(c.INGEST_TIME) < pa.scalar(ingested_before_us, _US)
     )
@@ -207,8 +211,8 @@ def shard_readers(
         hi = None if hi_us is None else datetime.fromtimestamp(hi_us / 1e6, UTC)
         # [lo, hi): the span selects the files, the filter drops the rows at hi.
         where = None if hi is None else pc.field(c.TIMESTAMP) < pa.scalar(hi, _US)
-        if written is not None:
-            where = written if where is None else where & written
+        if written is not None and hi is None:
+            where = written
         rows = lake.read("silver", columns=columns, where=where, span=TimeSpan(c.TIMESTAMP, lo, hi))
         return in_shard(rows, shard=shard, shards=shards)
 

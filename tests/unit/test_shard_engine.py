@@ -193,3 +193,31 @@ def test_a_batch_run_reads_back_only_rows_ingested_before_it_started(tmp_path):
         assert run_started.silver is not None and run_started.silver(lo, None).num_rows == 0
         assert run_started.history is not None
         assert run_started.history(["P000001", "P000002"], T0.timestamp() + 9e3).num_rows == 0
+
+
+def test_a_late_reading_for_a_window_the_state_forgot_still_sees_the_runs_own_rows(tmp_path):
+    """The bound applies to a state's first fill only: a reading later than the windows the state
+    still holds makes it read that window back from Silver, the run's own rows included."""
+    from tests.factories import raw, reading  # noqa: PLC0415
+    from vitals_lake import envelope  # noqa: PLC0415
+    from vitals_lake.config import LocalLake  # noqa: PLC0415
+    from vitals_lake.engine import BatchEngine  # noqa: PLC0415
+    from vitals_lake.lake import Lake  # noqa: PLC0415
+
+    lake = Lake(LocalLake(root=tmp_path / "lake"))
+    lake.ensure_all()
+    engine = BatchEngine(lake, settings=EngineSettings(time_rules=None), key=KEY, clock=T0.timestamp)
+    ingested = int(T0.timestamp() * 1e6) + 1_000_000  # after the engine started: the run's own rows
+
+    def run(lines: list[bytes], batch: str) -> None:
+        records = envelope.records_from_lines(lines)
+        engine.run(envelope.to_bronze(records, ingest_time_us=ingested, ref_prefix=batch), batch_id=batch)
+
+    run([raw(reading(i, at=T0 + timedelta(minutes=i))) for i in range(180)], "b0")  # three hours
+    late = T0 + timedelta(minutes=5, seconds=30)
+    run([raw(reading(1000, at=late))], "b1")  # two and a half hours late: that window was forgotten
+    gold = lake.read("gold").to_pylist()
+    (minute,) = [
+        r for r in gold if r[c.WINDOW_SECONDS] == 60 and r[c.WINDOW_START] == T0 + timedelta(minutes=5)
+    ]
+    assert minute[c.READING_COUNT] == 2  # the window's first reading (the run's own) and the late one
