@@ -6,6 +6,12 @@
 One pass by default; with ``--watch SECONDS`` it polls until SIGTERM/SIGINT (finishing the pass in
 progress). Each loaded file and each pass's summary is printed. The pseudonym key comes from
 ``VITALS_PSEUDONYM_KEY`` / ``VITALS_PSEUDONYM_KEY_FILE`` (see ``vitals_lake.pseudonym``).
+
+``--bigquery`` also keeps the warehouse's ``ref_diagnosis_mapping`` current (the views join it; the
+pipeline streams only Gold, alerts and data quality): each pass sends the lake's diagnosis rows loaded
+after the newest load BigQuery holds, so a pass with nothing new sends nothing and a failed pass is
+made up by the next. The warehouse is the one ``VITALS_GCP_PROJECT`` / ``VITALS_BQ_DATASET`` (and
+``VITALS_BQ_ENDPOINT`` for an emulator) name.
 """
 
 from __future__ import annotations
@@ -16,13 +22,24 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vitals_lake import contract as c
 from vitals_lake.admissions import LoadReport, refresh
 from vitals_lake.backfill import backfill_gold
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.pseudonym import PseudonymKey
+from warehouse.settings import BigQuerySettings
+from warehouse.sync import conformed, write_chunks
+from warehouse.tables import WAREHOUSE_TABLES
+
+if TYPE_CHECKING:
+    from warehouse.bigquery import BigQuerySink
 
 log = logging.getLogger("pipelines.load_admissions")
 
@@ -40,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--require-key", action="store_true", help="refuse the development pseudonym key (use in the cloud)"
     )
+    p.add_argument(
+        "--bigquery",
+        action="store_true",
+        help="keep ref_diagnosis_mapping current in BigQuery too (VITALS_GCP_PROJECT, VITALS_BQ_DATASET)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -55,6 +77,26 @@ def _print_report(report: LoadReport) -> None:
         print(f"changed patients: {len(report.patient_ids)}", flush=True)
 
 
+def _reference_sink() -> BigQuerySink:
+    """The BigQuery warehouse from the environment, its tables created if missing."""
+    from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only with --bigquery
+
+    sink = BigQuerySink(BigQuerySettings.from_env())
+    sink.ensure()
+    return sink
+
+
+def send_new_diagnoses(lake: Lake, sink: BigQuerySink) -> int:
+    """Send the lake's diagnosis rows loaded after the newest load BigQuery holds; rows inserted."""
+    spec = WAREHOUSE_TABLES[c.DIAGNOSIS_TABLE]
+    assert spec.version is not None  # loaded_at: the reference is appended load by load
+    rows = lake.read("diagnoses")
+    newest = sink.newest(spec.name, spec.version)
+    if newest is not None:
+        rows = rows.filter(pc.field(spec.version) > pa.scalar(newest, rows.schema.field(spec.version).type))
+    return write_chunks(sink, spec, conformed(rows, spec)).inserted if rows.num_rows else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -66,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = PseudonymKey.from_env(allow_development_default=not args.require_key)
         lake = Lake(lake_from_uri(args.lake))
+        warehouse = _reference_sink() if args.bigquery else None
     except ConfigError as exc:
         return usage_error(parser, str(exc))
 
@@ -75,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if report.patient_ids:
             updated = backfill_gold(lake, report.patient_ids)
             print(f"gold back-filled: {updated} rows of {len(report.patient_ids)} patients", flush=True)
+        if warehouse is not None:
+            sent = send_new_diagnoses(lake, warehouse)
+            print(f"{c.DIAGNOSIS_TABLE} -> BigQuery: {sent} new row(s)", flush=True)
         return report
 
     if args.watch is None:

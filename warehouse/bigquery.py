@@ -336,6 +336,14 @@ class BigQuerySink:
         self.transient_errors += 1
         log.warning("BigQuery: transient error, retrying: %s", exc)
 
+    # --- reading ------------------------------------------------------------------------------------------
+    def newest(self, table: str, column: str) -> Any:
+        """The largest value of ``column`` in ``table`` (None when it is empty): what a loader that
+        appends versions sends only past (one query job)."""
+        sql = f"SELECT MAX(`{column}`) AS newest FROM `{self.settings.table_ref(table)}`"
+        rows = list(self.client.query(sql, retry=self._retry()).result(timeout=self.settings.request_timeout))
+        return rows[0]["newest"] if rows else None
+
     # --- tables ------------------------------------------------------------------------------------------
     def ensure(self) -> None:
         s = self.settings

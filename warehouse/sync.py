@@ -171,7 +171,7 @@ def sync_lake(lake: Lake, sink: WarehouseSink, *, state: SyncState | None = None
             rows = changed_rows(dt, spec, uri, opts, last.version)
         else:
             rows = _read(dt, None)
-        result = write_chunks(sink, spec, _conformed(rows, spec))
+        result = write_chunks(sink, spec, conformed(rows, spec))
         copied[name] = result.inserted
         log.info(
             "%s: v%s -> v%d: %d inserted, %d duplicates, %d rejected",
@@ -211,14 +211,14 @@ def changed_rows(
         return rows
     columns = [*spec.key, *([spec.version] if spec.version else [])]
     try:
-        before = _conformed(_read(old, removed, columns=columns), spec, columns=columns)
+        before = conformed(_read(old, removed, columns=columns), spec, columns=columns)
     except Exception as exc:  # noqa: BLE001 - removed files already vacuumed: send them all again
         log.warning("%s: files removed since version %d are gone (%s); re-sending", uri, since, exc)
         return rows
     if before.num_rows == 0:
         return rows
     known = pa.array(spec.insert_ids(before), pa.string())
-    ids = pa.array(spec.insert_ids(_conformed(rows, spec, columns=columns)), pa.string())
+    ids = pa.array(spec.insert_ids(conformed(rows, spec, columns=columns)), pa.string())
     return rows.filter(pc.invert(pc.is_in(ids, value_set=known)))
 
 
@@ -268,7 +268,7 @@ def _relative(fragment_path: str, files: set[str]) -> str | None:
     return None
 
 
-def _conformed(rows: pa.Table, spec: WarehouseTable, *, columns: list[str] | None = None) -> pa.Table:
+def conformed(rows: pa.Table, spec: WarehouseTable, *, columns: list[str] | None = None) -> pa.Table:
     """``rows`` with the warehouse schema's columns and types (files written by MERGE hold
     string_view; a lake table with extra columns keeps them out of the warehouse)."""
     names = columns if columns is not None else spec.schema.names

@@ -105,6 +105,20 @@ resource "google_bigquery_dataset_iam_member" "pipeline_writer" {
   member     = google_service_account.dataflow.member
 }
 
+# The admissions loader appends the diagnosis reference (ref_diagnosis_mapping), and asks for the newest
+# load it holds (one query job a pass).
+resource "google_bigquery_dataset_iam_member" "admissions_reference_writer" {
+  dataset_id = google_bigquery_dataset.warehouse.dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = google_service_account.admissions.member
+}
+
+resource "google_project_iam_member" "admissions_job_user" {
+  project = var.project_id
+  role    = "roles/bigquery.jobUser"
+  member  = google_service_account.admissions.member
+}
+
 resource "google_bigquery_dataset_iam_member" "analysts" {
   for_each = toset(var.analyst_members)
 

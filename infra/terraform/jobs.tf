@@ -33,7 +33,7 @@ module "admissions_job" {
   count  = var.image_tag == null ? 0 : 1
 
   name        = "${var.name_prefix}-load-admissions"
-  description = "Load new admission files from the landing bucket into the lake (each file once)"
+  description = "Load new admission files from the landing bucket into the lake (each file once); keep ref_diagnosis_mapping current in BigQuery"
   project_id  = var.project_id
   region      = var.region
   image       = local.image
@@ -43,7 +43,13 @@ module "admissions_job" {
     "--reference", local.reference_uri,
     "--lake", local.lake_uri,
     "--require-key",
+    "--bigquery",
   ]
+  env = {
+    VITALS_GCP_PROJECT = var.project_id
+    VITALS_BQ_DATASET  = local.dataset_id
+    VITALS_BQ_LOCATION = var.bigquery_location
+  }
   secret_env = {
     VITALS_PSEUDONYM_KEY = google_secret_manager_secret.secrets["pseudonym_key"].secret_id
   }
@@ -59,5 +65,8 @@ module "admissions_job" {
     google_storage_bucket_iam_member.admissions_lake,
     google_storage_bucket_iam_member.admissions_landing,
     google_secret_manager_secret_iam_member.readers,
+    google_bigquery_dataset_iam_member.admissions_reference_writer,
+    google_project_iam_member.admissions_job_user,
+    google_bigquery_table.tables,
   ]
 }
