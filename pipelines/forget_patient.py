@@ -26,6 +26,7 @@ from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.erasure import forget_patient
 from vitals_lake.lake import Lake
+from vitals_lake.logs import configure as configure_logging
 from vitals_lake.pseudonym import PseudonymKey
 
 PROG = "python -m pipelines.forget_patient"
@@ -60,7 +61,7 @@ def _patient_id(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO, fmt="%(levelname)s %(name)s: %(message)s")
     try:
         patient_id = _patient_id(args)
         if not patient_id:

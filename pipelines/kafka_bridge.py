@@ -37,6 +37,7 @@ from pipelines.pubsub_clients import close_publisher, publisher_client
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, EnvelopeLimits, KafkaSettings, PubSubSettings
 from vitals_lake.envelope import SourceRecord, heartbeat
+from vitals_lake.logs import configure as configure_logging
 
 log = logging.getLogger("pipelines.kafka_bridge")
 PROG = "python -m pipelines.kafka_bridge"
@@ -490,9 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # a malformed VITALS_* / PUBSUB_EMULATOR_HOST variable (the defaults)
         return usage_error(argparse.ArgumentParser(prog=PROG), f"environment: {exc}")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level.upper(), fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # The command line names the broker and the group; how to authenticate comes from the environment.
         kafka = replace(

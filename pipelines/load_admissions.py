@@ -33,6 +33,7 @@ from vitals_lake.backfill import backfill_gold
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
+from vitals_lake.logs import configure as configure_logging
 from vitals_lake.pseudonym import PseudonymKey
 from warehouse.settings import BigQuerySettings
 from warehouse.sync import conformed, write_chunks
@@ -72,6 +73,15 @@ def _print_load(path: str, rows: int) -> None:
 
 def _print_report(report: LoadReport) -> None:
     print(report.summary(), flush=True)
+    fields = {
+        "files": len(report.files),
+        "rows": report.rows,
+        "patients_recomputed": report.patients_recomputed,
+        "patients_changed": report.patients_changed,
+        "diagnoses_reloaded": report.diagnoses_reloaded,
+        "failed_files": len(report.failed),
+    }
+    log.log(logging.ERROR if report.failed else logging.INFO, "admissions pass", extra={"fields": fields})
     if report.patient_ids:
         # A count, never the ids: job logs are read far more widely than the identity table.
         print(f"changed patients: {len(report.patient_ids)}", flush=True)
@@ -100,9 +110,7 @@ def send_new_diagnoses(lake: Lake, sink: BigQuerySink) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level.upper(), fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.watch is not None and args.watch <= 0:
         return usage_error(parser, "--watch must be > 0 seconds")
     try:

@@ -41,6 +41,7 @@ from vitals_lake import contract as c
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, KafkaSettings, lake_from_uri
 from vitals_lake.lake import Lake
+from vitals_lake.logs import configure as configure_logging
 
 log = logging.getLogger("pipelines.recovery")
 PROG = "python -m pipelines.recovery"
@@ -270,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # a malformed VITALS_KAFKA_* variable (the defaults)
         return usage_error(argparse.ArgumentParser(prog=PROG), f"environment: {exc}")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level.upper(), fmt="%(levelname)s %(name)s: %(message)s")
     if args.gold_minutes <= 0:
         return usage_error(parser, "--gold-minutes must be > 0")
     try:

@@ -51,6 +51,8 @@ from vitals_lake import contract as c
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
+from vitals_lake.logs import configure as configure_logging
+from vitals_lake.logs import log_format
 
 log = logging.getLogger(__name__)
 
@@ -481,7 +483,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.WARNING, fmt="%(levelname)s %(name)s: %(message)s")
     try:
         options = MaintenanceOptions(
             older_than_days=args.older_than_days,
@@ -498,7 +500,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return usage_error(parser, str(exc))
     report = maintain(lake, layers, options)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    for table in report.tables:  # one entry per table, with the fields an operator filters on
+        fields = {
+            "table": table.table,
+            "version": table.version_after,
+            "expired_partitions": len(table.expired_partitions),
+            "expired_rows": table.expired_rows,
+            "vacuum_files": len(table.vacuum_files),
+            "seconds": round(table.seconds, 3),
+        }
+        # Expiry deletes data: it is logged at the CLI's level (warning), the rest at info.
+        level = logging.WARNING if table.expired_rows else logging.INFO
+        log.log(level, "table maintained", extra={"fields": fields})
+    # One line in the cloud (a JSON document per line is one log entry there), indented otherwise.
+    indent = None if log_format() == "json" else 2
+    print(json.dumps(report.to_dict(), indent=indent) if args.json else report.render())
     return 0
 
 
