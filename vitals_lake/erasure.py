@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -167,9 +167,8 @@ def _delete(lake: Lake, layer: c.Layer, predicate: str) -> int:
     if not lake.exists(layer):
         return 0
 
-    def delete() -> dict[str, object]:
+    def delete() -> dict[str, Any]:
         return DeltaTable(lake.uri(layer), storage_options=lake.settings.storage_options).delete(predicate)
 
     metrics, _ = with_conflict_retries(delete, what=f"{c.TABLES[layer].name}: erase")
-    deleted = metrics.get("num_deleted_rows", 0)
-    return int(deleted) if isinstance(deleted, int | float | str) else 0
+    return int(metrics.get("num_deleted_rows", 0))

@@ -335,13 +335,14 @@ def _not_utf8(raw: pa.Array) -> np.ndarray:
     suspects = np.flatnonzero(non_ascii(raw))
     if suspects.size == 0:
         return suspects.astype(np.int64)
+    suspect = raw.take(pa.array(suspects))
     try:
-        raw.take(pa.array(suspects)).cast(pa.string())
+        suspect.cast(pa.string())
         return np.zeros(0, dtype=np.int64)
     except pa.ArrowInvalid:
         pass
     bad: list[int] = []
-    for i, value in zip(suspects.tolist(), raw.take(pa.array(suspects)).to_pylist(), strict=True):
+    for i, value in zip(suspects.tolist(), suspect.to_pylist(), strict=True):
         try:
             value.decode("utf-8")
         except UnicodeDecodeError:
