@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
+from pipelines import counters
 from vitals_lake import contract as c
 from warehouse import views
 from warehouse.bigquery import bigquery_schema
@@ -59,6 +61,32 @@ SECRETS: Final = {
     "slack_webhook_url": "vitals-alert-slack-webhook-url",  # optional Slack incoming webhook
     "alert_routing": "vitals-alert-routing",  # the function's routing config (names clinicians)
 }
+
+
+# The alert notifier deploys from its own directory and imports nothing of the project's: the log
+# messages and field its log-based metrics select are read from its source.
+NOTIFIER_SERVICE: Final = REPO_ROOT / "functions" / "alert_notifier" / "notifier" / "service.py"
+NOTIFIER_LOG_NAMES: Final = {
+    "alert_handled": "LOG_ALERT_HANDLED",
+    "delivery_gave_up": "LOG_DELIVERY_GAVE_UP",
+    "latency_field": "LATENCY_FIELD",
+}
+
+
+def notifier_log_names(source: Path = NOTIFIER_SERVICE) -> dict[str, str]:
+    """The notifier's log message and field constants (module-level string assignments)."""
+    found: dict[str, str] = {}
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            value = node.value
+            for target in targets:
+                if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
+                    found[target.id] = str(value.value)
+    missing = sorted(set(NOTIFIER_LOG_NAMES.values()) - set(found))
+    if missing:
+        raise SystemExit(f"{source}: no module-level string constant(s) {', '.join(missing)}")
+    return {key: found[name] for key, name in NOTIFIER_LOG_NAMES.items()}
 
 
 def retention_days(table: str) -> int | None:
@@ -142,6 +170,11 @@ def names() -> dict[str, Any]:
             "view_dependencies": {name: sorted(views.dependencies(name)) for name in ordered_views},
         },
         "secrets": dict(SECRETS),
+        # What the alert policies and log-based metrics of monitoring.tf select.
+        "monitoring": {
+            "pipeline_counters": counters.monitoring_names(),
+            "notifier_logs": notifier_log_names(),
+        },
     }
 
 

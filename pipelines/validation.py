@@ -33,8 +33,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteRuntimeState, ReadMo
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow
 from apache_beam.utils.shared import Shared
 
+from pipelines import counters
 from vitals_lake import contract as c
-from vitals_lake import expectations as ex
 from vitals_lake.admissions import PatientDirectory
 from vitals_lake.config import LakeSettings
 from vitals_lake.engine import (
@@ -79,9 +79,9 @@ class GateReadingsFn(beam.DoFn):
     def __init__(self, lake: LakeSettings, settings: EngineSettings) -> None:
         self.lake_settings = lake
         self.settings = settings
-        self.quarantined = Metrics.counter("quality", "quarantined_rows")
-        self.unknown = Metrics.counter("quality", "unknown_patient_rows")
-        self.failed_batches = Metrics.counter("quality", f"fail_{ex.RULE_QUARANTINE_RATIO}")
+        self.quarantined = Metrics.counter(counters.QUALITY, counters.QUARANTINED_ROWS)
+        self.unknown = Metrics.counter(counters.QUALITY, counters.UNKNOWN_PATIENT_ROWS)
+        self.failed_batches = Metrics.counter(counters.QUALITY, counters.FAILED_QUALITY_BATCHES)
         self.patients: PatientDirectory | None = None
         self.key: bytes = b""
 
@@ -104,7 +104,7 @@ class GateReadingsFn(beam.DoFn):
         self.quarantined.inc(parsed.quarantine.num_rows)
         for rule, count in parsed.rule_counts.items():
             if count:
-                Metrics.counter("quality", f"failed_{rule}").inc(count)
+                Metrics.counter(counters.QUALITY, counters.failed_rule(rule)).inc(count)
         if result.over_ratio:
             self.failed_batches.inc()
         for shard, rows in result.shards:
@@ -205,7 +205,7 @@ class AdvanceShardFn(beam.DoFn):
         self.shared = Shared()
         self.watcher: ModelWatcher | None = None
         self.lake: Lake | None = None
-        self.valid = Metrics.counter("quality", "valid_rows")
+        self.valid = Metrics.counter(counters.QUALITY, counters.VALID_ROWS)
         self.inserted = Metrics.counter("lake", "silver_rows")
         self.duplicates = Metrics.counter("lake", "duplicates_removed")
         self.alert_events = Metrics.counter("alerts", "events")

@@ -48,13 +48,14 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from pipelines import counters
 from warehouse.bigquery import BigQuerySink
 from warehouse.settings import BigQuerySettings
 from warehouse.sink import WarehouseSink, WriteResult
 from warehouse.tables import WAREHOUSE_TABLES
 
 SinkFactory = Callable[[Any], WarehouseSink]
-METRICS_NAMESPACE = "warehouse"
+METRICS_NAMESPACE = counters.WAREHOUSE
 FIRST_PAUSE: Final = 1.0  # seconds before the first repeat of a write that failed transiently
 DEFAULT_OUTAGE_BACKOFF: Final = 30.0
 
@@ -132,13 +133,17 @@ class WriteWarehouseFn(beam.DoFn):
         self.sleep = sleep
         self.sink: WarehouseSink | None = None
         self.shared = False  # the sink is the thread's shared one (not closed at teardown)
-        self.inserted = Metrics.counter(METRICS_NAMESPACE, f"{table}_inserted")
-        self.duplicates = Metrics.counter(METRICS_NAMESPACE, f"{table}_duplicates")
-        self.rejected = Metrics.counter(METRICS_NAMESPACE, f"{table}_rejected")
-        self.batches = Metrics.counter(METRICS_NAMESPACE, f"{table}_batches")
-        self.write_retries = Metrics.counter(METRICS_NAMESPACE, f"{table}_write_retries")
-        self.transient_errors = Metrics.counter(METRICS_NAMESPACE, f"{table}_transient_errors")
-        self.outage_seconds = Metrics.counter(METRICS_NAMESPACE, f"{table}_outage_seconds")
+
+        def counter(what: str) -> Any:
+            return Metrics.counter(METRICS_NAMESPACE, counters.warehouse_counter(table, what))
+
+        self.inserted = counter("inserted")
+        self.duplicates = counter("duplicates")
+        self.rejected = counter(counters.REJECTED)
+        self.batches = counter("batches")
+        self.write_retries = counter("write_retries")
+        self.transient_errors = counter("transient_errors")
+        self.outage_seconds = counter("outage_seconds")
 
     def setup(self) -> None:
         if self.sink_factory is None:

@@ -507,3 +507,61 @@ variable "connector_tasks" {
     error_message = "connector_tasks must be 1..100."
   }
 }
+
+# --- Monitoring (alert policies, dashboard, SLO: monitoring.tf; what each alert means: docs/runbook.md) --
+variable "monitoring_email_addresses" {
+  description = "Who Cloud Monitoring e-mails when an alert policy of the platform fires (the on-call data team, not clinicians)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for a in var.monitoring_email_addresses : can(regex("^[^@\\s]+@[^@\\s]+$", a))])
+    error_message = "monitoring_email_addresses must be e-mail addresses."
+  }
+}
+
+variable "monitoring_webhook_url" {
+  description = "An https webhook (the hospital's incident tool) that Cloud Monitoring posts incidents to; null for none. Kept in Terraform state: use a URL whose token can be rotated."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.monitoring_webhook_url == null || startswith(coalesce(var.monitoring_webhook_url, "x"), "https://")
+    error_message = "monitoring_webhook_url must be an https URL."
+  }
+}
+
+variable "monitoring_thresholds" {
+  description = "When the platform's alert policies fire. Seconds unless named otherwise; quarantine_ratio is a share of the gate's records over 15 minutes."
+  type = object({
+    dataflow_system_lag_s      = optional(number, 300)
+    dataflow_data_freshness_s  = optional(number, 600)
+    readings_backlog_age_s     = optional(number, 600)
+    alert_trigger_backlog_s    = optional(number, 300)
+    quarantine_ratio           = optional(number, 0.05)
+    maintenance_max_silence_h  = optional(number, 26)
+    admissions_max_silence_min = optional(number, 60)
+  })
+  default = {}
+
+  validation {
+    condition     = var.monitoring_thresholds.quarantine_ratio > 0 && var.monitoring_thresholds.quarantine_ratio < 1
+    error_message = "monitoring_thresholds.quarantine_ratio must be between 0 and 1."
+  }
+}
+
+variable "alert_latency_slo" {
+  description = "The reading-to-alert SLO: the share (goal) of alert notifications sent within threshold_s seconds of the reading that raised them, over a rolling window of days."
+  type = object({
+    threshold_s = optional(number, 15)
+    goal        = optional(number, 0.95)
+    days        = optional(number, 28)
+  })
+  default = {}
+
+  validation {
+    condition     = var.alert_latency_slo.goal > 0 && var.alert_latency_slo.goal < 1 && var.alert_latency_slo.days >= 1 && var.alert_latency_slo.days <= 30
+    error_message = "alert_latency_slo.goal must be between 0 and 1, days 1..30."
+  }
+}

@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
+from deploy.infra_names import GENERATED_DIR, NAMES_FILE
 from harness.stack.bigquery import BigQueryEmulator
 from pipelines.warehouse_io import METRICS_NAMESPACE, WriteWarehouse, open_sink
 from tests.integration.test_bigquery_sink import (
@@ -74,6 +75,9 @@ def test_write_warehouse_counts_every_row(emulator: BigQueryEmulator) -> None:
     assert got[f"{c.GOLD_TABLE}_inserted"] == 6
     assert got[f"{c.GOLD_TABLE}_duplicates"] == 1
     assert got[f"{c.GOLD_TABLE}_rejected"] == 1
+    # ... under the name Terraform's warehouse dead-letter policy matches (names.json)
+    suffix = json.loads((GENERATED_DIR / NAMES_FILE).read_text())["monitoring"]["pipeline_counters"]
+    assert got[c.GOLD_TABLE + suffix["warehouse_rejected_suffix"]] == 1
     assert got[f"{c.GOLD_TABLE}_batches"] == 2
 
     landed = query(client, f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY 1")

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 
+from deploy.infra_names import GENERATED_DIR, NAMES_FILE
 from ml import evaluate, train
 from pipelines.beam_vitals import run
 from simulator import read_jsonl
@@ -59,6 +60,13 @@ def test_the_pipeline_scores_every_silver_reading_with_the_deployed_model(models
     stepped = result.metrics().query(MetricsFilter().with_name("rows_stepped_one_by_one"))["counters"]
     count = sum(m.committed for m in stepped)
     assert 0 < pc.sum(silver[c.ALERT_OPEN]).as_py() <= count < silver.num_rows
+    # The counters Terraform's quarantine-ratio policy divides, by the names it selects (names.json).
+    names = json.loads((GENERATED_DIR / NAMES_FILE).read_text())["monitoring"]["pipeline_counters"]
+    counted = {m.key.metric.name: m.committed for m in result.metrics().query(MetricsFilter())["counters"]}
+    quarantined = lake.read("quarantine", columns=[c.INGEST_DATE]).num_rows
+    assert quarantined > 0
+    assert counted[names["quarantined_rows"]] == quarantined
+    assert counted[names["valid_rows"]] >= silver.num_rows
 
 
 def test_without_a_model_readings_are_stored_unscored(tmp_path):

@@ -213,6 +213,29 @@ def test_an_alert_is_emailed_and_posted_to_both_webhooks(
     assert "MRN-0042" not in slack.body.decode()
 
 
+def test_the_handled_log_carries_the_reading_to_sent_latency_the_slo_counts(
+    make_function: MakeFunction,
+    mail: LocalMailServer,
+    hooks: WebhookReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Terraform's log-based latency metric extracts ``reading_to_sent_s`` from this line."""
+    config = base_config(mail, hooks)
+    config["routes"] = [{"name": "icu", "wards": ["ICU"], "webhooks": ["ehr"]}]
+    fn = make_function(config=config)
+    reading_time = datetime.now(UTC) - timedelta(seconds=30)
+    assert fn.post(make_event(**{c.EVENT_TIME: reading_time})).status_code == 200
+    hooks.fail("/ehr", status=401)  # nothing sent for the second event: no latency to count
+    assert fn.post(make_event(**{c.EVENT_TIME: reading_time})).status_code == 200
+
+    handled = [r for r in caplog.records if r.getMessage() == service.LOG_ALERT_HANDLED]
+    assert len(handled) == 2
+    first, second = (r.fields for r in handled)
+    assert 30 <= first[service.LATENCY_FIELD] < 90
+    assert "sent" in first["outcomes"].values()
+    assert service.LATENCY_FIELD not in second, second
+
+
 def test_a_binary_mode_cloudevent_from_eventarc_is_handled(
     make_function: MakeFunction, mail: LocalMailServer
 ) -> None:

@@ -125,6 +125,11 @@ class AlertEvent:
         and stays the same when the pipeline re-derives the alert."""
         return f"{self.alert_id}:{self.state}:{self.fields[EVENT_TIME]}"
 
+    @property
+    def reading_time(self) -> datetime:
+        """When the reading that changed the alert's state was taken (validated as a date-time)."""
+        return datetime.fromisoformat(str(self.fields[EVENT_TIME]).replace("Z", "+00:00"))
+
     def log_fields(self) -> dict[str, Any]:
         """What may go into logs: no patient identifiers, no vitals."""
         return {

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,13 @@ class RedeliverLater(RuntimeError):
 
 
 _DETAIL_CAP: Final = 500
+# Log messages and fields that Terraform's log-based metrics select (infra/terraform/monitoring.tf, via
+# generated/names.json; a test checks the two agree).
+LOG_ALERT_HANDLED: Final = "alert handled"
+LOG_DELIVERY_GAVE_UP: Final = "delivery gave up"
+# Seconds from the reading that changed the alert's state to the end of its first successful delivery
+# (the reading-to-alert latency the SLO counts); absent when nothing was sent.
+LATENCY_FIELD: Final = "reading_to_sent_s"
 _MALFORMED_PREFIX: Final = "malformed:"  # + the Pub/Sub message id: the key of its dead letter
 
 
@@ -106,10 +114,11 @@ class Notifier:
             return []
         outcomes = [self._deliver(event, d) for d in destinations]
         retry = [o for o in outcomes if o.result in ("failed", "busy")]
-        log.info(
-            "alert handled",
-            extra={"fields": {**event.log_fields(), "outcomes": {o.destination: o.result for o in outcomes}}},
-        )
+        results = {o.destination: o.result for o in outcomes}
+        handled: dict[str, Any] = {**event.log_fields(), "outcomes": results}
+        if any(o.result == "sent" for o in outcomes):
+            handled[LATENCY_FIELD] = round(time.time() - event.reading_time.timestamp(), 3)
+        log.info(LOG_ALERT_HANDLED, extra={"fields": handled})
         if retry:
             raise RedeliverLater(
                 f"alert {event.alert_id} ({event.state}): {len(retry)} of {len(outcomes)} "
@@ -218,7 +227,7 @@ class Notifier:
             "delivery_attempt": event.delivery_attempt,
             "error": detail,
         }
-        log.error("delivery gave up", extra={"fields": record})
+        log.error(LOG_DELIVERY_GAVE_UP, extra={"fields": record})
         self.state.dead_letter({**record, **(stored or {})})
 
     def _send(self, event: ev.AlertEvent, dest: Destination) -> None:
