@@ -82,6 +82,11 @@ COMMANDS: Final[dict[str, Command]] = {
         "replay a file of readings into a lake with several processes, each owning its patient shards",
         _PIPELINE,
     ),
+    "redrive": Command(
+        "pipelines.redrive:main",
+        "send the messages of a Pub/Sub dead-letter subscription back to their topic",
+        _PIPELINE,
+    ),
     "recovery": Command(
         "pipelines.recovery:main",
         "after a crash: rewind the bridge's Kafka offsets to what the lake holds",
