@@ -87,6 +87,11 @@ COMMANDS: Final[dict[str, Command]] = {
         "send the messages of a Pub/Sub dead-letter subscription back to their topic",
         _PIPELINE,
     ),
+    "replay-dead-letters": Command(
+        "pipelines.warehouse_replay:main",
+        "insert the rows BigQuery refused (its dead_letter table) into their tables again",
+        _PIPELINE,
+    ),
     "recovery": Command(
         "pipelines.recovery:main",
         "after a crash: rewind the bridge's Kafka offsets to what the lake holds",

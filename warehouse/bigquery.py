@@ -48,7 +48,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Self
 
@@ -289,6 +289,29 @@ class _Row:
 class _Rejected:
     row: _Row
     error: str
+
+
+_CUT: Final = "…(cut)"  # ends a dead letter's row_json that was cut to fit the request limit
+
+
+@dataclass
+class DeadLetterReplay:
+    """What :meth:`BigQuerySink.replay_dead_letters` did."""
+
+    read: int = 0  # dead letters selected
+    unrecoverable: int = 0  # cut to fit, or for a table the warehouse no longer has
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> replayed, refused_again
+    first_failed_at: datetime | None = None
+    last_failed_at: datetime | None = None
+    errors: list[str] = field(default_factory=list)  # the first 20 refusals
+
+    @property
+    def replayed(self) -> int:
+        return sum(t["replayed"] for t in self.tables.values())
+
+    @property
+    def refused_again(self) -> int:
+        return sum(t["refused_again"] for t in self.tables.values())
 
 
 class BigQuerySink:
@@ -536,7 +559,7 @@ class BigQuerySink:
         for r in rejected:
             row_json = orjson.dumps(r.row.json).decode()
             if len(row_json) > cap:
-                row_json = row_json[:cap] + "…(cut)"
+                row_json = row_json[:cap] + _CUT
             doc = {
                 "table_name": table,
                 "insert_id": r.row.insert_id,
@@ -572,6 +595,61 @@ class BigQuerySink:
             rejected[0].error,
         )
 
+    # --- dead letters ------------------------------------------------------------------------------------
+    def replay_dead_letters(
+        self, *, table: str | None = None, since: datetime | None = None
+    ) -> DeadLetterReplay:
+        """Insert the rows of ``dead_letter`` (one table's, those that failed at or after ``since``)
+        into their tables again, under their original insert ids.
+
+        Run it once the cause is fixed (a table altered to the contract, a quota raised). A row
+        refused again stays where it is and is counted; a row cut to fit the dead-letter table cannot
+        be rebuilt and is counted. The dead letters are not deleted (rows still in BigQuery's
+        streaming buffer cannot be): pass ``since`` to skip what an earlier replay sent. BigQuery drops
+        a repeated insert id only for a short while, so a second replay of the same letters adds the
+        rows again; ``gold_latest`` reads the newest row per key and is not affected.
+        """
+        if table is not None and table not in WAREHOUSE_TABLES:
+            raise BigQueryError(f"unknown warehouse table {table!r}: one of {', '.join(WAREHOUSE_TABLES)}")
+        where, params = ["TRUE"], []
+        if table is not None:
+            where.append("table_name = @table")
+            params.append(bigquery.ScalarQueryParameter("table", "STRING", table))
+        if since is not None:
+            where.append("failed_at >= @since")
+            params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP", since))
+        sql = (
+            "SELECT table_name, insert_id, row_json, failed_at"
+            f" FROM `{self.settings.table_ref(DEAD_LETTER_TABLE)}` WHERE {' AND '.join(where)}"
+            " ORDER BY failed_at, insert_id"
+        )
+        job = self.client.query(
+            sql, job_config=bigquery.QueryJobConfig(query_parameters=params), retry=self._retry()
+        )
+        report = DeadLetterReplay()
+        by_table: dict[str, dict[str, _Row]] = {}
+        for letter in job.result(timeout=self.settings.request_timeout):
+            report.read += 1
+            report.first_failed_at = report.first_failed_at or letter["failed_at"]
+            report.last_failed_at = letter["failed_at"]
+            if letter["table_name"] not in WAREHOUSE_TABLES or str(letter["row_json"]).endswith(_CUT):
+                report.unrecoverable += 1
+                continue
+            doc = orjson.loads(letter["row_json"])
+            size = len(letter["row_json"]) + len(letter["insert_id"]) + _ROW_OVERHEAD
+            by_table.setdefault(letter["table_name"], {})[letter["insert_id"]] = _Row(
+                letter["insert_id"], doc, size
+            )
+        deadline = time.monotonic() + self.settings.retry_deadline
+        for name, rows in by_table.items():
+            counts = report.tables.setdefault(name, {"replayed": 0, "refused_again": 0})
+            for chunk in self._chunks(list(rows.values())):
+                ok, refused = self._insert_chunk(self.settings.table_ref(name), chunk, deadline)
+                counts["replayed"] += len(ok)
+                counts["refused_again"] += len(refused)
+                report.errors += [f"{r.row.insert_id}: {r.error}" for r in refused][: 20 - len(report.errors)]
+        return report
+
     def _remember(self, ids: Iterator[str]) -> None:
         for insert_id in ids:
             self._acked[insert_id] = None
@@ -593,6 +671,7 @@ __all__ = [
     "BigQuerySink",
     "BigQueryWriteError",
     "DeadLetterError",
+    "DeadLetterReplay",
     "bigquery_field",
     "bigquery_schema",
     "bigquery_type",

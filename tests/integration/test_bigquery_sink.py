@@ -20,6 +20,7 @@ from google.cloud import bigquery
 from harness.faults.proxy import FaultProxy
 from harness.stack import MissingPrerequisite
 from harness.stack.bigquery import BigQueryEmulator, duckdb_home, emulator_venv, ensure_emulator_venv
+from pipelines import warehouse_replay
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError
 from warehouse.bigquery import (
@@ -322,6 +323,47 @@ def test_refused_row_goes_to_dead_letter_and_the_rest_lands(
     assert json.loads(letter["row_json"])[c.BED] == "ICU-03"
     assert json.loads(letter["row_json"])[c.WINDOW_START] == T0.isoformat()
     assert abs(letter["failed_at"] - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_dead_letters_are_replayed_once_the_table_is_fixed(
+    settings: BigQuerySettings,
+    client: bigquery.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``vitals-lake replay-dead-letters`` (the runbook's command) against the emulator."""
+    drifted_gold_table(client, settings)
+    sink = BigQuerySink(settings, client=client)
+    sink.ensure()
+    rows = gold_table([gold_row("P000001", 0), gold_row("P000002", 0, bed="ICU-03")])
+    assert sink.write(c.GOLD_TABLE, rows).rejected == 1
+    for name, value in (
+        ("VITALS_BQ_ENDPOINT", str(settings.api_endpoint)),
+        ("VITALS_BQ_DATASET", settings.dataset),
+        ("VITALS_GCP_PROJECT", settings.project),
+        ("VITALS_BQ_RETRY_DEADLINE", "20"),
+    ):
+        monkeypatch.setenv(name, value)
+
+    def replay(*args: str) -> tuple[int, dict[str, Any]]:
+        status = warehouse_replay.main([*args, "--json"])
+        return status, json.loads(capsys.readouterr().out)
+
+    status, report = replay()  # the table is still wrong: refused again, kept, exit 1
+    assert status == 1 and (report["read"], report["replayed"], report["refused_again"]) == (1, 0, 1)
+    assert count(client, settings, DEAD_LETTER_TABLE) == 1
+
+    client.delete_table(settings.table_ref(c.GOLD_TABLE))  # the fix: Gold as the contract has it
+    sink.ensure()
+    assert sink.drift == {}
+    status, report = replay("--table", c.GOLD_TABLE)
+    assert status == 0 and (report["read"], report["replayed"], report["refused_again"]) == (1, 1, 0)
+    landed = query(client, f"SELECT {c.PATIENT_ID}, {c.BED} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
+    assert landed == [{c.PATIENT_ID: "P000002", c.BED: "ICU-03"}]
+
+    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    assert replay("--since", later)[1]["read"] == 0  # past the letters an earlier replay covered
+    assert replay("--table", c.ALERTS_TABLE)[1]["read"] == 0
 
 
 def test_dead_letter_failure_raises(settings: BigQuerySettings, client: bigquery.Client) -> None:
