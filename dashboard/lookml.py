@@ -1,4 +1,5 @@
-"""LookML views for Looker users, generated from the report's views: ``looker/lookml/<view>.view.lkml``.
+"""LookML for Looker users, generated from the report's views: ``looker/lookml/<view>.view.lkml``, the
+model (``vitals_lake.model.lkml``: the connection and the explores) and ``manifest.lkml``.
 
     python -m dashboard.lookml [--out looker/lookml] [--check]
 
@@ -94,7 +95,13 @@ def render_view(view: str, columns: Sequence[tuple[str, str]]) -> str:
 
 
 # The dataset's default is the one Terraform creates unless told otherwise (warehouse.settings).
-MANIFEST: Final = f"""{HEADER}# Set these to the project and dataset that hold the Vitals Lake views.
+MANIFEST: Final = f"""{HEADER}# Set these to your Looker connection to BigQuery and to the project and
+# dataset that hold the Vitals Lake views.
+constant: CONNECTION {{
+  value: "vitals_bigquery"
+  export: override_optional
+}}
+
 constant: PROJECT {{
   value: "your-gcp-project"
   export: override_optional
@@ -107,17 +114,66 @@ constant: DATASET {{
 """
 
 
+MODEL_FILE: Final = "vitals_lake.model.lkml"
+IDENTITY_GRANT: Final = "can_see_patient_identity"
+IDENTITY_ATTRIBUTE: Final = "vitals_patient_identity"  # a Looker user attribute: "yes" for clinicians
+
+
+def render_model(columns_by_view: dict[str, Sequence[str]]) -> str:
+    """The model: the connection, one explore per view with the direct identifiers left out, and one
+    patient-detail explore that shows them to users granted ``IDENTITY_ATTRIBUTE``.
+
+    Explores over one-row-per-patient views join the patient's latest vitals on ``patient_key``."""
+    parts = [
+        HEADER,
+        'connection: "@{CONNECTION}"\n',
+        'include: "/*.view.lkml"\n\n',
+        "datagroup: vitals_lake_default {\n"
+        '  max_cache_age: "5 minutes"  # the pipeline streams new Gold rows every commit interval\n}\n',
+        "persist_with: vitals_lake_default\n\n",
+        f"access_grant: {IDENTITY_GRANT} {{\n  user_attribute: {IDENTITY_ATTRIBUTE}\n"
+        '  allowed_values: ["yes"]\n}\n',
+    ]
+    vitals = "latest_vitals"
+    for view, columns in columns_by_view.items():
+        hidden = [f"-{view}.{c}" for c in columns if c in IDENTIFIERS]
+        join = view in PER_PATIENT_VIEWS and view != vitals and "patient_key" in columns
+        if join:
+            hidden += [f"-{vitals}.{c}" for c in columns_by_view.get(vitals, ()) if c in IDENTIFIERS]
+        lines = [f"\nexplore: {view} {{\n"]
+        if hidden:
+            lines.append(f"  fields: [ALL_FIELDS*, {', '.join(hidden)}]\n")
+        if join:
+            lines.append(
+                f"  join: {vitals} {{\n    type: left_outer\n    relationship: one_to_one\n"
+                f"    sql_on: ${{{view}.patient_key}} = ${{{vitals}.patient_key}} ;;\n  }}\n"
+            )
+        lines.append("}\n")
+        parts.append("".join(lines))
+    if vitals in columns_by_view:
+        parts.append(
+            f"\n# The only explore with direct identifiers: the patient-detail page's re-identification.\n"
+            f"explore: patient_detail {{\n  from: {vitals}\n"
+            f'  label: "Patient detail (identifies patients)"\n'
+            f"  required_access_grants: [{IDENTITY_GRANT}]\n}}\n"
+        )
+    return "".join(parts)
+
+
 def render_all(report: Report) -> dict[str, str]:
     """File name -> content, for every view of the report plus the project manifest."""
     from warehouse.duck import DuckWarehouse  # noqa: PLC0415 - heavy import
 
     files = {"manifest.lkml": MANIFEST}
+    columns: dict[str, Sequence[str]] = {}
     with DuckWarehouse(":memory:") as wh:
         wh.ensure()
         for view in report.views:
             described = wh.query(f'DESCRIBE "{view}"').to_pylist()
             cols = [(r["column_name"], r["column_type"]) for r in described]
             files[f"{view}.view.lkml"] = render_view(view, cols)
+            columns[view] = [name for name, kind in cols if _lookml_type(kind) is not None]
+    files[MODEL_FILE] = render_model(columns)
     return files
 
 

@@ -4,6 +4,7 @@ local dashboard are in tests/e2e/test_dashboard.py)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -129,8 +130,30 @@ def test_lookml_views_are_generated_from_the_views():
 
     assert lookml.main(["--check"]) == 0, "looker/lookml is stale: python -m dashboard.lookml"
     files = {p.name for p in (ROOT / "looker" / "lookml").glob("*.lkml")}
-    assert files == {"manifest.lkml", *(f"{v}.view.lkml" for v in load_report().views)}
+    assert files == {"manifest.lkml", lookml.MODEL_FILE, *(f"{v}.view.lkml" for v in load_report().views)}
     # The dataset's default is the one Terraform creates (it said vitals_lake, Terraform vitals_warehouse).
     names = json.loads((ROOT / "infra" / "terraform" / "generated" / "names.json").read_text())
     manifest = (ROOT / "looker" / "lookml" / "manifest.lkml").read_text()
     assert f'value: "{names["bigquery"]["default_dataset"]}"' in manifest
+
+
+def test_the_lookml_model_explores_every_view_and_identifies_patients_in_one_place_only():
+    from dashboard import lookml  # noqa: PLC0415
+
+    folder = ROOT / "looker" / "lookml"
+    model = (folder / lookml.MODEL_FILE).read_text()
+    manifest = (folder / "manifest.lkml").read_text()
+    connection = re.search(r'^connection: "@\{(\w+)\}"$', model, flags=re.M)
+    assert connection and f"constant: {connection.group(1)} {{" in manifest
+    explores = dict(re.findall(r"^explore: (\w+) \{\n(.*?)^\}", model, flags=re.M | re.S))
+    assert set(load_report().views) <= set(explores)
+    for view, body in explores.items():
+        shown = body if view == "patient_detail" else ""
+        referenced = set(re.findall(r"\$\{(\w+)\.", body)) | set(re.findall(r"from: (\w+)", body))
+        for name in referenced | ({view} - {"patient_detail"}):
+            text = (folder / f"{name}.view.lkml").read_text()
+            if "dimension: patient_id {" in text and not shown:
+                assert f"-{name}.patient_id" in body, f"explore {view} shows {name}.patient_id"
+    detail = explores["patient_detail"]
+    assert f"required_access_grants: [{lookml.IDENTITY_GRANT}]" in detail
+    assert f"access_grant: {lookml.IDENTITY_GRANT} {{" in model
