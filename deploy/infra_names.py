@@ -31,6 +31,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from pipelines import counters
+from vitals_lake import catalogue
 from vitals_lake import contract as c
 from warehouse import views
 from warehouse.bigquery import bigquery_schema
@@ -100,6 +101,7 @@ def retention_days(table: str) -> int | None:
 
 def _table_entry(name: str, partition: str | None, clustering: Sequence[str]) -> dict[str, Any]:
     return {
+        "description": catalogue.table_description(name),
         "partition": partition or None,
         "clustering": list(clustering),
         "schema_file": f"{SCHEMAS_DIR}/{name}.json",
@@ -168,6 +170,7 @@ def names() -> dict[str, Any]:
             "views": ordered_views,
             "view_levels": view_levels(),
             "view_dependencies": {name: sorted(views.dependencies(name)) for name in ordered_views},
+            "view_descriptions": {name: views.description(name) for name in ordered_views},
         },
         "secrets": dict(SECRETS),
         # What the alert policies and log-based metrics of monitoring.tf select.

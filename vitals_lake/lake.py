@@ -27,6 +27,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
 from pyarrow.fs import FileType
 
+from vitals_lake import catalogue
 from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
 
@@ -230,6 +231,7 @@ class Lake:
                 mode="ignore",
                 partition_by=list(spec.lake_partition_by) or None,
                 name=spec.name,
+                description=catalogue.table_description(spec.name),
                 configuration=_TABLE_CONFIG,
                 storage_options=opts,
             )

@@ -13,12 +13,16 @@ from pathlib import Path
 import pyarrow as pa
 
 from vitals_lake import contract as c
+from vitals_lake.catalogue import describe, table_description
 from vitals_lake.cli import usage_error
 
 DOC = Path("docs/data-model.md")
 BEGIN = "<!-- BEGIN GENERATED: python -m vitals_lake.schema_doc -->"
 END = "<!-- END GENERATED -->"
-_UNITS = {v.name: v.unit for v in c.VITAL_SIGNS}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def _type(t: pa.DataType) -> str:
@@ -27,16 +31,6 @@ def _type(t: pa.DataType) -> str:
     if pa.types.is_list(t):
         return f"list<{_type(t.value_type)}>"
     return str(t)
-
-
-def _unit(column: str) -> str:
-    """A vital's unit for its own column and its aggregates (not for counts)."""
-    if column.endswith("_count"):
-        return ""
-    for vital, unit in _UNITS.items():
-        if column == vital or column.startswith(f"{vital}_"):
-            return unit
-    return ""
 
 
 def render() -> str:
@@ -49,13 +43,14 @@ def render() -> str:
             "",
             f"### `{spec.name}` (`{layer}`; partitioned by {part})",
             "",
-            "| column | type | null | unit |",
+            table_description(spec.name),
+            "",
+            "| column | type | null | description |",
             "|---|---|---|---|",
         ]
         for f in spec.schema:
-            out.append(
-                f"| `{f.name}` | {_type(f.type)} | {'yes' if f.nullable else 'no'} | {_unit(f.name)} |"
-            )
+            null = "yes" if f.nullable else "no"
+            out.append(f"| `{f.name}` | {_type(f.type)} | {null} | {_cell(describe(f.name))} |")
     out.append(END)
     return "\n".join(out)
 

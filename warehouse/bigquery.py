@@ -63,6 +63,7 @@ from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery
 from google.oauth2 import service_account
 
+from vitals_lake import catalogue
 from warehouse.settings import BigQuerySettings
 from warehouse.sink import WriteResult
 from warehouse.tables import (
@@ -150,18 +151,20 @@ def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-def bigquery_field(f: pa.Field) -> bigquery.SchemaField:
-    """A column: lists become REPEATED (BigQuery has no nullable arrays), non-nullable ones REQUIRED."""
+def bigquery_field(f: pa.Field, *, described: bool = True) -> bigquery.SchemaField:
+    """A column: lists become REPEATED (BigQuery has no nullable arrays), non-nullable ones REQUIRED;
+    its description from the catalogue (``vitals_lake.catalogue``; not for a struct's fields)."""
     t, mode = f.type, "REQUIRED" if not f.nullable else "NULLABLE"
+    description = catalogue.describe(f.name) if described else None
     if _is_list(t):
         t, mode = t.value_type, "REPEATED"
         if _is_list(t):
             raise BigQueryError(f"column {f.name}: BigQuery has no arrays of arrays ({f.type})")
     bq_type = bigquery_type(t)
     if bq_type == "STRUCT":
-        sub = tuple(bigquery_field(t.field(i)) for i in range(t.num_fields))
-        return bigquery.SchemaField(f.name, bq_type, mode=mode, fields=sub)
-    return bigquery.SchemaField(f.name, bq_type, mode=mode)
+        sub = tuple(bigquery_field(t.field(i), described=False) for i in range(t.num_fields))
+        return bigquery.SchemaField(f.name, bq_type, mode=mode, fields=sub, description=description)
+    return bigquery.SchemaField(f.name, bq_type, mode=mode, description=description)
 
 
 def bigquery_schema(schema: pa.Schema) -> list[bigquery.SchemaField]:
@@ -393,6 +396,7 @@ class BigQuerySink:
             existing = self.client.get_table(ref, retry=self._retry(), timeout=self.settings.request_timeout)
         except gexc.NotFound:
             table = bigquery.Table(ref, schema=wanted)
+            table.description = catalogue.table_description(name)
             if partition:
                 table.time_partitioning = bigquery.TimePartitioning(
                     type_=bigquery.TimePartitioningType.DAY, field=partition

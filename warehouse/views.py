@@ -88,6 +88,20 @@ def source(name: str) -> str:
     return sql
 
 
+def description(name: str) -> str:
+    """The view's description: the first sentence of its leading ``--`` comment."""
+    lines = []
+    for line in source(name).splitlines():
+        if not line.startswith("--") or not line.removeprefix("--").strip() or line.startswith("--  "):
+            break  # the end of the first paragraph, or an indented listing of columns
+        lines.append(line.removeprefix("--").strip())
+    text = " ".join(lines)
+    first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(":")
+    if not first:
+        raise ViewError(f"{name}.sql: no leading comment to describe the view")
+    return first if first.endswith(".") else first + "."
+
+
 def dependencies(name: str) -> set[str]:
     """The tables and views a view reads."""
     return set(_QUALIFIED.findall(source(name)))

@@ -21,6 +21,7 @@ resource "google_bigquery_table" "tables" {
 
   dataset_id          = google_bigquery_dataset.warehouse.dataset_id
   table_id            = each.key
+  description         = each.value.description
   schema              = file("${path.module}/generated/${each.value.schema_file}")
   clustering          = length(each.value.clustering) > 0 ? each.value.clustering : null
   deletion_protection = var.force_destroy ? false : true
@@ -52,6 +53,7 @@ resource "google_bigquery_table" "views_level_0" {
 
   dataset_id          = google_bigquery_dataset.warehouse.dataset_id
   table_id            = each.key
+  description         = local.names.bigquery.view_descriptions[each.key]
   deletion_protection = false
 
   view {
@@ -70,6 +72,7 @@ resource "google_bigquery_table" "views_level_1" {
 
   dataset_id          = google_bigquery_dataset.warehouse.dataset_id
   table_id            = each.key
+  description         = local.names.bigquery.view_descriptions[each.key]
   deletion_protection = false
 
   view {
@@ -88,6 +91,7 @@ resource "google_bigquery_table" "views_level_2" {
 
   dataset_id          = google_bigquery_dataset.warehouse.dataset_id
   table_id            = each.key
+  description         = local.names.bigquery.view_descriptions[each.key]
   deletion_protection = false
 
   view {

@@ -21,6 +21,7 @@ from harness.faults.proxy import FaultProxy
 from harness.stack import MissingPrerequisite
 from harness.stack.bigquery import BigQueryEmulator, duckdb_home, emulator_venv, ensure_emulator_venv
 from pipelines import warehouse_replay
+from vitals_lake import catalogue
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError
 from warehouse.bigquery import (
@@ -204,6 +205,13 @@ def test_ensure_creates_dataset_tables_and_dead_letter_idempotently(
     # The emulator stores partitioning and clustering (DuckDB has neither: they have no effect there).
     assert gold.time_partitioning is not None and gold.time_partitioning.field == c.EVENT_DATE
     assert gold.clustering_fields == list(GOLD.clustering)
+    # The catalogue's descriptions, table and columns (the emulator stores them as BigQuery does).
+    assert gold.description == catalogue.table_description(c.GOLD_TABLE)
+    described = {f.name: f.description for f in gold.schema}
+    assert described[c.gold_column("heart_rate", "mean")] == catalogue.describe(
+        c.gold_column("heart_rate", "mean")
+    )
+    assert all(described.values())
 
     alerts = client.get_table(settings.table_ref(c.ALERTS_TABLE))
     reasons = next(f for f in alerts.schema if f.name == c.ALERT_REASONS)
