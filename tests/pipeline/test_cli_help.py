@@ -29,6 +29,8 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
     ("bridge",): ["--bootstrap", "--pubsub-topic", "--max-records"],
     ("load-admissions",): ["--landing", "--reference", "--watch"],
     ("recovery",): ["--rewind", "--rebuild-gold"],
+    ("redrive",): ["--subscription", "--topic", "--max-messages", "--dry-run"],
+    ("replay-dead-letters",): ["--table", "--since", "--json"],
     ("forget-patient",): ["--patient-id", "--patient-id-file", "--requested-by", "--vacuum-now"],
     ("replay",): ["--input-jsonl", "--lake", "--workers", "--shards"],
     ("inspect",): ["--lake", "--limit", "TABLE"],
