@@ -12,6 +12,7 @@ alone each upsert rewrote the whole day.
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 import os
 import threading
@@ -22,7 +23,7 @@ from typing import Any, Final, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Field, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
 from pyarrow.fs import FileType
@@ -166,6 +167,13 @@ class _OpenTables(threading.local):
         return self.tables
 
 
+log = logging.getLogger(__name__)
+
+
+class SchemaEvolutionError(RuntimeError):
+    """A table differs from the contract in a way adding nullable columns cannot fix."""
+
+
 class Lake:
     """All Delta tables of one lake (a local directory or a ``gs://`` prefix).
 
@@ -176,6 +184,7 @@ class Lake:
     def __init__(self, settings: LakeSettings) -> None:
         self.settings = settings
         self._open_tables = _OpenTables()
+        self._evolved: set[c.Layer] = set()  # tables checked against the contract by this process
 
     def __getstate__(self) -> dict[str, Any]:
         # Open tables belong to this process and thread: a pickled Lake (a DoFn, a worker) opens its own.
@@ -184,6 +193,7 @@ class Lake:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.settings = state["settings"]
         self._open_tables = _OpenTables()
+        self._evolved = set()
 
     def uri(self, layer: c.Layer) -> str:
         return self.settings.table_uri(c.TABLES[layer].name)
@@ -222,7 +232,7 @@ class Lake:
         spec = c.TABLES[layer]
         opts = self.settings.storage_options
         try:
-            return self._open(layer)
+            dt = self._open(layer)
         except TableNotFoundError:
             # mode="ignore" makes two writers racing to create the table both succeed.
             created = DeltaTable.create(
@@ -235,7 +245,43 @@ class Lake:
                 configuration=_TABLE_CONFIG,
                 storage_options=opts,
             )
+            self._evolved.add(layer)
             return self._keep(layer, created)
+        return dt if layer in self._evolved else self._evolve(layer, dt)
+
+    def _evolve(self, layer: c.Layer, dt: DeltaTable) -> DeltaTable:
+        """Bring a table an older version created up to the contract: add the columns the contract has
+        gained since (additive evolution: new columns must be nullable; the rows already stored read
+        them as null). Adding a column that another writer has just added is harmless (Delta keeps one).
+        A column that is missing and required, or whose type changed, is not additive: it raises."""
+        spec = c.TABLES[layer]
+        have = pa.schema(dt.schema().to_arrow())
+        # The contract's columns, not the layout's: a table created before the hour level has no
+        # event_hour and keeps its layout (see _hourly).
+        missing = [f for f in spec.schema if f.name not in have.names]
+        changed = [
+            f"{f.name}: {have.field(f.name).type} in the table, {f.type} in the contract"
+            for f in spec.schema
+            if f.name in have.names and have.field(f.name).type != f.type
+        ]
+        required = [f.name for f in missing if not f.nullable]
+        if changed or required:
+            raise SchemaEvolutionError(
+                f"{spec.name} cannot follow the contract by adding columns: "
+                + "; ".join([*changed, *(f"{n}: new and required" for n in required)])
+                + " (rebuild it from Bronze into a new lake: docs/schema-evolution.md)"
+            )
+        if missing:
+            dt.alter.add_columns([Field.from_arrow(f) for f in missing])
+            log.info(
+                "%s: added the contract's new columns %s",
+                spec.name,
+                ", ".join(f.name for f in missing),
+                extra={"fields": {"table": spec.name, "added_columns": [f.name for f in missing]}},
+            )
+            dt = self._open(layer)
+        self._evolved.add(layer)
+        return dt
 
     def ensure_all(self) -> None:
         for layer in c.TABLES:

@@ -35,8 +35,10 @@ JSON: timestamps as ISO 8601 in UTC (naive ones are DATETIME), dates ISO, NaN as
 arrays, structs as objects.
 
 ``ensure()`` creates the dataset, every table of ``WAREHOUSE_TABLES`` (day partitioning on its
-``partition`` column, its clustering) and ``dead_letter``. It never alters an existing table (Terraform
-may own it): a table whose schema differs from the contract is logged and listed in ``sink.drift``.
+``partition`` column, its clustering) and ``dead_letter``. To an existing table it only adds the
+contract's new nullable columns (additive evolution, which BigQuery does in place and Terraform's next
+plan agrees with: its schemas are generated from the same contract). Any other difference is not
+altered: it is logged and listed in ``sink.drift``.
 """
 
 from __future__ import annotations
@@ -409,6 +411,18 @@ class BigQuerySink:
             self.drift.pop(name, None)
             log.info("BigQuery: created table %s", ref)
             return
+        have = {f.name for f in existing.schema}
+        added = [f for f in wanted if f.name not in have and f.mode != "REQUIRED"]
+        if added:
+            # Additive evolution: BigQuery adds NULLABLE and REPEATED columns in place; the rows already
+            # stored read them as NULL (or empty).
+            existing.schema = [*existing.schema, *added]
+            existing = self.client.update_table(
+                existing, ["schema"], retry=self._retry(), timeout=self.settings.request_timeout
+            )
+            log.info(
+                "BigQuery: added the contract's new columns %s to %s", ", ".join(f.name for f in added), ref
+            )
         drift = schema_drift(existing.schema, wanted)
         if drift:
             self.drift[name] = drift

@@ -29,6 +29,7 @@ from warehouse.bigquery import (
     BigQueryWriteError,
     DeadLetterError,
     bigquery_schema,
+    json_rows,
     make_client,
 )
 from warehouse.settings import BigQuerySettings
@@ -372,6 +373,37 @@ def test_dead_letters_are_replayed_once_the_table_is_fixed(
     later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     assert replay("--since", later)[1]["read"] == 0  # past the letters an earlier replay covered
     assert replay("--table", c.ALERTS_TABLE)[1]["read"] == 0
+
+
+def test_a_table_of_an_older_contract_gains_the_new_columns_and_keeps_its_rows(
+    settings: BigQuerySettings, client: bigquery.Client
+) -> None:
+    """Additive schema evolution (docs/schema-evolution.md): Gold as a version without the diastolic
+    pressure created it, holding a row; ensure() adds the new columns, described, in place.
+
+    The emulator records the new columns but does not alter its storage (an insertAll naming them
+    answers 500, and so does its ALTER TABLE DDL), so rows written after the change are checked on the
+    local DuckDB warehouse (tests/unit/test_duck_warehouse.py), not here."""
+    new = [f for f in bigquery_schema(GOLD.schema) if f.name.startswith(c.DIASTOLIC)]
+    old_schema = [f for f in bigquery_schema(GOLD.schema) if f not in new]
+    assert len(new) == len(c.GOLD_STATS)
+    client.create_dataset(settings.dataset_ref, exists_ok=True)
+    client.create_table(bigquery.Table(settings.table_ref(c.GOLD_TABLE), schema=old_schema))
+    row = json_rows(gold_table([gold_row("P000001", 0)]))[0]
+    old_row = {k: v for k, v in row.items() if k in {f.name for f in old_schema}}
+    assert not client.insert_rows_json(settings.table_ref(c.GOLD_TABLE), [old_row])
+
+    sink = BigQuerySink(settings, client=client)
+    sink.ensure()
+    assert sink.drift == {}
+    table = client.get_table(settings.table_ref(c.GOLD_TABLE))
+    assert [f.name for f in table.schema] == [f.name for f in old_schema] + [f.name for f in new]
+    added = {f.name: f for f in table.schema[len(old_schema) :]}
+    assert all(f.mode == "NULLABLE" and f.description == catalogue.describe(n) for n, f in added.items())
+    kept = query(client, f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
+    assert kept == [{c.PATIENT_ID: "P000001"}]
+    sink.ensure()  # a second time: nothing to add
+    assert len(client.get_table(settings.table_ref(c.GOLD_TABLE)).schema) == len(GOLD.schema)
 
 
 def test_dead_letter_failure_raises(settings: BigQuerySettings, client: bigquery.Client) -> None:

@@ -24,7 +24,7 @@ from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
 from warehouse import sync, views
 from warehouse.__main__ import main
-from warehouse.duck import INSERT_IDS_TABLE, DuckWarehouse, WarehouseError
+from warehouse.duck import INSERT_IDS_TABLE, DuckWarehouse, WarehouseError, create_table_sql
 from warehouse.sink import WarehouseSink, WriteResult
 from warehouse.sync import SyncState, changed_rows, sync_lake
 from warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
@@ -73,6 +73,34 @@ def test_ensure_adds_columns_a_newer_contract_brought(tmp_path):
         w.ensure()
         cols = w.query("SELECT * FROM dq_metrics LIMIT 0").column_names
         assert cols == WAREHOUSE_TABLES[c.DQ_METRICS_TABLE].schema.names
+
+
+def test_a_warehouse_of_an_older_contract_keeps_its_rows_and_takes_the_new_columns(tmp_path):
+    """docs/schema-evolution.md: Gold as a version without the diastolic pressure wrote it."""
+    spec = WAREHOUSE_TABLES[c.GOLD_TABLE]
+    old_schema = pa.schema([f for f in spec.schema if not f.name.startswith(c.DIASTOLIC)])
+    assert len(old_schema) == len(spec.schema) - len(c.GOLD_STATS)
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(create_table_sql(c.GOLD_TABLE, old_schema))
+    old = pa.Table.from_pylist([gold("P1", at(0), heart_rate_mean=70.0)], schema=spec.schema).select(
+        old_schema.names
+    )
+    con.register("old_rows", old)
+    con.execute(f"INSERT INTO {c.GOLD_TABLE} SELECT * FROM old_rows")
+    con.close()
+
+    with DuckWarehouse(path) as w:
+        w.ensure()
+        new = table_of(c.GOLD_TABLE, [gold("P2", at(0), heart_rate_mean=80.0, diastolic_mean=78.5)])
+        assert w.write(c.GOLD_TABLE, new).inserted == 1
+        rows = w.query(
+            f"SELECT patient_id, heart_rate_mean, diastolic_mean FROM {c.GOLD_TABLE} ORDER BY patient_id"
+        ).to_pylist()
+    assert rows == [
+        {"patient_id": "P1", "heart_rate_mean": 70.0, "diastolic_mean": None},
+        {"patient_id": "P2", "heart_rate_mean": 80.0, "diastolic_mean": 78.5},
+    ]
 
 
 # --- write: idempotence, duplicates, dead letters ------------------------------------------------------
