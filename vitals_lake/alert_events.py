@@ -53,6 +53,11 @@ REASON_NAMES: Final = {
     REASON_RED_SUBSCORE: "red_subscore",
 }
 _ALERT_RANK: Final = c.NEWS2_RESPONSES.index(c.RISK_LEVEL_ON_ALERT)
+# The alerts table keeps the hospital's patient id (a restricted lake table); the events published to
+# the notifier do not: a notification carries the pseudonymous key, ward and bed, and a clinician
+# re-identifies the patient on the dashboard's patient page (minimum necessary).
+NOT_PUBLISHED: Final = frozenset({c.PATIENT_ID})
+EVENT_FIELDS: Final = tuple(f for f in c.ALERTS_SCHEMA if f.name not in NOT_PUBLISHED)
 
 
 def severity_ranks(silver: pa.Table, reasons: np.ndarray) -> np.ndarray:
@@ -116,9 +121,10 @@ def _flags(rows: pa.Table) -> list[list[str]]:
 
 
 def to_json(events: pa.Table) -> list[bytes]:
-    """One UTF-8 JSON object per event: timestamps as ISO-8601 UTC with a Z, the date as YYYY-MM-DD."""
+    """One UTF-8 JSON object per event, without the fields that are ``NOT_PUBLISHED``: timestamps as
+    ISO-8601 UTC with a Z, the date as YYYY-MM-DD."""
     out = []
-    for row in events.to_pylist():
+    for row in events.select([f.name for f in EVENT_FIELDS]).to_pylist():
         for key, value in row.items():
             if isinstance(value, datetime):
                 row[key] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -134,9 +140,9 @@ def attributes(event: dict[str, Any]) -> dict[str, str]:
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of one event, from ``c.ALERTS_SCHEMA``."""
+    """JSON Schema (draft 2020-12) of one published event, from ``c.ALERTS_SCHEMA``."""
     props: dict[str, Any] = {}
-    for f in c.ALERTS_SCHEMA:
+    for f in EVENT_FIELDS:
         prop = _json_type(f.type)
         if f.name == c.ALERT_STATE:
             prop["enum"] = list(c.ALERT_STATES)
@@ -153,10 +159,11 @@ def json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://vitals-lake.example/alert-event.schema.json",
         "title": "Vitals Lake alert event",
-        "description": "Generated from vitals_lake/contract.py (ALERTS_SCHEMA) by vitals_lake.alert_events.",
+        "description": "Generated from vitals_lake/contract.py (ALERTS_SCHEMA, without the patient id)"
+        " by vitals_lake.alert_events.",
         "type": "object",
         "properties": props,
-        "required": [f.name for f in c.ALERTS_SCHEMA if not f.nullable],
+        "required": [f.name for f in EVENT_FIELDS if not f.nullable],
         "additionalProperties": False,
     }
 

@@ -385,9 +385,17 @@ variable "deploy_alert_function" {
 }
 
 variable "alert_routing" {
-  description = "The notifier's routing config (who is told about which alerts, and how), as an object in the form of functions/alert_notifier/routing.example.yaml. Secrets are named, never written: password_secret, url_secret and signing_secret must be one of SMTP_PASSWORD, WEBHOOK_SIGNING_KEY, SLACK_WEBHOOK_URL (resolved from Secret Manager). Required with deploy_alert_function."
+  description = "The notifier's routing config (who is told about which alerts, and how), as an object in the form of functions/alert_notifier/routing.example.yaml. Secrets are named, never written: password_secret, url_secret and signing_secret must be one of SMTP_PASSWORD, WEBHOOK_SIGNING_KEY, SLACK_WEBHOOK_URL (resolved from Secret Manager). Required with deploy_alert_function. Notifications carry the pseudonymous key only: include_patient_id = true is refused."
   type        = any
   default     = null
+
+  validation {
+    condition = var.alert_routing == null ? true : (
+      !try(tobool(var.alert_routing.include_patient_id), false) &&
+      alltrue([for route in try(var.alert_routing.routes, []) : !try(tobool(route.include_patient_id), false)])
+    )
+    error_message = "alert_routing: include_patient_id = true is no longer possible: the alert events carry the pseudonymous patient key, not the hospital's id (re-identify on the dashboard's patient page). Remove the setting."
+  }
 }
 
 variable "alert_function_max_instances" {

@@ -54,6 +54,11 @@ def test_alert_events_land_in_the_lake_and_on_the_alerts_topic(local_stack, tmp_
     }
     assert published == {(e[c.ALERT_ID], e[c.ALERT_STATE]) for e in alerts.to_pylist()}
     assert all(m.message.attributes[c.SEVERITY] == "high" for m in messages)
+    # Minimum necessary: the lake's alerts table keeps the hospital id, the published events do not.
+    for m in messages:
+        event = orjson.loads(m.message.data)
+        assert c.PATIENT_ID not in event and event[c.PATIENT_KEY]
+        assert not any(patient.encode() in m.message.data for patient in ("P000001", "P000002"))
 
 
 def test_the_alerts_topic_is_validated_at_the_edge(tmp_path):

@@ -197,7 +197,7 @@ def test_an_alert_is_emailed_and_posted_to_both_webhooks(
             payload[c.ALERT_ID],
         ):
             assert shown in body
-        assert "MRN-0042" not in body  # the hospital id only where the config allows it
+        assert "MRN-0042" not in body  # the events do not carry the hospital id
     assert "<table>" in msg.html and "<table>" not in msg.text
 
     notification_id = f"{payload[c.ALERT_ID]}:opened:{payload[c.EVENT_TIME]}"
@@ -425,9 +425,8 @@ ROUTING = {
             "states": ["opened", "escalated"],
             "email": ["rrt@h.example", "icu@h.example"],
             "webhooks": ["pager"],
-            "include_patient_id": True,
         },
-        {"name": "no-ward", "wards": [None], "email": ["beds@h.example"], "include_patient_id": True},
+        {"name": "no-ward", "wards": [None], "email": ["beds@h.example"]},
     ],
 }
 
@@ -452,10 +451,40 @@ def test_routing_by_ward_severity_and_state(
     assert {d.id for d in config.destinations(event)} == expected
 
 
-def test_the_stricter_route_decides_whether_the_patient_id_is_shown() -> None:
-    config = cfg.parse_config(ROUTING)
-    shown = {d.id: d.include_patient_id for d in config.destinations(alert_event(make_event()))}
-    assert shown == {"email:icu@h.example": False, "email:rrt@h.example": True, "webhook:pager": True}
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.update(include_patient_id=True),
+        lambda r: r["routes"][1].update(include_patient_id=True),
+    ],
+)
+def test_a_route_cannot_ask_for_the_hospital_id_any_more(change: Callable[[dict[str, Any]], object]) -> None:
+    """Events carry the pseudonymous key only; a config that asks for the id is refused, not ignored."""
+    raw = json.loads(json.dumps(ROUTING))
+    cfg.parse_config({**raw, "include_patient_id": False})  # false changes nothing: accepted
+    change(raw)
+    with pytest.raises(cfg.ConfigError, match="pseudonymous patient key only"):
+        cfg.parse_config(raw)
+
+
+def test_published_events_and_every_notification_carry_no_hospital_id() -> None:
+    """The pipeline's JSON leaves the id out (the alerts table keeps it); the notifier's schema has no
+    such field; no format renders one."""
+    payload = make_event()
+    assert c.PATIENT_ID not in payload and "MRN-0042" not in json.dumps(payload)
+    assert (
+        c.PATIENT_ID not in json.loads((FUNCTION_DIR / "alert_event.schema.json").read_text())["properties"]
+    )
+    event = alert_event(payload)
+    email = render.render_email(event, subject_prefix="[VL]")
+    rendered = [
+        email.text,
+        email.html,
+        json.dumps(render.json_payload(event, "n")),
+        json.dumps(render.slack_payload(event)),
+    ]
+    assert all("pk-7f3a9c" in text for text in rendered)  # the pseudonym is there ...
+    assert not any("MRN-0042" in text for text in rendered)  # ... the hospital id nowhere
 
 
 def test_the_example_config_is_valid() -> None:
@@ -525,7 +554,7 @@ def test_both_email_bodies_carry_the_minimum_and_escape_html() -> None:
     event = alert_event(
         make_event(**{c.WARD: "<b>ICU</b>", c.BED: None, c.SYSTOLIC: None, c.DIASTOLIC: None})
     )
-    content = render.render_email(event, include_patient_id=False, subject_prefix="[VL]")
+    content = render.render_email(event, subject_prefix="[VL]")
     assert content.subject == "[VL] HIGH alert opened: ward <b>ICU</b>"
     assert "&lt;b&gt;ICU&lt;/b&gt;" in content.html and "<b>ICU</b>" not in content.html
     assert re.search(r"^Blood pressure +-$", content.text, re.MULTILINE)
@@ -533,17 +562,14 @@ def test_both_email_bodies_carry_the_minimum_and_escape_html() -> None:
     assert re.search(r"^Anomaly score +0\.873 \(model iforest-3\)$", content.text, re.MULTILINE)
     assert re.search(r"^Reading time +2026-11-22 08:57:05 UTC$", content.text, re.MULTILINE)
     assert "MRN-0042" not in content.text + content.html
-    with_id = render.render_email(event, include_patient_id=True, subject_prefix="")
-    assert "Hospital patient id  MRN-0042" in with_id.text and "MRN-0042" in with_id.html
 
 
 def test_json_and_slack_payloads() -> None:
     event = alert_event(make_event(**{c.WARD: "A&E <2>"}))
-    payload = render.json_payload(event, "n-1", include_patient_id=False)
+    payload = render.json_payload(event, "n-1")
     assert payload["type"] == "vitals-lake.alert" and payload["notification_id"] == "n-1"
-    assert payload["alert"] == {k: v for k, v in event.fields.items() if k != c.PATIENT_ID}
-    assert render.json_payload(event, "n-1", include_patient_id=True)["alert"][c.PATIENT_ID] == "MRN-0042"
-    slack = render.slack_payload(event, include_patient_id=False)
+    assert payload["alert"] == dict(event.fields) and c.PATIENT_ID not in payload["alert"]
+    slack = render.slack_payload(event)
     assert "A&amp;E &lt;2&gt;" in slack["text"]
     assert all(len(b.get("fields", [])) <= 10 for b in slack["blocks"])
     assert "MRN-0042" not in json.dumps(slack)
@@ -552,7 +578,7 @@ def test_json_and_slack_payloads() -> None:
 def test_an_email_message_has_a_plain_and_an_html_part_and_a_stable_message_id() -> None:
     event = alert_event(make_event())
     settings = cfg.SmtpSettings(host="h", sender="Vitals <a@example.org>")
-    content = render.render_email(event, False, "[VL]")
+    content = render.render_email(event, "[VL]")
     one = notifier_smtp.build_message(settings, "x@h.example", content, event.notification_id)
     two = notifier_smtp.build_message(settings, "x@h.example", content, event.notification_id)
     assert [p.get_content_type() for p in one.iter_parts()] == ["text/plain", "text/html"]
@@ -722,7 +748,7 @@ def test_messages_show_what_triggered_the_alert_news2_parameters_and_flags():
     event = ev.AlertEvent(
         fields=ev.validate(make_event()), message_id="1", delivery_attempt=1, dropped_fields=()
     )
-    rows = dict(render.summary(event, include_patient_id=False))
+    rows = dict(render.summary(event))
     assert rows["NEWS2 score"] == "9 (respiration rate 3, heart rate 3)"
     assert rows["Flags"] == "tachycardia, fever"
 
@@ -737,7 +763,7 @@ def any_ward_config(mail: LocalMailServer, hooks: WebhookReceiver) -> dict[str, 
 
 def test_a_ward_with_a_line_break_renders_a_valid_one_line_subject() -> None:
     event = alert_event(make_event(**{c.WARD: "ICU\r\nEast\u2028Wing\x00", c.BED: "\t12\n"}))
-    content = render.render_email(event, include_patient_id=False, subject_prefix="[VL]\n")
+    content = render.render_email(event, subject_prefix="[VL]\n")
     assert content.subject == "[VL] HIGH alert opened: ward ICU East Wing, bed 12"
     assert content.text.splitlines()[0] == "HIGH alert opened: ward ICU East Wing, bed 12"
     assert re.search(r"^Ward +ICU East Wing$", content.text, re.MULTILINE)
@@ -745,10 +771,10 @@ def test_a_ward_with_a_line_break_renders_a_valid_one_line_subject() -> None:
     message = notifier_smtp.build_message(settings, "x@h.example", content, event.notification_id)
     parsed = BytesParser(policy=email_policy.default).parsebytes(message.as_bytes())
     assert parsed["Subject"] == content.subject
-    slack = render.slack_payload(event, include_patient_id=False)
+    slack = render.slack_payload(event)
     assert "\n" not in slack["blocks"][0]["text"]["text"]
     long_ward = alert_event(make_event(**{c.WARD: "W" * 5000}))
-    assert len(render.render_email(long_ward, False, "[VL]").subject) <= render.SUBJECT_LIMIT
+    assert len(render.render_email(long_ward, "[VL]").subject) <= render.SUBJECT_LIMIT
 
 
 def test_an_id_that_no_header_can_carry_is_percent_encoded_and_still_delivered(
@@ -775,8 +801,8 @@ def test_one_destination_raising_anything_does_not_stop_the_others(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken_slack(event: ev.AlertEvent, include_patient_id: bool) -> dict[str, Any]:
-        raise KeyError(f"a bug quoting {event.get(c.PATIENT_ID)}")
+    def broken_slack(event: ev.AlertEvent) -> dict[str, Any]:
+        raise KeyError(f"a bug quoting {event.get(c.PATIENT_KEY)}")
 
     monkeypatch.setattr(service, "slack_payload", broken_slack)
     fn = make_function(config=any_ward_config(mail, hooks))
@@ -789,9 +815,9 @@ def test_one_destination_raising_anything_does_not_stop_the_others(
     [dead] = fn.dead_letters()
     assert (dead["destination"], dead["result"], dead["attempts"]) == ("webhook:slack", "rejected", 1)
     assert dead["error"] == "unexpected KeyError" and dead["exception_type"] == "KeyError"
-    assert "MRN-0042" in dead["exception_detail"]  # kept in the access-controlled store ...
+    assert "pk-7f3a9c" in dead["exception_detail"]  # kept in the access-controlled store ...
     assert dead["exception_at"].startswith("test_alert_notifier.py:")
-    assert "MRN-0042" not in caplog.text  # ... never logged
+    assert "pk-7f3a9c" not in caplog.text  # ... never logged
     assert "delivery gave up" in caplog.text
 
     assert fn.post(payload, "m-iso").status_code == 200  # a redelivery sends nothing again
@@ -805,7 +831,7 @@ def test_an_unexpected_error_is_permanent_while_a_transient_one_still_asks_for_r
     hooks: WebhookReceiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken_json(event: ev.AlertEvent, notification_id: str, include_patient_id: bool) -> dict[str, Any]:
+    def broken_json(event: ev.AlertEvent, notification_id: str) -> dict[str, Any]:
         raise ValueError("unencodable")
 
     monkeypatch.setattr(service, "json_payload", broken_json)

@@ -78,7 +78,6 @@ class Route:
     states: frozenset[str]
     email: tuple[str, ...]
     webhooks: tuple[str, ...]
-    include_patient_id: bool
 
     def matches(self, event: ev.AlertEvent) -> bool:
         if event.state not in self.states:
@@ -94,7 +93,6 @@ class Destination:
 
     kind: DestinationKind
     target: str  # an email address or a webhook's name
-    include_patient_id: bool
 
     @property
     def id(self) -> str:
@@ -111,16 +109,13 @@ class Config:
     local_receivers: bool = False  # plain HTTP / SMTP allowed to loopback receivers (tests, demo)
 
     def destinations(self, event: ev.AlertEvent) -> list[Destination]:
-        """Every destination of every matching route, once each. Where routes disagree about showing
-        the patient id, the destination gets the stricter setting."""
-        found: dict[tuple[DestinationKind, str], bool] = {}
+        """Every destination of every matching route, once each."""
+        found: dict[tuple[DestinationKind, str], None] = {}
         for route in self.routes:
             if route.matches(event):
-                targets: list[tuple[DestinationKind, str]] = [("email", a) for a in route.email]
-                targets += [("webhook", w) for w in route.webhooks]
-                for key in targets:
-                    found[key] = found.get(key, True) and route.include_patient_id
-        return [Destination(kind, target, show) for (kind, target), show in found.items()]
+                found.update(dict.fromkeys(("email", a) for a in route.email))
+                found.update(dict.fromkeys(("webhook", w) for w in route.webhooks))
+        return [Destination(kind, target) for kind, target in found]
 
     def secret_names(self) -> list[str]:
         names = [self.smtp.password_secret] if self.smtp else []
@@ -140,7 +135,7 @@ def load_config(path: str | Path) -> Config:
 def parse_config(raw: Any) -> Config:
     keys = {"routes", "webhooks", "smtp", "retry", "include_patient_id", "subject_prefix", "local_receivers"}
     top = _mapping(raw, "config", keys)
-    default_show = _bool(top.get("include_patient_id", False), "include_patient_id")
+    _refuse_patient_id(top, "include_patient_id")
     local = _bool(top.get("local_receivers", False), "local_receivers")
     webhooks = {
         name: _webhook(name, spec, local=local)
@@ -150,7 +145,7 @@ def parse_config(raw: Any) -> Config:
     routes_raw = top.get("routes")
     if not isinstance(routes_raw, list) or not routes_raw:
         raise ConfigError("routes: a non-empty list is required")
-    routes = tuple(_route(i, spec, default_show) for i, spec in enumerate(routes_raw))
+    routes = tuple(_route(i, spec) for i, spec in enumerate(routes_raw))
     for route in routes:
         for name in route.webhooks:
             if name not in webhooks:
@@ -167,13 +162,25 @@ def parse_config(raw: Any) -> Config:
     )
 
 
-def _route(index: int, raw: Any, default_show: bool) -> Route:
+def _refuse_patient_id(spec: Mapping[str, Any], where: str) -> None:
+    """``include_patient_id`` once let a route show the hospital's id. Events no longer carry it
+    (minimum necessary): ``false`` is accepted as it changes nothing; ``true`` is refused, so nobody
+    believes a route shows what it cannot."""
+    if _bool(spec.get("include_patient_id", False), where):
+        raise ConfigError(
+            f"{where}: notifications carry the pseudonymous patient key only (the hospital id is not in the"
+            " alert events any more); re-identify on the dashboard's patient page, and remove this setting"
+        )
+
+
+def _route(index: int, raw: Any) -> Route:
     spec = _mapping(
         raw,
         f"routes[{index}]",
         {"name", "wards", "min_severity", "states", "email", "webhooks", "include_patient_id"},
     )
     name = str(spec.get("name") or f"route-{index}")
+    _refuse_patient_id(spec, f"route {name}: include_patient_id")
     wards = spec.get("wards")
     if wards is not None and not isinstance(wards, list):
         raise ConfigError(f"route {name}: wards must be a list (null in it: events without a ward)")
@@ -197,9 +204,6 @@ def _route(index: int, raw: Any, default_show: bool) -> Route:
         states=frozenset(states),
         email=tuple(dict.fromkeys(email)),
         webhooks=tuple(dict.fromkeys(hooks)),
-        include_patient_id=_bool(
-            spec.get("include_patient_id", default_show), f"route {name}: include_patient_id"
-        ),
     )
 
 

@@ -50,7 +50,6 @@ def _enum(name: str) -> tuple[str, ...]:
 
 ALERT_ID: Final = _field("alert_id")
 STATE: Final = _field("state")
-PATIENT_ID: Final = _field("patient_id")  # the hospital's identifier: shown only where the config allows
 PATIENT_KEY: Final = _field("patient_key")  # pseudonym
 WARD: Final = _field("ward")
 BED: Final = _field("bed")

@@ -1,8 +1,8 @@
 """What clinicians receive: the email (plain text and HTML), the generic JSON body and Slack blocks.
 
 Minimum necessary: the pseudonym, ward, bed, the alert and the vitals of the reading that changed it.
-The hospital's patient id appears only where the route's ``include_patient_id`` allows it. The event
-carries no names, so none can be sent.
+The event carries neither the hospital's patient id nor a name, so neither can be sent; a clinician
+re-identifies the patient on the dashboard's patient page.
 """
 
 from __future__ import annotations
@@ -77,11 +77,9 @@ def headline(event: ev.AlertEvent) -> str:
     return f"{event.severity.upper()} alert {event.state}: {where}"
 
 
-def summary(event: ev.AlertEvent, include_patient_id: bool) -> list[tuple[str, str]]:
+def summary(event: ev.AlertEvent) -> list[tuple[str, str]]:
     """(label, value) rows shared by every format, in reading order."""
     rows = [("Patient (pseudonym)", str(event.get(ev.PATIENT_KEY)))]
-    if include_patient_id:
-        rows.append(("Hospital patient id", str(event.get(ev.PATIENT_ID))))
     rows += [
         ("Ward", event.ward or "-"),
         ("Bed", _text(event.get(ev.BED))),
@@ -117,8 +115,8 @@ def _news2(event: ev.AlertEvent) -> str:
     return f"{total} ({', '.join(scored)})" if scored else total
 
 
-def render_email(event: ev.AlertEvent, include_patient_id: bool, subject_prefix: str) -> EmailContent:
-    rows = summary(event, include_patient_id)
+def render_email(event: ev.AlertEvent, subject_prefix: str) -> EmailContent:
+    rows = summary(event)
     width = max(len(label) for label, _ in rows)
     text = "\n".join(
         [headline(event), "", *(f"{label.ljust(width)}  {value}" for label, value in rows), "", _FOOTER, ""]
@@ -137,9 +135,10 @@ def render_email(event: ev.AlertEvent, include_patient_id: bool, subject_prefix:
     return EmailContent(subject=subject, text=text, html=body)
 
 
-def json_payload(event: ev.AlertEvent, notification_id: str, include_patient_id: bool) -> dict[str, Any]:
-    """The generic webhook body: the event's own fields, without the hospital id unless allowed."""
-    alert = {k: v for k, v in event.fields.items() if include_patient_id or k != ev.PATIENT_ID}
+def json_payload(event: ev.AlertEvent, notification_id: str) -> dict[str, Any]:
+    """The generic webhook body: the event's own fields (the pseudonymous key, never the hospital id:
+    the event does not carry it)."""
+    alert = dict(event.fields)
     return {
         "type": PAYLOAD_TYPE,
         "version": PAYLOAD_VERSION,
@@ -148,9 +147,9 @@ def json_payload(event: ev.AlertEvent, notification_id: str, include_patient_id:
     }
 
 
-def slack_payload(event: ev.AlertEvent, include_patient_id: bool) -> dict[str, Any]:
+def slack_payload(event: ev.AlertEvent) -> dict[str, Any]:
     """A Slack incoming-webhook body: ``text`` for notifications, ``blocks`` for the message."""
-    rows = summary(event, include_patient_id)
+    rows = summary(event)
     details = [(label, value) for label, value in rows if label not in ("Alert id", "Window")]
     fields = [{"type": "mrkdwn", "text": f"*{_mrkdwn(label)}*\n{_mrkdwn(value)}"} for label, value in details]
     blocks: list[dict[str, Any]] = [

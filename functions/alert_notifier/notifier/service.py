@@ -243,7 +243,7 @@ class Notifier:
         smtp = self.config.smtp
         if smtp is None:  # the config loader refuses email routes without smtp
             raise PermanentError("no smtp settings")
-        content = render_email(event, dest.include_patient_id, self.config.subject_prefix)
+        content = render_email(event, self.config.subject_prefix)
         message = build_message(smtp, dest.target, content, event.notification_id)
         password = self.secrets.get(smtp.password_secret) if smtp.password_secret else None
         send_email(smtp, password, message)
@@ -251,9 +251,9 @@ class Notifier:
     def _send_webhook(self, event: ev.AlertEvent, dest: Destination) -> None:
         hook = self.config.webhooks[dest.target]
         if hook.format == "slack":
-            payload = slack_payload(event, dest.include_patient_id)
+            payload = slack_payload(event)
         else:
-            payload = json_payload(event, event.notification_id, dest.include_patient_id)
+            payload = json_payload(event, event.notification_id)
         url = hook.url or self.secrets.get(hook.url_secret or "")
         if hook.url is None:  # a URL from a secret meets the config's rule when it is used
             try:
