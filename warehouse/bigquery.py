@@ -289,6 +289,10 @@ class _Row:
     json: dict[str, Any]
     size: int  # bytes of its JSON
 
+    @classmethod
+    def of(cls, insert_id: str, doc: dict[str, Any]) -> _Row:
+        return cls(insert_id, doc, len(orjson.dumps(doc)) + len(insert_id) + _ROW_OVERHEAD)
+
 
 @dataclass(frozen=True)
 class _Rejected:
@@ -452,7 +456,7 @@ class BigQuerySink:
                 duplicates += 1
                 continue
             seen.add(insert_id)
-            pending.append(_Row(insert_id, doc, len(orjson.dumps(doc)) + len(insert_id) + _ROW_OVERHEAD))
+            pending.append(_Row.of(insert_id, doc))
 
         rejected: list[_Rejected] = []
         limit = self.settings.max_bytes_per_request - _REQUEST_OVERHEAD
@@ -588,7 +592,7 @@ class BigQuerySink:
             letter_id = hashlib.sha256(
                 repr((DEAD_LETTER_TABLE, table, r.row.insert_id)).encode()
             ).hexdigest()[:32]
-            letters.append(_Row(letter_id, doc, len(orjson.dumps(doc)) + len(letter_id) + _ROW_OVERHEAD))
+            letters.append(_Row.of(letter_id, doc))
         ref = self.settings.table_ref(DEAD_LETTER_TABLE)
         # The dead letter gets its own full deadline: giving up here would be the one way to lose rows.
         letter_deadline = max(deadline, time.monotonic() + self.settings.retry_deadline)
@@ -653,11 +657,8 @@ class BigQuerySink:
             if letter["table_name"] not in WAREHOUSE_TABLES or str(letter["row_json"]).endswith(_CUT):
                 report.unrecoverable += 1
                 continue
-            doc = orjson.loads(letter["row_json"])
-            size = len(letter["row_json"]) + len(letter["insert_id"]) + _ROW_OVERHEAD
-            by_table.setdefault(letter["table_name"], {})[letter["insert_id"]] = _Row(
-                letter["insert_id"], doc, size
-            )
+            row = _Row.of(letter["insert_id"], orjson.loads(letter["row_json"]))
+            by_table.setdefault(letter["table_name"], {})[row.insert_id] = row
         deadline = time.monotonic() + self.settings.retry_deadline
         for name, rows in by_table.items():
             counts = report.tables.setdefault(name, {"replayed": 0, "refused_again": 0})
