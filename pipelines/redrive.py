@@ -11,9 +11,9 @@ batch, and only then acknowledges the batch. Nothing is acknowledged that was no
 
 A crash between publishing and acknowledging sends those messages twice: the pipeline drops the
 second copy of a reading as a counted duplicate (its event id), and the notifier sends an alert once
-per notification id, so a redrive can simply be run again. ``--dry-run`` pulls, counts and releases
-the messages (they stay on the subscription). With ``PUBSUB_EMULATOR_HOST`` set it talks to the
-emulator. The output gives counts and message ids, never the payloads.
+per notification id, so a redrive can simply be run again. ``--dry-run`` pulls one batch (up to 100),
+counts and releases it (the messages stay on the subscription). With ``PUBSUB_EMULATOR_HOST`` set it
+talks to the emulator. The output gives counts and message ids, never the payloads.
 """
 
 from __future__ import annotations
@@ -87,14 +87,14 @@ def redrive(
             report.message_ids.extend(r.message.message_id for r in received)
             ack_ids = [r.ack_id for r in received]
             if publisher is None:
-                # Released at once, so a dry run leaves the subscription as it found it.
+                # Released at once, so a dry run leaves the subscription as it found it. Released
+                # messages come straight back: one batch shows what is there (a second would count
+                # them again).
                 subscriber.modify_ack_deadline(
                     request={"subscription": subscription, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
                 )
                 report.released += len(received)
-                if max_messages is None:
-                    break  # released messages come straight back: one batch shows what is there
-                continue
+                break
             futures = [
                 publisher.publish(
                     topic, r.message.data, **{**dict(r.message.attributes), REDRIVEN_FROM: subscription}
