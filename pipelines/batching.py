@@ -88,6 +88,25 @@ class BatchForCommit(beam.PTransform):
         )
 
 
+class InCommitWindows(beam.PTransform):
+    """(batch id, rows) -> the same, in windows of ``interval`` seconds of processing time: a replay's
+    batches need no gathering, but the shard stage gathers each shard's rows once per window, as in a
+    stream. The batch ids were given before, so a retried bundle's are unchanged."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        batch = tuple[str, pa.Table]
+        return (
+            pcoll
+            | "RestampToProcessingTime"
+            >> beam.ParDo(_RestampToNow()).with_input_types(batch).with_output_types(batch)
+            | "Windows" >> beam.WindowInto(FixedWindows(self.interval)).with_output_types(batch)
+        )
+
+
 def concat_batch(batch: tuple[str, list[pa.Table]], schema: pa.Schema) -> tuple[str, pa.Table]:
     """(batch_id, [tables]) -> (batch_id, one table) in ``schema``."""
     batch_id, tables = batch

@@ -4,8 +4,10 @@ The data's journey, as ``create_pipeline`` builds it:
 
 1. **Read**: envelopes of raw readings from a Pub/Sub subscription (or a JSONL file / Bronze replay),
    decoded into Arrow tables of Bronze rows (raw bytes + where they came from + ingest time).
-2. **Batch**: gathered into batches per commit interval of processing time, ``--shards`` of them, so
-   that as many workers share the stateless work.
+2. **Batch**: a stream's tables gathered into batches per commit interval of processing time,
+   ``--shards`` of them, so that as many workers share the stateless work. A replay needs no
+   gathering: a file is indexed into ranges of ``--batch_size`` lines that the workers read
+   themselves (offsets cross the shuffle, not payloads); Bronze is sliced.
 3. **Bronze**: each batch appended as received, one Delta commit (appends from several batches commit
    side by side).
 4. **Gate**: parsed and checked against the reading contract in one vectorised pass; records failing
@@ -67,7 +69,7 @@ from pipelines.alerts_io import PublishAlerts
 from pipelines.batching import BatchForCommit, concat_batch
 from pipelines.lake_io import AppendFn, DiagnosisHourlyFn, UpsertRowsFn
 from pipelines.options import VitalsOptions
-from pipelines.sources import ReadBronze, ReadEnvelopes, ReadJsonl
+from pipelines.sources import ReadEnvelopes, ReplayBronze, ReplayJsonl
 from pipelines.validation import ALERTS, DQ, GOLD, QUARANTINE, ROLLING, AdvanceShards, GateReadings
 from pipelines.warehouse_io import WriteWarehouse
 from vitals_lake import contract as c
@@ -101,23 +103,37 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     run_id = o.run_id or uuid.uuid4().hex[:12]
     p = beam.Pipeline(options=options)
 
-    # 1. Read raw readings as tables of Bronze rows.
+    # 1-2. Read raw readings into batches of Bronze rows, (batch id, rows) per commit interval.
+    engine = opts.engine_settings(options)
+    started_us = time.time_ns() // 1000
     if o.subscription:
-        bronze_rows = p | "ReadEnvelopes" >> ReadEnvelopes(o.subscription)
+        # A stream: envelopes decoded as they come, gathered once per interval into ``--shards``
+        # batches, so that as many workers share the stateless work.
+        batches = (
+            p
+            | "ReadEnvelopes" >> ReadEnvelopes(o.subscription)
+            | "BatchForCommit" >> BatchForCommit(timing.commit_interval, run_id=run_id, shards=engine.shards)
+            | "ConcatBatch"
+            >> beam.Map(concat_batch, schema=c.BRONZE_SCHEMA).with_output_types(tuple[str, pa.Table])
+        )
     elif o.input_jsonl:
-        bronze_rows = p | "ReadJsonl" >> ReadJsonl(o.input_jsonl, batch_size=o.batch_size)
+        # A file: indexed into ranges of ``--batch_size`` lines; each worker reads the ranges it gets.
+        batches = p | "ReplayJsonl" >> ReplayJsonl(
+            o.input_jsonl,
+            batch_size=o.batch_size,
+            run_id=run_id,
+            started_us=started_us,
+            interval=timing.commit_interval,
+        )
     else:
         source_lake = lake_from_uri(o.input_bronze, service_account_path=o.lake_service_account)
-        bronze_rows = p | "ReadBronze" >> ReadBronze(source_lake, batch_size=o.batch_size)
-
-    # 2. Batches per commit interval: ``--shards`` of them, so that as many workers share the work.
-    engine = opts.engine_settings(options)
-    batches = (
-        bronze_rows
-        | "BatchForCommit" >> BatchForCommit(timing.commit_interval, run_id=run_id, shards=engine.shards)
-        | "ConcatBatch"
-        >> beam.Map(concat_batch, schema=c.BRONZE_SCHEMA).with_output_types(tuple[str, pa.Table])
-    )
+        batches = p | "ReplayBronze" >> ReplayBronze(
+            source_lake,
+            batch_size=o.batch_size,
+            run_id=run_id,
+            started_us=started_us,
+            interval=timing.commit_interval,
+        )
 
     # 3. Bronze: as received (a replay from Bronze writes it only into a different lake).
     if not o.input_bronze or lake_from_uri(o.input_bronze) != lake:
@@ -141,7 +157,7 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         run_id=run_id,
         model_uri=o.model_uri,
         model_poll=o.model_poll_seconds,
-        ingested_before_us=None if o.subscription else time.time_ns() // 1000,
+        ingested_before_us=None if o.subscription else started_us,
     )
     _ = shards[ALERTS] | "WriteAlerts" >> beam.ParDo(AppendFn(lake, "alerts"))
     if topic := opts.alerts_topic(options):

@@ -1,7 +1,8 @@
 """Where readings come from: Pub/Sub envelopes (streaming), a JSONL file or Bronze (batch replay).
 
-Every source emits the same element: one Arrow table of Bronze rows (``c.BRONZE_SCHEMA``), so all
-downstream stages are shared between streaming and replay.
+Every source ends in the same element: one Arrow table of Bronze rows (``c.BRONZE_SCHEMA``). The
+stream's tables are gathered into commit batches (``batching.BatchForCommit``); a replay's sources
+emit their batches directly, (batch id, rows) in commit windows, so that all later stages are shared.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines.batching import InCommitWindows
 from vitals_lake import envelope
 from vitals_lake.config import LakeSettings
 from vitals_lake.lake import Lake
@@ -94,56 +98,108 @@ class ReadEnvelopes(beam.PTransform):
         )
 
 
-class ReadJsonlFn(beam.DoFn):
-    """A JSONL file (one raw reading per line) -> tables of ``batch_size`` Bronze rows.
+@dataclass(frozen=True)
+class LineRange:
+    """Whole lines ``[first_line, first_line + lines)`` of a file (numbered from 0), at bytes
+    ``[start, end)``: what one worker reads and gates, so a replay moves offsets, not payloads."""
 
-    The file is read in blocks and each block split into lines with array operations
-    (:func:`vitals_lake.envelope.split_lines`): no Python step per line."""
+    path: str
+    start: int
+    end: int
+    first_line: int
+    lines: int
 
-    def __init__(self, batch_size: int, *, block_bytes: int = 16 << 20) -> None:
-        self.batch_size = batch_size
+
+class IndexLinesFn(beam.DoFn):
+    """A JSONL file -> ranges of ``lines_per_range`` whole lines (the last may hold fewer).
+
+    Counts line breaks in blocks with NumPy; nothing is parsed or kept. Cutting right after a line
+    break means each range splits into exactly its lines, with no line shared between two."""
+
+    def __init__(self, lines_per_range: int, *, block_bytes: int = 16 << 20) -> None:
+        if lines_per_range < 1:
+            raise ValueError("lines_per_range must be >= 1")
+        self.lines_per_range = lines_per_range
         self.block_bytes = block_bytes
 
-    def process(self, path: str) -> Iterator[pa.Table]:
-        pending: list[pa.Array] = []
-        held = 0
-        first = 0  # line number (from 0) of the first pending line
-        tail = b""
+    def process(self, path: str) -> Iterator[LineRange]:
+        per = self.lines_per_range
+        start = first = held = 0  # the open range: its first byte and line, and the breaks it holds
+        offset = 0  # bytes read so far
+        last = b""
         with FileSystems.open(path) as fh:
-            while True:
-                block = fh.read(self.block_bytes)
-                lines, tail = envelope.split_lines(tail + block, final=not block)
-                if len(lines):
-                    pending.append(lines)
-                    held += len(lines)
-                while held >= self.batch_size or (not block and held):
-                    lines = pa.concat_arrays(pending)
-                    size = min(self.batch_size, held)
-                    yield self._bronze(path, first, lines.slice(0, size))
-                    first, held = first + size, held - size
-                    pending = [lines.slice(size)] if held else []
-                if not block:
-                    return
-
-    @staticmethod
-    def _bronze(path: str, first_line: int, lines: pa.Array) -> pa.Table:
-        records = envelope.records_from_lines(lines, source="file")
-        # record_ref numbers lines within the whole file, not within the batch.
-        return envelope.to_bronze(
-            records, ingest_time_us=_now_us(), ref_prefix=f"file:{path}", first_index=first_line + 1
-        )
+            while block := fh.read(self.block_bytes):
+                breaks = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n")) + offset
+                for cut in breaks[per - held - 1 :: per].tolist():
+                    yield LineRange(path, start, cut + 1, first, per)
+                    start, first = cut + 1, first + per
+                held = (held + len(breaks)) % per
+                offset += len(block)
+                last = block[-1:]
+        unfinished = 1 if offset > start and last != b"\n" else 0  # a last line with no break
+        if held + unfinished:
+            yield LineRange(path, start, offset, first, held + unfinished)
 
 
-class ReadJsonl(beam.PTransform):
-    def __init__(self, path: str, *, batch_size: int) -> None:
+class ReadLineRangeFn(beam.DoFn):
+    """A :class:`LineRange` -> (batch id, its Bronze rows): one batch of a replay, read, gated and
+    committed to Bronze together wherever the range landed."""
+
+    def __init__(self, *, run_id: str, started_us: int) -> None:
+        self.run_id = run_id
+        self.started_us = started_us
+        self.records = Metrics.counter("ingest", "records")
+
+    def process(self, span: LineRange) -> Iterator[tuple[str, pa.Table]]:
+        with FileSystems.open(span.path) as fh:
+            fh.seek(span.start)
+            data = fh.read(span.end - span.start)
+        lines, _ = envelope.split_lines(data, final=True)
+        if len(lines) != span.lines:  # the file changed under the replay
+            raise ValueError(
+                f"{span.path}: expected {span.lines} lines at byte {span.start}, read {len(lines)}"
+            )
+        self.records.inc(len(lines))
+        yield replay_batch_id(self.started_us, f"f{span.first_line}", self.run_id), _bronze(span, lines)
+
+
+def replay_batch_id(started_us: int, part: str, run_id: str) -> str:
+    """``<window start in µs>-<part>-<run id>``, as ``batching.BatchForCommit`` names a stream's batches;
+    a replay's window is its start, and ``part`` (where in the input) keeps the id the same when a
+    retried bundle reads the part again, so its commits are recognised."""
+    return f"{started_us}-{part}-{run_id}"
+
+
+def _bronze(span: LineRange, lines: pa.Array) -> pa.Table:
+    records = envelope.records_from_lines(lines, source="file")
+    # record_ref numbers lines within the whole file (from 1), not within the range.
+    return envelope.to_bronze(
+        records, ingest_time_us=_now_us(), ref_prefix=f"file:{span.path}", first_index=span.first_line + 1
+    )
+
+
+class ReplayJsonl(beam.PTransform):
+    """A JSONL file -> (batch id, Bronze rows) of ``batch_size`` lines each, in commit windows.
+
+    One step indexes the file (line breaks only), the ranges are spread over the workers, and each
+    worker reads its range: the payloads are read where they are gated and never cross a shuffle."""
+
+    def __init__(self, path: str, *, batch_size: int, run_id: str, started_us: int, interval: float) -> None:
         super().__init__()
         self.path, self.batch_size = path, batch_size
+        self.run_id, self.started_us, self.interval = run_id, started_us, interval
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
             | "Path" >> beam.Create([self.path])
-            | "ReadLines" >> beam.ParDo(ReadJsonlFn(self.batch_size))
+            | "IndexLines" >> beam.ParDo(IndexLinesFn(self.batch_size))
+            | "SpreadRanges" >> beam.Reshuffle()
+            | "ReadRanges"
+            >> beam.ParDo(ReadLineRangeFn(run_id=self.run_id, started_us=self.started_us)).with_output_types(
+                tuple[str, pa.Table]
+            )
+            | "CommitWindows" >> InCommitWindows(self.interval)
         )
 
 
@@ -151,22 +207,43 @@ class ReadBronzeFn(beam.DoFn):
     def __init__(self, lake: LakeSettings, batch_size: int) -> None:
         self.lake, self.batch_size = lake, batch_size
 
-    def process(self, _: object) -> Iterator[pa.Table]:
+    def process(self, _: object) -> Iterator[tuple[int, pa.Table]]:
         bronze = Lake(self.lake).read("bronze")
         for start in range(0, bronze.num_rows, self.batch_size):
-            yield bronze.slice(start, self.batch_size)
+            yield start, bronze.slice(start, self.batch_size)
 
 
-class ReadBronze(beam.PTransform):
-    """Replay the lake's Bronze table (to rebuild Silver and Gold with the same transforms)."""
+class _NameBronzeSlice(beam.DoFn):
+    def __init__(self, *, run_id: str, started_us: int) -> None:
+        self.run_id, self.started_us = run_id, started_us
 
-    def __init__(self, lake: LakeSettings, *, batch_size: int) -> None:
+    def process(self, keyed: tuple[int, pa.Table]) -> Iterator[tuple[str, pa.Table]]:
+        start, rows = keyed
+        yield replay_batch_id(self.started_us, f"b{start}", self.run_id), rows
+
+
+class ReplayBronze(beam.PTransform):
+    """Replay the lake's Bronze table (to rebuild Silver and Gold with the same transforms): (batch id,
+    ``batch_size`` Bronze rows) in commit windows. The table is read in one step and its slices spread
+    over the workers (a rebuild is rare; a file replay moves offsets instead)."""
+
+    def __init__(
+        self, lake: LakeSettings, *, batch_size: int, run_id: str, started_us: int, interval: float
+    ) -> None:
         super().__init__()
         self.lake, self.batch_size = lake, batch_size
+        self.run_id, self.started_us, self.interval = run_id, started_us, interval
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             pbegin
             | "Start" >> beam.Create([None])
-            | "ReadTable" >> beam.ParDo(ReadBronzeFn(self.lake, self.batch_size))
+            | "ReadTable"
+            >> beam.ParDo(ReadBronzeFn(self.lake, self.batch_size)).with_output_types(tuple[int, pa.Table])
+            | "SpreadSlices" >> beam.Reshuffle().with_output_types(tuple[int, pa.Table])
+            | "NameBatches"
+            >> beam.ParDo(_NameBronzeSlice(run_id=self.run_id, started_us=self.started_us)).with_output_types(
+                tuple[str, pa.Table]
+            )
+            | "CommitWindows" >> InCommitWindows(self.interval)
         )

@@ -325,9 +325,6 @@ def parse_json(
     return parsed, ok_idx, errors
 
 
-_CHUNK: Final = 2048
-
-
 def _not_utf8(raw: pa.Array) -> np.ndarray:
     """Indices of the records that are not valid UTF-8. Only records with a byte above 0x7F can be
     (found in one pass over the bytes); those are validated together (one cast) and, if that fails,
@@ -367,38 +364,66 @@ class _Pieces:
 
 
 def _parse_all(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
-    """Parse the records in one go; past a record Arrow rejects, go on in chunks.
+    """Parse the records in one pass of Arrow's streaming reader over one NDJSON buffer.
 
-    Arrow names the row it failed on and has accepted every row before it, so a bad record costs
-    one parse of the rows before it and one of itself alone (for the same verdict and detail as
-    always), not a bisection; after the first, the rest goes in ``_CHUNK``-record pieces so that each
-    later bad record costs at most a chunk. Anything else (no row named, a row count that does not
-    match) is bisected by :func:`_parse_range`."""
-    start, end = 0, len(idx)
-    while start < len(idx):
-        piece = text.slice(start, end - start)
+    The reader parses ``_BLOCK``-byte blocks and hands each over as it is done; when it rejects a
+    record it names the row within its block, and every block before is already taken. So a bad
+    record costs a new parse of the rows before it in its block (a few hundred at most) and one of
+    itself alone (for the same verdict and detail as always), and the reader starts again right after
+    it in the same buffer. Anything else (no row named, a row count that does not match) is bisected by
+    :func:`_parse_range`."""
+    n = len(idx)
+    if n == 0:
+        return
+    buf = _ndjson(text)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32, count=len(text) + 1)[text.offset :]
+    starts = (offsets[:-1] - offsets[0]) + np.arange(len(text))  # each record's first byte in buf
+    pos = 0
+    while pos < n:
+        tables: list[pa.Table] = []
+        got = 0
         try:
-            table = _read_ndjson(piece)
+            reader = pj.open_json(
+                pa.BufferReader(buf.slice(int(starts[pos]))),
+                read_options=pj.ReadOptions(use_threads=False, block_size=_BLOCK),
+                parse_options=_PARSE_OPTIONS,
+            )
+            for batch in reader:
+                tables.append(pa.Table.from_batches([batch]))
+                got += batch.num_rows
         except pa.ArrowInvalid as exc:
             found = _FAILED_ROW.search(str(exc))
-            row = int(found.group(1)) if found else -1
-            if not 0 <= row < len(piece):
-                _parse_range(piece, idx[start:end], out)
-            else:
-                _parse_range(piece.slice(0, row), idx[start : start + row], out)
-                _parse_range(piece.slice(row, 1), idx[start + row : start + row + 1], out)
-                end = start + row + 1
+            row = got + int(found.group(1)) if found else -1
+            if tables:
+                out.accept(pa.concat_tables(tables), idx[pos : pos + got])
+            if not got <= row < n - pos:
+                _parse_range(text.slice(pos + got), idx[pos + got :], out)
+                return
+            bad = pos + row
+            _parse_range(text.slice(pos + got, row - got), idx[pos + got : bad], out)
+            _parse_range(text.slice(bad, 1), idx[bad : bad + 1], out)
+            pos = bad + 1
+            continue
+        if got == n - pos:
+            if tables:
+                out.accept(pa.concat_tables(tables), idx[pos:])
         else:
-            if table.num_rows == len(piece):
-                out.accept(table, idx[start:end])
-            else:
-                _parse_range(piece, idx[start:end], out)
-        start, end = end, min(end + _CHUNK, len(idx))
+            _parse_range(text.slice(pos), idx[pos:], out)
+        return
+
+
+_BLOCK: Final = 64 << 10  # ~270 readings: what a bad record costs at most in parsing again
+
+
+def _ndjson(text: pa.Array) -> pa.Buffer:
+    """The records one per line, in one buffer (one join of a one-list array: a copy per record, no
+    separator array)."""
+    lists = pa.ListArray.from_arrays(pa.array([0, len(text)], pa.int32()), text)
+    return _data_buffer(pc.binary_join(lists, b"\n"))
 
 
 def _read_ndjson(text: pa.Array) -> pa.Table:
-    joined = pc.binary_join_element_wise(text, pa.scalar(b"", text.type), b"\n")
-    buf = _data_buffer(joined)
+    buf = _ndjson(text)
     block = max(1 << 20, buf.size + 1)
     return pj.read_json(
         pa.BufferReader(buf),

@@ -1,4 +1,5 @@
-"""pipelines.sources.ReadJsonlFn: a JSONL file read in blocks into Bronze tables, line for line."""
+"""pipelines.sources: a JSONL file indexed into ranges of whole lines, each read into Bronze rows,
+line for line, with the line numbers of the whole file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sources import ReadJsonlFn
+from pipelines.sources import IndexLinesFn, LineRange, ReadLineRangeFn
 from vitals_lake import contract as c
 from vitals_lake.envelope import split_lines
 
@@ -16,19 +17,61 @@ def _lines_as_python_reads_them(data: bytes) -> list[bytes]:
     return [line.rstrip(b"\r\n") for line in io.BytesIO(data)]
 
 
+def _replay(
+    path: Path, *, lines_per_range: int, block_bytes: int
+) -> tuple[list[LineRange], list[tuple[str, object]]]:
+    ranges = list(IndexLinesFn(lines_per_range, block_bytes=block_bytes).process(str(path)))
+    reader = ReadLineRangeFn(run_id="run1", started_us=1_700_000_000_000_000)
+    return ranges, [batch for span in ranges for batch in reader.process(span)]
+
+
 @pytest.mark.parametrize("block_bytes", [1, 7, 64, 1 << 20])
-@pytest.mark.parametrize("batch_size", [1, 3, 1000])
-def test_every_line_once_in_order_with_its_line_number(tmp_path: Path, block_bytes: int, batch_size: int):
-    data = b'{"a":1}\r\n\n{"b":2}\r\r\n  x \n\xff\xfe\n{"c":3}'  # CRLF, empty, not UTF-8, no final break
+@pytest.mark.parametrize("lines_per_range", [1, 3, 1000])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1}\r\n\n{"b":2}\r\r\n  x \n\xff\xfe\n{"c":3}',  # CRLF, empty, not UTF-8, no final break
+        b'{"a":1}\n{"b":2}\n',  # a final break: no empty line after it
+        b"\n\n\n",  # empty lines only
+        b"",
+    ],
+)
+def test_every_line_once_in_order_with_its_line_number(
+    tmp_path: Path, block_bytes: int, lines_per_range: int, data: bytes
+):
     path = tmp_path / "r.jsonl"
     path.write_bytes(data)
-    tables = list(ReadJsonlFn(batch_size, block_bytes=block_bytes).process(str(path)))
-    assert all(t.num_rows <= batch_size for t in tables)
+    ranges, batches = _replay(path, lines_per_range=lines_per_range, block_bytes=block_bytes)
+    tables = [t for _, t in batches]
+    assert all(span.lines <= lines_per_range for span in ranges)
+    assert all(t.num_rows == span.lines for t, span in zip(tables, ranges, strict=True))
+    # The ranges tile the file: each starts where the one before ended.
+    assert [s.start for s in ranges[1:]] == [s.end for s in ranges[:-1]]
     raw = [v for t in tables for v in t[c.RAW].to_pylist()]
     refs = [v for t in tables for v in t[c.RECORD_REF].to_pylist()]
     assert raw == _lines_as_python_reads_them(data)
     assert refs == [f"file:{path}:{i}" for i in range(1, len(raw) + 1)]
-    assert {v for t in tables for v in t[c.SOURCE].to_pylist()} == {"file"}
+    assert {v for t in tables for v in t[c.SOURCE].to_pylist()} <= {"file"}
+
+
+def test_batch_ids_name_the_range_so_a_retried_read_gives_the_same_id(tmp_path: Path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"".join(b'{"n":%d}\n' % i for i in range(10)))
+    ranges, first = _replay(path, lines_per_range=4, block_bytes=8)
+    _, again = _replay(path, lines_per_range=4, block_bytes=1 << 20)
+    ids = [batch_id for batch_id, _ in first]
+    assert ids == [batch_id for batch_id, _ in again]
+    assert ids == ["1700000000000000-f0-run1", "1700000000000000-f4-run1", "1700000000000000-f8-run1"]
+    assert [s.lines for s in ranges] == [4, 4, 2]
+
+
+def test_a_file_changed_under_the_replay_is_refused_not_misnumbered(tmp_path: Path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"a\nb\nc\nd\n")
+    (span,) = IndexLinesFn(10).process(str(path))
+    path.write_bytes(b"a\nb\n")  # shorter now: the range holds fewer lines than indexed
+    with pytest.raises(ValueError, match="expected 4 lines"):
+        list(ReadLineRangeFn(run_id="r", started_us=0).process(span))
 
 
 def test_split_lines_keeps_an_unfinished_line_for_the_next_block():

@@ -11,7 +11,7 @@ import pytest
 
 from tests.factories import DROP, bronze, raw, reading
 from vitals_lake import contract as c
-from vitals_lake.readings import parse_batch
+from vitals_lake.readings import parse_batch, parse_json
 
 BAD = [
     (b'{"patient_id": "P1", "timestamp": ', "malformed_json"),
@@ -142,3 +142,21 @@ def test_bad_records_scattered_over_many_chunks_get_the_verdict_they_get_alone()
     good = parse_batch(bronze([line for i, line in enumerate(lines) if i not in set(bad_at)])).valid
     same = [name for name in good.column_names if name not in (c.RECORD_REF, c.INGEST_TIME)]  # per batch
     assert out.valid.select(same).sort_by(c.EVENT_ID).equals(good.select(same).sort_by(c.EVENT_ID))
+
+
+REJECTED_BY_THE_PARSER = [raw(reading(heart_rate="fast")), raw(reading(patient_id=12345))]
+
+
+@pytest.mark.parametrize("bad_at", [[0, 1, 2], [5_999], [0, 2_999, 3_000, 3_001, 5_998, 5_999]])
+def test_records_the_parser_rejects_back_to_back_or_at_either_end(bad_at):
+    # The streaming parser starts again right after each record it rejects, in the same buffer: a
+    # rejected record first, last, or right after another must neither shift nor swallow a neighbour.
+    lines = [raw(reading(i)) for i in range(6_000)]
+    for n, i in enumerate(bad_at):
+        lines[i] = REJECTED_BY_THE_PARSER[n % 2]
+    parsed, kept, errors = parse_json(bronze(lines)[c.RAW].combine_chunks())
+    assert sorted(errors) == bad_at and all(rule == "wrong_type" for rule, _ in errors.values())
+    assert kept.tolist() == [i for i in range(len(lines)) if i not in set(bad_at)]
+    assert parsed[c.EVENT_ID].to_pylist() == [f"evt-P000001-{i}" for i in kept.tolist()]
+    alone = {i: parse_json(bronze([lines[i]])[c.RAW].combine_chunks())[2][0] for i in bad_at}
+    assert errors == alone
