@@ -97,11 +97,11 @@ class Measured:
     """Figures measured on the development machine (per process CPU second, so per core).
 
     The defaults are the figures of docs/benchmarks.md (``make bench`` of 2026-11-22; ``lake_age`` of
-    2026-12-03; ``pipeline_core`` of 2026-12-04) and of docs/design.md (the shard state);
+    2026-12-03; ``pipeline_core`` of 2026-12-05) and of docs/design.md (the shard state);
     :meth:`from_results` replaces those a results file holds.
     """
 
-    pipeline_readings_per_cpu_s: float = 48_518.0  # pipeline_core variant A (2026-12-04, final run)
+    pipeline_readings_per_cpu_s: float = 53_720.0  # pipeline_core variant A (2026-12-05)
     sustained_readings_per_core_s: float | None = None  # a sustained-load run, when there is one
     gold_merge_rows_per_s: float = 9758.0  # growth: 1,000-row Gold MERGE into 20,000 rows (the slower)
     lake_scan_rows_per_s: float = 748_171.0  # growth: read one day of Silver after maintenance
@@ -358,10 +358,13 @@ class Assumptions:
     memory_gib_per_worker: float = 8.0
     disk_gib_per_worker: float = 30.0  # Streaming Engine workers' boot disk
     max_workers: int = 3  # infra/terraform dataflow_max_workers default
-    # Streaming Engine traffic: the envelopes through BatchForCommit's GroupByKey, the gated rows through
-    # the shard stage's GroupByKey, the Gold and rolling rows through their committers' GroupByKey.
-    shuffled_bytes_per_reading: float = 297.0
-    gated_row_bytes: float = 500.0  # an enriched, scored Silver-shaped Arrow row (Parquet: 208 B)
+    # Streaming Engine traffic: the Bronze rows through BatchForCommit's GroupByKey, the gated rows
+    # through the shard stage's GroupByKey, the Gold and rolling rows through their committers'
+    # GroupByKey. Measured as the Arrow IPC streams that cross (pipelines/arrow_pickling.py, 2026-12-05):
+    # a 500-reading message's Bronze table is 345 B a reading; gated rows in a stream's pieces (120 rows:
+    # one shard's share of one ingest batch) 287 B a row. Tables under 1 MB cross uncompressed.
+    shuffled_bytes_per_reading: float = 345.0
+    gated_row_bytes: float = 287.0  # an enriched, scored Silver-shaped Arrow row (Parquet: 208 B)
     rolling_row_bytes: float = 200.0
     secu_per_gib_s: float = 58.0  # Google's Kafka->BigQuery benchmark: 58 SECU at 1 GiB/s
     # Patient shards: the HMAC spreads patients evenly, the busiest shard holds this much over the mean.

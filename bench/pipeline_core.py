@@ -4,8 +4,9 @@ Bronze -> Silver (expectations, enrichment, NEWS2, anomaly model) -> Gold, on re
 into a temporary directory (2,000 patients x 1 h at 10 s with the simulator's faults: about 716,000
 readings), each run into a fresh lake:
 
-* ``A this pipeline``: ``pipelines.beam_vitals.run`` in batch mode on the local FnApiRunner (tables of
-  5,000 readings per element, one Delta commit per table per batch; it also derives the trend tables).
+* ``A this pipeline``: ``pipelines.beam_vitals.run`` in batch mode on the local FnApiRunner (the file
+  indexed into ranges of ``--batch_size`` lines, each read, gated and committed to Bronze as one batch,
+  the valid rows gathered per patient shard; it also derives the trend tables).
   Run as well on the file's first ``STARTUP_LINES`` readings, whose CPU is the fixed start-up cost
   (Beam, imports, the model): ``A marginal`` is the full run minus that one, the rate a long-running
   job reaches;
@@ -17,7 +18,7 @@ readings), each run into a fresh lake:
   ``naive_sample`` readings (a rate per CPU-second does not depend on the length);
 * ``C bare loop``: the same vectorised functions without Beam, the same Delta calls as the pipeline
   (the batch engine, ``vitals_lake.engine.BatchEngine``), on the whole file as one batch (the
-  pipeline's batch mode gathers a file it reads at once into a few commit batches): the ceiling for
+  pipeline's batch mode gathers each shard's rows of the file into one batch): the ceiling for
   A, so A / C is what Beam costs;
 * ``D DuckDB``: an independent engine on one thread doing the comparable part (schema'd NDJSON read,
   the same range rules, NEWS2, de-duplication by event id, one-minute Gold, Parquet out;
@@ -60,6 +61,7 @@ from bench._naive import CombinePartialsFn, Partial, gold_row
 from bench.runner import Context, Result, Variant, benchmark
 from ml import evaluate, train
 from pipelines import beam_vitals
+from pipelines.options import REPLAY_BATCH_SIZE
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.admissions import PatientDirectory
@@ -75,7 +77,7 @@ from vitals_lake.summaries import window_partials
 NAME: Final = "pipeline_core"
 TITLE: Final = "Pipeline core (Bronze -> Silver -> Gold) four ways on the same readings"
 MODEL: Final = "autoencoder"
-BATCH: Final = 5000  # the pipeline's --batch_size
+BATCH: Final = REPLAY_BATCH_SIZE  # the pipeline's --batch_size
 NAIVE_FLUSH: Final = 1000  # the naive writers' Delta append every N elements (or bundle end)
 NEVER_POLL: Final = 1e9
 TARGET_VS_NAIVE: Final = 20.0
@@ -88,7 +90,7 @@ PROFILE_BATCH: Final = 25_000  # the step profile commits as a stream does: once
 TIME_RULES: Final = TimeRules(clock_skew=timedelta(seconds=300), max_age=timedelta(seconds=600))
 DEDUP_HORIZON: Final = timedelta(seconds=3600)
 
-VARIANT_A: Final = "A this pipeline (Beam, 5,000-reading tables)"
+VARIANT_A: Final = f"A this pipeline (Beam, {BATCH:,}-line replay batches)"
 VARIANT_B: Final = "B naive Beam (one element, one model call per reading)"
 VARIANT_C: Final = "C bare vectorised loop (no Beam, the file as one batch)"
 VARIANT_D: Final = "D DuckDB, one thread (Silver + one-minute Gold, Parquet)"

@@ -34,3 +34,16 @@ def test_the_beam_coder_round_trips_and_sizes_a_table_without_encoding_it(monkey
     monkeypatch.setattr(arrow_pickling, "table_to_ipc", lambda _t: (_ for _ in ()).throw(AssertionError))
     size, _ = impl.get_estimated_size_and_observables(table)
     assert 10_000 <= size <= 200_000  # its nbytes, measured without the IPC writer
+
+
+def test_large_tables_cross_compressed_and_small_ones_plain():
+    wards = pa.array([f"ward-{i % 7}" for i in range(200_000)])
+    large = pa.table({"ward": wards, "n": pa.array(range(200_000))})
+    small = large.slice(0, 100)
+    assert large.nbytes >= arrow_pickling.COMPRESS_FROM_BYTES > small.nbytes
+    coder = arrow_pickling.ArrowTableCoder()
+    encoded = coder.encode(large)
+    assert len(encoded) < large.nbytes / 4  # ZSTD on repetitive columns
+    assert coder.decode(encoded).equals(large)
+    assert len(coder.encode(small)) > small.nbytes  # plain: the rows and the schema
+    assert coder.decode(coder.encode(small)).equals(small)
