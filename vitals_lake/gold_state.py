@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+from vitals_lake.grouped import SortedGroups
 from vitals_lake.masks import true_where
 from vitals_lake.summaries import (
     GOLD_ENRICHMENT,
@@ -59,25 +60,31 @@ def merge_partials(partials: pa.Table) -> pa.Table:
     if not same.any():
         return partials
     group = np.cumsum(~same) - 1
-    aggs = [(name, "sum") for name in PARTIAL_SUM]
-    aggs += [(name, "min") for name in PARTIAL_MIN] + [(name, "max") for name in PARTIAL_MAX]
-    merged = partials.group_by(_KEYS, use_threads=False).aggregate(aggs)
-    rename = {f"{name}_{how}": name for name, how in aggs}
-    merged = merged.rename_columns([rename.get(n, n) for n in merged.column_names])
-    merged = merged.sort_by([(k, "ascending") for k in _KEYS])
-    columns = {name: merged[name] for name in merged.column_names}
+    # Sums, minima and maxima: one NumPy pass per column over the sorted rows (vitals_lake.grouped;
+    # the sort is stable, so each group's values add in row order, as Arrow's group_by sums them).
+    groups = SortedGroups(np.asarray(order), np.flatnonzero(~same))
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        k: keyed[k].take(pa.array(groups.starts)) for k in _KEYS
+    }
+    for name in PARTIAL_SUM:
+        columns[name] = groups.column(partials[name]).sum(type=partials.schema.field(name).type)
+    for name in PARTIAL_MIN:
+        columns[name] = groups.column(partials[name]).extreme("min")
+    for name in PARTIAL_MAX:
+        columns[name] = groups.column(partials[name]).extreme("max")
     # "Latest value" per vital: the value measured last, by that vital's own time (a null time counts
     # as earliest, ties go to the later partial, nulls are skipped). Enrichment: as of the window's
-    # latest reading. Per column one NumPy lexsort, no step per group.
+    # latest reading. Per column two reductions over the groups: the latest time among the present
+    # values, then the last row holding it.
     position = np.arange(len(order))
+    earliest = np.iinfo(np.int64).min
     for value, at in (*PARTIAL_LAST.items(), *((e, c.LAST_READING_TIME) for e in GOLD_ENRICHMENT)):
         values = partials[value].take(order)
         when = _nullable_micros(partials[at].take(order))
-        present = np.flatnonzero(true_where(values.is_valid()))
-        ranked = present[np.lexsort((position[present], when[present], group[present]))]
-        last = ranked[np.r_[group[ranked][1:] != group[ranked][:-1], True]] if ranked.size else ranked
-        picked = np.full(merged.num_rows, -1, np.int64)
-        picked[group[last]] = last
+        present = true_where(values.is_valid())
+        latest = np.maximum.reduceat(np.where(present, when, earliest), groups.starts)
+        chosen = present & (when == latest[group])
+        picked = np.maximum.reduceat(np.where(chosen, position, -1), groups.starts)
         columns[value] = values.take(pa.array(picked, mask=picked < 0))
     return pa.table({name: columns[name] for name in partials.column_names}, schema=partials.schema)
 
