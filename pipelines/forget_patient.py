@@ -1,16 +1,19 @@
-"""``vitals-lake forget-patient``: remove one patient from the lake and the local warehouse, with an
-audit row.
+"""``vitals-lake forget-patient``: remove one patient from the lake and the warehouse, with an audit row.
 
     python -m pipelines.forget_patient --lake LAKE --requested-by WHO --reason WHY
         [--patient-id ID | --patient-id-file FILE] [--warehouse var/demo/warehouse.duckdb]
-        [--vacuum-now] [--json]
+        [--bigquery] [--vacuum-now] [--json]
 
 The id is read from ``--patient-id-file`` (or standard input with ``-``) when the shell history should
 not keep it. Output names the pseudonymous key and the rows deleted per table, never the id. The lake
 part is :func:`vitals_lake.erasure.forget_patient`. The warehouse part deletes the patient's rows from
-the DuckDB warehouse (:meth:`warehouse.duck.DuckWarehouse.forget_patient`). ``--vacuum-now`` also
-removes the lake's old files at once; use it only while nothing else writes the lake. Without it,
-maintenance's vacuum removes them after its retention.
+the DuckDB warehouse (:meth:`warehouse.duck.DuckWarehouse.forget_patient`). ``--bigquery`` deletes
+them from the BigQuery dataset the environment names (``warehouse/settings.py``: ``VITALS_GCP_PROJECT``,
+``VITALS_BQ_DATASET``; :meth:`warehouse.bigquery.BigQuerySink.forget_patient`). BigQuery refuses to
+delete rows still in its streaming buffer (up to about 90 minutes after they were streamed): those
+tables are reported as pending and the command exits 3; run it again later (the lake part then finds
+nothing more to delete). ``--vacuum-now`` also removes the lake's old files at once; use it only while
+nothing else writes the lake. Without it, maintenance's vacuum removes them after its retention.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ from vitals_lake.erasure import forget_patient
 from vitals_lake.lake import Lake
 from vitals_lake.logs import configure as configure_logging
 from vitals_lake.pseudonym import PseudonymKey
+from warehouse.settings import BigQuerySettings
 
 PROG = "python -m pipelines.forget_patient"
+PENDING = 3  # exit status: BigQuery could not delete every row yet
+log = logging.getLogger("forget_patient")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--requested-by", required=True, help="who asked (kept in the audit row)")
     p.add_argument("--reason", required=True, help="why (kept in the audit row), e.g. a request reference")
     p.add_argument("--warehouse", type=Path, help="also delete from this DuckDB warehouse file")
+    p.add_argument(
+        "--bigquery",
+        action="store_true",
+        help="also delete from the BigQuery dataset of VITALS_GCP_PROJECT / VITALS_BQ_DATASET",
+    )
     p.add_argument(
         "--vacuum-now",
         action="store_true",
@@ -66,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         patient_id = _patient_id(args)
         if not patient_id:
             raise ConfigError("the patient id is empty")
+        bigquery = BigQuerySettings.from_env() if args.bigquery else None  # checked before any delete
         lake = Lake(lake_from_uri(args.lake))
         key = PseudonymKey.from_env().secret
         report = forget_patient(
@@ -84,22 +96,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with DuckWarehouse(args.warehouse) as wh:
             warehouse = wh.forget_patient(patient_id)
+    bq_deleted: dict[str, int] = {}
+    pending: list[str] = []
+    if bigquery is not None:
+        from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only when asked
+
+        with BigQuerySink(bigquery) as sink:
+            erased = sink.forget_patient(patient_id)
+        bq_deleted, pending = erased.deleted, erased.pending
     out = {
         "patient_key": report.patient_key,
         "lake_rows_by_table": report.rows_by_table,
         "lake_rows_deleted": report.rows_deleted,
         "vacuumed_files": report.vacuumed_files,
         "warehouse_rows_by_table": warehouse,
+        "bigquery_rows_by_table": bq_deleted,
+        "bigquery_pending_tables": pending,
     }
+    # The warehouse's deletions, for the audit trail next to the lake's erasure_log row (key, not id).
+    log.info(
+        "patient forgotten",
+        extra={"fields": {k: v for k, v in out.items() if k != "lake_rows_by_table"}},
+    )
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
         print(
             f"forgotten: patient {report.patient_key}: {report.rows_deleted} lake row(s) "
             f"({', '.join(f'{t} {n}' for t, n in report.rows_by_table.items() if n) or 'none'}), "
-            f"{sum(warehouse.values())} warehouse row(s); "
+            f"{sum(warehouse.values())} warehouse row(s), {sum(bq_deleted.values())} BigQuery row(s); "
             + ("old files vacuumed" if report.vacuumed else "old files go at the next maintenance vacuum")
         )
+    if pending:
+        print(
+            f"BigQuery: {', '.join(pending)} still hold rows in the streaming buffer, which cannot be"
+            " deleted yet: run the same command again in 90 minutes",
+            file=sys.stderr,
+        )
+        return PENDING
     return 0
 
 

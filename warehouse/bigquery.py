@@ -66,6 +66,7 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from vitals_lake import catalogue
+from vitals_lake import contract as c
 from warehouse.settings import BigQuerySettings
 from warehouse.sink import WriteResult
 from warehouse.tables import (
@@ -321,6 +322,15 @@ class DeadLetterReplay:
     @property
     def refused_again(self) -> int:
         return sum(t["refused_again"] for t in self.tables.values())
+
+
+@dataclass
+class Erasure:
+    """What :meth:`BigQuerySink.forget_patient` did: rows deleted per table, and the tables whose
+    delete must run again once BigQuery's streaming buffer has flushed."""
+
+    deleted: dict[str, int] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
 
 
 class BigQuerySink:
@@ -668,6 +678,46 @@ class BigQuerySink:
                 counts["refused_again"] += len(refused)
                 report.errors += [f"{r.row.insert_id}: {r.error}" for r in refused][: 20 - len(report.errors)]
         return report
+
+    # --- erasure ---------------------------------------------------------------------------------------
+    def forget_patient(self, patient_id: str) -> Erasure:
+        """Delete this patient's rows: every table with a ``patient_id`` column, and the dead letters
+        whose row names the id (as a JSON string). One DML statement per table, the id a query
+        parameter.
+
+        BigQuery refuses a DELETE that would touch rows still in the streaming buffer (up to about 90
+        minutes after they were streamed). Such a table is returned in ``pending`` and its other
+        deletes still run; running it again later finishes the erasure (a repeat deletes nothing
+        twice)."""
+        if not patient_id.strip():
+            raise BigQueryError("the patient id is empty")
+        out = Erasure()
+        statements = [
+            (spec.name, f"{c.PATIENT_ID} = @patient_id", patient_id)
+            for spec in WAREHOUSE_TABLES.values()
+            if c.PATIENT_ID in spec.schema.names
+        ]
+        statements.append(
+            (DEAD_LETTER_TABLE, "STRPOS(row_json, @patient_id) > 0", orjson.dumps(patient_id).decode())
+        )
+        for name, where, value in statements:
+            config = bigquery.QueryJobConfig(
+                query_parameters=[bigquery.ScalarQueryParameter("patient_id", "STRING", value)]
+            )
+            sql = f"DELETE FROM `{self.settings.table_ref(name)}` WHERE {where}"
+            try:
+                job = self.client.query(sql, job_config=config, retry=self._retry())
+                job.result(timeout=self.settings.request_timeout)
+            except gexc.NotFound:
+                out.deleted[name] = 0  # never created: nothing to delete
+                continue
+            except gexc.BadRequest as exc:
+                if "streaming buffer" not in str(exc):
+                    raise
+                out.pending.append(name)
+                continue
+            out.deleted[name] = int(job.num_dml_affected_rows or 0)
+        return out
 
     def _remember(self, ids: Iterator[str]) -> None:
         for insert_id in ids:

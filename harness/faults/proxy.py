@@ -40,6 +40,9 @@ class FaultProxy:
         self.inserts: list[tuple[str, list[str]]] = []  # forwarded insertAll: (table, insert ids)
         self.refused_ids: list[str] = []  # insert ids of faulted insertAll requests (may repeat)
         self.forwarded = 0  # requests of any kind forwarded upstream
+        # A request whose body holds one of these texts is answered 400 with the message given (as
+        # BigQuery refuses a DELETE that would touch rows in its streaming buffer).
+        self.bad_request_when: dict[str, str] = {}
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.server.daemon_threads = True
@@ -83,6 +86,10 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            for text, message in list(proxy.bad_request_when.items()):
+                if text.encode() in body:
+                    self._answer(400, message, "invalidQuery")
+                    return
             insert_all = "/insertAll" in self.path
             fault = proxy._next_fault(insert_all=insert_all)
             if fault is not None:
@@ -105,8 +112,17 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             code, reason = {"503": (503, "backendError"), "429": (429, "rateLimitExceeded")}[fault]
+            self._answer(code, f"injected {code}", reason)
+
+        def _answer(self, code: int, message: str, reason: str) -> None:
             payload = json.dumps(
-                {"error": {"code": code, "message": f"injected {code}", "errors": [{"reason": reason}]}}
+                {
+                    "error": {
+                        "code": code,
+                        "message": message,
+                        "errors": [{"reason": reason, "message": message}],
+                    }
+                }
             ).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")

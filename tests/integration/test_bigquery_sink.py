@@ -504,3 +504,83 @@ def test_settings_are_validated_where_they_enter() -> None:
     ):
         with pytest.raises(ConfigError):
             BigQuerySettings(**bad)
+
+
+def test_forget_patient_deletes_their_rows_everywhere_and_only_theirs(
+    emulator: BigQueryEmulator, proxy: FaultProxy
+) -> None:
+    settings = fresh_settings(proxy.endpoint)
+    with BigQuerySink(settings) as sink:
+        sink.ensure()
+        sink.write(c.GOLD_TABLE, gold_table([gold_row(p, m) for p in ("P1", "P2") for m in range(3)]))
+        sink.write(c.ALERTS_TABLE, alert_table(3))  # P0, P1, P2
+        letter = {"table_name": c.GOLD_TABLE, "error": "refused", "failed_at": T0.isoformat()}
+        sink.client.insert_rows_json(
+            settings.table_ref(DEAD_LETTER_TABLE),
+            [
+                {**letter, "insert_id": "x1", "row_json": json.dumps({c.PATIENT_ID: "P1", "bed": 3})},
+                {**letter, "insert_id": "x2", "row_json": json.dumps({c.PATIENT_ID: "P11"})},
+            ],
+        )
+
+        # BigQuery refuses a DELETE over rows still in its streaming buffer: that table is pending,
+        # the other tables are erased, and a later run finishes it.
+        gold_ref = settings.table_ref(c.GOLD_TABLE)
+        proxy.bad_request_when[f"DELETE FROM `{gold_ref}`"] = (
+            f"UPDATE or DELETE statement over table {gold_ref} would affect rows in the streaming"
+            " buffer, which is not supported"
+        )
+        first = sink.forget_patient("P1")
+        assert first.pending == [c.GOLD_TABLE]
+        assert first.deleted[c.ALERTS_TABLE] == 1 and first.deleted[DEAD_LETTER_TABLE] == 1
+        assert count(sink.client, settings, c.GOLD_TABLE) == 6
+
+        proxy.bad_request_when.clear()
+        again = sink.forget_patient("P1")
+        assert again.pending == []
+        assert again.deleted[c.GOLD_TABLE] == 3 and again.deleted[c.ALERTS_TABLE] == 0
+
+        def patients(table: str) -> list[str]:
+            rows = query(sink.client, f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(table)}`")
+            return sorted(r[c.PATIENT_ID] for r in rows)
+
+        assert patients(c.GOLD_TABLE) == ["P2"] * 3
+        assert patients(c.ALERTS_TABLE) == ["P0", "P2"]
+        letters = query(sink.client, f"SELECT row_json FROM `{settings.table_ref(DEAD_LETTER_TABLE)}`")
+        assert [json.loads(r["row_json"])[c.PATIENT_ID] for r in letters] == ["P11"]  # not a prefix match
+
+
+def test_the_forget_patient_command_reaches_bigquery_and_exits_3_while_rows_are_pending(
+    emulator: BigQueryEmulator, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from pipelines import forget_patient  # noqa: PLC0415
+    from vitals_lake.config import LocalLake  # noqa: PLC0415
+    from vitals_lake.lake import Lake  # noqa: PLC0415
+
+    settings = fresh_settings(proxy.endpoint)
+    with BigQuerySink(settings) as sink:
+        sink.ensure()
+        sink.write(c.GOLD_TABLE, gold_table([gold_row(p, 0) for p in ("P7", "P8")]))
+    Lake(LocalLake(root=tmp_path / "lake")).ensure_all()
+    for name, value in {
+        "VITALS_GCP_PROJECT": settings.project,
+        "VITALS_BQ_DATASET": settings.dataset,
+        "VITALS_BQ_ENDPOINT": proxy.endpoint,
+        "VITALS_BQ_CREDENTIALS": "anonymous",
+    }.items():
+        monkeypatch.setenv(name, value)
+    argv = ["--lake", str(tmp_path / "lake"), "--patient-id", "P7", "--requested-by", "dpo", "--reason", "r1"]
+    argv += ["--bigquery", "--json"]
+    proxy.bad_request_when["DELETE FROM"] = (
+        "would affect rows in the streaming buffer, which is not supported"
+    )
+    assert forget_patient.main(argv) == forget_patient.PENDING
+    first = json.loads(capsys.readouterr().out)
+    assert c.GOLD_TABLE in first["bigquery_pending_tables"] and "P7" not in json.dumps(first)
+
+    proxy.bad_request_when.clear()
+    assert forget_patient.main(argv) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["bigquery_pending_tables"] == [] and second["bigquery_rows_by_table"][c.GOLD_TABLE] == 1
+    rows = query(make_client(settings), f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
+    assert [r[c.PATIENT_ID] for r in rows] == ["P8"]
