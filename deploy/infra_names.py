@@ -57,6 +57,7 @@ ADMISSIONS_INCOMING_PREFIX: Final = "incoming"  # gs://<landing bucket>/incoming
 SECRETS: Final = {
     "pseudonym_key": "vitals-pseudonym-key",  # VITALS_PSEUDONYM_KEY (pipeline, admissions loader)
     "model_signing_key": "vitals-model-signing-key",  # VITALS_MODEL_SIGNING_KEY (training signs)
+    "model_verify_key": "vitals-model-verify-key",  # VITALS_MODEL_VERIFY_KEY (the pipeline verifies)
     "smtp_password": "vitals-alert-smtp-password",  # the alert function's SMTP login
     "webhook_signing_key": "vitals-alert-webhook-signing-key",  # signs the function's webhook bodies
     "slack_webhook_url": "vitals-alert-slack-webhook-url",  # optional Slack incoming webhook

@@ -111,7 +111,7 @@ COMMANDS: Final[dict[str, Command]] = {
     ),
     "forget-patient": Command(
         "pipelines.forget_patient:main",
-        "remove one patient from the lake and the local warehouse, with an audit row",
+        "remove one patient from the lake and the warehouse (DuckDB or BigQuery), with an audit row",
         _LAKE,
     ),
     "alert-schema": Command(
@@ -146,6 +146,11 @@ COMMANDS: Final[dict[str, Command]] = {
     "train": Command("ml.train:main", "train the anomaly model on labelled readings or a lake's Silver", _ML),
     "evaluate": Command(
         "ml.evaluate:main", "evaluate every detector and the combined alert rule on held-out patients", _ML
+    ),
+    "model-keys": Command(
+        "vitals_lake.model.signing:main",
+        "make the Ed25519 key pair that signs model artifacts (keygen), or print a signing key's public half",
+        _LAKE,
     ),
     "vitaldsp-sanity": Command(
         "ml.vitaldsp_sanity:main", "sanity run of a model on real, unlabelled wearable data (vitaldsp)", _ML

@@ -32,11 +32,13 @@ locals {
       dataflow   = google_service_account.dataflow.member
       admissions = google_service_account.admissions.member
     }
-    # The training account and the model publishers sign; the pipeline verifies.
+    # The training account and the model publishers sign (the private key); the pipeline verifies with
+    # the public key only, so a worker cannot make a model it would serve.
     model_signing_key = merge(
-      { dataflow = google_service_account.dataflow.member, training = google_service_account.training.member },
+      { training = google_service_account.training.member },
       { for m in var.model_publisher_members : "publisher-${m}" => m },
     )
+    model_verify_key    = { dataflow = google_service_account.dataflow.member }
     smtp_password       = { notifier = google_service_account.alert_notifier.member }
     webhook_signing_key = { notifier = google_service_account.alert_notifier.member }
     slack_webhook_url   = { notifier = google_service_account.alert_notifier.member }

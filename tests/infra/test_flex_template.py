@@ -199,7 +199,8 @@ def test_dockerfile_builds_one_image_for_launcher_workers_and_jobs():
     )
     assert args["PYTHON_VERSION"] == f"{sys.version_info.major}.{sys.version_info.minor}" == "3.11"
     assert args["PSEUDONYM_SECRET"] == infra_names.SECRETS["pseudonym_key"]
-    assert args["MODEL_SIGNING_SECRET"] == infra_names.SECRETS["model_signing_key"]
+    assert args["MODEL_VERIFY_SECRET"] == infra_names.SECRETS["model_verify_key"]
+    assert "MODEL_SIGNING_SECRET" not in args  # workers never hold the key that signs models
     assert "/opt/google/dataflow/python_template_launcher" in text
     py_file = re.search(r'FLEX_TEMPLATE_PYTHON_PY_FILE="\$\{WORKDIR\}/(\S+)"', text).group(1)
     assert (h.REPO_ROOT / py_file).read_text().count('if __name__ == "__main__":') == 1
@@ -220,7 +221,7 @@ def test_dockerfile_builds_one_image_for_launcher_workers_and_jobs():
     assert "--file=infra/dataflow/Dockerfile" in build and '_BEAM_VERSION: "2.77.0"' in build
     for arg in ("LAUNCHER_IMAGE", "BEAM_IMAGE"):
         assert f"--build-arg={arg}=${{_{arg}}}" in build and f'_{arg}: ""' in build
-    for arg in ("PSEUDONYM_SECRET", "MODEL_SIGNING_SECRET"):
+    for arg in ("PSEUDONYM_SECRET", "MODEL_VERIFY_SECRET"):
         assert f"--build-arg={arg}=${{_{arg}}}" in build and f"_{arg}: {args[arg]}" in build
 
 
@@ -230,7 +231,8 @@ def test_the_worker_entrypoint_fetches_the_keys_then_starts_the_harness(tmp_path
     text = script.read_text()
     assert text.rstrip().endswith('exec /opt/apache/beam/boot "$@"')
     assert "VITALS_PSEUDONYM_KEY_FILE" in text and "refusing to start" in text
-    assert "VITALS_MODEL_SIGNING_KEY_FILE" in text and "VITALS_MODEL_SIGNING_SECRET" in text
+    assert "VITALS_MODEL_VERIFY_KEY_FILE" in text and "VITALS_MODEL_VERIFY_SECRET" in text
+    assert "MODEL_SIGNING" not in text
     # The worker is marked, so the development keys are refused there (vitals_lake.keys).
     assert "export VITALS_DATAFLOW_WORKER=1" in text
     from vitals_lake.keys import CLOUD_RUNTIME_ENV  # noqa: PLC0415

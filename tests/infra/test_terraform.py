@@ -465,11 +465,11 @@ def test_only_the_training_account_and_the_publishers_write_models(root):
     )
     assert root.locals["model_uri"].startswith("gs://${module.models_bucket.name}/")
     signers = root.locals["secret_readers"]["model_signing_key"]
-    assert (
-        "google_service_account.training.member" in signers
-        and "google_service_account.dataflow.member" in signers
-    )
-    assert "maintenance" not in signers and "admissions" not in signers
+    assert "google_service_account.training.member" in signers
+    # The pipeline verifies with the public key only: it cannot sign a model it would serve.
+    assert "dataflow" not in signers and "maintenance" not in signers and "admissions" not in signers
+    verifiers = root.locals["secret_readers"]["model_verify_key"]
+    assert verifiers == {"dataflow": "${google_service_account.dataflow.member}"}
 
 
 def test_each_component_runs_as_its_own_service_account(root):

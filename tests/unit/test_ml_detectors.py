@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from fractions import Fraction
 
@@ -14,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError
-from vitals_lake.model import artifact
+from vitals_lake.model import artifact, signing
 from vitals_lake.model.detectors import (
     AutoencoderDetector,
     IsolationForestDetector,
@@ -109,13 +110,14 @@ def test_untrusted_type_refused_even_with_matching_hash(tmp_path):
     (tmp_path / artifact.MODEL_FILE).write_bytes(blob)
     digest = hashlib.sha256(blob).hexdigest()
     meta = {"sha256": digest, "model_version": digest[:12], "threshold": 1.0}
-    meta[artifact.SIGNATURE] = artifact.signature(meta, key=artifact.DEVELOPMENT_SIGNING_KEY)  # even signed
+    meta[artifact.SIGNATURE] = artifact.signature(meta, key=signing.DEVELOPMENT_SIGNING_KEY)  # even signed
     (tmp_path / artifact.METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(artifact.ArtifactError, match="untrusted"):
         artifact.load(tmp_path)
 
 
-SIGNING_KEY = b"model-signing-test-key-0123456789"
+SIGNING_KEY = hashlib.sha256(b"model-signing-test-key").digest()  # an Ed25519 seed
+VERIFY_KEY = signing.public_key(SIGNING_KEY)
 
 
 def _save_signed(path):
@@ -136,26 +138,73 @@ def _save_signed(path):
 )
 def test_a_changed_metadata_field_is_refused(tmp_path, change):
     _save_signed(tmp_path)
-    assert artifact.load(tmp_path, signing_key=SIGNING_KEY).threshold == 4.0
+    assert artifact.load(tmp_path, verify_key=VERIFY_KEY).threshold == 4.0
     meta = json.loads((tmp_path / artifact.METADATA_FILE).read_text())
     (tmp_path / artifact.METADATA_FILE).write_text(json.dumps({**meta, **change}))
     with pytest.raises(artifact.ArtifactError, match=r"signature|signed"):
-        artifact.load(tmp_path, signing_key=SIGNING_KEY)
+        artifact.load(tmp_path, verify_key=VERIFY_KEY)
 
 
 def test_an_unsigned_artifact_or_another_key_is_refused(tmp_path):
     _save_signed(tmp_path)
     with pytest.raises(artifact.ArtifactError, match="signature does not match"):
-        artifact.load(tmp_path, signing_key=artifact.DEVELOPMENT_SIGNING_KEY)
+        artifact.load(tmp_path, verify_key=signing.DEVELOPMENT_VERIFY_KEY)
     meta = json.loads((tmp_path / artifact.METADATA_FILE).read_text())
     del meta[artifact.SIGNATURE]
     (tmp_path / artifact.METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(artifact.ArtifactError, match="not signed"):
-        artifact.load(tmp_path, signing_key=SIGNING_KEY)
+        artifact.load(tmp_path, verify_key=VERIFY_KEY)
 
 
-def test_the_signing_key_comes_from_the_environment_and_never_defaults_in_the_cloud(tmp_path):
-    assert artifact.SIGNING.load({artifact.SIGNING_KEY_ENV: SIGNING_KEY.hex()})[0] == SIGNING_KEY
-    assert artifact.SIGNING.load({})[0] == artifact.DEVELOPMENT_SIGNING_KEY  # a local run
+def test_the_verify_key_cannot_sign_and_an_hmac_signed_artifact_is_refused(tmp_path):
+    # The pipeline holds the public key only: used as a private key it makes another key's signatures.
+    _save_signed(tmp_path)
+    meta = json.loads((tmp_path / artifact.METADATA_FILE).read_text())
+    forged = {**meta, "threshold": 1e9}
+    forged[artifact.SIGNATURE] = artifact.signature(forged, key=VERIFY_KEY)
+    (tmp_path / artifact.METADATA_FILE).write_text(json.dumps(forged))
+    with pytest.raises(artifact.ArtifactError, match="signature does not match"):
+        artifact.load(tmp_path, verify_key=VERIFY_KEY)
+    # An artifact of the HMAC era, correctly signed under its shared key, is refused by name.
+    body = artifact.canonical(meta)
+    old = {
+        **meta,
+        artifact.SIGNATURE: "hmac-sha256:" + hmac.new(SIGNING_KEY, body, hashlib.sha256).hexdigest(),
+    }
+    (tmp_path / artifact.METADATA_FILE).write_text(json.dumps(old))
+    with pytest.raises(artifact.ArtifactError, match="retired HMAC"):
+        artifact.load(tmp_path, verify_key=VERIFY_KEY)
+
+
+def test_the_keys_come_from_the_environment_and_never_default_in_the_cloud(tmp_path):
+    assert signing.SIGNING.load({signing.SIGNING_KEY_ENV: SIGNING_KEY.hex()})[0] == SIGNING_KEY
+    assert signing.VERIFYING.load({signing.VERIFY_KEY_ENV: VERIFY_KEY.hex()})[0] == VERIFY_KEY
+    assert signing.SIGNING.load({})[0] == signing.DEVELOPMENT_SIGNING_KEY  # a local run
+    assert signing.VERIFYING.load({})[0] == signing.DEVELOPMENT_VERIFY_KEY
     with pytest.raises(ConfigError, match="model signing"):
-        artifact.SIGNING.load({"CLOUD_RUN_JOB": "vitals-train"})
+        signing.SIGNING.load({"CLOUD_RUN_JOB": "vitals-train"})
+    with pytest.raises(ConfigError, match="model verification"):
+        signing.VERIFYING.load({"VITALS_DATAFLOW_WORKER": "1"})
+
+
+def test_keygen_gives_a_pair_that_signs_and_verifies():
+    pair = signing.keygen()
+    private, public = bytes.fromhex(pair["signing_key"]), bytes.fromhex(pair["verify_key"])
+    assert signing.public_key(private) == public
+    sig = signing.sign(b"metadata", private_key=private)
+    assert signing.verify(b"metadata", sig, public_key=public)
+    assert not signing.verify(b"metadata!", sig, public_key=public)
+    with pytest.raises(ConfigError, match="32 bytes"):
+        signing.sign(b"x", private_key=b"short-key-of-twenty-b")
+
+
+def test_keygen_writes_the_private_key_for_its_owner_only(tmp_path, capsys, monkeypatch):
+    assert signing.main(["keygen", "--out", str(tmp_path / "k")]) == 0
+    private, public = tmp_path / "k" / "signing.key", tmp_path / "k" / "verify.key"
+    assert private.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv(signing.SIGNING_KEY_ENV, private.read_text())
+    capsys.readouterr()
+    assert signing.main(["public"]) == 0
+    assert capsys.readouterr().out.strip() == public.read_text()
+    with pytest.raises(SystemExit):  # never over an existing pair
+        signing.main(["keygen", "--out", str(tmp_path / "k")])

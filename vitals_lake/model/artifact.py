@@ -2,9 +2,10 @@
 
 The version is the first 12 hex digits of the skops file's SHA-256, which the metadata records. The
 whole metadata (that hash, the alert threshold, the features, the training facts) is signed: an
-HMAC-SHA256 over its canonical JSON under the model signing key (``VITALS_MODEL_SIGNING_KEY`` or
-``..._FILE``; a public development key in local runs only, :mod:`vitals_lake.keys`), which the
-training job and the pipeline hold. :func:`load` checks the signature, then the file's hash, BEFORE
+Ed25519 signature over its canonical JSON (:mod:`vitals_lake.model.signing`). The training job signs
+with the private key (``VITALS_MODEL_SIGNING_KEY``); the pipeline verifies with the public one
+(``VITALS_MODEL_VERIFY_KEY``), so what serves models cannot make one. :func:`load` checks the
+signature, then the file's hash, BEFORE
 deserialising, and then lets skops rebuild only an explicit list of trusted types: a changed byte of
 the model, a changed field of the metadata (a threshold set to infinity turned the model's alert arm
 off and loaded fine before the metadata was signed) or an unsigned artifact raises instead of being
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import json
 import math
 import platform
@@ -34,24 +34,13 @@ if TYPE_CHECKING:
 # scikit-learn and skops (about 4 s to import) are imported where a model is saved or loaded, so the
 # pipeline's workers and tools that never touch a model start without them.
 
-from vitals_lake.keys import KeySource
+from vitals_lake.model import signing
 
 MODEL_FILE: Final = "model.skops"
 METADATA_FILE: Final = "metadata.json"
 MODEL_CARD_FILE: Final = "MODEL_CARD.md"
-FORMAT_VERSION: Final = 2  # 2: the metadata is signed
+FORMAT_VERSION: Final = 3  # 2: the metadata is signed (HMAC); 3: signed with Ed25519
 SIGNATURE: Final = "signature"
-_SCHEME: Final = "hmac-sha256:"
-SIGNING_KEY_ENV: Final = "VITALS_MODEL_SIGNING_KEY"
-SIGNING_KEY_FILE_ENV: Final = "VITALS_MODEL_SIGNING_KEY_FILE"
-# Public on purpose: it only lets local runs sign and verify. Artifacts signed with it prove nothing.
-DEVELOPMENT_SIGNING_KEY: Final = b"vitals-lake DEVELOPMENT model signing key - not secret"
-SIGNING: Final = KeySource(
-    label="model signing",
-    env=SIGNING_KEY_ENV,
-    file_env=SIGNING_KEY_FILE_ENV,
-    development=DEVELOPMENT_SIGNING_KEY,
-)
 
 # Beyond skops' own defaults (numpy, builtins, common sklearn types): our detector classes and the
 # sklearn internals their models hold. Anything else in a file makes load() refuse it.
@@ -138,24 +127,29 @@ def save(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     metadata[SIGNATURE] = signature(
-        metadata, key=signing_key if signing_key is not None else SIGNING.load()[0]
+        metadata, key=signing_key if signing_key is not None else signing.SIGNING.load()[0]
     )
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     (out_dir / MODEL_CARD_FILE).write_text(_model_card(metadata))
     return metadata
 
 
-def signature(metadata: dict[str, Any], *, key: bytes) -> str:
-    """The HMAC-SHA256 of the metadata's canonical JSON (sorted keys, no spaces, ASCII; every field but
-    the signature itself)."""
+def canonical(metadata: dict[str, Any]) -> bytes:
+    """What is signed: the metadata's canonical JSON (sorted keys, no spaces, ASCII; every field but the
+    signature itself)."""
     body = {k: v for k, v in metadata.items() if k != SIGNATURE}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return _SCHEME + hmac.new(key, canonical.encode("ascii"), hashlib.sha256).hexdigest()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def load(path: Path, *, signing_key: bytes | None = None) -> LoadedModel:
+def signature(metadata: dict[str, Any], *, key: bytes) -> str:
+    """The metadata's Ed25519 signature under the private key ``key``."""
+    return signing.sign(canonical(metadata), private_key=key)
+
+
+def load(path: Path, *, verify_key: bytes | None = None) -> LoadedModel:
     """Load an artifact directory, verifying the metadata's signature and the model file's hash before
-    anything is deserialised. ``signing_key``: the model signing key (None: from the environment)."""
+    anything is deserialised. ``verify_key``: the model verification (public) key (None: from the
+    environment)."""
     path = Path(path)
     try:
         metadata = json.loads((path / METADATA_FILE).read_text())
@@ -166,8 +160,13 @@ def load(path: Path, *, signing_key: bytes | None = None) -> LoadedModel:
         raise ArtifactError(
             f"{path / METADATA_FILE} is not signed: retrain, or re-sign with the training job"
         )
-    key = signing_key if signing_key is not None else SIGNING.load()[0]
-    if not hmac.compare_digest(signature(metadata, key=key), metadata[SIGNATURE]):
+    if metadata[SIGNATURE].startswith(signing.RETIRED_SCHEMES):
+        raise ArtifactError(
+            f"{path / METADATA_FILE} is signed with the retired HMAC scheme: retrain, or re-sign with the"
+            " training job's Ed25519 key"
+        )
+    key = verify_key if verify_key is not None else signing.VERIFYING.load()[0]
+    if not signing.verify(canonical(metadata), metadata[SIGNATURE], public_key=key):
         raise ArtifactError(f"{path / METADATA_FILE}: the signature does not match (changed, or another key)")
     threshold = metadata.get("threshold")
     if not isinstance(threshold, int | float) or not math.isfinite(threshold):
