@@ -17,8 +17,9 @@ readings), each run into a fresh lake:
   (``CombinePerKey``). It does about 100 readings per CPU-second, so it runs on the file's first
   ``naive_sample`` readings (a rate per CPU-second does not depend on the length);
 * ``C bare loop``: the same vectorised functions without Beam, the same Delta calls as the pipeline
-  (the batch engine, ``vitals_lake.engine.BatchEngine``), on the whole file as one batch (the
-  pipeline's batch mode gathers each shard's rows of the file into one batch): the ceiling for
+  (the batch engine, ``vitals_lake.engine.BatchEngine``), batched as the pipeline batches a file
+  (read, gated and committed per ``BATCH`` lines with the replay's own reader, each shard's rows of
+  the whole file advanced at once): the ceiling for
   A, so A / C is what Beam costs;
 * ``D DuckDB``: an independent engine on one thread doing the comparable part (schema'd NDJSON read,
   the same range rules, NEWS2, de-duplication by event id, one-minute Gold, Parquet out;
@@ -62,6 +63,7 @@ from bench.runner import Context, Result, Variant, benchmark
 from ml import evaluate, train
 from pipelines import beam_vitals
 from pipelines.options import REPLAY_BATCH_SIZE
+from pipelines.sources import IndexLinesFn, ReadLineRangeFn
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.admissions import PatientDirectory
@@ -92,7 +94,7 @@ DEDUP_HORIZON: Final = timedelta(seconds=3600)
 
 VARIANT_A: Final = f"A this pipeline (Beam, {BATCH:,}-line replay batches)"
 VARIANT_B: Final = "B naive Beam (one element, one model call per reading)"
-VARIANT_C: Final = "C bare vectorised loop (no Beam, the file as one batch)"
+VARIANT_C: Final = f"C bare vectorised loop (no Beam, batched as A: {BATCH:,}-line gate batches)"
 VARIANT_D: Final = "D DuckDB, one thread (Silver + one-minute Gold, Parquet)"
 VARIANT_A_STARTUP: Final = f"A start-up: the pipeline on the first {STARTUP_LINES} readings"
 VARIANT_A_MARGINAL: Final = "A marginal: full run minus the start-up run"
@@ -385,16 +387,14 @@ def step_profile(readings: Path, lake_dir: Path, model_dir: Path) -> list[Step]:
 # -- C: the bare vectorised loop ------------------------------------------------------------------
 
 
-def _lines(path: Path) -> pa.Array:
-    """The file's lines as the pipeline's reader splits them (``envelope.split_lines``)."""
-    lines, _ = envelope.split_lines(path.read_bytes(), final=True)
-    return lines
-
-
 def run_bare(readings: Path, lake_dir: Path, model_dir: Path, *, batch: int | None = None) -> Counts | None:
     """The pipeline's logic without Beam: the batch engine (``vitals_lake.engine.BatchEngine``, the
-    same two halves and writers the pipeline's stages call) over batches of ``batch`` readings (None:
-    the whole file in one, as the pipeline's batch mode gathers a file read at once into a few)."""
+    same two halves and writers the pipeline's stages call), reading the file with the replay's own
+    reader (``pipelines.sources``, its DoFns called as plain functions). ``batch`` readings: gate,
+    advance and commit each batch in turn, as a stream does. None: batched as the pipeline batches a
+    file, the gate and the Bronze, quarantine and data-quality commits per ``BATCH`` lines, then each
+    shard's rows of the whole file advanced and committed at once (what the shard stage's GroupByKey
+    hands it)."""
     lake = Lake(lake_from_uri(str(lake_dir)))
     lake.ensure_all()
     engine = BatchEngine(
@@ -404,13 +404,23 @@ def run_bare(readings: Path, lake_dir: Path, model_dir: Path, *, batch: int | No
         model=ModelWatcher(str(model_dir), poll_seconds=NEVER_POLL),
         patients=PatientDirectory(lake).table(),
     )
-    lines = _lines(readings)
-    size = batch or max(len(lines), 1)
-    for number, start in enumerate(range(0, len(lines), size)):
-        now = time.time_ns() // 1000
-        records = envelope.records_from_lines(lines.slice(start, size), source="file")
-        bronze = envelope.to_bronze(records, ingest_time_us=now, ref_prefix=f"file:{readings}")
-        engine.run(bronze, batch_id=f"{now}-{number}-bare")
+    # The file read as the pipeline's replay reads it: ranges of whole lines, each a Bronze batch.
+    reader = ReadLineRangeFn(run_id="bare", started_us=time.time_ns() // 1000)
+    by_shard: dict[int, list[pa.Table]] = {}
+    for span in IndexLinesFn(batch or BATCH).process(str(readings)):
+        for batch_id, bronze in reader.process(span):
+            if batch:
+                engine.run(bronze, batch_id=batch_id)
+                continue
+            gated = engine.gate(bronze, batch_id=batch_id)
+            engine.commit_gate(bronze, quarantine=gated.parsed.quarantine, dq=gated.dq, batch_id=batch_id)
+            for shard, rows in gated.shards:
+                by_shard.setdefault(shard, []).append(rows)
+    if by_shard:
+        out = engine.advance(
+            [(shard, pa.concat_tables(tables)) for shard, tables in sorted(by_shard.items())]
+        )
+        engine.commit_shards(out, batch_id=f"{time.time_ns() // 1000}-shards-bare")
     return None
 
 
