@@ -201,7 +201,7 @@ def test_the_installed_wheel_runs_the_pipeline_without_the_repository(tmp_path):
     # The alert event schema comes from the package (the function's copy is generated from it).
     assert got["schema"] == alert_events.schema_text()
     assert got["schema"] == (REPO / "functions" / "alert_notifier" / "alert_event.schema.json").read_text()
-    assert {"ReadJsonl", "WriteBronze", "GateReadings", "AdvanceShards"} <= set(got["stages"])
+    assert {"ReplayJsonl", "WriteBronze", "GateReadings", "AdvanceShards"} <= set(got["stages"])
     assert {"ReadEnvelopes", "WriteBronze", "UpsertGold", "PublishAlerts"} <= set(got["streaming_stages"])
     total = PATIENTS * PER_PATIENT
     assert got["counts"] == {"bronze": total, "silver": total, "quarantine": 0}
