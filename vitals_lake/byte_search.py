@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 
-def _offsets(records: pa.Array) -> np.ndarray:
+def value_offsets(records: pa.Array) -> np.ndarray:
+    """The ``len + 1`` value offsets of a binary or string array into its data buffer (a slice's own)."""
     n = len(records)
     wide = pa.types.is_large_binary(records.type) or pa.types.is_large_string(records.type)
     width = 8 if wide else 4
@@ -31,7 +32,7 @@ def framed_by(records: pa.Array, first: bytes, last: bytes) -> np.ndarray:
     data = records.buffers()[2] if n else None
     if data is None or data.size == 0:
         return np.zeros(n, dtype=bool)
-    offsets = _offsets(records)
+    offsets = value_offsets(records)
     size = np.diff(offsets)
     nonempty = size > 0
     bytes_ = np.frombuffer(data, np.uint8)
@@ -55,7 +56,7 @@ def non_ascii(records: pa.Array) -> np.ndarray:
     data = records.buffers()[2] if n else None
     if data is None:
         return mask
-    offsets = _offsets(records)
+    offsets = value_offsets(records)
     lo, hi = int(offsets[0]), int(offsets[-1])
     bytes_ = np.frombuffer(data, np.uint8)
     for start in range(lo, hi, _WINDOW):
@@ -74,7 +75,7 @@ def containing(records: pa.Array, *needles: bytes) -> np.ndarray:
     data = records.buffers()[2] if n else None
     if data is None or not all(needles):
         return mask
-    offsets = _offsets(records)
+    offsets = value_offsets(records)
     lo, hi = int(offsets[0]), int(offsets[-1])
     blob = memoryview(data)[lo:hi].tobytes()
     relative = offsets - lo

@@ -26,7 +26,7 @@ import pyarrow.json as pj
 from vitals_lake import contract as c
 from vitals_lake import envelope, fhir
 from vitals_lake import expectations as ex
-from vitals_lake.byte_search import containing, framed_by, non_ascii
+from vitals_lake.byte_search import containing, framed_by, non_ascii, value_offsets
 from vitals_lake.isolation import run_isolating
 from vitals_lake.masks import true_where
 
@@ -376,11 +376,11 @@ def _parse_all(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
     if n == 0:
         return
     buf = _ndjson(text)
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32, count=len(text) + 1)[text.offset :]
+    offsets = value_offsets(text)
     starts = (offsets[:-1] - offsets[0]) + np.arange(len(text))  # each record's first byte in buf
     pos = 0
     while pos < n:
-        tables: list[pa.Table] = []
+        batches: list[pa.RecordBatch] = []
         got = 0
         try:
             reader = pj.open_json(
@@ -389,13 +389,13 @@ def _parse_all(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
                 parse_options=_PARSE_OPTIONS,
             )
             for batch in reader:
-                tables.append(pa.Table.from_batches([batch]))
+                batches.append(batch)
                 got += batch.num_rows
         except pa.ArrowInvalid as exc:
             found = _FAILED_ROW.search(str(exc))
             row = got + int(found.group(1)) if found else -1
-            if tables:
-                out.accept(pa.concat_tables(tables), idx[pos : pos + got])
+            if batches:
+                out.accept(pa.Table.from_batches(batches), idx[pos : pos + got])
             if not got <= row < n - pos:
                 _parse_range(text.slice(pos + got), idx[pos + got :], out)
                 return
@@ -405,8 +405,8 @@ def _parse_all(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
             pos = bad + 1
             continue
         if got == n - pos:
-            if tables:
-                out.accept(pa.concat_tables(tables), idx[pos:])
+            if batches:
+                out.accept(pa.Table.from_batches(batches), idx[pos:])
         else:
             _parse_range(text.slice(pos), idx[pos:], out)
         return
@@ -434,7 +434,7 @@ def _read_ndjson(text: pa.Array) -> pa.Table:
 
 def _data_buffer(arr: pa.Array) -> pa.Buffer:
     """The contiguous bytes of a string array (all values back to back), without a Python copy per value."""
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1)
+    offsets = value_offsets(arr)
     return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 

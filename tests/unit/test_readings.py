@@ -160,3 +160,14 @@ def test_records_the_parser_rejects_back_to_back_or_at_either_end(bad_at):
     assert parsed[c.EVENT_ID].to_pylist() == [f"evt-P000001-{i}" for i in kept.tolist()]
     alone = {i: parse_json(bronze([lines[i]])[c.RAW].combine_chunks())[2][0] for i in bad_at}
     assert errors == alone
+
+
+def test_a_slice_of_a_larger_array_parses_as_its_own_records():
+    # Offsets of a slice start past the buffer's first: the parser's restart positions must use them.
+    lines = [raw(reading(i)) for i in range(3_000)]
+    lines[2_500] = REJECTED_BY_THE_PARSER[0]
+    whole = bronze(lines)[c.RAW].combine_chunks()
+    parsed, kept, errors = parse_json(whole.slice(1_000))
+    assert list(errors) == [1_500] and errors[1_500][0] == "wrong_type"
+    assert parsed[c.EVENT_ID].to_pylist() == [f"evt-P000001-{i + 1_000}" for i in kept.tolist()]
+    assert len(kept) == 1_999
