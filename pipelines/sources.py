@@ -204,22 +204,19 @@ class ReplayJsonl(beam.PTransform):
 
 
 class ReadBronzeFn(beam.DoFn):
-    def __init__(self, lake: LakeSettings, batch_size: int) -> None:
+    """The lake's Bronze -> (batch id, ``batch_size`` rows) slices, each id naming where it starts."""
+
+    def __init__(self, lake: LakeSettings, batch_size: int, *, run_id: str, started_us: int) -> None:
         self.lake, self.batch_size = lake, batch_size
-
-    def process(self, _: object) -> Iterator[tuple[int, pa.Table]]:
-        bronze = Lake(self.lake).read("bronze")
-        for start in range(0, bronze.num_rows, self.batch_size):
-            yield start, bronze.slice(start, self.batch_size)
-
-
-class _NameBronzeSlice(beam.DoFn):
-    def __init__(self, *, run_id: str, started_us: int) -> None:
         self.run_id, self.started_us = run_id, started_us
 
-    def process(self, keyed: tuple[int, pa.Table]) -> Iterator[tuple[str, pa.Table]]:
-        start, rows = keyed
-        yield replay_batch_id(self.started_us, f"b{start}", self.run_id), rows
+    def process(self, _: object) -> Iterator[tuple[str, pa.Table]]:
+        bronze = Lake(self.lake).read("bronze")
+        for start in range(0, bronze.num_rows, self.batch_size):
+            yield (
+                replay_batch_id(self.started_us, f"b{start}", self.run_id),
+                bronze.slice(start, self.batch_size),
+            )
 
 
 class ReplayBronze(beam.PTransform):
@@ -239,11 +236,9 @@ class ReplayBronze(beam.PTransform):
             pbegin
             | "Start" >> beam.Create([None])
             | "ReadTable"
-            >> beam.ParDo(ReadBronzeFn(self.lake, self.batch_size)).with_output_types(tuple[int, pa.Table])
-            | "SpreadSlices" >> beam.Reshuffle().with_output_types(tuple[int, pa.Table])
-            | "NameBatches"
-            >> beam.ParDo(_NameBronzeSlice(run_id=self.run_id, started_us=self.started_us)).with_output_types(
-                tuple[str, pa.Table]
-            )
+            >> beam.ParDo(
+                ReadBronzeFn(self.lake, self.batch_size, run_id=self.run_id, started_us=self.started_us)
+            ).with_output_types(tuple[str, pa.Table])
+            | "SpreadSlices" >> beam.Reshuffle().with_output_types(tuple[str, pa.Table])
             | "CommitWindows" >> InCommitWindows(self.interval)
         )
