@@ -70,6 +70,7 @@ from vitals_lake.admissions import PatientDirectory
 from vitals_lake.config import lake_from_uri
 from vitals_lake.engine import BatchEngine, EngineSettings
 from vitals_lake.lake import Lake
+from vitals_lake.memory import retain_freed_memory
 from vitals_lake.model.serving import ModelWatcher, StreamScorer
 from vitals_lake.pseudonym import PseudonymKey
 from vitals_lake.readings import TimeRules, parse_batch
@@ -395,6 +396,7 @@ def run_bare(readings: Path, lake_dir: Path, model_dir: Path, *, batch: int | No
     file, the gate and the Bronze, quarantine and data-quality commits per ``BATCH`` lines, then each
     shard's rows of the whole file advanced and committed at once (what the shard stage's GroupByKey
     hands it)."""
+    retain_freed_memory()  # as the pipeline's workers do in their setup
     lake = Lake(lake_from_uri(str(lake_dir)))
     lake.ensure_all()
     engine = BatchEngine(

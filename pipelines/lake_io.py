@@ -13,6 +13,7 @@ from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
 from vitals_lake.gold_upsert import derive_diagnosis_hourly, upsert_gold_rows, upsert_rolling_rows
 from vitals_lake.lake import BatchMarker, Lake
+from vitals_lake.memory import retain_freed_memory
 
 
 class _LakeWriterFn(beam.DoFn):
@@ -21,6 +22,7 @@ class _LakeWriterFn(beam.DoFn):
         self.lake: Lake | None = None
 
     def setup(self) -> None:
+        retain_freed_memory()
         self.lake = Lake(self.settings)
 
 

@@ -56,6 +56,7 @@ from vitals_lake.gold_upsert import (
     upsert_rolling_rows,
 )
 from vitals_lake.lake import Lake
+from vitals_lake.memory import retain_freed_memory
 from vitals_lake.model.serving import ModelWatcher
 from vitals_lake.pseudonym import PseudonymKey
 from vitals_lake.sharding import LOCAL_SHARDS, check_shards
@@ -168,6 +169,7 @@ def _batches(lines: list[bytes], size: int) -> list[tuple[int, int]]:
 def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
     """Worker ``worker`` of ``plan.workers`` (see the module's doc): gate, then advance."""
     started, cpu0 = time.monotonic(), time.process_time()
+    retain_freed_memory()
     lake = Lake(lake_from_uri(plan.lake))
     lake.ensure_all()
     model = ModelWatcher(plan.model_uri, poll_seconds=1e9) if plan.model_uri else None

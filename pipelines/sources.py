@@ -22,6 +22,7 @@ from pipelines.batching import InCommitWindows
 from vitals_lake import envelope
 from vitals_lake.config import LakeSettings
 from vitals_lake.lake import Lake
+from vitals_lake.memory import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,9 @@ class ReadLineRangeFn(beam.DoFn):
         self.run_id = run_id
         self.started_us = started_us
         self.records = Metrics.counter("ingest", "records")
+
+    def setup(self) -> None:
+        retain_freed_memory()
 
     def process(self, span: LineRange) -> Iterator[tuple[str, pa.Table]]:
         with FileSystems.open(span.path) as fh:

@@ -46,6 +46,7 @@ from vitals_lake.engine import (
     shard_readers,
 )
 from vitals_lake.lake import Lake
+from vitals_lake.memory import retain_freed_memory
 from vitals_lake.model.serving import ModelWatcher
 from vitals_lake.pseudonym import PseudonymKey
 
@@ -86,6 +87,7 @@ class GateReadingsFn(beam.DoFn):
         self.key: bytes = b""
 
     def setup(self) -> None:
+        retain_freed_memory()
         self.patients = PatientDirectory(Lake(self.lake_settings))
         self.key = PseudonymKey.from_env().secret
 
@@ -217,6 +219,7 @@ class AdvanceShardFn(beam.DoFn):
         self.state_bytes = Metrics.distribution("state", "shard_state_bytes")
 
     def setup(self) -> None:
+        retain_freed_memory()
         self.lake = Lake(self.lake_settings)
         if self.model_uri:
             uri, poll = self.model_uri, self.model_poll

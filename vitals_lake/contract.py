@@ -561,6 +561,10 @@ class TableSpec:
     # Days a date partition is kept (None: until deleted); maintenance deletes older partitions and
     # BigQuery expires them (a deployment overrides: ``--retention-days``, ``warehouse_retention_days``).
     retention_days: int | None = None
+    # "payloads": the records as received (Bronze, quarantine), nearly every value distinct. Their
+    # files skip dictionaries and use ZSTD level 1: 716,132 readings made 32 MB of Bronze against
+    # 63 MB with the default (Snappy, dictionaries), for the same 0.6 CPU-s in 100,000-row commits.
+    holds: Literal["columns", "payloads"] = "columns"
 
     @property
     def date_partition(self) -> str | None:
@@ -584,7 +588,7 @@ class TableSpec:
 # (Silver, Gold, alerts, trends) two years. The identity table (patients) holds current admissions and
 # has no retention of its own; the commit log and references are small.
 TABLES: Final[dict[Layer, TableSpec]] = {
-    "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,), retention_days=30),
+    "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,), retention_days=30, holds="payloads"),
     "silver": TableSpec(SILVER_TABLE, SILVER_SCHEMA, (EVENT_DATE,), dated_by=TIMESTAMP, retention_days=730),
     "gold": TableSpec(
         GOLD_TABLE,
@@ -594,7 +598,9 @@ TABLES: Final[dict[Layer, TableSpec]] = {
         dated_by=WINDOW_START,
         retention_days=730,
     ),
-    "quarantine": TableSpec(QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,), retention_days=90),
+    "quarantine": TableSpec(
+        QUARANTINE_TABLE, QUARANTINE_SCHEMA, (INGEST_DATE,), retention_days=90, holds="payloads"
+    ),
     "silver_commits": TableSpec(SILVER_COMMITS_TABLE, SILVER_COMMITS_SCHEMA, ()),
     "dq_metrics": TableSpec(DQ_METRICS_TABLE, DQ_METRICS_SCHEMA, (EVENT_DATE,), retention_days=400),
     "diagnosis_hourly": TableSpec(
@@ -613,7 +619,7 @@ TABLES: Final[dict[Layer, TableSpec]] = {
         retention_days=730,
     ),
     "bronze_admissions": TableSpec(
-        BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,), retention_days=30
+        BRONZE_ADMISSIONS_TABLE, BRONZE_ADMISSIONS_SCHEMA, (INGEST_DATE,), retention_days=30, holds="payloads"
     ),
     "patients": TableSpec(PATIENTS_TABLE, PATIENTS_SCHEMA, ()),
     "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),

@@ -23,7 +23,15 @@ from typing import Any, Final, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Field, Transaction, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Field,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
 from pyarrow.fs import FileType
@@ -303,6 +311,7 @@ class Lake:
             _laid_out(dt, spec, rows.select(spec.schema.names).cast(spec.schema)),
             mode="append",
             commit_properties=_props(marker),
+            writer_properties=writer_properties(spec),
         )
         self._keep(layer, dt)
         return True
@@ -340,7 +349,13 @@ class Lake:
             else rows
         )
         if fresh.num_rows:
-            write_deltalake(dt, _laid_out(dt, spec, fresh), mode="append", commit_properties=_props(marker))
+            write_deltalake(
+                dt,
+                _laid_out(dt, spec, fresh),
+                mode="append",
+                commit_properties=_props(marker),
+                writer_properties=writer_properties(spec),
+            )
             self._keep(layer, dt)
         return InsertResult(offered, fresh.num_rows, offered - fresh.num_rows), fresh
 
@@ -379,6 +394,7 @@ class Lake:
                     source_alias="s",
                     target_alias="t",
                     commit_properties=_props(marker),
+                    writer_properties=writer_properties(spec),
                 )
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
@@ -446,6 +462,21 @@ def one_per_key(
     if len(firsts) == rows.num_rows:
         return rows
     return rows.take(pc.take(firsts, pc.sort_indices(firsts)))
+
+
+_PAYLOAD_FILES: Final = WriterProperties(
+    compression="ZSTD",
+    compression_level=1,
+    default_column_properties=ColumnProperties(dictionary_enabled=False),
+)
+
+
+_COLUMN_FILES: Final = WriterProperties(compression="SNAPPY")  # what delta-rs writes without properties
+
+
+def writer_properties(spec: c.TableSpec) -> WriterProperties:
+    """How the table's Parquet files are written."""
+    return _PAYLOAD_FILES if spec.holds == "payloads" else _COLUMN_FILES
 
 
 def _hourly(dt: DeltaTable, spec: c.TableSpec) -> bool:

@@ -50,7 +50,7 @@ from deltalake.transaction import CommitProperties
 from vitals_lake import contract as c
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
-from vitals_lake.lake import Lake
+from vitals_lake.lake import Lake, writer_properties
 from vitals_lake.logs import configure as configure_logging
 from vitals_lake.logs import log_format
 
@@ -352,9 +352,14 @@ def _optimize_partition(
 
     def run() -> dict[str, Any]:
         optimizer = DeltaTable(uri, storage_options=storage).optimize
+        props = writer_properties(spec)  # compaction keeps the table's compression
         if zorder:
-            return optimizer.z_order(zorder, partition_filters=part.filters, commit_properties=commit)
-        return optimizer.compact(partition_filters=part.filters, commit_properties=commit)
+            return optimizer.z_order(
+                zorder, partition_filters=part.filters, commit_properties=commit, writer_properties=props
+            )
+        return optimizer.compact(
+            partition_filters=part.filters, commit_properties=commit, writer_properties=props
+        )
 
     metrics, attempts = with_conflict_retries(run, what=f"{spec.name} {part.label or '(table)'}")
     after = {p.value: p for p in _partitions(DeltaTable(uri, storage_options=storage), spec)}.get(part.value)
