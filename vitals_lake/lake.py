@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import (
@@ -454,14 +455,37 @@ def one_per_key(
     rows: pa.Table, keys: tuple[str, ...], *, keep: Literal["first", "last"] = "first"
 ) -> pa.Table:
     """Keep one row per combination of ``keys``: the first (or last) in table order."""
-    if rows.num_rows == 0:
+    n = rows.num_rows
+    if n == 0:
         return rows
-    numbered = rows.append_column("__row", pa.array(range(rows.num_rows), pa.int64()))
-    agg = "min" if keep == "first" else "max"
-    firsts = numbered.group_by(list(keys), use_threads=False).aggregate([("__row", agg)])[f"__row_{agg}"]
-    if len(firsts) == rows.num_rows:
-        return rows
-    return rows.take(pc.take(firsts, pc.sort_indices(firsts)))
+    if keep == "last":  # the first of each key in the reversed rows
+        backwards = pa.array(np.arange(n - 1, -1, -1))
+        kept = np.flatnonzero(_first_of_each(rows.select(list(keys)).take(backwards), keys))
+        return rows if len(kept) == n else rows.take(pa.array(n - 1 - kept[::-1]))
+    first = _first_of_each(rows, keys)
+    return rows if first.all() else rows.filter(pa.array(first))
+
+
+def _first_of_each(rows: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
+    """Mask of the rows that are their key's first. A dictionary encoding numbers the keys in order of
+    first appearance, so a row is its key's first exactly when its number exceeds every number before
+    it (one hash pass per key column and a running maximum: no sort, no grouping)."""
+    codes, _ = _key_codes(rows[keys[0]])
+    for key in keys[1:]:  # the pair of numbers numbered again
+        more, distinct = _key_codes(rows[key])
+        codes, _ = _key_codes(pa.array(codes * distinct + more))
+    first = np.empty(len(codes), dtype=bool)
+    first[0] = True
+    np.greater(codes[1:], np.maximum.accumulate(codes)[:-1], out=first[1:])
+    return first
+
+
+def _key_codes(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
+    """(a number per row, in order of first appearance; how many distinct), null a key of its own."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()  # one dictionary for all the rows
+    encoded = pc.dictionary_encode(column, null_encoding="encode")
+    return np.asarray(encoded.indices, dtype=np.int64), len(encoded.dictionary)
 
 
 _PAYLOAD_FILES: Final = WriterProperties(

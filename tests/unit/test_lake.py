@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 import shutil
 import time
 from datetime import timedelta
@@ -13,7 +14,7 @@ from deltalake import DeltaTable, write_deltalake
 from tests.factories import T0, bronze, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
-from vitals_lake.lake import BatchMarker, Lake, TimeSpan, first_per_key
+from vitals_lake.lake import BatchMarker, Lake, TimeSpan, first_per_key, one_per_key
 from vitals_lake.summaries import gold_from_silver
 
 
@@ -68,6 +69,29 @@ def test_duplicates_outside_the_horizon_are_not_looked_for(lake):
 def test_first_per_key_keeps_arrival_order():
     t = silver([3, 1, 3, 2, 1])
     assert first_per_key(t, c.EVENT_ID)[c.EVENT_ID].to_pylist() == [f"evt-P000001-{i}" for i in (3, 1, 2)]
+
+
+@pytest.mark.parametrize("keep", ["first", "last"])
+@pytest.mark.parametrize("keys", [("a",), ("b",), ("a", "b"), ("b", "a")])
+def test_one_per_key_matches_a_row_by_row_reference(keys, keep):
+    # Few distinct keys, nulls among them, two chunks: every path of the encoding is exercised.
+    rng = random.Random(7)
+    a = [rng.choice(["x", "y", "z", None]) for _ in range(400)]
+    b = [rng.choice([1, 2, None]) for _ in range(400)]
+    rows = pa.concat_tables(
+        [
+            pa.table({"a": a[:150], "b": b[:150], "n": range(150)}),
+            pa.table({"a": a[150:], "b": b[150:], "n": range(150, 400)}),
+        ]
+    )
+    chosen: dict[tuple[object, ...], int] = {}
+    for n, row in enumerate(rows.to_pylist()):
+        key = tuple(row[k] for k in keys)
+        if keep == "last" or key not in chosen:
+            chosen[key] = n
+    expected = sorted(chosen.values())
+    assert one_per_key(rows, keys, keep=keep)["n"].to_pylist() == expected
+    assert len(expected) < 20  # duplicates were there to drop
 
 
 def gold_rows(updated_at_us: int, *, count: int | None = None) -> pa.Table:
