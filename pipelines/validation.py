@@ -211,9 +211,9 @@ class AdvanceShardFn(beam.DoFn):
         self.inserted = Metrics.counter("lake", "silver_rows")
         self.duplicates = Metrics.counter("lake", "duplicates_removed")
         self.alert_events = Metrics.counter("alerts", "events")
-        # Rows the alert rule stepped one by one (patients with the condition present or an alert
-        # open); every other row is settled for its whole batch with array operations.
-        self.alert_rows_stepped = Metrics.counter("alerts", "rows_stepped_one_by_one")
+        # Rows of patients with the alert condition present or an alert open: the rows whose alert
+        # state the rule works out event by event (every other row only moves its patient's clock).
+        self.alert_episode_rows = Metrics.counter("alerts", "episode_rows")
         self.restored = Metrics.counter("state", "shards_started_without_state")
         self.lake_reads = Metrics.counter("state", "lake_reads")
         self.state_bytes = Metrics.distribution("state", "shard_state_bytes")
@@ -236,7 +236,7 @@ class AdvanceShardFn(beam.DoFn):
         if state is None:
             state = ShardState.new(self.settings)
             self.restored.inc()
-        reads_before, stepped_before = state.lake_reads, state.scorer.alerts.stepped
+        reads_before, episode_rows_before = state.lake_reads, state.scorer.alerts.episode_rows
         readers = shard_readers(
             self.lake, shard=shard, shards=self.settings.shards, ingested_before_us=self.ingested_before_us
         )
@@ -245,7 +245,7 @@ class AdvanceShardFn(beam.DoFn):
         commit_silver(self.lake, result, batch_id=batch_id)
         owner.write(SHARD_MEMORY.keep(self.run_id, shard, state))
         self.lake_reads.inc(state.lake_reads - reads_before)
-        self.alert_rows_stepped.inc(state.scorer.alerts.stepped - stepped_before)
+        self.alert_episode_rows.inc(state.scorer.alerts.episode_rows - episode_rows_before)
         self.valid.inc(result.offered)
         self.inserted.inc(result.silver.num_rows)
         self.duplicates.inc(result.duplicates)

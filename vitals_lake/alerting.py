@@ -122,8 +122,8 @@ class AlertTracker:
     and advances it.
 
     The common case is decided for whole batches at once: a patient with no alert open and no row with
-    the condition only moves their clock. Only the rows of patients with the condition present or an
-    alert open are stepped one by one (``stepped`` counts them): the rule's timing is a sequence.
+    the condition only moves their clock. The rows of patients with the condition present or an alert
+    open (``episode_rows`` counts them) are decided by :meth:`_episodes`, also with array operations.
     """
 
     rule: AlertRule = field(default_factory=AlertRule)
@@ -135,7 +135,7 @@ class AlertTracker:
     closed_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
     opened_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
     severity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
-    stepped: int = 0  # rows that took the one-by-one path
+    episode_rows: int = 0  # rows of patients with the condition present or an alert open
 
     def patient(self, patient_id: str) -> PatientAlert | None:
         """One patient's state (None: never seen)."""
@@ -177,25 +177,134 @@ class AlertTracker:
         moved = quiet & (newest >= self.last_ts[g_slot])
         self.run_start[g_slot[moved]] = np.nan
         self.last_ts[g_slot[moved]] = newest[moved]
-        busy = np.flatnonzero(~quiet)
-        if busy.size:
+        busy = ~quiet
+        if busy.any():
             ends = np.r_[first[1:], n]
-            s_ts = ts[order]
-            # A patient without an open alert is quiet up to their first row with the condition.
-            first_present = np.minimum.reduceat(np.where(cond[order], np.arange(n), n), first)
-            for g in busy.tolist():
-                state = self._load(int(g_slot[g]))
-                lo = int(first[g])
-                if not state.is_open and first_present[g] > lo:
-                    lo = int(first_present[g])
-                    if s_ts[lo - 1] >= state.last_ts:
-                        state.run_start, state.last_ts = None, float(s_ts[lo - 1])
-                rows = order[lo : ends[g]]
-                for i in rows.tolist():
-                    self._step(state, float(ts[i]), bool(cond[i]), int(sev[i]), out=out, i=i)
-                self._store(int(g_slot[g]), state)
-                self.stepped += len(rows)
+            sizes = (ends - first)[busy]
+            rows = order[np.repeat(busy, ends - first)]  # the busy patients' rows, still in order
+            head = np.r_[0, np.cumsum(sizes)[:-1]]
+            self._episodes(rows, head, g_slot[busy], ts=ts, cond=cond, sev=sev, out=out)
         return out
+
+    def _episodes(
+        self,
+        rows: np.ndarray,
+        head: np.ndarray,
+        gs: np.ndarray,
+        *,
+        ts: np.ndarray,
+        cond: np.ndarray,
+        sev: np.ndarray,
+        out: AlertDecisions,
+    ) -> None:
+        """Decide ``rows`` (indices into the batch, sorted by patient then time; ``head``: where each
+        patient's rows begin; ``gs``: the patients' state rows) and advance those patients' state.
+
+        Exactly what stepping each reading through the rule in turn does (the rule in the module's
+        doc), for every patient at once. When the condition's runs and gaps began depends on the rows
+        alone, not on the alert; the alert depends on them only at its events (opening, resolving).
+        So the runs are found first, then the events, one round per event for every patient at once (a
+        patient has a few a batch: the cooldown spaces them), then each row's state between its
+        patient's events.
+        """
+        rule = self.rule
+        m = len(rows)
+        self.episode_rows += m
+        t, present, severity = ts[rows], cond[rows], sev[rows].astype(np.int16)
+        idx = np.arange(m)
+        last = np.r_[head[1:], m] - 1
+        group = np.repeat(np.arange(len(gs)), last - head + 1)
+        is_head = np.zeros(m, bool)
+        is_head[head] = True
+        last0, run0, open0 = self.last_ts[gs], self.run_start[gs], self.is_open[gs]
+        absent0, closed0, opened0 = self.absent_since[gs], self.closed_at[gs], self.opened_at[gs]
+        sev0 = self.severity[gs].astype(np.int16)
+        # A reading older than the patient's newest changes nothing; the rest are in time order.
+        active = t >= last0[group]
+        on, off = active & present, active & ~present
+        first_active = active & (is_head | ~np.r_[False, active[:-1]])
+        # When each row's unbroken run of the condition (or of its absence) began.
+        run_start = _run_starts(on, t, is_head, carried=np.where(first_active, run0[group], np.nan))
+        gap_start = _run_starts(
+            off, t, is_head, carried=np.where(first_active & open0[group], absent0[group], np.nan)
+        )
+        can_open = on & (t - run_start >= rule.persistence_seconds)
+        can_close = off & (t - gap_start >= rule.clear_seconds)
+        # The events: each round finds every waiting patient's next one among their rows still ahead.
+        is_open, closed_at = open0.copy(), closed0.copy()
+        opens: list[np.ndarray] = []
+        closes: list[np.ndarray] = []
+        ahead = idx
+        while ahead.size:
+            owner = group[ahead]
+            due = np.where(
+                is_open[owner],
+                can_close[ahead],
+                can_open[ahead] & (t[ahead] - closed_at[owner] >= rule.cooldown_seconds),
+            )
+            firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+            nxt = np.minimum.reduceat(np.where(due, ahead, m), firsts)
+            found = nxt < m
+            g, j = owner[firsts][found], nxt[found]
+            opening = ~is_open[g]
+            opens.append(j[opening])
+            closes.append(j[~opening])
+            closed_at[g[~opening]] = t[j[~opening]]
+            is_open[g] = opening
+            after = np.full(len(gs), m)  # a patient with no further event has nothing ahead
+            after[g] = j
+            ahead = ahead[ahead > after[owner]]
+        opened_rows = np.concatenate([np.zeros(0, np.int64), *opens])
+        closed_rows = np.concatenate([np.zeros(0, np.int64), *closes])
+        opening_row = np.zeros(m, bool)
+        opening_row[opened_rows] = True
+        # Each row's state after it.
+        step = np.zeros(m, np.int64)
+        step[head] += open0.astype(np.int64)
+        step[opened_rows] += 1
+        step[closed_rows] -= 1
+        total = np.cumsum(step)
+        open_after = (total - (total[head] - step[head])[group]).astype(bool)
+        open_before = np.r_[False, open_after[:-1]]
+        open_before[head] = open0
+        transition = np.zeros(m, np.int8)
+        transition[opened_rows] = OPENED
+        transition[closed_rows] = RESOLVED
+        # Severity: set at an opening, raised by a worse reading while open. A running maximum per
+        # stretch that starts at a patient's first row or an opening.
+        eligible = on & open_before
+        contribution = np.where(eligible, severity, _NONE)
+        contribution[head] = np.maximum(sev0, contribution[head])
+        contribution[opened_rows] = severity[opened_rows]
+        starts = is_head | opening_row
+        stretch = np.cumsum(starts, dtype=np.int64) - 1
+        # One running maximum over all stretches: each stretch's values are lifted above the last's.
+        lifted = stretch * _STRETCH + (contribution - _NONE)
+        running = np.maximum.accumulate(lifted) - stretch * _STRETCH + _NONE
+        before = np.where(is_head, sev0[group], np.r_[_NONE, running[:-1]])
+        raised = eligible & ~opening_row & (severity > before)
+        transition[raised] = ESCALATED
+        opened_at = np.where(opening_row, t, opened0[group])[np.maximum.accumulate(np.where(starts, idx, 0))]
+        shown = open_after | (transition == RESOLVED)
+        out.transition[rows] = transition
+        out.open[rows] = open_after
+        out.severity[rows] = np.where(shown, running, -1)
+        out.opened_at[rows] = np.where(shown, opened_at, np.nan)
+        out.run_start[rows[opened_rows]] = run_start[opened_rows]
+        # The state after each patient's last row (the active rows are each patient's last ones).
+        moved = active[last]
+        self.last_ts[gs] = np.where(moved, t[last], last0)
+        self.run_start[gs] = np.where(moved, run_start[last], run0)  # NaN after a gap
+        self.is_open[gs] = open_after[last]
+        # The gap's start is set by a gap while open, cleared by the condition or a resolution.
+        resolving = transition == RESOLVED
+        touches_gap = on | (off & open_before)
+        gap_value = np.where(off & open_before & ~resolving, gap_start, np.nan)
+        setter = np.maximum.reduceat(np.where(touches_gap, idx, -1), head)
+        self.absent_since[gs] = np.where(setter >= 0, gap_value[np.maximum(setter, 0)], absent0)
+        self.closed_at[gs] = closed_at
+        self.opened_at[gs] = opened_at[last]
+        self.severity[gs] = running[last].astype(np.int8)
 
     def _load(self, slot: int) -> PatientAlert:
         def opt(value: float) -> float | None:
@@ -211,15 +320,6 @@ class AlertTracker:
             severity=int(self.severity[slot]),
         )
 
-    def _store(self, slot: int, s: PatientAlert) -> None:
-        self.last_ts[slot] = s.last_ts
-        self.run_start[slot] = np.nan if s.run_start is None else s.run_start
-        self.is_open[slot] = s.is_open
-        self.absent_since[slot] = np.nan if s.absent_since is None else s.absent_since
-        self.closed_at[slot] = s.closed_at
-        self.opened_at[slot] = s.opened_at
-        self.severity[slot] = s.severity
-
     def _grow(self, rows: int) -> None:
         more = rows - len(self.last_ts)
         fresh = PatientAlert()
@@ -229,39 +329,19 @@ class AlertTracker:
             fill = np.nan if default is None else default
             setattr(self, name, np.r_[array, np.full(more, fill, array.dtype)])
 
-    def _step(
-        self, s: PatientAlert, t: float, present: bool, severity: int, *, out: AlertDecisions, i: int
-    ) -> None:
-        rule = self.rule
-        transition = NO_CHANGE
-        if t >= s.last_ts:
-            s.last_ts = t
-            if not present:
-                s.run_start = None
-                if s.is_open:
-                    s.absent_since = t if s.absent_since is None else s.absent_since
-                    if t - s.absent_since >= rule.clear_seconds:
-                        s.is_open, s.absent_since, s.closed_at = False, None, t
-                        transition = RESOLVED
-            else:
-                s.absent_since = None
-                if s.run_start is None:
-                    s.run_start = t
-                if s.is_open and severity > s.severity:
-                    s.severity = severity
-                    transition = ESCALATED
-                elif (
-                    not s.is_open
-                    and t - s.run_start >= rule.persistence_seconds
-                    and t - s.closed_at >= rule.cooldown_seconds
-                ):
-                    s.is_open, s.opened_at, s.severity = True, t, severity
-                    transition = OPENED
-                    out.run_start[i] = s.run_start
-        out.transition[i] = transition
-        out.open[i] = s.is_open
-        out.severity[i] = s.severity if s.is_open or transition == RESOLVED else -1
-        out.opened_at[i] = s.opened_at if s.is_open or transition == RESOLVED else np.nan
+
+_NONE: Final = -128  # below every severity rank: "this row does not set the severity"
+_STRETCH: Final = 1024  # above the span of (severity - _NONE): lifts each stretch above the last
+
+
+def _run_starts(member: np.ndarray, t: np.ndarray, is_head: np.ndarray, *, carried: np.ndarray) -> np.ndarray:
+    """For each row of a run of ``member`` rows (consecutive within a patient), when the run began:
+    its first row's time, or ``carried`` there where that is set (a run going on from the last
+    batch). NaN outside the runs."""
+    begins = member & (is_head | ~np.r_[False, member[:-1]])
+    began = np.where(np.isnan(carried), t, carried)
+    at = np.maximum.accumulate(np.where(begins, np.arange(len(t)), 0))
+    return np.where(member, began[at], np.nan)
 
 
 def _bools(values: np.ndarray) -> np.ndarray:

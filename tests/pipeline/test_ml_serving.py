@@ -55,10 +55,10 @@ def test_the_pipeline_scores_every_silver_reading_with_the_deployed_model(models
     assert 0 < pc.sum(silver[c.IS_ANOMALY]).as_py() < silver.num_rows
     gold = lake.read("gold", columns=[c.gold_column(c.ANOMALY_SCORE, "max")])
     assert gold[c.gold_column(c.ANOMALY_SCORE, "max")].null_count == 0
-    # The rows the alert rule stepped one by one are counted: at least every row with an alert open,
-    # far fewer than all rows (the rest are settled batch-wise).
-    stepped = result.metrics().query(MetricsFilter().with_name("rows_stepped_one_by_one"))["counters"]
-    count = sum(m.committed for m in stepped)
+    # The rows of alert episodes are counted: at least every row with an alert open, far fewer than
+    # all rows (the rest only move their patient's clock).
+    episodes = result.metrics().query(MetricsFilter().with_name("episode_rows"))["counters"]
+    count = sum(m.committed for m in episodes)
     assert 0 < pc.sum(silver[c.ALERT_OPEN]).as_py() <= count < silver.num_rows
     # The counters Terraform's quarantine-ratio policy divides, by the names it selects (names.json).
     names = json.loads((GENERATED_DIR / NAMES_FILE).read_text())["monitoring"]["pipeline_counters"]

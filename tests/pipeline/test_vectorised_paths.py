@@ -103,9 +103,9 @@ def test_the_vectorised_engine_matches_the_per_reading_one_row_for_row(day, batc
         opened += int(pc.sum(pc.equal(a.alerts[c.ALERT_STATE], "opened")).as_py() or 0)
         duplicates += a.duplicates
         quarantined += a.quarantine.num_rows
-    # The day exercised what it is meant to: faults, duplicates, alerts, the one-by-one alert path.
+    # The day exercised what it is meant to: faults, duplicates, alerts, alert episodes.
     assert silver > 12 * 1300 and quarantined > 0 and duplicates > 0 and opened > 0
-    assert sum(s.scorer.alerts.stepped for s in new.states.values()) > 0
+    assert sum(s.scorer.alerts.episode_rows for s in new.states.values()) > 0
     assert a.silver[c.ANOMALY_SCORE].null_count == 0  # the model scored (the features reached it)
 
 

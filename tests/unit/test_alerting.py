@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.reference_alerting import PerPatientAlertTracker
 from vitals_lake.alerting import (
     ESCALATED,
     NO_CHANGE,
@@ -107,3 +108,52 @@ def test_an_alert_opens_escalates_once_per_rise_and_resolves_with_its_opening_ti
     assert np.isnan(d.opened_at[0]) and np.isnan(d.opened_at[8])
     assert d.run_start[1] == 0.0  # the condition began a reading before the alert opened
     assert d.open.tolist() == [0, 1, 1, 1, 1, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_tracker_matches_the_reading_by_reading_reference(seed):
+    """Random episodes over random rules, batches and patients, readings out of order and repeated,
+    against the state machine stepped one reading at a time: every decision and the state after."""
+    rng = np.random.default_rng(seed)
+    rule = AlertRule(
+        persistence_seconds=float(rng.choice([0, 20, 60])),
+        clear_seconds=float(rng.choice([0, 30, 120])),
+        cooldown_seconds=float(rng.choice([0, 100, 600])),
+    )
+    tracker, reference = AlertTracker(rule), PerPatientAlertTracker(rule)
+    patients = [f"P{i}" for i in range(int(rng.integers(1, 7)))]
+    clock = {p: 0.0 for p in patients}
+    present = {p: False for p in patients}
+    for _ in range(int(rng.integers(1, 5))):
+        ids, seconds, condition = [], [], []
+        for _ in range(int(rng.integers(0, 120))):
+            p = str(rng.choice(patients))
+            if rng.random() < 0.15:  # a run of the condition starts or ends
+                present[p] = not present[p]
+            late = rng.random() < 0.1  # an old reading, or one at a time already seen
+            clock[p] += 0.0 if late else float(rng.choice([0, 10, 10, 10, 25]))
+            ids.append(p)
+            seconds.append(clock[p] - (float(rng.choice([0, 5, 40])) if late else 0.0))
+            condition.append(present[p] if rng.random() < 0.9 else not present[p])
+        severity = rng.integers(0, 4, len(ids)).astype(np.int8)
+        args = {
+            "patient_ids": np.array(ids, dtype=object),
+            "seconds": np.array(seconds, dtype=np.float64),
+            "condition": np.array(condition, dtype=bool),
+            "severity": severity,
+        }
+        got, want = tracker.update(**args), reference.update(**args)
+        for name in ("condition", "transition", "open", "severity", "opened_at", "run_start"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    for p, state in reference.patients.items():
+        mine = tracker.patient(p)
+        assert mine is not None
+        assert (mine.last_ts, mine.run_start, mine.is_open, mine.absent_since, mine.closed_at) == (
+            state.last_ts,
+            state.run_start,
+            state.is_open,
+            state.absent_since,
+            state.closed_at,
+        )
+        assert mine.severity == state.severity
+        np.testing.assert_array_equal(mine.opened_at, state.opened_at)
