@@ -279,7 +279,7 @@ def parse_json(
 ) -> tuple[pa.Table, np.ndarray, dict[int, tuple[str, str]]]:
     """Parse records against ``READING_JSON_SCHEMA``.
 
-    Returns the parsed rows, the indices of the records they came from, and per failed record
+    Returns the parsed rows, the indices of the records they came from (ascending), and per failed record
     index its parser rule and a short detail. Records in ``skip`` already failed elsewhere.
     """
     n = len(raw)
@@ -542,11 +542,13 @@ def _quarantine_rows(
         return c.QUARANTINE_SCHEMA.empty_table()
     rows = np.array(sorted(rules), dtype=np.int64)
     # Best-effort identifiers for triage, only where they parsed and passed their own format rule.
-    position = {int(src): j for j, src in enumerate(ok_idx.tolist())}
+    # Each quarantined record's parsed row, if it parsed (ok_idx: parsed rows' records, ascending).
+    at = np.minimum(np.searchsorted(ok_idx, rows), max(len(ok_idx) - 1, 0))
+    parsed = (ok_idx[at] == rows) if len(ok_idx) else np.zeros(len(rows), dtype=bool)
     event_ids: list[str | None] = []
     patient_ids: list[str | None] = []
-    for r in rows.tolist():
-        j = position.get(r)
+    for r, j_at, found in zip(rows.tolist(), at.tolist(), parsed.tolist(), strict=True):
+        j = j_at if found else None
         names = rules[r]
         event_ids.append(
             normalised[c.EVENT_ID][j].as_py() if j is not None and "event_id_format" not in names else None
