@@ -50,10 +50,12 @@ class SeenEvents:
             return rows
         ts = _micros(rows[c.TIMESTAMP])
         self._cover(int(ts.min()), stored)
-        known = pc.is_in(rows[c.EVENT_ID], value_set=self.ids)
-        new = rows.filter(pc.invert(known))
-        keep = np.asarray(pc.invert(known).to_numpy(zero_copy_only=False), bool)
-        self._remember(new[c.EVENT_ID], ts[keep])
+        if len(self.ids):
+            keep = np.asarray(pc.invert(pc.is_in(rows[c.EVENT_ID], value_set=self.ids)), bool)
+            new, new_ts = rows.filter(pa.array(keep)), ts[keep]
+        else:  # nothing remembered yet (a replay's first batch of the shard): nothing to look up
+            new, new_ts = rows, ts
+        self._remember(new[c.EVENT_ID], new_ts)
         newest = int(ts.max())
         self.newest_us = newest if self.newest_us is None else max(self.newest_us, newest)
         self._forget_before(self.newest_us - self.horizon_us)
