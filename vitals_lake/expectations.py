@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+from vitals_lake.byte_search import IDENTIFIER_FIRST, IDENTIFIER_REST, identifiers
 
 Action = Literal["drop", "warn", "fail"]
 
@@ -26,6 +27,7 @@ ISO_TIMESTAMP_RE: Final = (
     r"(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)$"
 )
 ID_RE: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+ID_MAX_BYTES: Final = 128  # ID_RE's length bound (its characters are all one byte)
 BLOOD_PRESSURE_RE: Final = r"^(?P<systolic>\d{2,3})/(?P<diastolic>\d{2,3})$"
 CELSIUS_UNITS: Final = ("Cel", "C", "cel", "°C", "celsius", "Celsius")
 FAHRENHEIT_UNITS: Final = ("[degF]", "F", "degF", "°F", "fahrenheit", "Fahrenheit")
@@ -47,6 +49,20 @@ def _is_null_or_empty(col: str) -> Callable[[pa.Table], pa.ChunkedArray]:
 
 def _present_and_not_matching(col: str, pattern: str) -> Callable[[pa.Table], pa.ChunkedArray]:
     return lambda t: pc.and_kleene(pc.is_valid(t[col]), pc.invert(pc.match_substring_regex(t[col], pattern)))
+
+
+def _present_and_not_identifier(col: str) -> Callable[[pa.Table], pa.Array]:
+    """``_present_and_not_matching(col, ID_RE)`` without a regex per value: byte masks over the column's
+    data (:func:`vitals_lake.byte_search.identifiers`)."""
+
+    def fails(t: pa.Table) -> pa.Array:
+        values = t[col]
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        ok = identifiers(values, first=IDENTIFIER_FIRST, rest=IDENTIFIER_REST, max_bytes=ID_MAX_BYTES)
+        present = np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        return pa.array(present & ~ok)
+
+    return fails
 
 
 def _not_finite(col: str) -> Callable[[pa.Table], pa.ChunkedArray]:
@@ -104,28 +120,28 @@ SILVER_EXPECTATIONS: Final[tuple[Expectation, ...]] = (
         "drop",
         "patient_id is 1-128 letters, digits, '_', '.', ':' or '-' (no control characters)",
         c.PATIENT_ID,
-        _present_and_not_matching(c.PATIENT_ID, ID_RE),
+        _present_and_not_identifier(c.PATIENT_ID),
     ),
     Expectation(
         "device_id_format",
         "drop",
         "device_id, when present, is a plain identifier",
         c.DEVICE_ID,
-        _present_and_not_matching(c.DEVICE_ID, ID_RE),
+        _present_and_not_identifier(c.DEVICE_ID),
     ),
     Expectation(
         "event_id_format",
         "drop",
         "event_id, when present, is a plain identifier",
         c.EVENT_ID,
-        _present_and_not_matching(c.EVENT_ID, ID_RE),
+        _present_and_not_identifier(c.EVENT_ID),
     ),
     Expectation(
         "supersedes_format",
         "drop",
         "supersedes, when present, is the plain event_id of the reading it corrects",
         c.SUPERSEDES,
-        _present_and_not_matching(c.SUPERSEDES, ID_RE),
+        _present_and_not_identifier(c.SUPERSEDES),
     ),
     Expectation(
         "timestamp_required", "drop", "timestamp is present", c.TIMESTAMP, _is_null_or_empty(c.TIMESTAMP)

@@ -9,7 +9,15 @@ import pyarrow.compute as pc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vitals_lake.byte_search import containing, framed_by, non_ascii
+from vitals_lake.byte_search import (
+    IDENTIFIER_FIRST,
+    IDENTIFIER_REST,
+    containing,
+    framed_by,
+    identifiers,
+    non_ascii,
+)
+from vitals_lake.expectations import ID_MAX_BYTES, ID_RE
 from vitals_lake.readings import _not_utf8
 
 
@@ -62,3 +70,25 @@ def test_non_ascii_and_not_utf8_are_python_s_own_checks(values, start):
         return False
 
     assert _not_utf8(arr).tolist() == [i for i, v in enumerate(kept) if invalid(v)]
+
+
+_ID_ALPHABET = "aZ09_.:-/ \n\t{é\x00"
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.text(alphabet=_ID_ALPHABET, max_size=6),
+            st.builds(lambda n, c: c * n, st.integers(126, 130), st.sampled_from(["a", "-"])),
+        ),
+        max_size=30,
+    ),
+    st.integers(0, 5),
+)
+def test_identifiers_is_the_id_regex(values, start):
+    arr = pa.array(values, pa.string()).slice(min(start, len(values)))
+    got = identifiers(arr, first=IDENTIFIER_FIRST, rest=IDENTIFIER_REST, max_bytes=ID_MAX_BYTES)
+    # Arrow's own regex engine (RE2), as the expectation ran before.
+    expected = pc.fill_null(pc.match_substring_regex(arr, ID_RE), False).to_pylist()
+    assert got.tolist() == expected
