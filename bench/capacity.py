@@ -111,10 +111,11 @@ class Measured:
     gold_rewrite_rows_per_s: float = 302_500.0
     # Shard state per patient, pickled (design.md: 500 patients at one reading
     # per 10 s, 2 shards): the baseline ring (1,440 entries x 6 vitals x 8 B), the open Gold windows,
-    # and the event ids of the de-duplication horizon (17 KB for the 360 ids of an hour at 0.1 Hz).
+    # and the event ids of the de-duplication horizon: 360 ids (an hour at 0.1 Hz) pickled 21,721 B
+    # (2026-12-05: the id, its time, and its place in the sorted hash index; 17 KB before the index).
     state_ring_bytes_per_patient: float = 69_000.0
     state_gold_bytes_per_patient: float = 13_500.0
-    state_bytes_per_event_id: float = 17_000.0 / 360
+    state_bytes_per_event_id: float = 21_721.0 / 360
     # Beam PickleCoder on one shard's state of 24.6 MB: encode 40 ms, decode 14 ms.
     state_encode_s_per_byte: float = 0.040 / 24.6e6
     state_decode_s_per_byte: float = 0.014 / 24.6e6

@@ -130,3 +130,44 @@ def identifiers(records: pa.Array, *, first: np.ndarray, rest: np.ndarray, max_b
     if records.null_count:
         ok &= np.asarray(records.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return ok
+
+
+# One odd 64-bit multiplier per 8-byte word position (modulo the table): hash64's weights.
+_HASH_WEIGHTS: Final = np.random.default_rng(0x5EEDBEEF).integers(1, 2**62, size=32, dtype=np.uint64) * 2 + 1
+
+
+def hash64(records: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each record's bytes (binary or string; null: as empty), for look-ups that
+    confirm a match by comparing the values themselves: two different values may share a hash.
+
+    The records of each length are gathered into a matrix (a plain reshape when they lie back to back,
+    as a batch of UUIDs does), read as little-endian 8-byte words (zero-padded), each word times a
+    weight for its position, summed (wrapping), mixed with the length and finished by splitmix64:
+    array operations per distinct length, no call per value."""
+    n = len(records)
+    out = np.zeros(n, dtype=np.uint64)
+    offsets = value_offsets(records).astype(np.int64) if n else np.zeros(1, np.int64)
+    size = np.diff(offsets)
+    data = records.buffers()[2] if n else None
+    with np.errstate(over="ignore"):
+        if data is not None and data.size:
+            bytes_ = np.frombuffer(data, np.uint8)
+            lengths = np.unique(size)
+            for length in lengths[lengths > 0].tolist():
+                rows = np.flatnonzero(size == length) if len(lengths) > 1 else np.arange(n)
+                starts = offsets[:-1][rows]
+                if starts[-1] - starts[0] == length * (len(rows) - 1):  # back to back
+                    matrix = bytes_[starts[0] : starts[0] + length * len(rows)].reshape(len(rows), length)
+                else:
+                    matrix = bytes_[starts[:, None] + np.arange(length)]
+                width = (length + 7) // 8
+                padded = np.zeros((len(rows), width * 8), dtype=np.uint8)
+                padded[:, :length] = matrix
+                words = padded.view("<u8")
+                out[rows] = (words * _HASH_WEIGHTS[np.arange(width) % len(_HASH_WEIGHTS)]).sum(
+                    axis=1, dtype=np.uint64
+                )
+        mixed = out ^ (size.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        mixed = (mixed ^ (mixed >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        mixed = (mixed ^ (mixed >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return mixed ^ (mixed >> np.uint64(31))

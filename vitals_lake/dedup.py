@@ -5,7 +5,7 @@ The lake is read only to fill a gap: when the state is new (a first start, a rep
 worker that had no checkpoint) and when a batch holds a reading older than anything remembered. What
 is remembered is exact over ``[covered_from, ∞)`` in event time: every event id the shard has in Silver
 with a timestamp from ``covered_from`` on. Ids older than the newest reading minus the horizon are
-dropped, so memory per patient is bounded by the horizon (about 40 bytes per reading).
+dropped, so memory per patient is bounded by the horizon (about 60 bytes per reading).
 
 A duplicate is the same reading delivered again, so it carries the same patient (the same shard) and
 the same timestamp; the horizon only bounds how long a delivery is remembered.
@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+from vitals_lake.byte_search import hash64
+from vitals_lake.masks import true_where
 
 # (lo_us, hi_us or None = open) -> this shard's Silver (event_id, timestamp) with lo <= timestamp < hi.
 StoredIds = Callable[[int, int | None], pa.Table]
@@ -35,9 +37,18 @@ def _micros(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 @dataclass
 class SeenEvents:
+    """The remembered event ids, in arrival order, and a sorted index of their 64-bit hashes.
+
+    A batch is looked up by binary search in the index (its cost grows with the batch, not with the
+    memory: an Arrow ``is_in`` rebuilt a hash table of every remembered id for each batch, 1.2-2.1
+    CPU-s a batch with 2,000,000 ids, an hour of a busy shard); a hash found is confirmed by comparing
+    the ids themselves, and an id whose hash is shared with another is looked up exactly."""
+
     horizon_us: int
-    ids: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    ids: pa.ChunkedArray = field(default_factory=lambda: pa.chunked_array([], pa.string()))
     times_us: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # sorted hashes
+    slots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # each key's id position
     covered_from_us: int | None = None  # None: nothing known yet (the lake has not been read)
     newest_us: int | None = None  # the newest reading offered (not loaded): what the horizon trails
     lake_reads: int = 0
@@ -50,12 +61,20 @@ class SeenEvents:
             return rows
         ts = _micros(rows[c.TIMESTAMP])
         self._cover(int(ts.min()), stored)
-        if len(self.ids):
-            keep = np.asarray(pc.invert(pc.is_in(rows[c.EVENT_ID], value_set=self.ids)), bool)
-            new, new_ts = rows.filter(pa.array(keep)), ts[keep]
-        else:  # nothing remembered yet (a replay's first batch of the shard): nothing to look up
+        ids = _strings(rows[c.EVENT_ID])
+        hashes = hash64(ids)
+        known = self._known(ids, hashes)
+        if known.any():
+            keep = ~known
+            new, new_ts, ids, hashes = (
+                rows.filter(pa.array(keep)),
+                ts[keep],
+                ids.filter(pa.array(keep)),
+                hashes[keep],
+            )
+        else:
             new, new_ts = rows, ts
-        self._remember(new[c.EVENT_ID], new_ts)
+        self._remember(ids, new_ts, hashes)
         newest = int(ts.max())
         self.newest_us = newest if self.newest_us is None else max(self.newest_us, newest)
         self._forget_before(self.newest_us - self.horizon_us)
@@ -64,6 +83,28 @@ class SeenEvents:
     @property
     def size(self) -> int:
         return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.times_us.nbytes + self.keys.nbytes + self.slots.nbytes)
+
+    def _known(self, ids: pa.Array, hashes: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` are remembered."""
+        known = np.zeros(len(ids), dtype=bool)
+        if len(self.keys) == 0:
+            return known
+        at = np.minimum(np.searchsorted(self.keys, hashes), len(self.keys) - 1)
+        candidates = np.flatnonzero(self.keys[at] == hashes)
+        if candidates.size == 0:
+            return known
+        remembered = self.ids.take(pa.array(self.slots[at[candidates]]))
+        same = true_where(pc.equal(remembered, ids.take(pa.array(candidates))))
+        known[candidates[same]] = True
+        # A hash shared by two ids (the first found is the other one): looked up exactly.
+        unsure = candidates[~same]
+        if unsure.size:
+            known[unsure] = true_where(pc.is_in(ids.take(pa.array(unsure)), value_set=self.ids))
+        return known
 
     def _cover(self, oldest_us: int, stored: StoredIds | None) -> None:
         """Make the memory exact from ``oldest_us`` on (a duplicate has its original's timestamp). A
@@ -76,15 +117,20 @@ class SeenEvents:
             past = stored(lo, self.covered_from_us)  # hi None: everything from lo on
             self.lake_reads += 1
             if past.num_rows:
-                self._remember(past[c.EVENT_ID], _micros(past[c.TIMESTAMP]))
+                ids = _strings(past[c.EVENT_ID])
+                self._remember(ids, _micros(past[c.TIMESTAMP]), hash64(ids))
         self.covered_from_us = lo
 
-    def _remember(self, ids: pa.Array | pa.ChunkedArray, times_us: np.ndarray) -> None:
+    def _remember(self, ids: pa.Array, times_us: np.ndarray, hashes: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-        self.ids = pa.concat_arrays([self.ids, ids.cast(pa.string())])
+        first = len(self.ids)
+        self.ids = pa.chunked_array([*self.ids.chunks, ids])
         self.times_us = np.concatenate([self.times_us, times_us])
+        order = np.argsort(hashes, kind="stable")
+        at = np.searchsorted(self.keys, hashes[order])
+        self.keys = np.insert(self.keys, at, hashes[order])
+        self.slots = np.insert(self.slots, at, (first + order).astype(np.int32))
 
     def _forget_before(self, cutoff_us: int) -> None:
         """Drop ids older than ``cutoff_us``, once they are an eighth of the memory (amortised: a
@@ -95,6 +141,14 @@ class SeenEvents:
         if old.sum() * _PRUNE_FRACTION < len(old):
             return
         keep = ~old
-        self.ids = self.ids.filter(pa.array(keep))
+        self.ids = pa.chunked_array([self.ids.filter(pa.array(keep)).combine_chunks()], pa.string())
         self.times_us = self.times_us[keep]
+        renumbered = np.cumsum(keep) - 1
+        kept = keep[self.slots]
+        self.keys, self.slots = self.keys[kept], renumbered[self.slots[kept]].astype(np.int32)
         self.covered_from_us = cutoff_us
+
+
+def _strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return values.cast(pa.string())

@@ -140,7 +140,7 @@ class ShardState:
         """The bytes of its arrays (rings, event ids, held partials): cheap enough for every batch's
         metrics, unlike :meth:`size_bytes` (about 1 s for a 1 GB shard)."""
         rings = self.scorer.baselines.nbytes
-        ids = self.seen.ids.nbytes + self.seen.times_us.nbytes
+        ids = self.seen.nbytes
         gold = sum(w.rows.nbytes for w in (self.gold.minutes, self.gold.hours) if w.rows is not None)
         return rings + ids + gold
 

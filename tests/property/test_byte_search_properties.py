@@ -14,6 +14,7 @@ from vitals_lake.byte_search import (
     IDENTIFIER_REST,
     containing,
     framed_by,
+    hash64,
     identifiers,
     non_ascii,
 )
@@ -92,3 +93,15 @@ def test_identifiers_is_the_id_regex(values, start):
     # Arrow's own regex engine (RE2), as the expectation ran before.
     expected = pc.fill_null(pc.match_substring_regex(arr, ID_RE), False).to_pylist()
     assert got.tolist() == expected
+
+
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=40)), min_size=1, max_size=30), st.integers(0, 5))
+def test_hash64_depends_on_the_value_alone(values, start):
+    """Equal values hash equally wherever they sit (alone, in a slice, among other lengths); a null
+    hashes as the empty value."""
+    arr = pa.array(values, pa.binary()).slice(min(start, len(values) - 1))
+    together = hash64(arr)
+    alone = [hash64(pa.array([v if v is not None else b""], pa.binary()))[0] for v in arr.to_pylist()]
+    assert together.tolist() == [int(h) for h in alone]
+    distinct = {v or b"" for v in arr.to_pylist()}
+    assert len(set(together.tolist())) == len(distinct)  # 64 bits: no collision among a few values

@@ -120,8 +120,9 @@ def test_state_per_patient_grows_with_the_reading_rate_through_the_event_ids():
     m = cap.Measured()
     slow = cap.state_bytes_per_patient(cap.Workload(readings_per_patient_per_s=0.1), m)
     fast = cap.state_bytes_per_patient(cap.Workload(readings_per_patient_per_s=1.0), m)
-    assert slow == pytest.approx(69_000 + 13_500 + 17_000)  # design.md: 100 KB at one reading per 10 s
-    assert fast - slow == pytest.approx(9 * 17_000)  # ten times the ids of the horizon
+    # design.md: 100 KB at one reading per 10 s, the ids 17 KB then; 21.7 KB with their hash index
+    assert slow == pytest.approx(69_000 + 13_500 + 21_721)
+    assert fast - slow == pytest.approx(9 * 21_721)  # ten times the ids of the horizon
 
 
 def test_the_busiest_worker_holds_its_share_of_whole_shards():

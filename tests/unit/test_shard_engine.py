@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from vitals_lake import contract as c
+from vitals_lake import dedup
 from vitals_lake.dedup import SeenEvents
 from vitals_lake.engine import EngineSettings, ShardState
 from vitals_lake.pseudonym import pseudonymise
@@ -221,3 +222,25 @@ def test_a_late_reading_for_a_window_the_state_forgot_still_sees_the_runs_own_ro
         r for r in gold if r[c.WINDOW_SECONDS] == 60 and r[c.WINDOW_START] == T0 + timedelta(minutes=5)
     ]
     assert minute[c.READING_COUNT] == 2  # the window's first reading (the run's own) and the late one
+
+
+@pytest.mark.parametrize("weak", [False, True])
+def test_seen_events_match_a_plain_set_even_when_hashes_collide(weak, monkeypatch):
+    """Random batches of new, repeated and forgotten ids against a set; ``weak``: a hash with a
+    handful of values, so most look-ups meet another id's hash and must be settled exactly."""
+    if weak:
+        monkeypatch.setattr(
+            dedup, "hash64", lambda ids: (np.asarray(pa.compute.utf8_length(ids)) % 3).astype(np.uint64)
+        )
+    rng = np.random.default_rng(3)
+    seen = SeenEvents(horizon_us=HOUR_US)
+    t0_us = int(T0.timestamp() * 1_000_000)
+    remembered: dict[str, int] = {}  # id -> its reading's time, µs
+    for m in range(0, 600, 3):  # ten hours: the memory forgets as it goes
+        ids = list(dict.fromkeys(f"id{int(k)}" for k in rng.integers(0, 400, int(rng.integers(1, 12)))))
+        got = seen.fresh(_rows(ids, [m] * len(ids)), stored=None)[c.EVENT_ID].to_pylist()
+        assert got == [i for i in ids if i not in remembered]
+        remembered.update({i: t0_us + m * 60_000_000 for i in got})
+        assert seen.covered_from_us is not None  # what the memory dropped, the set drops too
+        remembered = {i: t for i, t in remembered.items() if t >= seen.covered_from_us}
+    assert seen.size >= len(remembered)
