@@ -29,6 +29,8 @@ venv: $(STAMP)
 # pyproject.toml (run `make lock`), then installs exactly the locked versions: the project editable,
 # every extra ([local], [ml], [dev]); what the lock does not hold is removed. uv is a PyPI wheel: the
 # bootstrap installs UV_VERSION, the one uv.lock holds too (tests/infra/test_packaging.py checks).
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines) nothing writes .pyc files, so
+# every process compiled its imports anew: importing the pipeline took 6.0 s against 2.7 s compiled.
 UV_VERSION := 0.13.9
 
 $(BIN)/uv:
@@ -36,7 +38,7 @@ $(BIN)/uv:
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(STAMP): pyproject.toml uv.lock | $(BIN)/uv
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --all-extras --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --locked --all-extras --compile-bytecode --quiet
 	@touch $(STAMP)
 
 # After changing dependencies in pyproject.toml: re-resolve uv.lock, and export the image's part of it
