@@ -34,6 +34,7 @@ from vitals_lake.summaries import (
     PARTIAL_SUM,
     gold_from_partials,
     window_partials,
+    window_partials_each,
 )
 from vitals_lake.trends import rolling_means
 
@@ -127,11 +128,15 @@ class WindowPartials:
             state["rows"] = self.rows.take(pa.array(np.arange(self.rows.num_rows)))
         return state
 
-    def update(self, silver: pa.Table, *, stored: StoredSilver | None) -> pa.Table:
-        """Fold new Silver rows in; return the merged partials of every window they touched."""
+    def update(
+        self, silver: pa.Table, *, stored: StoredSilver | None, fresh: pa.Table | None = None
+    ) -> pa.Table:
+        """Fold new Silver rows in; return the merged partials of every window they touched.
+        ``fresh``: their ``window_partials`` of this size, when already computed."""
         if silver.num_rows == 0:
             return self._empty()
-        fresh = window_partials(silver, window_seconds=self.seconds)
+        if fresh is None:
+            fresh = window_partials(silver, window_seconds=self.seconds)
         ts = _micros(silver[c.TIMESTAMP])
         self._cover(_floor(int(ts.min()), self.step_us) - self.lookback_us, stored)
         held = self.rows if self.rows is not None else fresh.schema.empty_table()
@@ -214,8 +219,9 @@ class GoldState:
         """New Silver rows -> the Gold rows and rolling means they change (nothing read back)."""
         if silver.num_rows == 0:
             return GoldChanges(c.GOLD_SCHEMA.empty_table(), c.ROLLING_SCHEMA.empty_table())
-        minutes = self.minutes.update(silver, stored=stored)
-        hours = self.hours.update(silver, stored=stored)
+        fresh = window_partials_each(silver, window_seconds=(self.minutes.seconds, self.hours.seconds))
+        minutes = self.minutes.update(silver, stored=stored, fresh=fresh[0])
+        hours = self.hours.update(silver, stored=stored, fresh=fresh[1])
         gold = pa.concat_tables(
             [
                 gold_from_partials(minutes, window_seconds=60, updated_at_us=updated_at_us),

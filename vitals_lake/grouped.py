@@ -69,9 +69,11 @@ class SortedGroups:
         """Per group the original position of its last row (in sorted order) whose value is valid, or
         -1 where the group has none (any column type)."""
         valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)[self.order]
-        return self._last(valid)
+        return self.last_where(valid)
 
-    def _last(self, valid: np.ndarray) -> np.ndarray:
+    def last_where(self, valid: np.ndarray) -> np.ndarray:
+        """Per group the original position of its last row where ``valid`` (in group order) holds, or
+        -1 where none does."""
         if not self.count:
             return self.starts
         if valid.all():
@@ -88,13 +90,21 @@ class GroupedColumn:
     ) -> None:
         self.groups, self.type, self.values, self.valid = groups, type, values, valid
         self.all_valid = bool(valid.all())
+        self._counts: np.ndarray | None = None
+
+    def regrouped(self, groups: SortedGroups) -> GroupedColumn:
+        """The same sorted column split by other groups of the same ``order`` (coarser windows)."""
+        return GroupedColumn(groups, self.type, self.values, self.valid)
 
     def counts(self) -> np.ndarray:
         """Per group the number of valid values (int64)."""
-        g = self.groups
-        if self.all_valid:
-            return g.sizes.astype(np.int64)
-        return np.bincount(g.group[self.valid], minlength=g.count).astype(np.int64)
+        if self._counts is None:
+            g = self.groups
+            if self.all_valid:
+                self._counts = g.sizes.astype(np.int64)
+            else:
+                self._counts = np.bincount(g.group[self.valid], minlength=g.count).astype(np.int64)
+        return self._counts
 
     def sum(self, *, type: pa.DataType) -> pa.Array:
         """Per group the sum of the valid values, null if none. Float sums add in row order to match
@@ -123,7 +133,7 @@ class GroupedColumn:
 
     def last_row(self) -> np.ndarray:
         """Per group the original position of its last valid row, -1 where none."""
-        return self.groups._last(self.valid)
+        return self.groups.last_where(self.valid)
 
 
 def take_rows(column: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Array | pa.ChunkedArray:

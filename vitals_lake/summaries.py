@@ -10,6 +10,7 @@ A partial is a plain dict keyed by Gold's own column names, cheap for Beam to pi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
-from vitals_lake.grouped import SortedGroups, take_rows
+from vitals_lake.grouped import GroupedColumn, SortedGroups, take_rows
 
 Partial = dict[str, Any]
 _SUM: Final = "sum"
@@ -59,46 +60,72 @@ def window_partials(silver: pa.Table, *, window_seconds: int) -> pa.Table:
     """One row per (patient, window start) with the partial aggregates of that batch, ordered by
     patient and window: the rows are sorted by (patient, time) once and every aggregate is one NumPy
     pass over a column (:mod:`vitals_lake.grouped`), with Arrow ``group_by``'s results."""
+    return window_partials_each(silver, window_seconds=(window_seconds,))[0]
+
+
+def window_partials_each(silver: pa.Table, *, window_seconds: Sequence[int]) -> list[pa.Table]:
+    """``window_partials`` for several window sizes (in that order) at the cost of little more than one:
+    the sort by (patient, time) and each column's gather into that order are shared, since every size's
+    windows are runs of the same order; only the group boundaries differ."""
     micros = np.asarray(pc.cast(silver[c.TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False), np.int64)
-    step = window_seconds * 1_000_000
-    window = micros - micros % step
     patient = _sort_rank(silver[c.PATIENT_ID])
     # Stable: equal times keep their input order, which decides "last" among them.
     order = np.lexsort((micros, patient))
-    groups = SortedGroups.runs(order, patient[order], window[order])
-    first = groups.first_row()
-    columns: dict[str, Any] = {
-        c.PATIENT_ID: silver[c.PATIENT_ID].take(pa.array(first)),
-        c.WINDOW_START: pa.array(window[first], pa.int64()).cast(silver.schema.field(c.TIMESTAMP).type),
-        c.READING_COUNT: pa.array(groups.sizes.astype(np.int64)),
-        # Sorted by time within a group: its last row is its latest reading.
-        c.LAST_READING_TIME: pa.array(micros[groups.last_row()], pa.int64()),
-    }
-    lasts: dict[str, pa.Array] = {}
+    s_patient, s_micros = patient[order], micros[order]
+    windows = [s_micros - s_micros % (seconds * 1_000_000) for seconds in window_seconds]
+    sizes = [SortedGroups.runs(order, s_patient, window) for window in windows]
+    out: list[dict[str, Any]] = []
+    for groups, window in zip(sizes, windows, strict=True):
+        first = groups.first_row()
+        out.append(
+            {
+                c.PATIENT_ID: silver[c.PATIENT_ID].take(pa.array(first)),
+                c.WINDOW_START: pa.array(window[groups.starts], pa.int64()).cast(
+                    silver.schema.field(c.TIMESTAMP).type
+                ),
+                c.READING_COUNT: pa.array(groups.sizes.astype(np.int64)),
+                # Sorted by time within a group: its last row is its latest reading.
+                c.LAST_READING_TIME: pa.array(micros[groups.last_row()], pa.int64()),
+            }
+        )
+    lasts: list[dict[str, Any]] = [{} for _ in sizes]
+
+    def each(column: pa.Array | pa.ChunkedArray) -> list[GroupedColumn]:
+        grouped = sizes[0].column(column)
+        return [grouped, *(grouped.regrouped(groups) for groups in sizes[1:])]
+
     for v in c.VITAL_NAMES:
         values = pc.cast(silver[v], pa.float64())
-        vital = groups.column(values)
-        columns[c.gold_column(v, _SUM)] = vital.sum(type=pa.float64())
-        columns[c.gold_column(v, "min")] = vital.extreme("min")
-        columns[c.gold_column(v, "max")] = vital.extreme("max")
-        columns[c.gold_column(v, "count")] = pa.array(vital.counts())
-        # The time of the last non-null value, so "last" can be chosen across batches.
-        row = vital.last_row()
-        lasts[c.gold_column(v, "last")] = take_rows(values, row)
-        lasts[c.gold_column(v, _LAST_TS)] = pa.array(micros[np.maximum(row, 0)], pa.int64(), mask=row < 0)
-    columns[_RISK_RANK] = groups.column(_combined_rank(silver)).extreme("max")
-    columns[_NEWS2_MAX] = groups.column(silver[c.NEWS2_SCORE]).extreme("max")
-    anomaly = groups.column(silver[c.ANOMALY_SCORE])
-    columns[_ANOMALY_MAX] = anomaly.extreme("max")
-    columns[_ANOMALY_SUM] = anomaly.sum(type=pa.float64())
+        for columns, last, vital in zip(out, lasts, each(values), strict=True):
+            columns[c.gold_column(v, _SUM)] = vital.sum(type=pa.float64())
+            columns[c.gold_column(v, "min")] = vital.extreme("min")
+            columns[c.gold_column(v, "max")] = vital.extreme("max")
+            columns[c.gold_column(v, "count")] = pa.array(vital.counts())
+            # The time of the last non-null value, so "last" can be chosen across batches.
+            row = vital.last_row()
+            last[c.gold_column(v, "last")] = take_rows(values, row)
+            last[c.gold_column(v, _LAST_TS)] = pa.array(micros[np.maximum(row, 0)], pa.int64(), mask=row < 0)
+    for columns, rank in zip(out, each(_combined_rank(silver)), strict=True):
+        columns[_RISK_RANK] = rank.extreme("max")
+    for columns, news2 in zip(out, each(silver[c.NEWS2_SCORE]), strict=True):
+        columns[_NEWS2_MAX] = news2.extreme("max")
+    for columns, anomaly in zip(out, each(silver[c.ANOMALY_SCORE]), strict=True):
+        columns[_ANOMALY_MAX] = anomaly.extreme("max")
+        columns[_ANOMALY_SUM] = anomaly.sum(type=pa.float64())
     for name, present in _reading_indicators(silver).items():
-        columns[name] = groups.column(present).sum(type=pa.int64())
+        for columns, grouped in zip(out, each(present), strict=True):
+            columns[name] = grouped.sum(type=pa.int64())
     for flag, count in _FLAG_COUNTS.items():
-        columns[count] = groups.column(silver[flag]).sum(type=pa.int64())
-    columns.update(lasts)
+        for columns, grouped in zip(out, each(silver[flag]), strict=True):
+            columns[count] = grouped.sum(type=pa.int64())
+    for columns, last in zip(out, lasts, strict=True):
+        columns.update(last)
     for name in GOLD_ENRICHMENT:
-        columns[name] = take_rows(silver[name], groups.last_valid(silver[name]))
-    return pa.table(columns, schema=partials_schema(silver.schema))
+        valid = np.asarray(silver[name].is_valid().to_numpy(zero_copy_only=False), dtype=bool)[order]
+        for columns, groups in zip(out, sizes, strict=True):
+            columns[name] = take_rows(silver[name], groups.last_where(valid))
+    schema = partials_schema(silver.schema)
+    return [pa.table(columns, schema=schema) for columns in out]
 
 
 def partials_schema(silver: pa.Schema) -> pa.Schema:

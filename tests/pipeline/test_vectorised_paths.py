@@ -29,7 +29,7 @@ from vitals_lake.engine import BatchEngine, EngineOutput, EngineSettings, ShardS
 from vitals_lake.gold_state import merge_partials
 from vitals_lake.model.features import FEATURE_NAMES, BaselineState
 from vitals_lake.model.serving import ModelWatcher, ScorerState
-from vitals_lake.summaries import PARTIAL_LAST, window_partials
+from vitals_lake.summaries import PARTIAL_LAST, window_partials, window_partials_each
 
 KEY = b"vectorised-paths-test-key-0123456789"
 WALL_CLOCK = {c.UPDATED_AT}  # when a row was computed: differs between any two runs
@@ -159,8 +159,9 @@ def test_merged_gold_partials_match_the_per_column_sorting_code(day, seconds):
 
 @pytest.mark.parametrize("seconds", [60, 3600])
 def test_window_partials_match_arrow_group_by(day, seconds):
-    """The day's Silver rows shuffled (late readings), with readings at the same instant as others but
-    other values (ties: the later row is "last") and with missing vitals, scores and flags."""
+    """Alone and beside the one-minute size. The day's Silver rows shuffled (late readings), with
+    readings at the same instant as others but other values (ties: the later row is "last") and with
+    missing vitals, scores and flags."""
     lines, model = day
     engine = _engine(model, reference=False)
     records = envelope.records_from_lines(lines, source="file")
@@ -183,6 +184,10 @@ def test_window_partials_match_arrow_group_by(day, seconds):
         keys = [(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")]
         assert new.equals(new.sort_by(keys))  # ordered by patient and window (Arrow's order is its own)
         assert new.equals(old.sort_by(keys))
+        # Several sizes at once (one sort, one gather per column) give each size's partials exactly.
+        minutes, ours = window_partials_each(part, window_seconds=(60, seconds))
+        assert ours.equals(new)
+        assert minutes.equals(window_partials_by_group_by(part, window_seconds=60).sort_by(keys))
 
 
 def _replace(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
