@@ -13,10 +13,13 @@ Kafka coordinates, so after a crash (pipeline and bridge stopped):
    the restarted bridge re-sends everything from there. Records the lake already had come back as
    duplicates: Silver drops them by event_id (Bronze, append-only, keeps a second copy).
 3. ``rebuild_gold``: recompute the Gold windows of the most recently ingested Silver rows from Silver,
-   because Gold upserts that the kill cut off are not redone by re-sent duplicates.
+   because Gold upserts that the kill cut off are not redone by re-sent duplicates. With
+   ``--bigquery`` the rebuilt rows are also streamed to the warehouse (``send_gold``): the pipeline
+   sends Gold only as it commits it, so a closed window rebuilt in the lake would otherwise stay wrong
+   in BigQuery (a newer ``updated_at`` supersedes the old row in the views).
 
     python -m pipelines.recovery --lake var/demo/lake              # dry run: what would be done
-    python -m pipelines.recovery --lake var/demo/lake --rewind --rebuild-gold
+    python -m pipelines.recovery --lake var/demo/lake --rewind --rebuild-gold [--bigquery]
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, KafkaSettings, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.logs import configure as configure_logging
+from warehouse.settings import BigQuerySettings
+from warehouse.sink import WarehouseSink, WriteResult
+from warehouse.sync import conformed, write_chunks
+from warehouse.tables import WAREHOUSE_TABLES
 
 log = logging.getLogger("pipelines.recovery")
 PROG = "python -m pipelines.recovery"
@@ -56,6 +63,7 @@ __all__ = [
     "main",
     "rebuild_gold",
     "rewind_consumer_group",
+    "send_gold",
     "unsettled_rows",
 ]
 
@@ -213,11 +221,12 @@ def rewind_consumer_group(
     return [Rewind(kafka.topic, p, before.get(p), wanted[p]) for p in parts]
 
 
-def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> int:
+def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> pa.Table:
     """Recompute from Silver the Gold windows of the Silver rows ingested in the last ``minutes``
-    (counted back from the newest Silver row). Run it while the pipeline is stopped. Returns rows."""
+    (counted back from the newest Silver row). Run it while the pipeline is stopped. Returns the Gold
+    rows written (``c.GOLD_SCHEMA``)."""
     if not lake.exists("silver") or lake.count("silver") == 0:
-        return 0
+        return c.GOLD_SCHEMA.empty_table()
     ingest = lake.read("silver", columns=[c.INGEST_TIME])[c.INGEST_TIME]
     since = pc.max(ingest).as_py() - timedelta(minutes=minutes)
     recent = lake.read(
@@ -226,7 +235,7 @@ def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> int:
         where=pc.field(c.INGEST_TIME) >= pa.scalar(since, ingest.type),
     )
     if recent.num_rows == 0:
-        return 0
+        return c.GOLD_SCHEMA.empty_table()
     # Imported here: pipelines.lake_io pulls in Apache Beam, which a dry run does not need.
     from vitals_lake.gold_upsert import changed_minutes, derive_trends, upsert_gold_windows  # noqa: PLC0415
 
@@ -236,7 +245,22 @@ def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> int:
     batch = f"recovery-{time.time_ns() // 1000}"
     gold = upsert_gold_windows(lake, changed, batch_id=batch)
     derive_trends(lake, gold, batch_id=batch)
-    return gold.num_rows
+    return gold
+
+
+def send_gold(warehouse: WarehouseSink, gold: pa.Table) -> WriteResult:
+    """Stream rebuilt Gold rows to the warehouse, as the pipeline streams the rows it commits."""
+    spec = WAREHOUSE_TABLES[c.GOLD_TABLE]
+    return write_chunks(warehouse, spec, conformed(gold, spec))
+
+
+def _warehouse() -> WarehouseSink:
+    """The BigQuery warehouse the environment names, its tables created if missing."""
+    from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only with --bigquery
+
+    sink = BigQuerySink(BigQuerySettings.from_env())
+    sink.ensure()
+    return sink
 
 
 # --- CLI -------------------------------------------------------------------------------------------
@@ -253,6 +277,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rewind", action="store_true", help="commit the positions (default: dry run)")
     p.add_argument("--rebuild-gold", action="store_true", help="recompute recent Gold windows from Silver")
     p.add_argument("--gold-minutes", type=float, default=15.0, help="how far back --rebuild-gold reaches")
+    p.add_argument(
+        "--bigquery",
+        action="store_true",
+        help="with --rebuild-gold: stream the rebuilt Gold rows to BigQuery too"
+        " (VITALS_GCP_PROJECT, VITALS_BQ_DATASET; VITALS_BQ_ENDPOINT for an emulator)",
+    )
     p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS)
     return p
 
@@ -274,12 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level.upper(), fmt="%(levelname)s %(name)s: %(message)s")
     if args.gold_minutes <= 0:
         return usage_error(parser, "--gold-minutes must be > 0")
+    if args.bigquery and not args.rebuild_gold:
+        return usage_error(parser, "--bigquery sends the rebuilt Gold rows: it needs --rebuild-gold")
     try:
         # The command line names the broker and the group; how to authenticate comes from the environment.
         kafka = replace(
             KafkaSettings.from_env(), bootstrap_servers=args.bootstrap, topic=args.topic, group_id=args.group
         )
         lake = Lake(lake_from_uri(args.lake))
+        warehouse = _warehouse() if args.bigquery else None
     except ConfigError as exc:
         return usage_error(parser, str(exc))
     positions = bronze_kafka_positions(lake, topic=kafka.topic)
@@ -294,7 +327,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = _report(positions, unsettled, rewinds)
     report["dry_run"] = not args.rewind
     if args.rebuild_gold:
-        report["gold_rows_rebuilt"] = rebuild_gold(lake, minutes=args.gold_minutes)
+        gold = rebuild_gold(lake, minutes=args.gold_minutes)
+        report["gold_rows_rebuilt"] = gold.num_rows
+        if warehouse is not None:
+            sent = send_gold(warehouse, gold)
+            report["warehouse"] = {
+                "table": c.GOLD_TABLE,
+                "inserted": sent.inserted,
+                "duplicates": sent.duplicates,
+                "rejected": sent.rejected,
+            }
+            if sent.rejected:
+                log.error(
+                    "recovery: %d rebuilt Gold rows went to the warehouse's dead letters", sent.rejected
+                )
     print(json.dumps(report, indent=2))
     return 0
 
