@@ -10,7 +10,9 @@ progress). Each loaded file and each pass's summary is printed. The pseudonym ke
 ``--bigquery`` also keeps the warehouse's ``ref_diagnosis_mapping`` current (the views join it; the
 pipeline streams only Gold, alerts and data quality): each pass sends the lake's diagnosis rows loaded
 after the newest load BigQuery holds, so a pass with nothing new sends nothing and a failed pass is
-made up by the next. The warehouse is the one ``VITALS_GCP_PROJECT`` / ``VITALS_BQ_DATASET`` (and
+made up by the next. It also sends the Gold rows a pass back-filled (an admission that arrived after
+the patient's readings), stamped with the pass's ``updated_at``, so the views take them over the rows
+the stream sent before. The warehouse is the one ``VITALS_GCP_PROJECT`` / ``VITALS_BQ_DATASET`` (and
 ``VITALS_BQ_ENDPOINT`` for an emulator) name.
 """
 
@@ -21,6 +23,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -29,14 +32,14 @@ import pyarrow.compute as pc
 
 from vitals_lake import contract as c
 from vitals_lake.admissions import LoadReport, refresh
-from vitals_lake.backfill import backfill_gold
+from vitals_lake.backfill import backfill_gold, gold_rows_updated_at
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.logs import configure as configure_logging
 from vitals_lake.pseudonym import PseudonymKey
 from warehouse.settings import BigQuerySettings
-from warehouse.sync import conformed, write_chunks
+from warehouse.sync import send
 from warehouse.tables import WAREHOUSE_TABLES
 
 if TYPE_CHECKING:
@@ -104,7 +107,7 @@ def send_new_diagnoses(lake: Lake, sink: BigQuerySink) -> int:
     newest = sink.newest(spec.name, spec.version)
     if newest is not None:
         rows = rows.filter(pc.field(spec.version) > pa.scalar(newest, rows.schema.field(spec.version).type))
-    return write_chunks(sink, spec, conformed(rows, spec)).inserted if rows.num_rows else 0
+    return send(sink, spec.name, rows).inserted if rows.num_rows else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         report = refresh(args.landing, args.reference, lake, key=key.secret, on_load=_print_load)
         _print_report(report)
         if report.patient_ids:
-            updated = backfill_gold(lake, report.patient_ids)
+            stamp = time.time_ns() // 1000
+            updated = backfill_gold(lake, report.patient_ids, updated_at_us=stamp)
             print(f"gold back-filled: {updated} rows of {len(report.patient_ids)} patients", flush=True)
+            if warehouse is not None and updated:
+                gold = gold_rows_updated_at(lake, report.patient_ids, stamp)
+                gold_sent = send(warehouse, c.GOLD_TABLE, gold)
+                print(f"{c.GOLD_TABLE} -> BigQuery: {gold_sent.inserted} back-filled row(s)", flush=True)
         if warehouse is not None:
             sent = send_new_diagnoses(lake, warehouse)
             print(f"{c.DIAGNOSIS_TABLE} -> BigQuery: {sent} new row(s)", flush=True)

@@ -14,7 +14,7 @@ Kafka coordinates, so after a crash (pipeline and bridge stopped):
    duplicates: Silver drops them by event_id (Bronze, append-only, keeps a second copy).
 3. ``rebuild_gold``: recompute the Gold windows of the most recently ingested Silver rows from Silver,
    because Gold upserts that the kill cut off are not redone by re-sent duplicates. With
-   ``--bigquery`` the rebuilt rows are also streamed to the warehouse (``send_gold``): the pipeline
+   ``--bigquery`` the rebuilt rows are also streamed to the warehouse (``warehouse.sync.send``): the pipeline
    sends Gold only as it commits it, so a closed window rebuilt in the lake would otherwise stay wrong
    in BigQuery (a newer ``updated_at`` supersedes the old row in the views).
 
@@ -46,9 +46,8 @@ from vitals_lake.config import ConfigError, KafkaSettings, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.logs import configure as configure_logging
 from warehouse.settings import BigQuerySettings
-from warehouse.sink import WarehouseSink, WriteResult
-from warehouse.sync import conformed, write_chunks
-from warehouse.tables import WAREHOUSE_TABLES
+from warehouse.sink import WarehouseSink
+from warehouse.sync import send
 
 log = logging.getLogger("pipelines.recovery")
 PROG = "python -m pipelines.recovery"
@@ -63,7 +62,6 @@ __all__ = [
     "main",
     "rebuild_gold",
     "rewind_consumer_group",
-    "send_gold",
     "unsettled_rows",
 ]
 
@@ -248,12 +246,6 @@ def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> pa.Table:
     return gold
 
 
-def send_gold(warehouse: WarehouseSink, gold: pa.Table) -> WriteResult:
-    """Stream rebuilt Gold rows to the warehouse, as the pipeline streams the rows it commits."""
-    spec = WAREHOUSE_TABLES[c.GOLD_TABLE]
-    return write_chunks(warehouse, spec, conformed(gold, spec))
-
-
 def _warehouse() -> WarehouseSink:
     """The BigQuery warehouse the environment names, its tables created if missing."""
     from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only with --bigquery
@@ -330,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gold = rebuild_gold(lake, minutes=args.gold_minutes)
         report["gold_rows_rebuilt"] = gold.num_rows
         if warehouse is not None:
-            sent = send_gold(warehouse, gold)
+            sent = send(warehouse, c.GOLD_TABLE, gold)
             report["warehouse"] = {
                 "table": c.GOLD_TABLE,
                 "inserted": sent.inserted,

@@ -2,7 +2,9 @@
 
 Readings of a patient unknown at ingest are kept in Silver and Gold with ``known_patient = false``
 and no ward, bed, age band or diagnosis. When the admission file lands, the patients table changes
-and this writes the enrichment into that patient's Gold rows (a MERGE on patient_id). Silver keeps
+and this writes the enrichment into that patient's Gold rows whose enrichment differs (a MERGE on
+patient_id), stamping them with a new ``updated_at``: a warehouse fed by the stream takes the rows
+again (``gold_rows_updated_at`` reads them back), and its views keep the newest. Silver keeps
 what was known at ingest (it is the audit trail); the NEWS2 score of a scale-2 patient scored on
 scale 1 before their admission arrived is corrected by rebuilding from Bronze
 (``--input-bronze``), which re-scores with the admission now known.
@@ -27,8 +29,9 @@ log = logging.getLogger(__name__)
 _ATTEMPTS: Final = 6
 
 
-def backfill_gold(lake: Lake, patient_ids: Sequence[str]) -> int:
-    """Copy the patients table's enrichment into these patients' Gold rows; return rows updated."""
+def backfill_gold(lake: Lake, patient_ids: Sequence[str], *, updated_at_us: int | None = None) -> int:
+    """Copy the patients table's enrichment into these patients' Gold rows where it differs, stamped
+    ``updated_at_us`` (default: now); return rows updated."""
     if not patient_ids or not lake.exists("gold"):
         return 0
     patients = lake.read("patients")
@@ -36,9 +39,14 @@ def backfill_gold(lake: Lake, patient_ids: Sequence[str]) -> int:
     source = patients.filter(pc.is_in(patients[c.PATIENT_ID], value_set=ids))
     if source.num_rows == 0:
         return 0
+    stamp = time.time_ns() // 1000 if updated_at_us is None else updated_at_us
     source = source.select([c.PATIENT_ID, *(n for n in GOLD_ENRICHMENT if n != c.KNOWN_PATIENT)])
     source = source.append_column(c.KNOWN_PATIENT, pa.array([True] * source.num_rows, pa.bool_()))
-    updates = {name: f"s.{name}" for name in GOLD_ENRICHMENT}
+    updated_at = pa.array([stamp] * source.num_rows, pa.int64()).cast(c.GOLD_SCHEMA.field(c.UPDATED_AT).type)
+    source = source.append_column(c.UPDATED_AT, updated_at)
+    updates = {name: f"s.{name}" for name in (*GOLD_ENRICHMENT, c.UPDATED_AT)}
+    # Rows already right keep their files and their updated_at (a second pass changes nothing).
+    differs = " OR ".join(f"(t.{name} IS DISTINCT FROM s.{name})" for name in GOLD_ENRICHMENT)
     for attempt in range(1, _ATTEMPTS + 1):
         # The stream upserts Gold concurrently: a conflicting commit is retried on the new version.
         dt = lake.ensure("gold")
@@ -50,7 +58,7 @@ def backfill_gold(lake: Lake, patient_ids: Sequence[str]) -> int:
                     source_alias="s",
                     target_alias="t",
                 )
-                .when_matched_update(updates=updates)
+                .when_matched_update(updates=updates, predicate=differs)
                 .execute()
             )
             return int(metrics.get("num_target_rows_updated", 0))
@@ -60,3 +68,14 @@ def backfill_gold(lake: Lake, patient_ids: Sequence[str]) -> int:
             log.info("gold back-fill conflicted with a concurrent commit; retry %d", attempt)
             time.sleep(0.2 * attempt)
     return 0
+
+
+def gold_rows_updated_at(lake: Lake, patient_ids: Sequence[str], updated_at_us: int) -> pa.Table:
+    """These patients' Gold rows a back-fill stamped ``updated_at_us``: what a warehouse is sent."""
+    if not patient_ids or not lake.exists("gold"):
+        return c.GOLD_SCHEMA.empty_table()
+    stamp = pa.scalar(updated_at_us, pa.int64()).cast(c.GOLD_SCHEMA.field(c.UPDATED_AT).type)
+    rows = lake.read("gold", where=pc.field(c.UPDATED_AT) == stamp)
+    # Files written by a MERGE hold string views: the ids are compared after the read.
+    ids = pa.array(list(patient_ids), pa.string())
+    return rows.filter(pc.is_in(rows[c.PATIENT_ID].cast(pa.string()), value_set=ids))

@@ -222,6 +222,13 @@ def changed_rows(
     return rows.filter(pc.invert(pc.is_in(ids, value_set=known)))
 
 
+def send(sink: WarehouseSink, table: str, rows: pa.Table) -> WriteResult:
+    """Lake rows of ``table`` into the warehouse, conformed to its schema, in chunks: what the jobs
+    outside the stream (recovery, the admissions loader) send."""
+    spec = WAREHOUSE_TABLES[table]
+    return write_chunks(sink, spec, conformed(rows, spec))
+
+
 def write_chunks(sink: WarehouseSink, spec: WarehouseTable, rows: pa.Table) -> WriteResult:
     inserted = duplicates = rejected = 0
     errors: list[str] = []

@@ -1,6 +1,7 @@
 """The admissions loader keeps BigQuery's ref_diagnosis_mapping current (the views join it; no other job
 writes it in the cloud), against the BigQuery emulator: the first pass sends the mapping, a pass with
-nothing new sends nothing, a new mapping file sends its load only, and the views read the newest."""
+nothing new sends nothing, a new mapping file sends its load only, and the views read the newest; and
+the Gold rows a late admission back-fills reach it too."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import pytest
 
 from harness.stack.bigquery import BigQueryEmulator
 from pipelines import load_admissions
+from pipelines.beam_vitals import run
+from tests.factories import raw, reading
 from tests.unit.test_admissions import KEY, row, write_day, write_mapping
 from vitals_lake import contract as c
+from vitals_lake.config import LocalLake
+from vitals_lake.lake import Lake
 from vitals_lake.pseudonym import KEY_ENV
 from warehouse.bigquery import make_client
 from warehouse.settings import BigQuerySettings
@@ -67,3 +72,46 @@ def test_without_a_warehouse_setting_the_loader_says_what_is_missing(argv, tmp_p
     monkeypatch.setenv("VITALS_BQ_CREDENTIALS", "nonsense")
     args = ["--landing", str(tmp_path), "--reference", str(tmp_path / "m.csv"), "--lake", str(tmp_path / "l")]
     assert load_admissions.main([*args, *argv]) == 2
+
+
+def test_gold_back_filled_by_a_late_admission_reaches_bigquery(
+    bigquery_emulator: BigQueryEmulator, tmp_path, monkeypatch, capsys
+):
+    """Readings stream before their patient's admission (Gold without a ward, sent by the pipeline);
+    the admission's pass back-fills the lake's Gold and sends those rows again, newer."""
+    dataset = f"t_{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("VITALS_BQ_ENDPOINT", bigquery_emulator.endpoint)
+    monkeypatch.setenv("VITALS_BQ_DATASET", dataset)
+    monkeypatch.setenv(KEY_ENV, KEY.hex())
+    readings = tmp_path / "readings.jsonl"
+    readings.write_bytes(
+        b"\n".join(raw(reading(i, patient=p)) for p in ("P1", "P2") for i in range(12)) + b"\n"
+    )
+    lake_dir = str(tmp_path / "lake")
+    project = BigQuerySettings.from_env().project
+    warehouse = [
+        "--bigquery-dataset",
+        f"{project}.{dataset}",
+        "--bigquery-endpoint",
+        bigquery_emulator.endpoint,
+    ]
+    run(["--input-jsonl", str(readings), "--lake", lake_dir, *warehouse])
+    landing, mapping = tmp_path / "landing", tmp_path / "reference" / c.DIAGNOSIS_MAPPING_FILE
+    write_day(landing, date(2026, 11, 20), [row("P1", {c.WARD: "ICU"})])
+    write_mapping(mapping, [("I10", "Hypertension")])
+    argv = ["--landing", str(landing), "--reference", str(mapping), "--lake", lake_dir, "--bigquery"]
+    assert load_admissions.main(argv) == 0
+
+    gold = Lake(LocalLake(root=tmp_path / "lake")).read("gold")
+    p1 = sum(1 for p in gold[c.PATIENT_ID].to_pylist() if p == "P1")
+    assert f"{c.GOLD_TABLE} -> BigQuery: {p1} back-filled row(s)" in capsys.readouterr().out
+    client = make_client(BigQuerySettings.from_env())
+    table = BigQuerySettings.from_env().table_ref(c.GOLD_TABLE)
+    latest = (
+        f"SELECT patient_id, known_patient, ward FROM `{table}` QUALIFY ROW_NUMBER() OVER"
+        " (PARTITION BY patient_key, window_seconds, window_start ORDER BY updated_at DESC) = 1"
+    )
+    got = [(r[0], r[1], r[2]) for r in client.query(latest).result()]
+    client.close()
+    assert len(got) == gold.num_rows
+    assert sorted(set(got)) == [("P1", True, "ICU"), ("P2", False, None)]

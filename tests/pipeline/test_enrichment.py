@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -12,7 +13,7 @@ from pipelines.beam_vitals import run
 from tests.factories import raw, reading
 from vitals_lake import contract as c
 from vitals_lake.admissions import refresh
-from vitals_lake.backfill import backfill_gold
+from vitals_lake.backfill import backfill_gold, gold_rows_updated_at
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
 from vitals_lake.pseudonym import PseudonymKey
@@ -25,15 +26,15 @@ ADMITTED = {
 UNKNOWN = "P000999"
 
 
-def write_landing(root: Path) -> tuple[Path, Path]:
+def write_landing(root: Path, *, ward: str | None = None, day: str = "20261122") -> tuple[Path, Path]:
     landing, reference = root / "landing", root / "reference"
     landing.mkdir(parents=True)
     reference.mkdir()
-    with (landing / "patients_daily_file_20261122.csv").open("w", newline="") as fh:
+    with (landing / f"patients_daily_file_{day}.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(c.ADMISSION_COLUMNS)
-        for pid, (age, gender, dx, ward, bed, hyper) in ADMITTED.items():
-            w.writerow([pid, f"Name of {pid}", age, gender, "2026-11-20", dx, ward, bed, hyper])
+        for pid, (age, gender, dx, own_ward, bed, hyper) in ADMITTED.items():
+            w.writerow([pid, f"Name of {pid}", age, gender, "2026-11-20", dx, ward or own_ward, bed, hyper])
     mapping = reference / c.DIAGNOSIS_MAPPING_FILE
     mapping.write_text("diagnosis_code,diagnosis_description\nJ44.1,COPD with exacerbation\nI21.9,Acute MI\n")
     return landing, mapping
@@ -93,3 +94,12 @@ def test_a_late_admission_file_back_fills_gold(tmp_path, key):
             assert row[c.KNOWN_PATIENT] is True and row[c.WARD] == ADMITTED[row[c.PATIENT_ID]][3].upper()
         else:
             assert row[c.KNOWN_PATIENT] is False and row[c.WARD] is None
+    # The back-filled rows carry the pass's stamp, and only they: what a warehouse is sent again.
+    stamp = time.time_ns() // 1000
+    assert backfill_gold(lake, report.patient_ids, updated_at_us=stamp) == 0  # already right: unchanged
+    assert gold_rows_updated_at(lake, report.patient_ids, stamp).num_rows == 0
+    write_landing(tmp_path / "moved", ward="ICU", day="20261123")  # the next day's file moves them
+    report = refresh(str(tmp_path / "moved" / "landing"), str(mapping), lake, key=key)
+    assert backfill_gold(lake, report.patient_ids, updated_at_us=stamp) == updated
+    sent = gold_rows_updated_at(lake, report.patient_ids, stamp).to_pylist()
+    assert len(sent) == updated and {r[c.WARD] for r in sent} == {"ICU"}
