@@ -252,27 +252,33 @@ def to_bronze(
     prefix = ref_prefix or f"pubsub:{message_id}"
     index = pa.array(np.arange(first_index, first_index + n, dtype=np.int64))
     fallback = pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(index, pa.string()), ":")
-    kafka_ref = pc.binary_join_element_wise(
-        pa.scalar("kafka"),
-        records[c.KAFKA_TOPIC],
-        pc.cast(records[c.KAFKA_PARTITION], pa.string()),
-        pc.cast(records[c.KAFKA_OFFSET], pa.string()),
-        ":",
-    )
+    if records[c.KAFKA_TOPIC].null_count == n:  # a file or Pub/Sub without Kafka coordinates
+        record_ref = fallback
+    else:
+        kafka_ref = pc.binary_join_element_wise(
+            pa.scalar("kafka"),
+            records[c.KAFKA_TOPIC],
+            pc.cast(records[c.KAFKA_PARTITION], pa.string()),
+            pc.cast(records[c.KAFKA_OFFSET], pa.string()),
+            ":",
+        )
+        record_ref = pc.coalesce(kafka_ref, fallback)
+    ingest = pa.scalar(ingest_time_us, pa.int64()).cast(utc)
     return pa.table(
         {
             c.RAW: records[c.RAW],
-            c.RECORD_REF: pc.coalesce(kafka_ref, fallback),
+            c.RECORD_REF: record_ref,
             c.SOURCE: records[c.SOURCE],
             c.KAFKA_TOPIC: records[c.KAFKA_TOPIC],
             c.KAFKA_PARTITION: records[c.KAFKA_PARTITION],
             c.KAFKA_OFFSET: records[c.KAFKA_OFFSET],
             c.KAFKA_KEY: records[c.KAFKA_KEY],
             c.KAFKA_TIMESTAMP: records[c.KAFKA_TIMESTAMP],
-            c.PUBSUB_MESSAGE_ID: pa.array([message_id] * n, pa.string()),
-            c.PUBLISH_TIME: pa.array([publish_time_us] * n, pa.int64()).cast(utc),
-            c.INGEST_TIME: pa.array([ingest_time_us] * n, pa.int64()).cast(utc),
-            c.INGEST_DATE: pa.array([ingest_time_us] * n, pa.int64()).cast(utc).cast(pa.date32()),
+            # One value repeated: no Python list of n elements.
+            c.PUBSUB_MESSAGE_ID: pa.repeat(pa.scalar(message_id, pa.string()), n),
+            c.PUBLISH_TIME: pa.repeat(pa.scalar(publish_time_us, pa.int64()).cast(utc), n),
+            c.INGEST_TIME: pa.repeat(ingest, n),
+            c.INGEST_DATE: pa.repeat(ingest.cast(pa.date32()), n),
         },
         schema=c.BRONZE_SCHEMA,
     )
@@ -299,19 +305,21 @@ def split_lines(data: bytes, *, final: bool) -> tuple[pa.Array, bytes]:
     buf = np.frombuffer(data, dtype=np.uint8)
     breaks = np.flatnonzero(buf == ord("\n"))
     end = int(breaks[-1]) + 1 if breaks.size else 0
-    if final and end < len(buf):
-        breaks, end = np.r_[breaks, len(buf)], len(buf)
-    # Without the breaks, line i spans [its start - i, its break - i) of the remaining bytes.
-    payload = np.delete(buf[:end], breaks[breaks < len(buf)])
-    offsets = np.r_[0, breaks - np.arange(len(breaks))].astype(np.int32)
-    lines = pa.Array.from_buffers(
-        pa.binary(), len(breaks), [None, pa.py_buffer(offsets), pa.py_buffer(payload)]
+    rest = data[end:]
+    if final and end < len(buf):  # the unfinished last line, given the break it lacks
+        data, breaks, end, rest = data + b"\n", np.r_[breaks, len(buf)], len(buf) + 1, b""
+    # Each line with its break is a slice of the block as it is (no copy); one slice kernel then
+    # copies every line without its last byte.
+    offsets = np.r_[0, breaks + 1].astype(np.int32)
+    with_breaks = pa.Array.from_buffers(
+        pa.binary(), len(breaks), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
+    lines = pc.binary_slice(with_breaks, 0, -1)
     crlf = true_where(pc.ends_with(lines, b"\r"))
     if crlf.any():
         trimmed = [value.rstrip(b"\r") for value in lines.filter(pa.array(crlf)).to_pylist()]
         lines = pc.replace_with_mask(lines, pa.array(crlf), pa.array(trimmed, pa.binary()))
-    return lines, data[end:]
+    return lines, rest
 
 
 def read_jsonl(path: Path | str) -> list[bytes]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipelines.sources import IndexLinesFn, LineRange, ReadLineRangeFn
@@ -81,3 +82,16 @@ def test_split_lines_keeps_an_unfinished_line_for_the_next_block():
     assert lines.to_pylist() == [b"def"] and tail == b""
     lines, tail = split_lines(b"", final=True)
     assert lines.to_pylist() == [] and tail == b""
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_split_lines_reads_what_iterating_the_file_reads(seed):
+    """Random blocks of line breaks, carriage returns, blank and unfinished lines, cut anywhere."""
+    rng = np.random.default_rng(seed)
+    data = bytes(rng.choice(np.frombuffer(b'ab{}"\r\n\n', np.uint8), size=int(rng.integers(0, 400))))
+    lines, tail = split_lines(data, final=True)
+    assert lines.to_pylist() == _lines_as_python_reads_them(data) and tail == b""
+    cut = int(rng.integers(0, len(data) + 1))
+    head, rest = split_lines(data[:cut], final=False)
+    more, _ = split_lines(rest + data[cut:], final=True)
+    assert head.to_pylist() + more.to_pylist() == _lines_as_python_reads_them(data)
