@@ -183,8 +183,8 @@ def _decode(data: bytes) -> pa.Table:
     return pa.Table.from_arrays(
         [
             raw,
-            pa.array([source] * n, pa.string()),
-            pa.array([topic] * n, pa.string()),
+            pa.repeat(pa.scalar(source, pa.string()), n),
+            pa.repeat(pa.scalar(topic, pa.string()), n),
             _column(body, "partitions", n, pa.int32(), _INT32),
             _column(body, "offsets", n, pa.int64(), _INT64),
             _column(body, "keys", n, pa.string(), None),
@@ -290,7 +290,7 @@ def records_from_lines(lines: list[bytes] | pa.Array, *, source: Source = "file"
     return pa.Table.from_arrays(
         [
             lines if isinstance(lines, pa.Array) else pa.array(lines, pa.binary()),
-            pa.array([source] * n, pa.string()),
+            pa.repeat(pa.scalar(source, pa.string()), n),
             *(pa.nulls(n, f.type) for f in list(ENVELOPE_COLUMNS)[2:]),
         ],
         schema=ENVELOPE_COLUMNS,

@@ -66,7 +66,7 @@ def changed_minutes(rows: pa.Table) -> pa.Table:
     minute = pc.floor_temporal(rows[c.TIMESTAMP], multiple=60, unit="second")
     keys = pa.table({c.PATIENT_ID: rows[c.PATIENT_ID], c.WINDOW_START: minute})
     keys = keys.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate([])
-    return keys.append_column(c.WINDOW_SECONDS, pa.array([60] * keys.num_rows, pa.int32()))
+    return keys.append_column(c.WINDOW_SECONDS, pa.repeat(pa.scalar(60, pa.int32()), keys.num_rows))
 
 
 def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:

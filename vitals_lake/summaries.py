@@ -180,12 +180,12 @@ def gold_from_partials(partials: pa.Table, *, window_seconds: int, updated_at_us
     start = partials[c.WINDOW_START]
     columns: dict[str, Any] = {
         c.PATIENT_ID: partials[c.PATIENT_ID],
-        c.WINDOW_SECONDS: pa.array([window_seconds] * n, pa.int32()),
+        c.WINDOW_SECONDS: pa.repeat(pa.scalar(window_seconds, pa.int32()), n),
         c.WINDOW_START: start,
         c.WINDOW_END: pc.add(start, pa.scalar(window_seconds * 1_000_000, pa.duration("us"))),
         c.READING_COUNT: partials[c.READING_COUNT],
         c.LAST_READING_TIME: partials[c.LAST_READING_TIME],
-        c.UPDATED_AT: pa.array([updated_at_us] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        c.UPDATED_AT: pa.repeat(pa.scalar(updated_at_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")), n),
         c.EVENT_DATE: pc.cast(start, pa.date32()),
         c.RISK_LEVEL: pc.take(pa.array(c.NEWS2_RESPONSES), partials[_RISK_RANK]),
         _NEWS2_MAX: partials[_NEWS2_MAX],
@@ -255,12 +255,12 @@ def hours_from_minutes(minutes: pa.Table, *, updated_at_us: int) -> pa.Table:
     n = g.num_rows
     columns: dict[str, Any] = {
         c.PATIENT_ID: g[c.PATIENT_ID],
-        c.WINDOW_SECONDS: pa.array([3600] * n, pa.int32()),
+        c.WINDOW_SECONDS: pa.repeat(pa.scalar(3600, pa.int32()), n),
         c.WINDOW_START: g[c.WINDOW_START],
         c.WINDOW_END: pc.add(g[c.WINDOW_START], pa.scalar(3_600_000_000, pa.duration("us"))),
         c.READING_COUNT: g[f"{c.READING_COUNT}_sum"],
         c.LAST_READING_TIME: g[f"{c.LAST_READING_TIME}_max"],
-        c.UPDATED_AT: pa.array([updated_at_us] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        c.UPDATED_AT: pa.repeat(pa.scalar(updated_at_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")), n),
         c.EVENT_DATE: pc.cast(g[c.WINDOW_START], pa.date32()),
         c.RISK_LEVEL: pc.take(pa.array(c.NEWS2_RESPONSES), g[f"{_RISK_RANK}_max"]),
         _NEWS2_MAX: g[f"{_NEWS2_MAX}_max"],

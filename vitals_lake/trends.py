@@ -74,7 +74,7 @@ def diagnosis_hourly(hour_rows: pa.Table, *, updated_at_us: int) -> pa.Table:
         name = c.gold_column(c.flag_column(f), "count")
         columns[name] = g[f"{name}_sum"]
     columns[c.HIGH_RISK_PATIENTS] = pc.cast(g[f"{c.HIGH_RISK_PATIENTS}_sum"], pa.int32())
-    columns[c.UPDATED_AT] = pa.array([updated_at_us] * g.num_rows, pa.int64()).cast(_UTC_US)
+    columns[c.UPDATED_AT] = pa.repeat(pa.scalar(updated_at_us, pa.int64()).cast(_UTC_US), g.num_rows)
     columns[c.EVENT_DATE] = pc.cast(g[c.WINDOW_START], pa.date32())
     return pa.table(columns, schema=c.DIAGNOSIS_HOURLY_SCHEMA)
 

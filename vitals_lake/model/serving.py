@@ -152,7 +152,7 @@ def score_batch(
         anomaly = scores >= model.threshold
         out = _set(out, c.ANOMALY_SCORE, pa.array(scores, pa.float64()))
         out = _set(out, c.IS_ANOMALY, pa.array(anomaly, pa.bool_()))
-        out = _set(out, c.MODEL_VERSION, pa.array([model.version] * silver.num_rows, pa.string()))
+        out = _set(out, c.MODEL_VERSION, pa.repeat(pa.scalar(model.version, pa.string()), silver.num_rows))
     decisions, reasons = _alerts(state.alerts, silver, features, anomaly)
     out = _set(out, c.ALERT_OPEN, pa.array(decisions.open, pa.bool_()))
     out = _set(out, c.ALERT_OPENED, pa.array(decisions.opened, pa.bool_()))
