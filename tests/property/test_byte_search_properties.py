@@ -19,7 +19,7 @@ from vitals_lake.byte_search import (
     non_ascii,
 )
 from vitals_lake.expectations import ID_MAX_BYTES, ID_RE
-from vitals_lake.readings import _not_utf8
+from vitals_lake.readings import _not_utf8, _parse_timestamps
 
 
 @given(
@@ -105,3 +105,51 @@ def test_hash64_depends_on_the_value_alone(values, start):
     assert together.tolist() == [int(h) for h in alone]
     distinct = {v or b"" for v in arr.to_pylist()}
     assert len(set(together.tolist())) == len(distinct)  # 64 bits: no collision among a few values
+
+
+_STAMP = st.builds(
+    "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}{}{}".format,
+    st.sampled_from([1900, 1999, 2000, 2023, 2024, 2026, 2100, 2400]) | st.integers(0, 9999),
+    st.integers(1, 12),
+    st.integers(1, 31),
+    st.integers(0, 23),
+    st.integers(0, 59),
+    st.integers(0, 59),
+    st.sampled_from(["", ".5", ".123456", ".123456789"]),
+    st.sampled_from(["Z", "+00:00", "-05:30", "+0930"]),
+)
+
+
+@given(st.lists(st.one_of(st.none(), _STAMP), max_size=40), st.integers(0, 5))
+def test_timestamps_parse_as_arrow_casts_each_one(values, start):
+    """Strings of the layout the timestamp rule lets through (days their month lacks included): the
+    same instants and the same failures as a cast of each value alone."""
+    arr = pa.array(values, pa.string()).slice(min(start, len(values)))
+    parsed, bad = _parse_timestamps(pa.chunked_array([arr]), np.ones(len(arr), bool))
+    micros = parsed.cast(pa.int64()).to_pylist()  # year 0 is no Python datetime
+    utc = pa.timestamp("us", tz="UTC")
+    for i, value in enumerate(arr.to_pylist()):
+        try:
+            expected = None if value is None else pc.cast(pa.scalar(value), utc).cast(pa.int64()).as_py()
+            failed = False
+        except pa.ArrowInvalid:
+            expected, failed = None, True
+        assert (micros[i], bool(bad[i])) == (expected, failed), value
+
+
+def test_every_month_end_of_leap_and_common_years_parses_as_arrow_casts_it():
+    values = [
+        f"{year:04d}-{month:02d}-{day:02d}T12:00:00Z"
+        for year in (0, 1900, 2000, 2023, 2024, 2100, 2400)
+        for month in range(1, 13)
+        for day in (28, 29, 30, 31)
+    ]
+    parsed, bad = _parse_timestamps(pa.chunked_array([pa.array(values)]), np.ones(len(values), bool))
+    utc = pa.timestamp("us", tz="UTC")
+    for i, value in enumerate(values):
+        try:
+            expected, failed = pc.cast(pa.scalar(value), utc).cast(pa.int64()).as_py(), False
+        except pa.ArrowInvalid:
+            expected, failed = None, True
+        assert (parsed.cast(pa.int64())[i].as_py(), bool(bad[i])) == (expected, failed), value
+    assert 0 < int(bad.sum()) < len(values)
