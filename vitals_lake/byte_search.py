@@ -47,18 +47,21 @@ def framed_by(records: pa.Array, first: bytes, last: bytes) -> np.ndarray:
 _WINDOW: Final = 8 << 20  # bytes compared at once: bounds the temporary mask
 
 
+def _bytes(records: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the data buffer's bytes, the value offsets) of a binary or string array; None: no data."""
+    data = records.buffers()[2] if len(records) else None
+    return None if data is None else (np.frombuffer(data, np.uint8), value_offsets(records))
+
+
 def non_ascii(records: pa.Array) -> np.ndarray:
     """Bool mask of the records (binary or string; null: False) holding a byte above 0x7F: the only
     ones that can be invalid UTF-8 (pure ASCII always is valid). One comparison over the data buffer,
     then a look-up of the few records hit."""
-    n = len(records)
-    mask = np.zeros(n, dtype=bool)
-    data = records.buffers()[2] if n else None
-    if data is None:
+    mask = np.zeros(len(records), dtype=bool)
+    if (found := _bytes(records)) is None:
         return mask
-    offsets = value_offsets(records)
+    bytes_, offsets = found
     lo, hi = int(offsets[0]), int(offsets[-1])
-    bytes_ = np.frombuffer(data, np.uint8)
     for start in range(lo, hi, _WINDOW):
         hits = np.flatnonzero(bytes_[start : min(start + _WINDOW, hi)] > 0x7F) + start
         if hits.size:
@@ -66,6 +69,31 @@ def non_ascii(records: pa.Array) -> np.ndarray:
     if records.null_count:
         mask &= np.asarray(records.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return mask
+
+
+_DAYS_IN_MONTH: Final = np.array([31, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])  # [0]: unused
+_DATE_DIGITS: Final = np.array([0, 1, 2, 3, 5, 6, 8, 9])  # YYYY-MM-DD: where the digits are
+
+
+def impossible_dates(text: pa.Array) -> np.ndarray:
+    """Mask of the strings (null, or laid out as ``ISO_TIMESTAMP_RE`` requires: ``YYYY-MM-DD`` first,
+    month 01-12, day 01-31) whose day does not exist in its month and year (2026-02-29, 2026-04-31).
+    Arrow's cast rejects exactly these among such strings; read from the bytes, no parse per value."""
+    impossible = np.zeros(len(text), dtype=bool)
+    if (found := _bytes(text)) is None:
+        return impossible
+    data, offsets = found
+    dated = (offsets[1:] - offsets[:-1]) >= 10
+    if text.null_count:
+        dated &= np.asarray(text.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    rows = np.flatnonzero(dated)
+    digits = data[offsets[rows][:, None] + _DATE_DIGITS].astype(np.int64) - ord("0")
+    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    month = np.clip(digits[:, 4] * 10 + digits[:, 5], 0, 12)
+    day = digits[:, 6] * 10 + digits[:, 7]
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    impossible[rows] = day > _DAYS_IN_MONTH[month] + ((month == 2) & leap)
+    return impossible
 
 
 def containing(records: pa.Array, *needles: bytes) -> np.ndarray:

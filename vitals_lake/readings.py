@@ -26,7 +26,7 @@ import pyarrow.json as pj
 from vitals_lake import contract as c
 from vitals_lake import envelope, fhir
 from vitals_lake import expectations as ex
-from vitals_lake.byte_search import containing, framed_by, non_ascii, value_offsets
+from vitals_lake.byte_search import containing, framed_by, impossible_dates, non_ascii, value_offsets
 from vitals_lake.isolation import run_isolating
 from vitals_lake.masks import true_where
 
@@ -490,38 +490,11 @@ def _parse_timestamps(ts: pa.ChunkedArray, candidates: np.ndarray) -> tuple[pa.A
     bisection: 54 such days in a 716,132-reading file made 1,448 casts of 3.6 million strings)."""
     text = pc.if_else(pa.array(candidates), ts, pa.scalar(None, pa.string()))
     text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-    impossible = _impossible_dates(text)
+    impossible = impossible_dates(text)
     if impossible.any():
         text = pc.if_else(pa.array(impossible), pa.scalar(None, pa.string()), text)
     parsed, bad = _cast_isolating_failures(text)
     return parsed, bad | impossible
-
-
-_DAYS_IN_MONTH: Final = np.array([31, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])  # [0]: unused
-_DATE_DIGITS: Final = np.array([0, 1, 2, 3, 5, 6, 8, 9])  # YYYY-MM-DD: where the digits are
-
-
-def _impossible_dates(text: pa.Array) -> np.ndarray:
-    """Mask of the strings (null, or laid out as ``ISO_TIMESTAMP_RE`` requires: ``YYYY-MM-DD`` first,
-    month 01-12, day 01-31) whose day does not exist in its month and year (2026-02-29, 2026-04-31).
-    Arrow's cast rejects exactly these among such strings; read from the bytes, no parse per value."""
-    n = len(text)
-    impossible = np.zeros(n, dtype=bool)
-    data = text.buffers()[2] if n else None
-    if data is None:
-        return impossible
-    offsets = value_offsets(text)
-    dated = (offsets[1:] - offsets[:-1]) >= 10
-    if text.null_count:
-        dated &= np.asarray(text.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    rows = np.flatnonzero(dated)
-    digits = np.frombuffer(data, np.uint8)[offsets[rows][:, None] + _DATE_DIGITS].astype(np.int64) - ord("0")
-    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
-    month = np.clip(digits[:, 4] * 10 + digits[:, 5], 0, 12)
-    day = digits[:, 6] * 10 + digits[:, 7]
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    impossible[rows] = day > _DAYS_IN_MONTH[month] + ((month == 2) & leap)
-    return impossible
 
 
 def _cast_isolating_failures(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
