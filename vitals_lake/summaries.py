@@ -1,11 +1,11 @@
 """Per-patient window aggregates for Gold, computed in two steps that compose.
 
-1. ``window_partials``: one vectorised ``group_by`` turns a batch of Silver rows into one partial per
-   (patient, window): count, sum, min, max and last value per vital.
-2. ``merge_partials`` combines partials of the same (patient, window) from different batches, so the
-   streaming pipeline can fold late readings in, and ``gold_row`` turns the result into a Gold row.
-
-A partial is a plain dict keyed by Gold's own column names, cheap for Beam to pickle.
+1. ``window_partials`` (``window_partials_each`` for several window sizes from one sort) turns a batch
+   of Silver rows into one partial per (patient, window), a table: count, sum, min, max and the latest
+   value per vital with its time, and the risk, score and flag counts.
+2. ``vitals_lake.gold_state.merge_partials`` combines partials of the same (patient, window) from
+   different batches, so a shard folds late readings in, and ``gold_from_partials`` turns merged
+   partials into Gold rows.
 """
 
 from __future__ import annotations
