@@ -2,9 +2,11 @@
 
 Readings of a patient unknown at ingest are kept in Silver and Gold with ``known_patient = false``
 and no ward, bed, age band or diagnosis. When the admission file lands, the patients table changes
-and this writes the enrichment into that patient's Gold rows whose enrichment differs (a MERGE on
-patient_id), stamping them with a new ``updated_at``: a warehouse fed by the stream takes the rows
-again (``gold_rows_updated_at`` reads them back), and its views keep the newest. Silver keeps
+and this writes the enrichment into that patient's Gold rows that were computed without it (a MERGE
+on patient_id), stamping them with a new ``updated_at``: a warehouse fed by the stream takes the rows
+again (``gold_rows_updated_at`` reads them back), and its views keep the newest. Rows of a known
+patient keep the enrichment of their time: a transfer to another ward changes the windows after it,
+not the ward the patient was on before (``ward_alert_counts`` counts by the ward of the time). Silver keeps
 what was known at ingest (it is the audit trail); the NEWS2 score of a scale-2 patient scored on
 scale 1 before their admission arrived is corrected by rebuilding from Bronze
 (``--input-bronze``), which re-scores with the admission now known.
@@ -30,8 +32,9 @@ _ATTEMPTS: Final = 6
 
 
 def backfill_gold(lake: Lake, patient_ids: Sequence[str], *, updated_at_us: int | None = None) -> int:
-    """Copy the patients table's enrichment into these patients' Gold rows where it differs, stamped
-    ``updated_at_us`` (default: now); return rows updated."""
+    """Copy the patients table's enrichment into these patients' Gold rows computed before their
+    admission was known (``known_patient`` not true), stamped ``updated_at_us`` (default: now);
+    return rows updated."""
     if not patient_ids or not lake.exists("gold"):
         return 0
     patients = lake.read("patients")
@@ -45,7 +48,9 @@ def backfill_gold(lake: Lake, patient_ids: Sequence[str], *, updated_at_us: int 
     updated_at = pa.array([stamp] * source.num_rows, pa.int64()).cast(c.GOLD_SCHEMA.field(c.UPDATED_AT).type)
     source = source.append_column(c.UPDATED_AT, updated_at)
     updates = {name: f"s.{name}" for name in (*GOLD_ENRICHMENT, c.UPDATED_AT)}
-    # Rows already right keep their files and their updated_at (a second pass changes nothing).
+    # Only rows enriched without an admission; they keep their files and updated_at once filled (a
+    # second pass changes nothing).
+    unknown = f"(t.{c.KNOWN_PATIENT} IS NOT TRUE)"
     differs = " OR ".join(f"(t.{name} IS DISTINCT FROM s.{name})" for name in GOLD_ENRICHMENT)
     for attempt in range(1, _ATTEMPTS + 1):
         # The stream upserts Gold concurrently: a conflicting commit is retried on the new version.
@@ -58,7 +63,7 @@ def backfill_gold(lake: Lake, patient_ids: Sequence[str], *, updated_at_us: int 
                     source_alias="s",
                     target_alias="t",
                 )
-                .when_matched_update(updates=updates, predicate=differs)
+                .when_matched_update(updates=updates, predicate=f"{unknown} AND ({differs})")
                 .execute()
             )
             return int(metrics.get("num_target_rows_updated", 0))
