@@ -38,7 +38,6 @@ from vitals_lake.config import ConfigError, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.logs import configure as configure_logging
 from vitals_lake.pseudonym import PseudonymKey
-from warehouse.settings import BigQuerySettings
 from warehouse.sync import send
 from warehouse.tables import WAREHOUSE_TABLES
 
@@ -90,15 +89,6 @@ def _print_report(report: LoadReport) -> None:
         print(f"changed patients: {len(report.patient_ids)}", flush=True)
 
 
-def _reference_sink() -> BigQuerySink:
-    """The BigQuery warehouse from the environment, its tables created if missing."""
-    from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only with --bigquery
-
-    sink = BigQuerySink(BigQuerySettings.from_env())
-    sink.ensure()
-    return sink
-
-
 def send_new_diagnoses(lake: Lake, sink: BigQuerySink) -> int:
     """Send the lake's diagnosis rows loaded after the newest load BigQuery holds; rows inserted."""
     spec = WAREHOUSE_TABLES[c.DIAGNOSIS_TABLE]
@@ -119,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = PseudonymKey.from_env(allow_development_default=not args.require_key)
         lake = Lake(lake_from_uri(args.lake))
-        warehouse = _reference_sink() if args.bigquery else None
+        warehouse: BigQuerySink | None = None
+        if args.bigquery:
+            from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only when asked
+
+            warehouse = BigQuerySink.from_env()
     except ConfigError as exc:
         return usage_error(parser, str(exc))
 

@@ -45,7 +45,6 @@ from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, KafkaSettings, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.logs import configure as configure_logging
-from warehouse.settings import BigQuerySettings
 from warehouse.sink import WarehouseSink
 from warehouse.sync import send
 
@@ -246,15 +245,6 @@ def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> pa.Table:
     return gold
 
 
-def _warehouse() -> WarehouseSink:
-    """The BigQuery warehouse the environment names, its tables created if missing."""
-    from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only with --bigquery
-
-    sink = BigQuerySink(BigQuerySettings.from_env())
-    sink.ensure()
-    return sink
-
-
 # --- CLI -------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     kafka = KafkaSettings.from_env()
@@ -304,7 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             KafkaSettings.from_env(), bootstrap_servers=args.bootstrap, topic=args.topic, group_id=args.group
         )
         lake = Lake(lake_from_uri(args.lake))
-        warehouse = _warehouse() if args.bigquery else None
+        warehouse: WarehouseSink | None = None
+        if args.bigquery:
+            from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only when asked
+
+            warehouse = BigQuerySink.from_env()
     except ConfigError as exc:
         return usage_error(parser, str(exc))
     positions = bronze_kafka_positions(lake, topic=kafka.topic)

@@ -354,6 +354,14 @@ class BigQuerySink:
         self.transient_errors = 0  # failed attempts that were retried, over the sink's life
         self._acked: OrderedDict[str, None] = OrderedDict()
 
+    @classmethod
+    def from_env(cls) -> BigQuerySink:
+        """The warehouse the environment names (:meth:`BigQuerySettings.from_env`), its tables created
+        if missing: what the jobs outside the stream (admissions, recovery) write to."""
+        sink = cls(BigQuerySettings.from_env())
+        sink.ensure()
+        return sink
+
     # --- lifecycle -------------------------------------------------------------------------------------
     def close(self) -> None:
         self.client.close()
