@@ -44,9 +44,9 @@ def backfill_gold(lake: Lake, patient_ids: Sequence[str], *, updated_at_us: int 
         return 0
     stamp = time.time_ns() // 1000 if updated_at_us is None else updated_at_us
     source = source.select([c.PATIENT_ID, *(n for n in GOLD_ENRICHMENT if n != c.KNOWN_PATIENT)])
-    source = source.append_column(c.KNOWN_PATIENT, pa.array([True] * source.num_rows, pa.bool_()))
-    updated_at = pa.array([stamp] * source.num_rows, pa.int64()).cast(c.GOLD_SCHEMA.field(c.UPDATED_AT).type)
-    source = source.append_column(c.UPDATED_AT, updated_at)
+    source = source.append_column(c.KNOWN_PATIENT, pa.repeat(pa.scalar(True), source.num_rows))
+    updated_at = pa.scalar(stamp, pa.int64()).cast(c.GOLD_SCHEMA.field(c.UPDATED_AT).type)
+    source = source.append_column(c.UPDATED_AT, pa.repeat(updated_at, source.num_rows))
     updates = {name: f"s.{name}" for name in (*GOLD_ENRICHMENT, c.UPDATED_AT)}
     # Only rows enriched without an admission; they keep their files and updated_at once filled (a
     # second pass changes nothing).

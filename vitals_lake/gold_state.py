@@ -128,15 +128,11 @@ class WindowPartials:
             state["rows"] = self.rows.take(pa.array(np.arange(self.rows.num_rows)))
         return state
 
-    def update(
-        self, silver: pa.Table, *, stored: StoredSilver | None, fresh: pa.Table | None = None
-    ) -> pa.Table:
-        """Fold new Silver rows in; return the merged partials of every window they touched.
-        ``fresh``: their ``window_partials`` of this size, when already computed."""
+    def update(self, silver: pa.Table, *, fresh: pa.Table, stored: StoredSilver | None) -> pa.Table:
+        """Fold new Silver rows in (``fresh``: their ``window_partials`` of this size); return the merged
+        partials of every window they touched."""
         if silver.num_rows == 0:
             return self._empty()
-        if fresh is None:
-            fresh = window_partials(silver, window_seconds=self.seconds)
         ts = _micros(silver[c.TIMESTAMP])
         self._cover(_floor(int(ts.min()), self.step_us) - self.lookback_us, stored)
         held = self.rows if self.rows is not None else fresh.schema.empty_table()
@@ -220,8 +216,8 @@ class GoldState:
         if silver.num_rows == 0:
             return GoldChanges(c.GOLD_SCHEMA.empty_table(), c.ROLLING_SCHEMA.empty_table())
         fresh = window_partials_each(silver, window_seconds=(self.minutes.seconds, self.hours.seconds))
-        minutes = self.minutes.update(silver, stored=stored, fresh=fresh[0])
-        hours = self.hours.update(silver, stored=stored, fresh=fresh[1])
+        minutes = self.minutes.update(silver, fresh=fresh[0], stored=stored)
+        hours = self.hours.update(silver, fresh=fresh[1], stored=stored)
         gold = pa.concat_tables(
             [
                 gold_from_partials(minutes, window_seconds=60, updated_at_us=updated_at_us),

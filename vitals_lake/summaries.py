@@ -88,7 +88,6 @@ def window_partials_each(silver: pa.Table, *, window_seconds: Sequence[int]) -> 
                 c.LAST_READING_TIME: pa.array(micros[groups.last_row()], pa.int64()),
             }
         )
-    lasts: list[dict[str, Any]] = [{} for _ in sizes]
 
     def each(column: pa.Array | pa.ChunkedArray) -> list[GroupedColumn]:
         grouped = sizes[0].column(column)
@@ -96,15 +95,17 @@ def window_partials_each(silver: pa.Table, *, window_seconds: Sequence[int]) -> 
 
     for v in c.VITAL_NAMES:
         values = pc.cast(silver[v], pa.float64())
-        for columns, last, vital in zip(out, lasts, each(values), strict=True):
+        for columns, vital in zip(out, each(values), strict=True):
             columns[c.gold_column(v, _SUM)] = vital.sum(type=pa.float64())
             columns[c.gold_column(v, "min")] = vital.extreme("min")
             columns[c.gold_column(v, "max")] = vital.extreme("max")
             columns[c.gold_column(v, "count")] = pa.array(vital.counts())
             # The time of the last non-null value, so "last" can be chosen across batches.
             row = vital.last_row()
-            last[c.gold_column(v, "last")] = take_rows(values, row)
-            last[c.gold_column(v, _LAST_TS)] = pa.array(micros[np.maximum(row, 0)], pa.int64(), mask=row < 0)
+            columns[c.gold_column(v, "last")] = take_rows(values, row)
+            columns[c.gold_column(v, _LAST_TS)] = pa.array(
+                micros[np.maximum(row, 0)], pa.int64(), mask=row < 0
+            )
     for columns, rank in zip(out, each(_combined_rank(silver)), strict=True):
         columns[_RISK_RANK] = rank.extreme("max")
     for columns, news2 in zip(out, each(silver[c.NEWS2_SCORE]), strict=True):
@@ -118,13 +119,11 @@ def window_partials_each(silver: pa.Table, *, window_seconds: Sequence[int]) -> 
     for flag, count in _FLAG_COUNTS.items():
         for columns, grouped in zip(out, each(silver[flag]), strict=True):
             columns[count] = grouped.sum(type=pa.int64())
-    for columns, last in zip(out, lasts, strict=True):
-        columns.update(last)
     for name in GOLD_ENRICHMENT:
         valid = np.asarray(silver[name].is_valid().to_numpy(zero_copy_only=False), dtype=bool)[order]
         for columns, groups in zip(out, sizes, strict=True):
             columns[name] = take_rows(silver[name], groups.last_where(valid))
-    schema = partials_schema(silver.schema)
+    schema = partials_schema(silver.schema)  # which also orders the columns
     return [pa.table(columns, schema=schema) for columns in out]
 
 

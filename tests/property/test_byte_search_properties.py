@@ -125,16 +125,7 @@ def test_timestamps_parse_as_arrow_casts_each_one(values, start):
     """Strings of the layout the timestamp rule lets through (days their month lacks included): the
     same instants and the same failures as a cast of each value alone."""
     arr = pa.array(values, pa.string()).slice(min(start, len(values)))
-    parsed, bad = _parse_timestamps(pa.chunked_array([arr]), np.ones(len(arr), bool))
-    micros = parsed.cast(pa.int64()).to_pylist()  # year 0 is no Python datetime
-    utc = pa.timestamp("us", tz="UTC")
-    for i, value in enumerate(arr.to_pylist()):
-        try:
-            expected = None if value is None else pc.cast(pa.scalar(value), utc).cast(pa.int64()).as_py()
-            failed = False
-        except pa.ArrowInvalid:
-            expected, failed = None, True
-        assert (micros[i], bool(bad[i])) == (expected, failed), value
+    assert _parsed_together(arr) == _cast_one_by_one(arr)
 
 
 def test_every_month_end_of_leap_and_common_years_parses_as_arrow_casts_it():
@@ -144,12 +135,23 @@ def test_every_month_end_of_leap_and_common_years_parses_as_arrow_casts_it():
         for month in range(1, 13)
         for day in (28, 29, 30, 31)
     ]
-    parsed, bad = _parse_timestamps(pa.chunked_array([pa.array(values)]), np.ones(len(values), bool))
-    utc = pa.timestamp("us", tz="UTC")
-    for i, value in enumerate(values):
+    got = _parsed_together(pa.array(values))
+    assert got == _cast_one_by_one(pa.array(values))
+    assert 0 < sum(failed for _, failed in got) < len(values)
+
+
+def _parsed_together(arr: pa.Array) -> list[tuple[int | None, bool]]:
+    """(microseconds, failed) per value, parsed as one batch (year 0 is no Python datetime)."""
+    parsed, bad = _parse_timestamps(pa.chunked_array([arr]), np.ones(len(arr), bool))
+    return list(zip(parsed.cast(pa.int64()).to_pylist(), bad.tolist(), strict=True))
+
+
+def _cast_one_by_one(arr: pa.Array) -> list[tuple[int | None, bool]]:
+    out: list[tuple[int | None, bool]] = []
+    for value in arr.to_pylist():
         try:
-            expected, failed = pc.cast(pa.scalar(value), utc).cast(pa.int64()).as_py(), False
+            cast = None if value is None else pc.cast(pa.scalar(value), pa.timestamp("us", tz="UTC"))
+            out.append((None if cast is None else cast.cast(pa.int64()).as_py(), False))
         except pa.ArrowInvalid:
-            expected, failed = None, True
-        assert (parsed.cast(pa.int64())[i].as_py(), bool(bad[i])) == (expected, failed), value
-    assert 0 < int(bad.sum()) < len(values)
+            out.append((None, True))
+    return out
