@@ -30,7 +30,7 @@ SPARK_MINUTES: Final = 60  # high-risk table: NEWS2 over the last hour
 
 # The views each page reads (the Looker Studio report's pages read the same: tests check it).
 PAGE_VIEWS: Final[dict[str, tuple[str, ...]]] = {
-    "patient_detail": ("latest_vitals", "patient_risk_scores", "gold_latest"),
+    "patient_detail": ("patient_identity", "latest_vitals", "patient_risk_scores", "gold_windows"),
     "high_risk": ("patient_risk_scores", "latest_vitals"),
     "ward_overview": ("patient_risk_scores", "ward_alert_counts", "latest_vitals"),
     "hospital_trends": ("vital_signs_hourly_trend", "diagnosis_summary", "data_quality_daily"),
@@ -111,9 +111,9 @@ class DashboardData:
     def _news2_history(self, minutes: int) -> dict[str, list[int | None]]:
         rows = self.q(
             f"""
-            WITH latest AS (SELECT max(window_start) AS t FROM gold_latest WHERE window_seconds = 60)
+            WITH latest AS (SELECT max(window_start) AS t FROM gold_windows WHERE window_seconds = 60)
             SELECT g.patient_key, g.window_start, g.news2_score_max
-            FROM gold_latest AS g, latest
+            FROM gold_windows AS g, latest
             WHERE g.window_seconds = 60 AND g.window_start > latest.t - INTERVAL {int(minutes)} MINUTE
             ORDER BY g.patient_key, g.window_start
             """
@@ -220,11 +220,18 @@ class DashboardData:
             """
         )
 
-    def patient(self, patient_key: str) -> Row:
+    def patient(self, patient_key: str, *, identify: bool = False) -> Row:
+        """One patient's page data, by key. ``identify``: add the raw ``patient_id`` from the identity
+        view (the detail page does, for the bedside check; the JSON API does not)."""
         key = _key(patient_key)
         latest = self.q(f"SELECT * FROM latest_vitals WHERE patient_key = '{key}'")
         if not latest:
             raise NotFound(patient_key)
+        # The one re-identification: the detail page reads the identity view, explicitly; every other
+        # view names the patient by key only.
+        if identify:
+            identity = self.q(f"SELECT patient_id FROM patient_identity WHERE patient_key = '{key}'")
+            latest[0][c.PATIENT_ID] = identity[0][c.PATIENT_ID] if identity else None
         risk = self.q(
             f"""
             SELECT risk_level, risk_rank, news2_score_max, news2_trend, news2_change, news2_last_hour,
@@ -236,12 +243,12 @@ class DashboardData:
         minutes = self.q(
             f"""
             WITH latest AS (
-              SELECT max(window_start) AS t FROM gold_latest
+              SELECT max(window_start) AS t FROM gold_windows
               WHERE window_seconds = 60 AND patient_key = '{key}'
             )
             SELECT g.window_start, g.window_end, g.reading_count, {vitals}, g.news2_score_max, g.risk_level,
                    g.anomaly_score_max, g.anomalous_readings, g.scored_readings, g.alert_readings
-            FROM gold_latest AS g, latest
+            FROM gold_windows AS g, latest
             WHERE g.window_seconds = 60 AND g.patient_key = '{key}'
               AND g.window_start > latest.t - INTERVAL {PATIENT_HISTORY_MINUTES} MINUTE
             ORDER BY g.window_start

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from dashboard.report import REPORT_FILE, Report, load_report
 from vitals_lake.cli import usage_error
+from warehouse import views
 
 LINKING_API_BASE: Final = "https://lookerstudio.google.com/reporting/create"
 CONNECTOR: Final = "bigQuery"
@@ -41,7 +42,9 @@ def linking_url(
     billing_project: str | None = None,
     report_name: str | None = None,
 ) -> str:
-    """The Linking API URL: one BigQuery TABLE data source per alias in ``report``."""
+    """The Linking API URL: one BigQuery TABLE data source per alias in ``report``, each in its view's
+    dataset (``dataset`` is the warehouse's; the reporting and identity views are in its suffixed
+    datasets, :func:`warehouse.views.view_dataset`)."""
     if not PROJECT_PATTERN.match(project):
         raise ValueError(f"not a Google Cloud project id: {project!r}")
     if billing_project is not None and not PROJECT_PATTERN.match(billing_project):
@@ -62,7 +65,7 @@ def linking_url(
             (f"{prefix}.datasourceName", ds.name),
             (f"{prefix}.type", "TABLE"),
             (f"{prefix}.projectId", project),
-            (f"{prefix}.datasetId", dataset),
+            (f"{prefix}.datasetId", views.view_dataset(ds.view, dataset)),
             (f"{prefix}.tableId", ds.view),
         ]
         if billing_project:
@@ -87,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the Looker Studio Linking API URL for the Vitals Lake report over BigQuery views.",
     )
     p.add_argument("--project", required=True, help="Google Cloud project holding the dataset")
-    p.add_argument("--dataset", required=True, help="BigQuery dataset holding the views")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="the warehouse's BigQuery dataset (the views are in DATASET_reporting and DATASET_identity)",
+    )
     p.add_argument(
         "--report-template",
         default=None,

@@ -470,7 +470,7 @@ def patient(d: Row, choices: Sequence[Row]) -> str:
     identity = "".join(
         f'<div class="field"><div class="label">{label}</div><div class="v {cls}">{value}</div></div>'
         for label, value, cls in (
-            ("Patient id", f'<span class="patient-id">{fmt(p[c.PATIENT_ID])}</span>', ""),
+            ("Patient id", f'<span class="patient-id">{fmt(p.get(c.PATIENT_ID))}</span>', ""),
             ("Ward", fmt(p[c.WARD]), ""),
             ("Bed", fmt(p[c.BED]), "bed"),
             ("Age band", fmt(p[c.AGE_BAND]), ""),

@@ -3,7 +3,8 @@
 Routes: ``/high-risk``, ``/wards``, ``/trends``, ``/patient`` (the highest-risk patient) and
 ``/patient/<patient_key>``; ``?partial=1`` returns only the page's ``<main>`` content (the pages'
 auto-refresh swaps it in); ``/api/<page>`` (and ``/api/patient/<patient_key>``) return the page's data
-as JSON; ``/healthz`` says whether the warehouse answers and how the last sync went.
+as JSON (patients by ``patient_key`` only: the raw id is read, from the identity view, for the
+HTML detail page alone); ``/healthz`` says whether the warehouse answers and how the last sync went.
 
 Exposure: a request whose ``Host`` is not the bind address, a loopback name or one given with
 ``--allowed-host`` is refused (421), an error answers a generic body with a reference that the log
@@ -155,7 +156,7 @@ class Dashboard:
         if path.startswith("/patient/"):
             key = path.removeprefix("/patient/")
             try:
-                body = pages.patient(self.data.patient(key), self.data.patient_choices())
+                body = pages.patient(self.data.patient(key, identify=True), self.data.patient_choices())
             except NotFound:
                 return self._html(
                     "patient_detail",

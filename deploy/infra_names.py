@@ -172,6 +172,10 @@ def names() -> dict[str, Any]:
             "view_levels": view_levels(),
             "view_dependencies": {name: sorted(views.dependencies(name)) for name in ordered_views},
             "view_descriptions": {name: views.description(name) for name in ordered_views},
+            # Which dataset each view lives in (warehouse, reporting or identity), and the suffix
+            # each dataset adds to the warehouse dataset's name.
+            "view_datasets": {name: views.dataset_role(name) for name in ordered_views},
+            "dataset_suffixes": dict(views.DATASET_SUFFIX),
         },
         "secrets": dict(SECRETS),
         # What the alert policies and log-based metrics of monitoring.tf select.

@@ -18,7 +18,7 @@ import re
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Final
+from typing import Final, Literal
 
 from vitals_lake import contract as c
 
@@ -33,7 +33,7 @@ BASE_VIEWS: Final[dict[str, str]] = {
     "dq_metrics_dedup": c.DQ_METRICS_TABLE,
     "diagnosis_latest": c.DIAGNOSIS_TABLE,
 }
-# The views analysts and dashboards query.
+# The views analysts and dashboards query: they name patients by the pseudonymous patient_key only.
 PUBLIC_VIEWS: Final = (
     "patient_risk_scores",
     "ward_alert_counts",
@@ -41,7 +41,22 @@ PUBLIC_VIEWS: Final = (
     "diagnosis_summary",
     "latest_vitals",
     "data_quality_daily",
+    "gold_windows",
 )
+# The views that re-identify a patient (patient_key -> patient_id), for the roles that may.
+IDENTITY_VIEWS: Final = ("patient_identity",)
+
+# Where each kind of view lives in BigQuery: the base views beside the tables in the restricted
+# warehouse dataset; the public views in a reporting dataset that analysts read; the identity views
+# in an identity dataset of their own. Both other datasets are authorised on the warehouse dataset,
+# so their views read its tables without their readers being able to. Locally (DuckDB) every view
+# is in one schema: there is no IAM to separate.
+DatasetRole = Literal["warehouse", "reporting", "identity"]
+DATASET_SUFFIX: Final[dict[DatasetRole, str]] = {
+    "warehouse": "",
+    "reporting": "_reporting",
+    "identity": "_identity",
+}
 
 _QUALIFIED: Final = re.compile(r"`\$\{project\}\.\$\{dataset\}\.(\w+)`")
 _PLACEHOLDER: Final = re.compile(r"[$%]\{")
@@ -69,6 +84,11 @@ def view_names() -> list[str]:
 
     for name in files:
         visit(name, ())
+    for name in ordered:
+        # A reporting or identity view names what it reads in the warehouse dataset.
+        outside = {d for d in dependencies(name) if d in ordered and dataset_role(d) != "warehouse"}
+        if dataset_role(name) != "warehouse" and outside:
+            raise ViewError(f"{name} reads {sorted(outside)}, which live outside the warehouse dataset")
     return ordered
 
 
@@ -107,6 +127,20 @@ def dependencies(name: str) -> set[str]:
     return set(_QUALIFIED.findall(source(name)))
 
 
+def dataset_role(name: str) -> DatasetRole:
+    """Which dataset the view belongs in (:data:`DATASET_SUFFIX`)."""
+    if name in PUBLIC_VIEWS:
+        return "reporting"
+    if name in IDENTITY_VIEWS:
+        return "identity"
+    return "warehouse"
+
+
+def view_dataset(name: str, dataset: str) -> str:
+    """The BigQuery dataset holding view ``name`` when the warehouse dataset is ``dataset``."""
+    return dataset + DATASET_SUFFIX[dataset_role(name)]
+
+
 def bigquery_sql(name: str, project: str, dataset: str) -> str:
     """The view's query for BigQuery, with the project and dataset filled in."""
     if not _PROJECT_RE.match(project):
@@ -117,8 +151,10 @@ def bigquery_sql(name: str, project: str, dataset: str) -> str:
 
 
 def bigquery_ddl(name: str, project: str, dataset: str) -> str:
-    """``CREATE OR REPLACE VIEW`` for BigQuery (the emulators ignore a PATCH of a view's query)."""
-    return f"CREATE OR REPLACE VIEW `{project}.{dataset}.{name}` AS\n{bigquery_sql(name, project, dataset)};"
+    """``CREATE OR REPLACE VIEW`` for BigQuery (the emulators ignore a PATCH of a view's query), in the
+    view's own dataset (:func:`view_dataset`); what it reads stays in ``dataset``."""
+    where = f"{project}.{view_dataset(name, dataset)}.{name}"
+    return f"CREATE OR REPLACE VIEW `{where}` AS\n{bigquery_sql(name, project, dataset)};"
 
 
 @cache

@@ -16,6 +16,42 @@ resource "google_bigquery_dataset" "warehouse" {
   depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
 }
 
+# Minimum necessary: analysts and Looker Studio read the reporting dataset, whose views name patients
+# by the pseudonymous patient_key only; the one view that maps a key back to the raw patient id is in
+# the identity dataset (readers: var.identity_readers). Both are authorised datasets of the warehouse
+# (below), so their views read its tables while their readers cannot.
+resource "google_bigquery_dataset" "reporting" {
+  dataset_id                 = "${local.dataset_id}${local.names.bigquery.dataset_suffixes.reporting}"
+  location                   = var.bigquery_location
+  description                = "Vitals Lake reporting views (patients by pseudonymous key only): what analysts and Looker Studio read."
+  delete_contents_on_destroy = var.force_destroy
+
+  dynamic "default_encryption_configuration" {
+    for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
+    content {
+      kms_key_name = default_encryption_configuration.value
+    }
+  }
+
+  depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
+}
+
+resource "google_bigquery_dataset" "identity" {
+  dataset_id                 = "${local.dataset_id}${local.names.bigquery.dataset_suffixes.identity}"
+  location                   = var.bigquery_location
+  description                = "Vitals Lake re-identification: patient_key to patient_id, for the roles that may see identities."
+  delete_contents_on_destroy = var.force_destroy
+
+  dynamic "default_encryption_configuration" {
+    for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
+    content {
+      kms_key_name = default_encryption_configuration.value
+    }
+  }
+
+  depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
+}
+
 resource "google_bigquery_table" "tables" {
   for_each = local.names.bigquery.tables
 
@@ -51,7 +87,7 @@ resource "google_bigquery_table" "views_level_0" {
   #checkov:skip=CKV_GCP_80:A view stores no data to encrypt, the tables it reads are encrypted with CMEK when var.kms_key_name is set
   for_each = toset(try(local.view_levels[0], []))
 
-  dataset_id          = google_bigquery_dataset.warehouse.dataset_id
+  dataset_id          = local.view_dataset[each.key]
   table_id            = each.key
   description         = local.names.bigquery.view_descriptions[each.key]
   deletion_protection = false
@@ -70,7 +106,7 @@ resource "google_bigquery_table" "views_level_1" {
   #checkov:skip=CKV_GCP_80:A view stores no data to encrypt, the tables it reads are encrypted with CMEK when var.kms_key_name is set
   for_each = toset(try(local.view_levels[1], []))
 
-  dataset_id          = google_bigquery_dataset.warehouse.dataset_id
+  dataset_id          = local.view_dataset[each.key]
   table_id            = each.key
   description         = local.names.bigquery.view_descriptions[each.key]
   deletion_protection = false
@@ -89,7 +125,7 @@ resource "google_bigquery_table" "views_level_2" {
   #checkov:skip=CKV_GCP_80:A view stores no data to encrypt, the tables it reads are encrypted with CMEK when var.kms_key_name is set
   for_each = toset(try(local.view_levels[2], []))
 
-  dataset_id          = google_bigquery_dataset.warehouse.dataset_id
+  dataset_id          = local.view_dataset[each.key]
   table_id            = each.key
   description         = local.names.bigquery.view_descriptions[each.key]
   deletion_protection = false
@@ -102,19 +138,40 @@ resource "google_bigquery_table" "views_level_2" {
   depends_on = [google_bigquery_table.views_level_1]
 }
 
+# Access to the warehouse dataset is its access list (google_bigquery_dataset_access), not IAM members:
+# the provider's dataset IAM resources would remove the authorised datasets below. Legacy role names
+# (WRITER = roles/bigquery.dataEditor), which the API returns, so a plan shows no permanent diff.
+
 # The pipeline streams rows (streaming inserts) and reads table metadata: data editor on this dataset only.
-resource "google_bigquery_dataset_iam_member" "pipeline_writer" {
-  dataset_id = google_bigquery_dataset.warehouse.dataset_id
-  role       = "roles/bigquery.dataEditor"
-  member     = google_service_account.dataflow.member
+resource "google_bigquery_dataset_access" "pipeline_writer" {
+  dataset_id    = google_bigquery_dataset.warehouse.dataset_id
+  role          = "WRITER"
+  user_by_email = google_service_account.dataflow.email
 }
 
 # The admissions loader appends the diagnosis reference (ref_diagnosis_mapping), and asks for the newest
 # load it holds (one query job a pass).
-resource "google_bigquery_dataset_iam_member" "admissions_reference_writer" {
+resource "google_bigquery_dataset_access" "admissions_reference_writer" {
+  dataset_id    = google_bigquery_dataset.warehouse.dataset_id
+  role          = "WRITER"
+  user_by_email = google_service_account.admissions.email
+}
+
+# Every view of the reporting and identity datasets may read the warehouse (authorised datasets).
+resource "google_bigquery_dataset_access" "authorised_views" {
+  for_each = {
+    reporting = google_bigquery_dataset.reporting.dataset_id
+    identity  = google_bigquery_dataset.identity.dataset_id
+  }
+
   dataset_id = google_bigquery_dataset.warehouse.dataset_id
-  role       = "roles/bigquery.dataEditor"
-  member     = google_service_account.admissions.member
+  dataset {
+    dataset {
+      project_id = var.project_id
+      dataset_id = each.value
+    }
+    target_types = ["VIEWS"]
+  }
 }
 
 resource "google_project_iam_member" "admissions_job_user" {
@@ -123,17 +180,28 @@ resource "google_project_iam_member" "admissions_job_user" {
   member  = google_service_account.admissions.member
 }
 
+# Analysts read the reporting views only: not the tables, not the identity view.
 resource "google_bigquery_dataset_iam_member" "analysts" {
   for_each = toset(var.analyst_members)
 
-  dataset_id = google_bigquery_dataset.warehouse.dataset_id
+  dataset_id = google_bigquery_dataset.reporting.dataset_id
+  role       = "roles/bigquery.dataViewer"
+  member     = each.value
+}
+
+# Those who may re-identify a patient (clinicians' tools, the patient-detail data source) read the
+# identity view.
+resource "google_bigquery_dataset_iam_member" "identity_readers" {
+  for_each = toset(var.identity_readers)
+
+  dataset_id = google_bigquery_dataset.identity.dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = each.value
 }
 
 # Running a query is a project-level permission (jobs), reading the data is the dataset-level one above.
 resource "google_project_iam_member" "analyst_job_users" {
-  for_each = toset(var.analyst_members)
+  for_each = toset(concat(var.analyst_members, var.identity_readers))
 
   project = var.project_id
   role    = "roles/bigquery.jobUser"

@@ -40,8 +40,18 @@ output "pubsub" {
 }
 
 output "bigquery_dataset" {
-  description = "PROJECT.DATASET of the warehouse (--bigquery-dataset; the Looker Studio data source)."
+  description = "PROJECT.DATASET of the warehouse (--bigquery-dataset; `python -m dashboard.looker_link --dataset` takes its DATASET)."
   value       = "${var.project_id}.${google_bigquery_dataset.warehouse.dataset_id}"
+}
+
+output "bigquery_reporting_dataset" {
+  description = "PROJECT.DATASET of the reporting views analysts and Looker Studio read."
+  value       = "${var.project_id}.${google_bigquery_dataset.reporting.dataset_id}"
+}
+
+output "bigquery_identity_dataset" {
+  description = "PROJECT.DATASET of the identity view (patient_key to patient_id)."
+  value       = "${var.project_id}.${google_bigquery_dataset.identity.dataset_id}"
 }
 
 output "bigquery_views" {

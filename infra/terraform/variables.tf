@@ -225,13 +225,24 @@ variable "landing_writer_members" {
 }
 
 variable "analyst_members" {
-  description = "IAM members who read the warehouse (BigQuery Data Viewer on the dataset, Job User on the project): Looker Studio data source owners and analysts."
+  description = "IAM members who read the reporting views (BigQuery Data Viewer on the reporting dataset, Job User on the project): Looker Studio data source owners and analysts. They see patients by pseudonymous key only."
   type        = list(string)
   default     = []
 
   validation {
     condition     = alltrue([for m in var.analyst_members : can(regex("^(user|group|serviceAccount|domain):[^ ]+$", m))])
     error_message = "analyst_members must be user:, group:, serviceAccount: or domain: members."
+  }
+}
+
+variable "identity_readers" {
+  description = "IAM members who may re-identify a patient: BigQuery Data Viewer on the identity dataset (patient_key to patient_id), Job User on the project. Clinicians' tools; Looker Studio's patient-identity data source with viewer's credentials."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.identity_readers : can(regex("^(user|group|serviceAccount|domain):[^ ]+$", m))])
+    error_message = "identity_readers must be user:, group:, serviceAccount: or domain: members."
   }
 }
 

@@ -13,7 +13,6 @@ access_grant: can_see_patient_identity {
 }
 
 explore: patient_risk_scores {
-  fields: [ALL_FIELDS*, -patient_risk_scores.patient_id, -latest_vitals.patient_id]
   join: latest_vitals {
     type: left_outer
     relationship: one_to_one
@@ -22,18 +21,15 @@ explore: patient_risk_scores {
 }
 
 explore: latest_vitals {
-  fields: [ALL_FIELDS*, -latest_vitals.patient_id]
 }
 
-explore: gold_latest {
-  fields: [ALL_FIELDS*, -gold_latest.patient_id]
+explore: gold_windows {
 }
 
 explore: ward_alert_counts {
 }
 
 explore: vital_signs_hourly_trend {
-  fields: [ALL_FIELDS*, -vital_signs_hourly_trend.patient_id]
 }
 
 explore: diagnosis_summary {
@@ -42,9 +38,15 @@ explore: diagnosis_summary {
 explore: data_quality_daily {
 }
 
-# The only explore with direct identifiers: the patient-detail page's re-identification.
+# The only explore with direct identifiers: the patient-detail page's re-identification,
+# through the identity dataset (the connection's account must be one of var.identity_readers).
 explore: patient_detail {
   from: latest_vitals
   label: "Patient detail (identifies patients)"
   required_access_grants: [can_see_patient_identity]
+  join: patient_identity {
+    type: left_outer
+    relationship: one_to_one
+    sql_on: ${patient_detail.patient_key} = ${patient_identity.patient_key} ;;
+  }
 }

@@ -18,7 +18,7 @@ WITH hours AS (
 SELECT
   h.code AS diagnosis_code,
   d.diagnosis_description,
-  COUNT(DISTINCT h.patient_id) AS patients,
+  COUNT(DISTINCT h.patient_key) AS patients,
   CAST(SUM(h.reading_count) AS INT64) AS readings,
   SAFE_DIVIDE(SUM(h.heart_rate_mean * h.heart_rate_count), SUM(h.heart_rate_count)) AS heart_rate_mean,
   SAFE_DIVIDE(SUM(h.temperature_mean * h.temperature_count), SUM(h.temperature_count)) AS temperature_mean,
@@ -27,8 +27,8 @@ SELECT
   SAFE_DIVIDE(SUM(h.systolic_mean * h.systolic_count), SUM(h.systolic_count)) AS systolic_mean,
   SAFE_DIVIDE(SUM(h.diastolic_mean * h.diastolic_count), SUM(h.diastolic_count)) AS diastolic_mean,
   CAST(MAX(h.news2_score_max) AS INT64) AS news2_score_max,
-  COUNT(DISTINCT IF(h.risk_level = 'high', h.patient_id, NULL)) AS high_risk_patients,
-  SAFE_DIVIDE(COUNT(DISTINCT IF(h.risk_level = 'high', h.patient_id, NULL)), COUNT(DISTINCT h.patient_id)) AS high_risk_share,
+  COUNT(DISTINCT IF(h.risk_level = 'high', h.patient_key, NULL)) AS high_risk_patients,
+  SAFE_DIVIDE(COUNT(DISTINCT IF(h.risk_level = 'high', h.patient_key, NULL)), COUNT(DISTINCT h.patient_key)) AS high_risk_share,
   MIN(h.window_start) AS first_hour,
   MAX(h.window_start) AS last_hour
 FROM hours AS h

@@ -2,6 +2,7 @@
 -- windows. A vital missing from the latest minute (e.g. blood pressure measured every 15 minutes)
 -- keeps its last measured value; <vital>_minute is the start of the minute it was measured in, so
 -- a stale value is visible. Enrichment (ward, bed, ...), risk and NEWS2 are the latest minute's.
+-- Patients are named by their pseudonymous patient_key only: the raw id is in patient_identity.
 WITH minutes AS (
   SELECT *
   FROM `${project}.${dataset}.gold_latest`
@@ -9,7 +10,6 @@ WITH minutes AS (
 ),
 filled AS (
   SELECT
-    patient_id,
     patient_key,
     ward,
     bed,
@@ -33,7 +33,7 @@ filled AS (
     LAST_VALUE(IF(diastolic_last IS NULL, NULL, window_start) IGNORE NULLS) OVER history AS diastolic_minute
   FROM minutes
   WINDOW history AS (
-    PARTITION BY patient_id
+    PARTITION BY patient_key
     ORDER BY window_start
     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
   )
@@ -41,4 +41,4 @@ filled AS (
 SELECT *
 FROM filled
 WHERE TRUE
-QUALIFY ROW_NUMBER() OVER (PARTITION BY patient_id ORDER BY window_start DESC) = 1
+QUALIFY ROW_NUMBER() OVER (PARTITION BY patient_key ORDER BY window_start DESC) = 1

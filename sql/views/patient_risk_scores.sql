@@ -1,4 +1,5 @@
 -- One row per patient: the risk of the patient's latest one-minute Gold window, plus a trend.
+-- Patients are named by their pseudonymous patient_key only: the raw id is in patient_identity.
 --
 -- risk_level is Gold's combined level (the highest NEWS2 response in the minute, raised to
 -- "medium" while the alert rule had an alert open); risk_rank orders it (0 low .. 3 high).
@@ -20,22 +21,22 @@ latest AS (
   SELECT *
   FROM minutes
   WHERE TRUE
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY patient_id ORDER BY window_start DESC) = 1
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY patient_key ORDER BY window_start DESC) = 1
 ),
 hours AS (
   SELECT
-    m.patient_id,
+    m.patient_key,
     m.news2_score_max,
     m.anomaly_score_mean,
     m.scored_readings,
     m.window_start > TIMESTAMP_SUB(l.window_start, INTERVAL 60 MINUTE) AS in_last_hour
   FROM minutes AS m
-  JOIN latest AS l ON l.patient_id = m.patient_id
+  JOIN latest AS l ON l.patient_key = m.patient_key
   WHERE m.window_start > TIMESTAMP_SUB(l.window_start, INTERVAL 120 MINUTE)
 ),
 trend AS (
   SELECT
-    patient_id,
+    patient_key,
     AVG(IF(in_last_hour, news2_score_max, NULL)) AS news2_last_hour,
     AVG(IF(in_last_hour, NULL, news2_score_max)) AS news2_previous_hour,
     SAFE_DIVIDE(
@@ -47,10 +48,9 @@ trend AS (
       SUM(IF(in_last_hour, NULL, scored_readings))
     ) AS anomaly_previous_hour
   FROM hours
-  GROUP BY patient_id
+  GROUP BY patient_key
 )
 SELECT
-  l.patient_id,
   l.patient_key,
   l.ward,
   l.bed,
@@ -86,4 +86,4 @@ SELECT
   t.anomaly_previous_hour,
   t.anomaly_last_hour - t.anomaly_previous_hour AS anomaly_change
 FROM latest AS l
-JOIN trend AS t ON t.patient_id = l.patient_id
+JOIN trend AS t ON t.patient_key = l.patient_key

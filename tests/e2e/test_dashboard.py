@@ -230,6 +230,12 @@ def test_pages_refresh_themselves_and_json_endpoints_answer(chromium, served, sa
         doc = json.load(resp)
     assert len(doc["patients"]) == len(sample.patient_ids)
     assert all(c.PATIENT_ID not in p for p in doc["patients"])
+    # The patient API names the patient by key: only the HTML detail page reads the identity view.
+    first = sample.patient_ids[0]
+    with urllib.request.urlopen(f"{url}api/patient/{sample.patient_keys[first]}", timeout=10) as resp:
+        body = resp.read().decode()
+    assert json.loads(body)["patient"][c.PATIENT_KEY] == sample.patient_keys[first]
+    assert not any(pid in body for pid in sample.patient_ids)
 
 
 @pytest.mark.timeout(600)

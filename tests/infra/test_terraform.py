@@ -317,6 +317,47 @@ def test_every_view_file_is_deployed_level_by_level(root, names):
     assert (TF / views_dir.replace("${path.module}/", "")).resolve() == Path(str(views.VIEWS_DIR)).resolve()
 
 
+def test_analysts_read_the_reporting_views_only_and_identity_readers_the_identity_view(root, names):
+    """Minimum necessary: views live in the dataset of their role; analysts get the reporting dataset
+    alone, identity readers the identity dataset alone, and nobody but the writers the warehouse."""
+    assert names["bigquery"]["view_datasets"] == {v: views.dataset_role(v) for v in views.view_names()}
+    assert names["bigquery"]["dataset_suffixes"] == views.DATASET_SUFFIX
+    assert {v for v, role in names["bigquery"]["view_datasets"].items() if role == "reporting"} == set(
+        views.PUBLIC_VIEWS
+    )
+    datasets = root.resources_of("google_bigquery_dataset")
+    for role in ("reporting", "identity"):
+        assert (
+            datasets[role]["dataset_id"]
+            == f"${{local.dataset_id}}${{local.names.bigquery.dataset_suffixes.{role}}}"
+        )
+        assert root.locals["datasets"][role] == f"${{google_bigquery_dataset.{role}}}"
+    assert "local.datasets[role].dataset_id" in root.locals["view_dataset"]
+    for name, body in root.resources_of("google_bigquery_table").items():
+        if name.startswith("views_level_"):
+            assert body["dataset_id"] == "${local.view_dataset[each.key]}", name
+    grants = root.resources_of("google_bigquery_dataset_iam_member")
+    assert set(grants) == {"analysts", "identity_readers"}
+    assert grants["analysts"]["dataset_id"] == "${google_bigquery_dataset.reporting.dataset_id}"
+    assert grants["analysts"]["for_each"] == "${toset(var.analyst_members)}"
+    assert grants["identity_readers"]["dataset_id"] == "${google_bigquery_dataset.identity.dataset_id}"
+    assert grants["identity_readers"]["for_each"] == "${toset(var.identity_readers)}"
+    # The warehouse dataset: its access list only (IAM members would remove the authorised datasets).
+    access = root.resources_of("google_bigquery_dataset_access")
+    assert set(access) == {"pipeline_writer", "admissions_reference_writer", "authorised_views"}
+    for writer in ("pipeline_writer", "admissions_reference_writer"):
+        assert access[writer]["dataset_id"] == "${google_bigquery_dataset.warehouse.dataset_id}"
+        assert access[writer]["role"] == "WRITER"
+    authorised = access["authorised_views"]
+    assert authorised["dataset_id"] == "${google_bigquery_dataset.warehouse.dataset_id}"
+    assert authorised["for_each"] == {
+        "reporting": "${google_bigquery_dataset.reporting.dataset_id}",
+        "identity": "${google_bigquery_dataset.identity.dataset_id}",
+    }
+    assert authorised["dataset"][0]["target_types"] == ["VIEWS"]
+    assert authorised["dataset"][0]["dataset"][0]["dataset_id"] == "${each.value}"
+
+
 def test_tables_are_partitioned_and_clustered_as_the_warehouse_declares(root, names):
     body = root.resources_of("google_bigquery_table")["tables"]
     assert body["for_each"] == "${local.names.bigquery.tables}"

@@ -73,4 +73,5 @@ def test_the_readmes_batch_commands_run_as_written(tmp_path: Path) -> None:
     counts = next(out for command, out in outputs.items() if command.endswith(str(lake)))
     assert re.search(r"silver_patient_vitals\s+[\d,]+ rows", counts)
     query = next(out for command, out in outputs.items() if "warehouse query" in command)
-    assert query.splitlines()[0].split(" | ")[1].strip() == "patient_key" and "(5 rows)" in query
+    assert query.splitlines()[0].split(" | ")[0].strip() == "patient_key" and "(5 rows)" in query
+    assert not re.search(r"\bP\d{6}\b", query), "the reporting view shows the raw patient id"

@@ -341,12 +341,16 @@ def test_sync_copies_everything_once_then_nothing(lake, wh):
         assert again.count(c.GOLD_TABLE) == 6
 
 
+# The reporting views name patients by key; the identity view re-identifies them.
+RISK_OF_P3 = (
+    "SELECT {} FROM patient_risk_scores JOIN patient_identity USING (patient_key) WHERE patient_id = 'P3'"
+)
+
+
 def test_sync_sends_only_what_an_upsert_changed(lake, wh):
     seed(lake)
     sync_lake(lake, wh)
-    assert wh.query("SELECT risk_level FROM patient_risk_scores WHERE patient_id = 'P3'").to_pylist() == [
-        {"risk_level": "low"}
-    ]
+    assert wh.query(RISK_OF_P3.format("risk_level")).to_pylist() == [{"risk_level": "low"}]
     # MERGE rewrites the whole file holding P3's minute; only P3's new version is new.
     upsert_gold(lake, [gold("P3", at(10, 3), updated=V2, **{NEWS2_MAX: 9, c.RISK_LEVEL: "high"})])
     lake.append("dq_metrics", dq_table([dq("b3", "r1", at(12), 4, 4)]))
@@ -354,7 +358,7 @@ def test_sync_sends_only_what_an_upsert_changed(lake, wh):
     copied = sync_lake(lake, sink)
     assert copied == {c.GOLD_TABLE: 1, c.ALERTS_TABLE: 0, c.DQ_METRICS_TABLE: 1, c.DIAGNOSIS_TABLE: 0}
     assert sink.offered == {c.GOLD_TABLE: 1, c.DQ_METRICS_TABLE: 1}
-    got = wh.query("SELECT risk_level, news2_score_max FROM patient_risk_scores WHERE patient_id = 'P3'")
+    got = wh.query(RISK_OF_P3.format("risk_level, news2_score_max"))
     assert got.to_pylist() == [{"risk_level": "high", "news2_score_max": 9}]
     assert wh.count(c.GOLD_TABLE) == 7  # both versions stored; the views see the newest
     assert sync_lake(lake, wh) == dict.fromkeys(WAREHOUSE_TABLES, 0)
@@ -436,7 +440,10 @@ def test_cli_sync_then_query_prints_rows(lake, tmp_path, capsys):
     path = str(tmp_path / "cli.duckdb")
     assert main(["sync", "--lake", str(lake.settings.root), "--warehouse", path]) == 0
     assert json.loads(capsys.readouterr().out)["copied"][c.GOLD_TABLE] == 6
-    sql = "SELECT patient_id, news2_score_max, risk_level FROM patient_risk_scores ORDER BY patient_id"
+    sql = (
+        "SELECT patient_id, news2_score_max, risk_level"
+        " FROM patient_risk_scores JOIN patient_identity USING (patient_key) ORDER BY patient_id"
+    )
     assert main(["query", sql, "--warehouse", path]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split("|")[0].strip() == "patient_id"
@@ -469,7 +476,11 @@ def test_cli_views_prints_bigquery_ddl(capsys):
     assert main(["views", "--bigquery", "--project", "vitals-prod", "--dataset", "vitals_dw"]) == 0
     out = capsys.readouterr().out
     for name in views.view_names():
-        assert f"CREATE OR REPLACE VIEW `vitals-prod.vitals_dw.{name}` AS" in out
+        assert (
+            f"CREATE OR REPLACE VIEW `vitals-prod.{views.view_dataset(name, 'vitals_dw')}.{name}` AS" in out
+        )
+    assert "VIEW `vitals-prod.vitals_dw_reporting.patient_risk_scores`" in out
+    assert "VIEW `vitals-prod.vitals_dw_identity.patient_identity`" in out
     assert "${" not in out
     # Dependencies first, so the DDL runs top to bottom.
     assert out.index("VIEW `vitals-prod.vitals_dw.gold_latest`") < out.index("patient_risk_scores` AS")

@@ -26,9 +26,13 @@ TEMPLATE = "0b5c3c1e-4d7a-4f44-9b61-2a9d8f6e7c10"
 def test_report_definition_has_the_four_pages_over_the_views():
     report = load_report()
     assert [p.id for p in report.pages] == ["patient_detail", "high_risk", "ward_overview", "hospital_trends"]
-    # Every public view is a data source of the report; the only other one is Gold's newest-version view.
+    # Every public view is a data source of the report; the only other one is the identity view (the
+    # patient-detail page's re-identification), and it is used on that page only.
     assert set(views.PUBLIC_VIEWS) <= set(report.views)
-    assert set(report.views) - set(views.PUBLIC_VIEWS) == {"gold_latest"}
+    assert set(report.views) - set(views.PUBLIC_VIEWS) == set(views.IDENTITY_VIEWS)
+    for page in report.pages:
+        if set(report.views_of(page.id)) & set(views.IDENTITY_VIEWS):
+            assert page.id == "patient_detail"
     assert set(report.views) <= set(views.view_names())
     for page in report.pages:
         assert page.charts, page.id
@@ -51,7 +55,8 @@ def test_linking_url_wires_every_view_and_every_page():
             "datasourceName": ds.name,
             "type": "TABLE",
             "projectId": "vitals-lake-prod",
-            "datasetId": "vitals_lake",
+            # Each view in its dataset: the reporting views apart from the identity view.
+            "datasetId": "vitals_lake_" + ("identity" if ds.view in views.IDENTITY_VIEWS else "reporting"),
             "tableId": ds.view,
         }, ds.alias
     wired = {got["tableId"] for got in sources.values()}
@@ -146,11 +151,13 @@ def test_the_lookml_model_explores_every_view_and_identifies_patients_in_one_pla
     connection = re.search(r'^connection: "@\{(\w+)\}"$', model, flags=re.M)
     assert connection and f"constant: {connection.group(1)} {{" in manifest
     explores = dict(re.findall(r"^explore: (\w+) \{\n(.*?)^\}", model, flags=re.M | re.S))
-    assert set(load_report().views) <= set(explores)
+    assert set(load_report().views) - set(views.IDENTITY_VIEWS) <= set(explores)
     for view, body in explores.items():
         shown = body if view == "patient_detail" else ""
         referenced = set(re.findall(r"\$\{(\w+)\.", body)) | set(re.findall(r"from: (\w+)", body))
-        for name in referenced | ({view} - {"patient_detail"}):
+        for name in (referenced | {view}) - {"patient_detail"}:
+            if name in views.IDENTITY_VIEWS:  # the identity view joins the patient-detail explore only
+                assert view == "patient_detail", f"explore {view} reads {name}"
             text = (folder / f"{name}.view.lkml").read_text()
             if "dimension: patient_id {" in text and not shown:
                 assert f"-{name}.patient_id" in body, f"explore {view} shows {name}.patient_id"
