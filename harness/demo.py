@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from harness.demo_alerts import alert_summary, notifier
+from harness.demo_alerts import alert_summary, keep_deliveries, notifier
 from harness.stack import LocalStack, ManagedProcess, StackError
 from harness.stack.process import free_port
 from harness.waiting import WaitTimeout, wait_until
@@ -190,6 +190,7 @@ def run_demo(
             if not delivery.settle(lake):  # pushes still in flight reach the function, are acknowledged
                 say("alert deliveries did not settle within 60 s: see the alerts summary")
             alerts = alert_summary(lake, delivery)
+            alerts["kept_in"] = str(keep_deliveries(run_dir, delivery))
         finally:
             for child in reversed(children):
                 child.stop(timeout=10)

@@ -3,6 +3,7 @@ subscribed to the alerts topic the pipeline publishes to; and what they delivere
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import Counter
 from collections.abc import Iterator
@@ -96,3 +97,18 @@ def alert_summary(lake: Lake, delivered: Notifier) -> dict[str, Any]:
         "function_deliveries": delivered.function.delivery_counts(),
         "dead_letters": len(delivered.function.dead_letters()),
     }
+
+
+def keep_deliveries(run_dir: Path, delivered: Notifier) -> Path:
+    """Write what left the platform, as the receivers got it, to ``<run_dir>/delivered``: each e-mail
+    as ``mail-NNN.eml`` and every webhook request (path, headers, body) as a line of
+    ``webhooks.jsonl``. What a patient's alert reveals outside is then on disk to read (and scan)."""
+    out = run_dir / "delivered"
+    out.mkdir(parents=True, exist_ok=True)
+    for i, mail in enumerate(delivered.mail.messages()):
+        (out / f"mail-{i:03d}.eml").write_bytes(mail.message.as_bytes())
+    with (out / "webhooks.jsonl").open("w", encoding="utf-8") as f:
+        for hook in delivered.hooks.deliveries(accepted=None):
+            record = {"path": hook.path, "headers": hook.headers, "body": hook.body.decode(errors="replace")}
+            f.write(json.dumps(record) + "\n")
+    return out

@@ -6,7 +6,10 @@ Counts per layer must match what the simulator says it sent, record for record.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -15,6 +18,8 @@ from harness.demo import run_demo
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
+from warehouse import views
+from warehouse.duck import DuckWarehouse
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -25,11 +30,11 @@ def demo(tmp_path_factory):
     code = run_demo(
         run_dir=run_dir,
         patients=40,
-        duration=20,
+        duration=45,  # episodes last up to 60 % of the run: long enough for the alert rule's 15 s
         interval=2,
         seed=7,
         drain_timeout=180,
-        # Dirty on purpose: every imperfection shows up in a 20-second run.
+        # Dirty on purpose: every imperfection shows up in a 45-second run.
         simulator_args=[
             "--malformed-rate",
             "0.05",
@@ -39,6 +44,9 @@ def demo(tmp_path_factory):
             "0.05",
             "--out-of-order-rate",
             "0.1",
+            # Every patient has a clinical episode, so alerts open and leave the platform.
+            "--episode-rate",
+            "1.0",
         ],
     )
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -131,3 +139,44 @@ def test_alerts_the_pipeline_raised_reach_the_inbox_and_the_webhooks_once(demo):
     assert al["emails_delivered"] == to_ward
     assert al["webhooks_delivered"] == events.num_rows + to_ward
     assert al["dead_letters"] == 0
+
+
+def test_no_raw_patient_id_or_name_reaches_analysts_notifications_or_logs(demo):
+    """Minimum necessary, on the whole run: the reporting views (what analysts and Looker Studio read),
+    every e-mail and webhook that left the platform, and every log line of our processes hold no
+    patient id and no name. The identity table and Silver, where they are, are the scan's own check."""
+    _, summary, _, lake = demo
+    run_dir = lake.settings.root.parent
+    ids = set(lake.read("silver", columns=[c.PATIENT_ID])[c.PATIENT_ID].to_pylist())
+    names = {n for n in lake.read("patients", columns=[c.NAME])[c.NAME].to_pylist() if n}
+    assert len(ids) == 40 and names, "the run had patients and admissions with names"
+    identifying = ids | names
+
+    def found(text: str) -> set[str]:
+        return {x for x in identifying if x in text}
+
+    # The scan finds them where they belong: the identity table.
+    assert found(json.dumps(lake.read("patients").to_pylist(), default=str))
+
+    with DuckWarehouse(run_dir / "warehouse.duckdb") as wh:
+        assert wh.count("patient_risk_scores") == wh.count("latest_vitals") == len(ids)
+        for view in views.PUBLIC_VIEWS:
+            rows = wh.query(f"SELECT * FROM {view}")
+            assert not found(json.dumps(rows.to_pylist(), default=str)), view
+
+    delivered = Path(summary["alerts"]["kept_in"])
+    sent = [*sorted(delivered.glob("mail-*.eml")), delivered / "webhooks.jsonl"]
+    assert summary["alerts"]["webhooks_delivered"] > 0, "the run sent alerts to scan"
+    assert len(sent) == 1 + summary["alerts"]["emails_delivered"]
+    assert (delivered / "webhooks.jsonl").read_text().count("\n") >= summary["alerts"]["webhooks_delivered"]
+    for path in sent:
+        text = path.read_text(errors="replace")
+        if path.suffix == ".eml":  # the parts as a mail client shows them (bodies may be encoded)
+            mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            text += "".join(str(part.get_content()) for part in mail.walk() if not part.is_multipart())
+        assert not found(text), path.name
+
+    logs = sorted((run_dir / "logs").glob("*.log")) + sorted((run_dir / "alert_notifier").glob("*.log"))
+    assert {p.stem for p in logs} >= {"pipeline", "bridge", "dashboard"}, logs
+    for path in logs:
+        assert not found(path.read_text(errors="replace")), path.name

@@ -197,7 +197,7 @@ def test_the_installed_wheel_runs_the_pipeline_without_the_repository(tmp_path):
     assert sorted(got["view_order"]) == [n.removesuffix(".sql") for n in sql_views]
     for name, sql in got["views"].items():
         assert sql == (REPO / "sql" / "views" / f"{name}.sql").read_text().strip().rstrip(";")
-    assert got["ddl"].startswith("CREATE OR REPLACE VIEW `vitals-demo-123.vitals_warehouse.")
+    assert got["ddl"].startswith("CREATE OR REPLACE VIEW `vitals-demo-123.vitals_warehouse_reporting.")
     # The alert event schema comes from the package (the function's copy is generated from it).
     assert got["schema"] == alert_events.schema_text()
     assert got["schema"] == (REPO / "functions" / "alert_notifier" / "alert_event.schema.json").read_text()
