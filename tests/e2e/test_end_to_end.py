@@ -176,7 +176,7 @@ def test_no_raw_patient_id_or_name_reaches_analysts_notifications_or_logs(demo):
             text += "".join(str(part.get_content()) for part in mail.walk() if not part.is_multipart())
         assert not found(text), path.name
 
-    logs = sorted((run_dir / "logs").glob("*.log")) + sorted((run_dir / "alert_notifier").glob("*.log"))
-    assert {p.stem for p in logs} >= {"pipeline", "bridge", "dashboard"}, logs
+    logs = sorted((run_dir / "logs").glob("*.log"))
+    assert {p.stem for p in logs} >= {"pipeline", "bridge", "dashboard", "alert-notifier"}, logs
     for path in logs:
         assert not found(path.read_text(errors="replace")), path.name
