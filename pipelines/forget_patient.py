@@ -2,7 +2,7 @@
 
     python -m pipelines.forget_patient --lake LAKE --requested-by WHO --reason WHY
         [--patient-id ID | --patient-id-file FILE] [--warehouse var/demo/warehouse.duckdb]
-        [--bigquery] [--vacuum-now] [--json]
+        [--bigquery] [--vacuum-now] [--alert-ids-out FILE] [--json]
 
 The id is read from ``--patient-id-file`` (or standard input with ``-``) when the shell history should
 not keep it. Output names the pseudonymous key and the rows deleted per table, never the id. The lake
@@ -14,6 +14,11 @@ delete rows still in its streaming buffer (up to about 90 minutes after they wer
 tables are reported as pending and the command exits 3; run it again later (the lake part then finds
 nothing more to delete). ``--vacuum-now`` also removes the lake's old files at once; use it only while
 nothing else writes the lake. Without it, maintenance's vacuum removes them after its retention.
+
+The alert notifier's records (idempotency records and dead letters, which hold alert ids, not the
+patient id) are erased by the notifier itself, which deploys on its own: ``--alert-ids-out FILE``
+writes the patient's alert ids, and ``python -m notifier.erase --alert-ids-file FILE`` (in
+``functions/alert_notifier``, with the function's environment) deletes their records.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove the old files at once (zero retention): only while nothing else writes the lake",
     )
+    p.add_argument(
+        "--alert-ids-out",
+        type=Path,
+        help="write the patient's alert ids here, one per line, for the notifier's erasure (notifier.erase)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
@@ -90,6 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (ConfigError, OSError, ValueError) as exc:
         return usage_error(parser, str(exc))
+    if args.alert_ids_out is not None:
+        # Added to what the file holds: a second run (BigQuery pending) finds no alerts left in the lake
+        # and must not blank the ids the first one wrote.
+        out = args.alert_ids_out
+        held = out.read_text(encoding="utf-8").split() if out.exists() else []
+        out.write_text("".join(f"{a}\n" for a in sorted({*held, *report.alert_ids})), encoding="utf-8")
     warehouse: dict[str, int] = {}
     if args.warehouse is not None:
         from warehouse.duck import DuckWarehouse  # noqa: PLC0415 - only with --warehouse (DuckDB: [local])
@@ -109,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lake_rows_by_table": report.rows_by_table,
         "lake_rows_deleted": report.rows_deleted,
         "vacuumed_files": report.vacuumed_files,
+        "alert_ids": len(report.alert_ids),
         "warehouse_rows_by_table": warehouse,
         "bigquery_rows_by_table": bq_deleted,
         "bigquery_pending_tables": pending,
@@ -126,6 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({', '.join(f'{t} {n}' for t, n in report.rows_by_table.items() if n) or 'none'}), "
             f"{sum(warehouse.values())} warehouse row(s), {sum(bq_deleted.values())} BigQuery row(s); "
             + ("old files vacuumed" if report.vacuumed else "old files go at the next maintenance vacuum")
+        )
+    if report.alert_ids and args.alert_ids_out is None:
+        print(
+            f"the alert notifier still holds records of {len(report.alert_ids)} alert(s) until they"
+            " expire (30 days): pass --alert-ids-out FILE and run python -m notifier.erase"
+            " --alert-ids-file FILE in functions/alert_notifier to erase them now",
+            file=sys.stderr,
         )
     if pending:
         print(

@@ -20,6 +20,10 @@ writer's not-yet-committed file could be vacuumed too.
 
 One row goes to ``erasure_log`` per erasure: when, the pseudonymous key (never the id), who asked,
 why, and the rows deleted per table.
+
+The report also names the patient's alert ids (read before the alerts rows go): the alert notifier's
+stores key their records by them, and the notifier erases them itself (``python -m notifier.erase``
+in ``functions/alert_notifier``, which deploys on its own).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ _REFS_PER_DELETE: Final = 500  # record_refs per Delta delete predicate
 class ErasureReport:
     patient_key: str
     rows_by_table: dict[str, int] = field(default_factory=dict)
+    alert_ids: list[str] = field(default_factory=list)  # for the notifier's erasure
     vacuumed_files: int = 0
     vacuumed: bool = False
 
@@ -89,6 +94,9 @@ def forget_patient(
     patient_key = pseudonymise(pa.array([patient_id]), key=key)[0].as_py()
     report = ErasureReport(patient_key=patient_key)
     refs = _record_refs(lake, patient_id)
+    if lake.exists("alerts"):
+        alerts = lake.read("alerts", columns=[c.ALERT_ID], where=pc.field(c.PATIENT_ID) == patient_id)
+        report.alert_ids = sorted(set(alerts[c.ALERT_ID].drop_null().to_pylist()))
     for layer in RAW_LAYERS:
         report.rows_by_table[c.TABLES[layer].name] = _delete_refs(lake, layer, refs)
     for layer in NAMED_LAYERS:

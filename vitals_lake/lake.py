@@ -535,9 +535,17 @@ def _scan(
     if span:
         where = span.rows(spec) if where is None else span.rows(spec) & where
     # Arrow's scanner threads can abort the interpreter at exit (apache/arrow#34314): scan inline.
-    return dt.to_pyarrow_dataset(file_pruning_predicate=files).to_table(
-        columns=columns, filter=where, use_threads=False
-    )
+    dataset = dt.to_pyarrow_dataset(file_pruning_predicate=files)
+    try:
+        return dataset.to_table(columns=columns, filter=where, use_threads=False)
+    except pa.ArrowNotImplementedError:
+        if where is None:
+            raise
+    # Files that delta-rs rewrote (DELETE, MERGE) store strings as string_view, and Arrow binds a
+    # pushed-down string comparison to the file's type, which it has no kernel for. Filter after the
+    # scan instead: the rows arrive in the table's types.
+    rows = dataset.to_table(filter=span.rows(spec) if span else None, use_threads=False).filter(where)
+    return rows.select(columns) if columns is not None else rows
 
 
 def _ts(value: datetime) -> str:

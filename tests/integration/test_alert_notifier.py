@@ -355,3 +355,62 @@ def test_the_function_on_firestore_state_does_not_send_twice(
     assert (doc["destination"], doc["status"]) == ("email:fs@h.example", "sent")
     [letter] = [d.to_dict() for d in store.dead_letters.stream()]
     assert (letter["kind"], letter["message_id"]) == ("malformed", "fs-2")
+
+
+# --- Erasure: a patient's alerts leave both backends ----------------------------------------------------
+def _fill_for_erasure(store: state.LocalState | state.FirestoreState) -> None:
+    """Records of alert a1 (two state changes, two destinations, a dead letter), of a10 (whose id a1
+    prefixes: its records must stay), of a2, and a malformed message's dead letter (no alert)."""
+    for nid, dest in (
+        ("a1:opened:t0", "email:w"),
+        ("a1:opened:t0", "webhook:ehr"),
+        ("a1:resolved:t9", "email:w"),
+    ):
+        assert store.claim(nid, dest) is state.Claim.ACQUIRED
+        store.finish(nid, dest, "sent")
+    for nid in ("a10:opened:t1", "a2:opened:t2"):
+        assert store.claim(nid, "email:w") is state.Claim.ACQUIRED
+    store.dead_letter(
+        {"kind": "delivery", "alert_id": "a1", "destination": "webhook:ehr", "error": "HTTP 500"}
+    )
+    store.dead_letter(
+        {"kind": "delivery", "alert_id": "a2", "destination": "webhook:ehr", "error": "HTTP 500"}
+    )
+    store.dead_letter({"kind": "malformed", "message_id": "m/1"}, key="malformed:m/1")
+
+
+def _left_after_erasure(store: state.LocalState | state.FirestoreState) -> None:
+    assert store.forget(["a1", ""]) == 4  # three deliveries and one dead letter
+    assert store.forget(["a1"]) == 0  # nothing more
+    for nid, dest in (
+        ("a1:opened:t0", "email:w"),
+        ("a1:opened:t0", "webhook:ehr"),
+        ("a1:resolved:t9", "email:w"),
+    ):
+        assert store.status(nid, dest) is None
+    assert store.status("a10:opened:t1", "email:w") == "pending"
+    assert store.status("a2:opened:t2", "email:w") == "pending"
+    with pytest.raises(ValueError, match="no ':'"):
+        store.forget(["a2:opened"])  # an id with the separator would reach other alerts by prefix
+
+
+def test_local_state_forgets_a_patients_alerts(tmp_path: Path) -> None:
+    store = state.LocalState(tmp_path / "notifier")
+    _fill_for_erasure(store)
+    _left_after_erasure(store)
+    letters = store.dead_letters()
+    assert sorted(str(d.get("alert_id")) for d in letters) == ["None", "a2"]
+
+
+def test_firestore_state_forgets_a_patients_alerts(
+    firestore_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in firestore_env.items():
+        monkeypatch.setenv(key, value)
+    store = state.FirestoreState.from_env(
+        {**firestore_env, "NOTIFIER_FIRESTORE_PREFIX": f"e{uuid.uuid4().hex[:6]}_"}
+    )
+    _fill_for_erasure(store)
+    _left_after_erasure(store)
+    letters = [d.to_dict() for d in store.dead_letters.stream()]
+    assert sorted(str(d.get("alert_id")) for d in letters) == ["None", "a2"]

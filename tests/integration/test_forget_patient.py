@@ -6,6 +6,7 @@ and the audit row names the pseudonymous key only."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.demo import load_cohort_admissions
+from harness.stack.function import FUNCTION_DIR
 from ml import evaluate
 from pipelines import forget_patient
 from tests.factories import T0, raw, reading
@@ -26,6 +28,10 @@ from vitals_lake.lake import Lake
 from vitals_lake.pseudonym import KEY_ENV, pseudonymise
 from warehouse.duck import DuckWarehouse
 from warehouse.sync import sync_lake
+
+if str(FUNCTION_DIR) not in sys.path:
+    sys.path.insert(0, str(FUNCTION_DIR))
+from notifier import erase, state
 
 KEY = b"forget-patient-test-key-0123456789"
 
@@ -95,13 +101,39 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
     root = Path(lake.settings.root)
     assert any(_holds(p, gone) for p in root.rglob("*") if p.is_file())  # the check can find it
 
+    # The alert notifier delivered the patient's alerts (and another patient's): its records.
+    theirs = sorted(
+        set(
+            lake.read("alerts", columns=[c.ALERT_ID], where=pc.field(c.PATIENT_ID) == gone)[
+                c.ALERT_ID
+            ].to_pylist()
+        )
+    )
+    notifier_dir = root.parent / "notifier"
+    store = state.LocalState(notifier_dir)
+    for alert_id in [*theirs, "someone-elses-alert"]:
+        store.claim(f"{alert_id}:opened:2026-11-01T00:00:00Z", "email:ward")
+        store.dead_letter({"kind": "delivery", "alert_id": alert_id, "error": "HTTP 500"})
+
     monkeypatch.setenv(KEY_ENV, KEY.hex())
+    ids_file = root.parent / "alert_ids.txt"
     argv = ["--lake", str(root), "--patient-id", gone, "--requested-by", "dpo@h.example"]
     argv += ["--reason", "erasure request 2026-117", "--warehouse", str(warehouse), "--vacuum-now", "--json"]
-    assert forget_patient.main(argv) == 0
+    assert forget_patient.main([*argv, "--alert-ids-out", str(ids_file)]) == 0
     out = capsys.readouterr().out
     report = json.loads(out)
     assert gone not in out  # the command prints the pseudonymous key, never the id
+    assert ids_file.read_text().split() == theirs and report["alert_ids"] == len(theirs) > 0
+    # The notifier erases their records itself (it deploys on its own), from the ids file.
+    monkeypatch.setenv("NOTIFIER_STATE", "local")
+    monkeypatch.setenv("NOTIFIER_STATE_DIR", str(notifier_dir))
+    assert erase.main(["--alert-ids-file", str(ids_file)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "alert_ids": len(theirs),
+        "records_deleted": 2 * len(theirs),
+    }
+    assert [d["alert_id"] for d in store.dead_letters()] == ["someone-elses-alert"]
+    assert store.status("someone-elses-alert:opened:2026-11-01T00:00:00Z", "email:ward") == "pending"
     rows = report["lake_rows_by_table"]
     assert rows[c.SILVER_TABLE] == counts[gone] and rows[c.ALERTS_TABLE] > 0 and rows[c.PATIENTS_TABLE] == 1
     assert rows[c.BRONZE_TABLE] >= counts[gone] and rows[c.QUARANTINE_TABLE] >= 1
@@ -119,6 +151,10 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
     assert audit[c.PATIENT_KEY] == pseudonymise(pa.array([gone]), key=KEY)[0].as_py() == report["patient_key"]
     assert audit["requested_by"] == "dpo@h.example" and audit["vacuumed"] is True
     assert json.loads(audit["rows_by_table"]) == rows
+
+    # A second run (say, BigQuery was pending) finds no alerts left and keeps the ids already written.
+    assert forget_patient.main([*argv, "--alert-ids-out", str(ids_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["alert_ids"] == 0 and ids_file.read_text().split() == theirs
 
     with DuckWarehouse(warehouse) as wh:
         sync_lake(lake, wh)  # a later sync brings nothing back (rewritten files hold known rows only)

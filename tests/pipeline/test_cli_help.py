@@ -37,6 +37,7 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
         "--requested-by",
         "--bigquery",
         "--vacuum-now",
+        "--alert-ids-out",
     ],
     ("replay",): ["--input-jsonl", "--lake", "--workers", "--shards"],
     ("inspect",): ["--lake", "--limit", "TABLE"],

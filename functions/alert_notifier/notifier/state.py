@@ -10,6 +10,11 @@ Idempotency: one record per (notification, destination), keyed by a hash of both
 
 Dead letters: one record per delivery that failed after its last try, and per malformed message. A
 record given a ``key`` (a malformed message's Pub/Sub id) is written once: the same key again is a no-op.
+
+Erasure: ``forget(alert_ids)`` deletes every record of those alerts (a patient's, named by the lake's
+``forget-patient``): the idempotency records, whose notification id starts with the alert id, and the
+delivery dead letters, which carry it. Malformed messages' dead letters name no alert. Records hold no
+patient id; without erasure they expire after :data:`RETENTION`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -58,6 +63,22 @@ class StateStore(Protocol):
     def dead_letter(self, record: Mapping[str, Any], key: str | None = None) -> bool:
         """Store ``record``; False (and nothing stored) when a record with ``key`` exists already."""
         ...
+
+    def forget(self, alert_ids: Iterable[str]) -> int:
+        """Delete every record of these alerts; return how many records were deleted."""
+        ...
+
+
+def notification_prefix(alert_id: str) -> str:
+    """What every notification id of the alert starts with (``event.AlertEvent.notification_id``)."""
+    return f"{alert_id}:"
+
+
+def _alert_ids(alert_ids: Iterable[str]) -> list[str]:
+    ids = sorted({a for a in alert_ids if a})
+    if any(":" in a for a in ids):  # it would reach another alert's notifications by prefix
+        raise ValueError("an alert id holds no ':'")
+    return ids
 
 
 def _now() -> datetime:
@@ -159,6 +180,31 @@ class LocalState:
             fcntl.flock(f, fcntl.LOCK_EX)  # whole lines even with several processes appending
             f.write(line)
 
+    def forget(self, alert_ids: Iterable[str]) -> int:
+        ids = _alert_ids(alert_ids)
+        if not ids:
+            return 0
+        deleted = 0
+        with self._db() as db:
+            for alert_id in ids:
+                # substr, not LIKE: an alert id's '_' or '%' must not match other ids.
+                prefix = notification_prefix(alert_id)
+                cur = db.execute(
+                    "DELETE FROM deliveries WHERE substr(notification_id, 1, ?) = ?", (len(prefix), prefix)
+                )
+                deleted += cur.rowcount
+        if self.dead_letter_path.exists():
+            gone = set(ids)
+            with self._lock, self.dead_letter_path.open("r+", encoding="utf-8") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)  # no append lands between the read and the rewrite
+                lines = f.readlines()
+                kept = [ln for ln in lines if not ln.strip() or json.loads(ln).get("alert_id") not in gone]
+                f.seek(0)
+                f.writelines(kept)
+                f.truncate()
+            deleted += len(lines) - len(kept)
+        return deleted
+
     def dead_letters(self) -> list[dict[str, Any]]:
         if not self.dead_letter_path.exists():
             return []
@@ -247,6 +293,33 @@ class FirestoreState:
         except AlreadyExists:
             return False
         return True
+
+    def forget(self, alert_ids: Iterable[str]) -> int:
+        from google.cloud.firestore_v1.base_query import FieldFilter  # noqa: PLC0415 - cloud backend only
+
+        ids = _alert_ids(alert_ids)
+        refs = []
+        for alert_id in ids:
+            # The notification ids of one alert: a range from its prefix to the next character.
+            prefix = notification_prefix(alert_id)
+            query = self.deliveries.where(filter=FieldFilter("notification_id", ">=", prefix)).where(
+                filter=FieldFilter("notification_id", "<", prefix[:-1] + chr(ord(prefix[-1]) + 1))
+            )
+            refs += [doc.reference for doc in query.stream()]
+        for start in range(0, len(ids), _IN_LIMIT):
+            chunk = ids[start : start + _IN_LIMIT]
+            query = self.dead_letters.where(filter=FieldFilter("alert_id", "in", chunk))
+            refs += [doc.reference for doc in query.stream()]
+        for start in range(0, len(refs), _BATCH_LIMIT):
+            batch = self.client.batch()
+            for ref in refs[start : start + _BATCH_LIMIT]:
+                batch.delete(ref)
+            batch.commit()
+        return len(refs)
+
+
+_IN_LIMIT: Final = 30  # values of one Firestore "in" filter
+_BATCH_LIMIT: Final = 500  # writes of one Firestore batch
 
 
 def state_from_env(env: Mapping[str, str]) -> StateStore:
