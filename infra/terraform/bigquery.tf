@@ -3,8 +3,43 @@
 resource "google_bigquery_dataset" "warehouse" {
   dataset_id                 = local.dataset_id
   location                   = var.bigquery_location
-  description                = "Vitals Lake warehouse: Gold summaries, alerts and data quality streamed by the pipeline, and the views Looker Studio reads."
+  description                = "Vitals Lake warehouse: Gold summaries, alerts and data quality streamed by the pipeline (raw patient ids: writers only)."
   delete_contents_on_destroy = var.force_destroy
+
+  # The access list, authoritative: exactly these. BigQuery's defaults would also let the project's
+  # viewers and editors (projectReaders, projectWriters) read the raw patient ids in these tables.
+  # The provider's dataset IAM resources would fight this list, so there are none on this dataset.
+  access {
+    role          = "OWNER"
+    special_group = "projectOwners"
+  }
+
+  # The pipeline streams rows (streaming inserts) and reads table metadata.
+  access {
+    role          = "WRITER"
+    user_by_email = google_service_account.dataflow.email
+  }
+
+  # The admissions loader appends the diagnosis reference (ref_diagnosis_mapping) and Gold back-fills,
+  # and asks for the newest load it holds (one query job a pass).
+  access {
+    role          = "WRITER"
+    user_by_email = google_service_account.admissions.email
+  }
+
+  # Every view of the reporting and identity datasets may read these tables (authorised datasets).
+  dynamic "access" {
+    for_each = [google_bigquery_dataset.reporting.dataset_id, google_bigquery_dataset.identity.dataset_id]
+    content {
+      dataset {
+        dataset {
+          project_id = var.project_id
+          dataset_id = access.value
+        }
+        target_types = ["VIEWS"]
+      }
+    }
+  }
 
   dynamic "default_encryption_configuration" {
     for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
@@ -136,42 +171,6 @@ resource "google_bigquery_table" "views_level_2" {
   }
 
   depends_on = [google_bigquery_table.views_level_1]
-}
-
-# Access to the warehouse dataset is its access list (google_bigquery_dataset_access), not IAM members:
-# the provider's dataset IAM resources would remove the authorised datasets below. Legacy role names
-# (WRITER = roles/bigquery.dataEditor), which the API returns, so a plan shows no permanent diff.
-
-# The pipeline streams rows (streaming inserts) and reads table metadata: data editor on this dataset only.
-resource "google_bigquery_dataset_access" "pipeline_writer" {
-  dataset_id    = google_bigquery_dataset.warehouse.dataset_id
-  role          = "WRITER"
-  user_by_email = google_service_account.dataflow.email
-}
-
-# The admissions loader appends the diagnosis reference (ref_diagnosis_mapping), and asks for the newest
-# load it holds (one query job a pass).
-resource "google_bigquery_dataset_access" "admissions_reference_writer" {
-  dataset_id    = google_bigquery_dataset.warehouse.dataset_id
-  role          = "WRITER"
-  user_by_email = google_service_account.admissions.email
-}
-
-# Every view of the reporting and identity datasets may read the warehouse (authorised datasets).
-resource "google_bigquery_dataset_access" "authorised_views" {
-  for_each = {
-    reporting = google_bigquery_dataset.reporting.dataset_id
-    identity  = google_bigquery_dataset.identity.dataset_id
-  }
-
-  dataset_id = google_bigquery_dataset.warehouse.dataset_id
-  dataset {
-    dataset {
-      project_id = var.project_id
-      dataset_id = each.value
-    }
-    target_types = ["VIEWS"]
-  }
 }
 
 resource "google_project_iam_member" "admissions_job_user" {

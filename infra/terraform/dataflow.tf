@@ -33,7 +33,7 @@ resource "google_dataflow_flex_template_job" "vitals" {
     google_pubsub_subscription_iam_member.dataflow_subscriber,
     google_pubsub_topic_iam_member.dataflow_alerts_publisher,
     google_storage_bucket_iam_member.dataflow_buckets,
-    google_bigquery_dataset_access.pipeline_writer,
+    google_bigquery_dataset.warehouse,
     google_secret_manager_secret_iam_member.readers,
     google_artifact_registry_repository_iam_member.dataflow_image_reader,
     google_compute_firewall.dataflow_internal,

@@ -65,7 +65,7 @@ module "admissions_job" {
     google_storage_bucket_iam_member.admissions_lake,
     google_storage_bucket_iam_member.admissions_landing,
     google_secret_manager_secret_iam_member.readers,
-    google_bigquery_dataset_access.admissions_reference_writer,
+    google_bigquery_dataset.warehouse,
     google_project_iam_member.admissions_job_user,
     google_bigquery_table.tables,
   ]

@@ -342,20 +342,23 @@ def test_analysts_read_the_reporting_views_only_and_identity_readers_the_identit
     assert grants["analysts"]["for_each"] == "${toset(var.analyst_members)}"
     assert grants["identity_readers"]["dataset_id"] == "${google_bigquery_dataset.identity.dataset_id}"
     assert grants["identity_readers"]["for_each"] == "${toset(var.identity_readers)}"
-    # The warehouse dataset: its access list only (IAM members would remove the authorised datasets).
-    access = root.resources_of("google_bigquery_dataset_access")
-    assert set(access) == {"pipeline_writer", "admissions_reference_writer", "authorised_views"}
-    for writer in ("pipeline_writer", "admissions_reference_writer"):
-        assert access[writer]["dataset_id"] == "${google_bigquery_dataset.warehouse.dataset_id}"
-        assert access[writer]["role"] == "WRITER"
-    authorised = access["authorised_views"]
-    assert authorised["dataset_id"] == "${google_bigquery_dataset.warehouse.dataset_id}"
-    assert authorised["for_each"] == {
-        "reporting": "${google_bigquery_dataset.reporting.dataset_id}",
-        "identity": "${google_bigquery_dataset.identity.dataset_id}",
+    # The warehouse dataset: an authoritative access list (no IAM resources, which would fight it), with
+    # no projectReaders / projectWriters default: only its owners, the two writers and the views.
+    assert not root.resources_of("google_bigquery_dataset_access")
+    access = datasets["warehouse"]["access"]
+    assert {(a["role"], a.get("special_group") or a.get("user_by_email")) for a in access} == {
+        ("OWNER", "projectOwners"),
+        ("WRITER", "${google_service_account.dataflow.email}"),
+        ("WRITER", "${google_service_account.admissions.email}"),
     }
-    assert authorised["dataset"][0]["target_types"] == ["VIEWS"]
-    assert authorised["dataset"][0]["dataset"][0]["dataset_id"] == "${each.value}"
+    (authorised,) = [d["access"] for d in datasets["warehouse"]["dynamic"] if "access" in d]
+    assert authorised["for_each"] == [
+        "${google_bigquery_dataset.reporting.dataset_id}",
+        "${google_bigquery_dataset.identity.dataset_id}",
+    ]
+    views_entry = authorised["content"][0]["dataset"][0]
+    assert views_entry["target_types"] == ["VIEWS"]
+    assert views_entry["dataset"][0]["dataset_id"] == "${access.value}"
 
 
 def test_tables_are_partitioned_and_clustered_as_the_warehouse_declares(root, names):
