@@ -24,6 +24,7 @@ from pipelines import warehouse_replay
 from vitals_lake import catalogue
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError
+from warehouse import views
 from warehouse.bigquery import (
     BigQuerySink,
     BigQueryWriteError,
@@ -584,3 +585,35 @@ def test_the_forget_patient_command_reaches_bigquery_and_exits_3_while_rows_are_
     assert second["bigquery_pending_tables"] == [] and second["bigquery_rows_by_table"][c.GOLD_TABLE] == 1
     rows = query(make_client(settings), f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
     assert [r[c.PATIENT_ID] for r in rows] == ["P8"]
+
+
+def test_every_view_deploys_to_its_dataset_and_the_reporting_views_hold_keys_only(
+    settings: BigQuerySettings, client: bigquery.Client
+) -> None:
+    """The views' BigQuery SQL as Terraform deploys it: base views beside the tables, the reporting and
+    identity views in their own datasets reading the warehouse's; then their rows over streamed Gold."""
+    sink = BigQuerySink(settings, client=client)
+    sink.ensure()
+    keys = {"P000001": "a1b2c3d4e5f60718", "P000002": "0f1e2d3c4b5a6978"}  # keys do not contain the ids
+    rows = [gold_row("P000001", m, **{c.PATIENT_KEY: keys["P000001"]}) for m in range(3)]
+    rows.append(gold_row("P000002", 0, bed="ICU-03", **{c.PATIENT_KEY: keys["P000002"]}))
+    sink.write(c.GOLD_TABLE, gold_table(rows))
+    for role in ("reporting", "identity"):
+        client.create_dataset(f"{settings.dataset_ref}{views.DATASET_SUFFIX[role]}", exists_ok=True)
+    for name in views.view_names():
+        client.query(views.bigquery_ddl(name, settings.project, settings.dataset)).result()
+        home = views.view_dataset(name, settings.dataset)
+        assert client.get_table(f"{settings.project}.{home}.{name}").table_type == "VIEW", name
+    reporting = f"{settings.project}.{views.view_dataset('latest_vitals', settings.dataset)}"
+    for name in views.PUBLIC_VIEWS:
+        got = query(client, f"SELECT * FROM `{reporting}.{name}`")
+        assert not any("P00000" in str(v) for r in got for v in r.values()), name
+        assert all(c.PATIENT_ID not in r for r in got), name
+    latest = query(client, f"SELECT patient_key, bed FROM `{reporting}.latest_vitals` ORDER BY bed")
+    identity = f"{settings.project}.{views.view_dataset('patient_identity', settings.dataset)}"
+    ids = query(client, f"SELECT patient_key, patient_id FROM `{identity}.patient_identity`")
+    assert {r["patient_id"]: r["patient_key"] for r in ids} == keys
+    assert [(r["patient_key"], r["bed"]) for r in latest] == [
+        (keys["P000001"], "12"),
+        (keys["P000002"], "ICU-03"),
+    ]
