@@ -29,7 +29,7 @@ resource "google_bigquery_dataset" "warehouse" {
 
   # Every view of the reporting and identity datasets may read these tables (authorised datasets).
   dynamic "access" {
-    for_each = [google_bigquery_dataset.reporting.dataset_id, google_bigquery_dataset.identity.dataset_id]
+    for_each = [for d in google_bigquery_dataset.views : d.dataset_id]
     content {
       dataset {
         dataset {
@@ -55,26 +55,15 @@ resource "google_bigquery_dataset" "warehouse" {
 # by the pseudonymous patient_key only; the one view that maps a key back to the raw patient id is in
 # the identity dataset (readers: var.identity_readers). Both are authorised datasets of the warehouse
 # (below), so their views read its tables while their readers cannot.
-resource "google_bigquery_dataset" "reporting" {
-  dataset_id                 = "${local.dataset_id}${local.names.bigquery.dataset_suffixes.reporting}"
-  location                   = var.bigquery_location
-  description                = "Vitals Lake reporting views (patients by pseudonymous key only): what analysts and Looker Studio read."
-  delete_contents_on_destroy = var.force_destroy
-
-  dynamic "default_encryption_configuration" {
-    for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
-    content {
-      kms_key_name = default_encryption_configuration.value
-    }
+resource "google_bigquery_dataset" "views" {
+  for_each = {
+    reporting = "Vitals Lake reporting views (patients by pseudonymous key only): what analysts and Looker Studio read."
+    identity  = "Vitals Lake re-identification: patient_key to patient_id, for the roles that may see identities."
   }
 
-  depends_on = [google_project_service.enabled, google_kms_crypto_key_iam_member.service_agents]
-}
-
-resource "google_bigquery_dataset" "identity" {
-  dataset_id                 = "${local.dataset_id}${local.names.bigquery.dataset_suffixes.identity}"
+  dataset_id                 = "${local.dataset_id}${local.names.bigquery.dataset_suffixes[each.key]}"
   location                   = var.bigquery_location
-  description                = "Vitals Lake re-identification: patient_key to patient_id, for the roles that may see identities."
+  description                = each.value
   delete_contents_on_destroy = var.force_destroy
 
   dynamic "default_encryption_configuration" {
@@ -183,7 +172,7 @@ resource "google_project_iam_member" "admissions_job_user" {
 resource "google_bigquery_dataset_iam_member" "analysts" {
   for_each = toset(var.analyst_members)
 
-  dataset_id = google_bigquery_dataset.reporting.dataset_id
+  dataset_id = google_bigquery_dataset.views["reporting"].dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = each.value
 }
@@ -193,7 +182,7 @@ resource "google_bigquery_dataset_iam_member" "analysts" {
 resource "google_bigquery_dataset_iam_member" "identity_readers" {
   for_each = toset(var.identity_readers)
 
-  dataset_id = google_bigquery_dataset.identity.dataset_id
+  dataset_id = google_bigquery_dataset.views["identity"].dataset_id
   role       = "roles/bigquery.dataViewer"
   member     = each.value
 }

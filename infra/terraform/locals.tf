@@ -57,12 +57,8 @@ locals {
 
   # BigQuery views, level by level (a level reads only tables and lower levels), with the
   # ${project}.${dataset} placeholders of sql/views/*.sql filled in.
-  view_levels = local.names.bigquery.view_levels
-  datasets = {
-    warehouse = google_bigquery_dataset.warehouse
-    reporting = google_bigquery_dataset.reporting
-    identity  = google_bigquery_dataset.identity
-  }
+  view_levels  = local.names.bigquery.view_levels
+  datasets     = merge({ warehouse = google_bigquery_dataset.warehouse }, google_bigquery_dataset.views)
   view_dataset = { for v, role in local.names.bigquery.view_datasets : v => local.datasets[role].dataset_id }
   view_sql = {
     for v in local.names.bigquery.views : v => trimsuffix(trimspace(templatefile("${local.views_dir}/${v}.sql", {

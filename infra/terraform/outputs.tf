@@ -46,12 +46,12 @@ output "bigquery_dataset" {
 
 output "bigquery_reporting_dataset" {
   description = "PROJECT.DATASET of the reporting views analysts and Looker Studio read."
-  value       = "${var.project_id}.${google_bigquery_dataset.reporting.dataset_id}"
+  value       = "${var.project_id}.${google_bigquery_dataset.views["reporting"].dataset_id}"
 }
 
 output "bigquery_identity_dataset" {
   description = "PROJECT.DATASET of the identity view (patient_key to patient_id)."
-  value       = "${var.project_id}.${google_bigquery_dataset.identity.dataset_id}"
+  value       = "${var.project_id}.${google_bigquery_dataset.views["identity"].dataset_id}"
 }
 
 output "bigquery_views" {

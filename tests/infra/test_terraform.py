@@ -326,21 +326,21 @@ def test_analysts_read_the_reporting_views_only_and_identity_readers_the_identit
         views.PUBLIC_VIEWS
     )
     datasets = root.resources_of("google_bigquery_dataset")
-    for role in ("reporting", "identity"):
-        assert (
-            datasets[role]["dataset_id"]
-            == f"${{local.dataset_id}}${{local.names.bigquery.dataset_suffixes.{role}}}"
-        )
-        assert root.locals["datasets"][role] == f"${{google_bigquery_dataset.{role}}}"
+    assert set(datasets["views"]["for_each"]) == {"reporting", "identity"}
+    suffix = "${local.dataset_id}${local.names.bigquery.dataset_suffixes[each.key]}"
+    assert datasets["views"]["dataset_id"] == suffix
+    assert "google_bigquery_dataset.views" in root.locals["datasets"]
     assert "local.datasets[role].dataset_id" in root.locals["view_dataset"]
     for name, body in root.resources_of("google_bigquery_table").items():
         if name.startswith("views_level_"):
             assert body["dataset_id"] == "${local.view_dataset[each.key]}", name
     grants = root.resources_of("google_bigquery_dataset_iam_member")
     assert set(grants) == {"analysts", "identity_readers"}
-    assert grants["analysts"]["dataset_id"] == "${google_bigquery_dataset.reporting.dataset_id}"
+    assert grants["analysts"]["dataset_id"] == '${google_bigquery_dataset.views["reporting"].dataset_id}'
     assert grants["analysts"]["for_each"] == "${toset(var.analyst_members)}"
-    assert grants["identity_readers"]["dataset_id"] == "${google_bigquery_dataset.identity.dataset_id}"
+    assert (
+        grants["identity_readers"]["dataset_id"] == '${google_bigquery_dataset.views["identity"].dataset_id}'
+    )
     assert grants["identity_readers"]["for_each"] == "${toset(var.identity_readers)}"
     # The warehouse dataset: an authoritative access list (no IAM resources, which would fight it), with
     # no projectReaders / projectWriters default: only its owners, the two writers and the views.
@@ -352,10 +352,7 @@ def test_analysts_read_the_reporting_views_only_and_identity_readers_the_identit
         ("WRITER", "${google_service_account.admissions.email}"),
     }
     (authorised,) = [d["access"] for d in datasets["warehouse"]["dynamic"] if "access" in d]
-    assert authorised["for_each"] == [
-        "${google_bigquery_dataset.reporting.dataset_id}",
-        "${google_bigquery_dataset.identity.dataset_id}",
-    ]
+    assert authorised["for_each"] == "${[for d in google_bigquery_dataset.views : d.dataset_id]}"
     views_entry = authorised["content"][0]["dataset"][0]
     assert views_entry["target_types"] == ["VIEWS"]
     assert views_entry["dataset"][0]["dataset_id"] == "${access.value}"

@@ -276,13 +276,18 @@ def firestore_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         emulator.stop()
 
 
+def _firestore_store(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> state.FirestoreState:
+    """A store on the emulator, under collections of its own (a fresh prefix per test)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return state.FirestoreState.from_env({**env, "NOTIFIER_FIRESTORE_PREFIX": f"t{uuid.uuid4().hex[:6]}_"})
+
+
 def test_firestore_state_claims_and_dead_letters(
     firestore_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in firestore_env.items():
-        monkeypatch.setenv(key, value)
-    prefix = f"t{uuid.uuid4().hex[:6]}_"
-    store = state.FirestoreState.from_env({**firestore_env, "NOTIFIER_FIRESTORE_PREFIX": prefix})
+    store = _firestore_store(firestore_env, monkeypatch)
+    prefix = store.deliveries.id.removesuffix(state.FIRESTORE_DELIVERIES)
     assert store.claim("n1", "email:a") is state.Claim.ACQUIRED
     assert store.claim("n1", "email:a") is state.Claim.BUSY
     store.release("n1", "email:a")
@@ -307,11 +312,7 @@ def test_firestore_state_claims_and_dead_letters(
 def test_firestore_keyed_dead_letters_are_written_once(
     firestore_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in firestore_env.items():
-        monkeypatch.setenv(key, value)
-    store = state.FirestoreState.from_env(
-        {**firestore_env, "NOTIFIER_FIRESTORE_PREFIX": f"k{uuid.uuid4().hex[:6]}_"}
-    )
+    store = _firestore_store(firestore_env, monkeypatch)
     assert store.dead_letter({"kind": "malformed", "n": 1}, key="malformed:m/1") is True
     assert store.dead_letter({"kind": "malformed", "n": 2}, key="malformed:m/1") is False  # a redelivery
     assert store.dead_letter({"kind": "malformed", "n": 3}, key="malformed:m/2") is True
@@ -405,11 +406,7 @@ def test_local_state_forgets_a_patients_alerts(tmp_path: Path) -> None:
 def test_firestore_state_forgets_a_patients_alerts(
     firestore_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in firestore_env.items():
-        monkeypatch.setenv(key, value)
-    store = state.FirestoreState.from_env(
-        {**firestore_env, "NOTIFIER_FIRESTORE_PREFIX": f"e{uuid.uuid4().hex[:6]}_"}
-    )
+    store = _firestore_store(firestore_env, monkeypatch)
     _fill_for_erasure(store)
     _left_after_erasure(store)
     letters = [d.to_dict() for d in store.dead_letters.stream()]
