@@ -4,7 +4,7 @@
         [--warehouse var/demo/warehouse.duckdb] [--format table|csv|json] [--max-rows N]
     python -m warehouse sync --lake var/demo/lake --warehouse var/demo/warehouse.duckdb \\
         [--follow SECONDS]
-    python -m warehouse views --bigquery --project P --dataset D   # DDL to deploy
+    python -m warehouse views --bigquery --project P --dataset D   # DDL into D, D_reporting, D_identity
     python -m warehouse views                                      # the DuckDB SQL
 
 DuckDB lets one process open a file for writing, or several read-only: ``query`` opens the file
