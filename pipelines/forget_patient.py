@@ -111,14 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from warehouse.duck import DuckWarehouse  # noqa: PLC0415 - only with --warehouse (DuckDB: [local])
 
         with DuckWarehouse(args.warehouse) as wh:
-            warehouse = wh.forget_patient(patient_id)
+            warehouse = wh.forget_patient(patient_id, report.patient_key)
     bq_deleted: dict[str, int] = {}
     pending: list[str] = []
     if bigquery is not None:
         from warehouse.bigquery import BigQuerySink  # noqa: PLC0415 - the BigQuery client only when asked
 
         with BigQuerySink(bigquery) as sink:
-            erased = sink.forget_patient(patient_id)
+            erased = sink.forget_patient(patient_id, report.patient_key)
         bq_deleted, pending = erased.deleted, erased.pending
     out = {
         "patient_key": report.patient_key,

@@ -53,11 +53,9 @@ REASON_NAMES: Final = {
     REASON_RED_SUBSCORE: "red_subscore",
 }
 _ALERT_RANK: Final = c.NEWS2_RESPONSES.index(c.RISK_LEVEL_ON_ALERT)
-# The alerts table keeps the hospital's patient id (a restricted lake table); the events published to
-# the notifier do not: a notification carries the pseudonymous key, ward and bed, and a clinician
-# re-identifies the patient on the dashboard's patient page (minimum necessary).
-NOT_PUBLISHED: Final = frozenset({c.PATIENT_ID})
-EVENT_FIELDS: Final = tuple(f for f in c.ALERTS_SCHEMA if f.name not in NOT_PUBLISHED)
+# An event is an alerts row: the pseudonymous key, ward and bed, never the hospital's patient id (a
+# clinician re-identifies the patient on the dashboard's patient page: minimum necessary).
+EVENT_FIELDS: Final = tuple(c.ALERTS_SCHEMA)
 
 
 def severity_ranks(silver: pa.Table, reasons: np.ndarray) -> np.ndarray:
@@ -91,7 +89,6 @@ def alert_events(silver: pa.Table, decisions: AlertDecisions, reasons: np.ndarra
     columns: dict[str, Any] = {
         c.ALERT_ID: [alert_id(p, int(o)) for p, o in zip(patients, opened_us, strict=True)],
         c.ALERT_STATE: [TRANSITION_STATES[int(t)] for t in transition],
-        c.PATIENT_ID: rows[c.PATIENT_ID],
         c.PATIENT_KEY: rows[c.PATIENT_KEY],
         c.WARD: rows[c.WARD],
         c.BED: rows[c.BED],
@@ -121,8 +118,7 @@ def _flags(rows: pa.Table) -> list[list[str]]:
 
 
 def to_json(events: pa.Table) -> list[bytes]:
-    """One UTF-8 JSON object per event, without the fields that are ``NOT_PUBLISHED``: timestamps as
-    ISO-8601 UTC with a Z, the date as YYYY-MM-DD."""
+    """One UTF-8 JSON object per event: timestamps as ISO-8601 UTC with a Z, the date as YYYY-MM-DD."""
     out = []
     for row in events.select([f.name for f in EVENT_FIELDS]).to_pylist():
         for key, value in row.items():
@@ -159,8 +155,8 @@ def json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://vitals-lake.example/alert-event.schema.json",
         "title": "Vitals Lake alert event",
-        "description": "Generated from vitals_lake/contract.py (ALERTS_SCHEMA, without the patient id)"
-        " by vitals_lake.alert_events.",
+        "description": "Generated from vitals_lake/contract.py (ALERTS_SCHEMA: the patient by"
+        " pseudonymous key only) by vitals_lake.alert_events.",
         "type": "object",
         "properties": props,
         "required": [f.name for f in EVENT_FIELDS if not f.nullable],

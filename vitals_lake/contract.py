@@ -496,8 +496,7 @@ ALERTS_SCHEMA: Final = pa.schema(
     [
         pa.field(ALERT_ID, pa.string(), nullable=False),
         pa.field(ALERT_STATE, pa.string(), nullable=False),
-        pa.field(PATIENT_ID, pa.string(), nullable=False),
-        pa.field(PATIENT_KEY, pa.string(), nullable=False),
+        pa.field(PATIENT_KEY, pa.string(), nullable=False),  # the patient by key only (minimum necessary)
         pa.field(WARD, pa.string()),
         pa.field(BED, pa.string()),
         pa.field(SEVERITY, pa.string(), nullable=False),

@@ -2,8 +2,9 @@
 
 What is deleted:
 
-* the rows that name the patient (``patient_id``): Silver, Gold, rolling means, alerts, quarantine,
-  the identity table (``patients``) and the admission rows (``bronze_admissions``);
+* the rows that name the patient: by ``patient_id`` in Silver, Gold, rolling means, quarantine, the
+  identity table (``patients``) and the admission rows (``bronze_admissions``); by ``patient_key`` in
+  the alerts, which carry the pseudonymous key only;
 * their raw payloads in Bronze and quarantine. Bronze has no patient column, and a quarantined
   record may never have parsed far enough to have one. So the rows deleted are the ones whose record
   Silver or quarantine traces to this patient (``record_ref``), and any other whose payload holds the
@@ -95,12 +96,14 @@ def forget_patient(
     report = ErasureReport(patient_key=patient_key)
     refs = _record_refs(lake, patient_id)
     if lake.exists("alerts"):
-        alerts = lake.read("alerts", columns=[c.ALERT_ID], where=pc.field(c.PATIENT_ID) == patient_id)
+        alerts = lake.read("alerts", columns=[c.ALERT_ID], where=pc.field(c.PATIENT_KEY) == patient_key)
         report.alert_ids = sorted(set(alerts[c.ALERT_ID].drop_null().to_pylist()))
     for layer in RAW_LAYERS:
         report.rows_by_table[c.TABLES[layer].name] = _delete_refs(lake, layer, refs)
     for layer in NAMED_LAYERS:
-        deleted = _delete(lake, layer, f"{c.PATIENT_ID} = {_quote(patient_id)}")
+        by_id = c.PATIENT_ID in c.TABLES[layer].schema.names
+        column, value = (c.PATIENT_ID, patient_id) if by_id else (c.PATIENT_KEY, patient_key)
+        deleted = _delete(lake, layer, f"{column} = {_quote(value)}")
         name = c.TABLES[layer].name
         report.rows_by_table[name] = report.rows_by_table.get(name, 0) + deleted
     if vacuum_now:

@@ -262,7 +262,8 @@ class Lake:
         """Bring a table an older version created up to the contract: add the columns the contract has
         gained since (additive evolution: new columns must be nullable; the rows already stored read
         them as null). Adding a column that another writer has just added is harmless (Delta keeps one).
-        A column that is missing and required, or whose type changed, is not additive: it raises."""
+        A column that is missing and required, whose type changed, or that the contract no longer has
+        (the alerts' patient_id, dropped for minimum necessary) is not additive: it raises."""
         spec = c.TABLES[layer]
         have = pa.schema(dt.schema().to_arrow())
         # The contract's columns, not the layout's: a table created before the hour level has no
@@ -274,10 +275,17 @@ class Lake:
             if f.name in have.names and have.field(f.name).type != f.type
         ]
         required = [f.name for f in missing if not f.nullable]
-        if changed or required:
+        dropped = [n for n in have.names if n not in spec.lake_schema.names]
+        if changed or required or dropped:
             raise SchemaEvolutionError(
                 f"{spec.name} cannot follow the contract by adding columns: "
-                + "; ".join([*changed, *(f"{n}: new and required" for n in required)])
+                + "; ".join(
+                    [
+                        *changed,
+                        *(f"{n}: new and required" for n in required),
+                        *(f"{n}: no longer in the contract" for n in dropped),
+                    ]
+                )
                 + " (rebuild it from Bronze into a new lake: docs/schema-evolution.md)"
             )
         if missing:

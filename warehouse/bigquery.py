@@ -66,13 +66,13 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from vitals_lake import catalogue
-from vitals_lake import contract as c
 from warehouse.settings import BigQuerySettings
 from warehouse.sink import WriteResult
 from warehouse.tables import (
     DEAD_LETTER_SCHEMA,
     DEAD_LETTER_TABLE,
     WAREHOUSE_TABLES,
+    patient_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -688,29 +688,32 @@ class BigQuerySink:
         return report
 
     # --- erasure ---------------------------------------------------------------------------------------
-    def forget_patient(self, patient_id: str) -> Erasure:
-        """Delete this patient's rows: every table with a ``patient_id`` column, and the dead letters
-        whose row names the id (as a JSON string). One DML statement per table, the id a query
-        parameter.
+    def forget_patient(self, patient_id: str, patient_key: str) -> Erasure:
+        """Delete this patient's rows: every table with a ``patient_id`` column by the id, those with the
+        pseudonymous key only (alerts) by the key, and the dead letters whose row names either (as a
+        JSON string). One DML statement per table, the value a query parameter.
 
         BigQuery refuses a DELETE that would touch rows still in the streaming buffer (up to about 90
         minutes after they were streamed). Such a table is returned in ``pending`` and its other
         deletes still run; running it again later finishes the erasure (a repeat deletes nothing
         twice)."""
-        if not patient_id.strip():
-            raise BigQueryError("the patient id is empty")
+        if not patient_id.strip() or not patient_key.strip():
+            raise BigQueryError("the patient id or key is empty")
         out = Erasure()
-        statements = [
-            (spec.name, f"{c.PATIENT_ID} = @patient_id", patient_id)
-            for spec in WAREHOUSE_TABLES.values()
-            if c.PATIENT_ID in spec.schema.names
-        ]
+        statements: list[tuple[str, str, list[str]]] = []
+        for spec in WAREHOUSE_TABLES.values():
+            column, value = patient_columns(spec.schema, patient_id, patient_key)
+            if column is not None:
+                statements.append((spec.name, f"{column} = @v0", [value]))
+        tokens = [orjson.dumps(v).decode() for v in (patient_id, patient_key)]
         statements.append(
-            (DEAD_LETTER_TABLE, "STRPOS(row_json, @patient_id) > 0", orjson.dumps(patient_id).decode())
+            (DEAD_LETTER_TABLE, "STRPOS(row_json, @v0) > 0 OR STRPOS(row_json, @v1) > 0", tokens)
         )
-        for name, where, value in statements:
+        for name, where, values in statements:
             config = bigquery.QueryJobConfig(
-                query_parameters=[bigquery.ScalarQueryParameter("patient_id", "STRING", value)]
+                query_parameters=[
+                    bigquery.ScalarQueryParameter(f"v{i}", "STRING", v) for i, v in enumerate(values)
+                ]
             )
             sql = f"DELETE FROM `{self.settings.table_ref(name)}` WHERE {where}"
             try:

@@ -31,7 +31,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vitals_lake import contract as c
 from warehouse import views
 from warehouse.sink import WriteResult
 from warehouse.tables import (
@@ -39,6 +38,7 @@ from warehouse.tables import (
     DEAD_LETTER_TABLE,
     WAREHOUSE_TABLES,
     WarehouseTable,
+    patient_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -188,21 +188,20 @@ class DuckWarehouse:
 
     # --- erasure -------------------------------------------------------------------------------
 
-    def forget_patient(self, patient_id: str) -> dict[str, int]:
-        """Delete every row of this patient: the tables with a ``patient_id``, the insert ids of those
-        rows, and the dead letters whose row names the id (as a JSON string). Rows deleted per table."""
+    def forget_patient(self, patient_id: str, patient_key: str) -> dict[str, int]:
+        """Delete every row of this patient: the tables with a ``patient_id`` by the id, those with the
+        pseudonymous key only (alerts) by the key, the insert ids of those rows, and the dead letters
+        whose row names the id or the key (as a JSON string). Rows deleted per table."""
         self._writable()
-        token = f"%{json.dumps(patient_id)}%"
         deleted: dict[str, int] = {}
         with self._write_lock, self.cursor() as cur:
             cur.execute("BEGIN")
             try:
                 for spec in WAREHOUSE_TABLES.values():
-                    if c.PATIENT_ID not in spec.schema.names:
+                    column, value = patient_columns(spec.schema, patient_id, patient_key)
+                    if column is None:
                         continue
-                    rows = cur.sql(
-                        f'SELECT * FROM "{spec.name}" WHERE {c.PATIENT_ID} = ?', params=[patient_id]
-                    )
+                    rows = cur.sql(f'SELECT * FROM "{spec.name}" WHERE {column} = ?', params=[value])
                     found = rows.to_arrow_table() if rows is not None else pa.table({})
                     if found.num_rows:
                         ids = spec.insert_ids(found)
@@ -211,10 +210,12 @@ class DuckWarehouse:
                             f"(SELECT unnest(?::VARCHAR[]))",
                             [spec.name, ids],
                         )
-                    cur.execute(f'DELETE FROM "{spec.name}" WHERE {c.PATIENT_ID} = ?', [patient_id])
+                    cur.execute(f'DELETE FROM "{spec.name}" WHERE {column} = ?', [value])
                     deleted[spec.name] = found.num_rows
+                tokens = [f"%{json.dumps(v)}%" for v in (patient_id, patient_key)]
                 dead = cur.execute(
-                    f"DELETE FROM {DEAD_LETTER_TABLE} WHERE row_json LIKE ? RETURNING 1", [token]
+                    f"DELETE FROM {DEAD_LETTER_TABLE} WHERE row_json LIKE ? OR row_json LIKE ? RETURNING 1",
+                    tokens,
                 ).fetchall()
                 deleted[DEAD_LETTER_TABLE] = len(dead)
                 cur.execute("COMMIT")

@@ -120,7 +120,6 @@ def alert_table(n: int) -> pa.Table:
         {
             c.ALERT_ID: f"A{i}",
             c.ALERT_STATE: "opened",
-            c.PATIENT_ID: f"P{i}",
             c.PATIENT_KEY: f"key-P{i}",
             c.WARD: "ICU",
             c.BED: None,
@@ -531,22 +530,22 @@ def test_forget_patient_deletes_their_rows_everywhere_and_only_theirs(
             f"UPDATE or DELETE statement over table {gold_ref} would affect rows in the streaming"
             " buffer, which is not supported"
         )
-        first = sink.forget_patient("P1")
+        first = sink.forget_patient("P1", "key-P1")
         assert first.pending == [c.GOLD_TABLE]
         assert first.deleted[c.ALERTS_TABLE] == 1 and first.deleted[DEAD_LETTER_TABLE] == 1
         assert count(sink.client, settings, c.GOLD_TABLE) == 6
 
         proxy.bad_request_when.clear()
-        again = sink.forget_patient("P1")
+        again = sink.forget_patient("P1", "key-P1")
         assert again.pending == []
         assert again.deleted[c.GOLD_TABLE] == 3 and again.deleted[c.ALERTS_TABLE] == 0
 
-        def patients(table: str) -> list[str]:
-            rows = query(sink.client, f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(table)}`")
-            return sorted(r[c.PATIENT_ID] for r in rows)
+        def patients(table: str, column: str = c.PATIENT_ID) -> list[str]:
+            rows = query(sink.client, f"SELECT {column} FROM `{settings.table_ref(table)}`")
+            return sorted(r[column] for r in rows)
 
         assert patients(c.GOLD_TABLE) == ["P2"] * 3
-        assert patients(c.ALERTS_TABLE) == ["P0", "P2"]
+        assert patients(c.ALERTS_TABLE, c.PATIENT_KEY) == ["key-P0", "key-P2"]  # alerts: by key
         letters = query(sink.client, f"SELECT row_json FROM `{settings.table_ref(DEAD_LETTER_TABLE)}`")
         assert [json.loads(r["row_json"])[c.PATIENT_ID] for r in letters] == ["P11"]  # not a prefix match
 

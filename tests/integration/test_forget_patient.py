@@ -94,21 +94,17 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
     before = pc.value_counts(silver[c.PATIENT_ID]).to_pylist()
     counts = {r["values"]: r["counts"] for r in before}
     assert counts[gone] > 0 and counts[kept] > 0
-    alerts = lake.read("alerts", columns=[c.PATIENT_ID])[c.PATIENT_ID].to_pylist()
-    assert gone in alerts  # the demo gave the patient an alert to forget
+    gone_key = pseudonymise(pa.array([gone]), key=KEY)[0].as_py()
+    alerts = lake.read("alerts", columns=[c.PATIENT_KEY])[c.PATIENT_KEY].to_pylist()
+    assert gone_key in alerts  # the demo gave the patient an alert to forget (alerts carry the key)
     quarantined = lake.read("quarantine", columns=[c.RECORD_REF, c.PATIENT_ID, c.RAW])
     assert any(b"bad-1" in bytes(r) for r in quarantined[c.RAW].to_pylist())
     root = Path(lake.settings.root)
     assert any(_holds(p, gone) for p in root.rglob("*") if p.is_file())  # the check can find it
 
     # The alert notifier delivered the patient's alerts (and another patient's): its records.
-    theirs = sorted(
-        set(
-            lake.read("alerts", columns=[c.ALERT_ID], where=pc.field(c.PATIENT_ID) == gone)[
-                c.ALERT_ID
-            ].to_pylist()
-        )
-    )
+    their_alerts = lake.read("alerts", columns=[c.ALERT_ID], where=pc.field(c.PATIENT_KEY) == gone_key)
+    theirs = sorted(set(their_alerts[c.ALERT_ID].to_pylist()))
     notifier_dir = root.parent / "notifier"
     store = state.LocalState(notifier_dir)
     for alert_id in [*theirs, "someone-elses-alert"]:
@@ -138,6 +134,7 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
     assert rows[c.SILVER_TABLE] == counts[gone] and rows[c.ALERTS_TABLE] > 0 and rows[c.PATIENTS_TABLE] == 1
     assert rows[c.BRONZE_TABLE] >= counts[gone] and rows[c.QUARANTINE_TABLE] >= 1
     assert report["warehouse_rows_by_table"][c.GOLD_TABLE] > 0
+    assert report["warehouse_rows_by_table"][c.ALERTS_TABLE] > 0  # by key: alerts carry no patient id
 
     # Nothing left anywhere in the lake: data files, transaction logs, checkpoints.
     left = [p for p in root.rglob("*") if p.is_file() and _holds(p, gone)]
@@ -162,7 +159,7 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
         assert tables
         for table in tables:
             text = json.dumps(wh.query(f'SELECT * FROM "{table}"').to_pylist(), default=str)
-            assert gone not in text, table
+            assert gone not in text and gone_key not in text, table
         assert wh.query(f"SELECT count(*) AS n FROM {c.GOLD_TABLE} WHERE patient_id = '{kept}'")["n"][
             0
         ].as_py()

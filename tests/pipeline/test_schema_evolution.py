@@ -140,3 +140,13 @@ def test_a_change_that_is_not_additive_is_refused(tmp_path: Path) -> None:
     write_deltalake(str(tmp_path / spec.name), wrong.empty_table(), partition_by=list(spec.lake_partition_by))
     with pytest.raises(SchemaEvolutionError, match="heart_rate: string in the table"):
         Lake(LocalLake(root=tmp_path)).ensure("silver")
+
+
+def test_a_column_the_contract_dropped_is_refused_with_the_rebuild_path(tmp_path: Path) -> None:
+    """An alerts table an older version made still has patient_id (now the key only): appending without
+    it cannot work, so the table is refused with the way forward, never half-written."""
+    spec = c.TABLES["alerts"]
+    older = pa.schema([*spec.lake_schema, pa.field(c.PATIENT_ID, pa.string(), nullable=False)])
+    write_deltalake(str(tmp_path / spec.name), older.empty_table(), partition_by=list(spec.lake_partition_by))
+    with pytest.raises(SchemaEvolutionError, match=r"patient_id: no longer in the contract.*rebuild it"):
+        Lake(LocalLake(root=tmp_path)).ensure("alerts")
