@@ -404,7 +404,7 @@ DIAGNOSIS_HOURLY_KEY: Final = (DIAGNOSIS_CODE, WINDOW_START)
 
 ROLLING_SCHEMA: Final = pa.schema(
     [
-        pa.field(PATIENT_ID, pa.string(), nullable=False),
+        pa.field(PATIENT_KEY, pa.string(), nullable=False),  # the patient by key only (minimum necessary)
         pa.field(WINDOW_START, _UTC_US, nullable=False),  # the minute the trailing window ends with
         pa.field(READING_COUNT, pa.int64(), nullable=False),  # readings in the trailing window
         *(pa.field(rolling_column(v), pa.float64()) for v in VITAL_NAMES),
@@ -412,7 +412,7 @@ ROLLING_SCHEMA: Final = pa.schema(
         pa.field(EVENT_DATE, pa.date32(), nullable=False),
     ]
 )
-ROLLING_KEY: Final = (PATIENT_ID, WINDOW_START)
+ROLLING_KEY: Final = (PATIENT_KEY, WINDOW_START)
 UNKNOWN_DIAGNOSIS: Final = "UNKNOWN"
 GOLD_KEY: Final = (PATIENT_ID, WINDOW_SECONDS, WINDOW_START)
 

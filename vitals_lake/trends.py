@@ -88,8 +88,8 @@ def rolling_means(minute_rows: pa.Table, *, minutes: int = c.ROLLING_MINUTES, up
     per lag adds the lagged row where it belongs to the same patient and lies within the window."""
     if minute_rows.num_rows == 0:
         return c.ROLLING_SCHEMA.empty_table()
-    rows = minute_rows.sort_by([(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")])
-    patients = rows[c.PATIENT_ID].combine_chunks()
+    rows = minute_rows.sort_by([(c.PATIENT_KEY, "ascending"), (c.WINDOW_START, "ascending")])
+    patients = rows[c.PATIENT_KEY].combine_chunks()
     segment = np.cumsum(np.r_[0, pc.not_equal(patients[1:], patients[:-1]).to_numpy(zero_copy_only=False)])
     starts = pc.cast(rows[c.WINDOW_START], pa.int64()).to_numpy()
     values = {c.READING_COUNT: rows[c.READING_COUNT].to_numpy(zero_copy_only=False).astype(np.float64)}
@@ -108,7 +108,7 @@ def rolling_means(minute_rows: pa.Table, *, minutes: int = c.ROLLING_MINUTES, up
         for name, x in values.items():
             totals[name][lag:] += np.where(same, x[:-lag], 0.0)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        c.PATIENT_ID: rows[c.PATIENT_ID],
+        c.PATIENT_KEY: rows[c.PATIENT_KEY],
         c.WINDOW_START: rows[c.WINDOW_START],
         c.READING_COUNT: pa.array(totals[c.READING_COUNT].astype(np.int64), pa.int64()),
     }

@@ -21,7 +21,7 @@ def gold_rows(rows: list[dict]) -> pa.Table:
                 c.READING_COUNT: 1,
                 c.EVENT_DATE: T0.date(),
                 c.KNOWN_PATIENT: False,
-                c.PATIENT_KEY: "k",
+                c.PATIENT_KEY: f"k-{r.get(c.PATIENT_ID)}",
                 c.WINDOW_END: T0,
                 c.LAST_READING_TIME: T0,
                 c.UPDATED_AT: T0,
@@ -59,9 +59,10 @@ def test_rolling_means_are_weighted_by_readings_and_kept_per_patient():
             {c.PATIENT_ID: "P2", c.WINDOW_START: T0 + timedelta(minutes=1), HR_MEAN: 200.0, HR_N: 1},
         ]
     )
-    out = {(r[c.PATIENT_ID], r[c.WINDOW_START]): r for r in rolling_means(rows, updated_at_us=0).to_pylist()}
-    assert out[("P1", T0 + timedelta(minutes=1))][c.rolling_column(c.HEART_RATE)] == pytest.approx(70.0)
-    assert out[("P2", T0 + timedelta(minutes=1))][c.rolling_column(c.HEART_RATE)] == pytest.approx(200.0)
+    out = {(r[c.PATIENT_KEY], r[c.WINDOW_START]): r for r in rolling_means(rows, updated_at_us=0).to_pylist()}
+    assert out[("k-P1", T0 + timedelta(minutes=1))][c.rolling_column(c.HEART_RATE)] == pytest.approx(70.0)
+    assert out[("k-P2", T0 + timedelta(minutes=1))][c.rolling_column(c.HEART_RATE)] == pytest.approx(200.0)
+    assert c.PATIENT_ID not in out[("k-P1", T0)]  # trends name the patient by key only
 
 
 def test_diagnosis_hourly_groups_patients_and_weights_means():
