@@ -2,9 +2,9 @@
 
 What is deleted:
 
-* the rows that name the patient: by ``patient_id`` in Silver, Gold, rolling means, quarantine, the
-  identity table (``patients``) and the admission rows (``bronze_admissions``); by ``patient_key`` in
-  the alerts, which carry the pseudonymous key only;
+* the rows that name the patient: by ``patient_id`` in Silver, Gold, quarantine, the identity table
+  (``patients``) and the admission rows (``bronze_admissions``); by ``patient_key`` in the alerts and
+  the rolling means, which carry the pseudonymous key only;
 * their raw payloads in Bronze and quarantine. Bronze has no patient column, and a quarantined
   record may never have parsed far enough to have one. So the rows deleted are the ones whose record
   Silver or quarantine traces to this patient (``record_ref``), and any other whose payload holds the

@@ -263,7 +263,8 @@ class Lake:
         gained since (additive evolution: new columns must be nullable; the rows already stored read
         them as null). Adding a column that another writer has just added is harmless (Delta keeps one).
         A column that is missing and required, whose type changed, or that the contract no longer has
-        (the alerts' patient_id, dropped for minimum necessary) is not additive: it raises."""
+        (patient_id of the alerts and the rolling means, dropped for minimum necessary) is not
+        additive: it raises."""
         spec = c.TABLES[layer]
         have = pa.schema(dt.schema().to_arrow())
         # The contract's columns, not the layout's: a table created before the hour level has no
