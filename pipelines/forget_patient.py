@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not patient_id:
             raise ConfigError("the patient id is empty")
         bigquery = BigQuerySettings.from_env() if args.bigquery else None  # checked before any delete
+        if args.alert_ids_out is not None and not args.alert_ids_out.parent.is_dir():
+            # Checked before any delete too: once the alerts rows are gone, so is the only list of ids.
+            raise ConfigError(f"--alert-ids-out: no directory {args.alert_ids_out.parent}")
         lake = Lake(lake_from_uri(args.lake))
         key = PseudonymKey.from_env().secret
         report = forget_patient(

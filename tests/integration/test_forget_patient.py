@@ -115,6 +115,10 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
     ids_file = root.parent / "alert_ids.txt"
     argv = ["--lake", str(root), "--patient-id", gone, "--requested-by", "dpo@h.example"]
     argv += ["--reason", "erasure request 2026-117", "--warehouse", str(warehouse), "--vacuum-now", "--json"]
+    # A file that cannot be written is refused before anything is deleted (the ids would be lost).
+    assert forget_patient.main([*argv, "--alert-ids-out", str(root.parent / "missing" / "ids.txt")]) == 2
+    assert "--alert-ids-out: no directory" in capsys.readouterr().err
+    assert lake.read("alerts", where=pc.field(c.PATIENT_KEY) == gone_key).num_rows > 0
     assert forget_patient.main([*argv, "--alert-ids-out", str(ids_file)]) == 0
     out = capsys.readouterr().out
     report = json.loads(out)
