@@ -142,11 +142,8 @@ def render_model(columns_by_view: dict[str, Sequence[str]]) -> str:
     for view, columns in columns_by_view.items():
         if view in views.IDENTITY_VIEWS:
             continue  # only behind the access grant, below
-        hidden = [f"-{view}.{c}" for c in columns if c in IDENTIFIERS]
         join = view in PER_PATIENT_VIEWS and view != vitals and "patient_key" in columns
         lines = [f"\nexplore: {view} {{\n"]
-        if hidden:
-            lines.append(f"  fields: [ALL_FIELDS*, {', '.join(hidden)}]\n")
         if join:
             lines.append(
                 f"  join: {vitals} {{\n    type: left_outer\n    relationship: one_to_one\n"

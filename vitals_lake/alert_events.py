@@ -53,9 +53,6 @@ REASON_NAMES: Final = {
     REASON_RED_SUBSCORE: "red_subscore",
 }
 _ALERT_RANK: Final = c.NEWS2_RESPONSES.index(c.RISK_LEVEL_ON_ALERT)
-# An event is an alerts row: the pseudonymous key, ward and bed, never the hospital's patient id (a
-# clinician re-identifies the patient on the dashboard's patient page: minimum necessary).
-EVENT_FIELDS: Final = tuple(c.ALERTS_SCHEMA)
 
 
 def severity_ranks(silver: pa.Table, reasons: np.ndarray) -> np.ndarray:
@@ -118,9 +115,11 @@ def _flags(rows: pa.Table) -> list[list[str]]:
 
 
 def to_json(events: pa.Table) -> list[bytes]:
-    """One UTF-8 JSON object per event: timestamps as ISO-8601 UTC with a Z, the date as YYYY-MM-DD."""
+    """One UTF-8 JSON object per event (an alerts row: the pseudonymous key, ward and bed, never the
+    hospital's patient id; a clinician re-identifies the patient on the dashboard's patient page):
+    timestamps as ISO-8601 UTC with a Z, the date as YYYY-MM-DD."""
     out = []
-    for row in events.select([f.name for f in EVENT_FIELDS]).to_pylist():
+    for row in events.select(c.ALERTS_SCHEMA.names).to_pylist():
         for key, value in row.items():
             if isinstance(value, datetime):
                 row[key] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -138,7 +137,7 @@ def attributes(event: dict[str, Any]) -> dict[str, str]:
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of one published event, from ``c.ALERTS_SCHEMA``."""
     props: dict[str, Any] = {}
-    for f in EVENT_FIELDS:
+    for f in c.ALERTS_SCHEMA:
         prop = _json_type(f.type)
         if f.name == c.ALERT_STATE:
             prop["enum"] = list(c.ALERT_STATES)
@@ -159,7 +158,7 @@ def json_schema() -> dict[str, Any]:
         " pseudonymous key only) by vitals_lake.alert_events.",
         "type": "object",
         "properties": props,
-        "required": [f.name for f in EVENT_FIELDS if not f.nullable],
+        "required": [f.name for f in c.ALERTS_SCHEMA if not f.nullable],
         "additionalProperties": False,
     }
 

@@ -625,3 +625,12 @@ TABLES: Final[dict[Layer, TableSpec]] = {
     "alerts": TableSpec(ALERTS_TABLE, ALERTS_SCHEMA, (EVENT_DATE,), retention_days=730),
     "erasure_log": TableSpec(ERASURE_LOG_TABLE, ERASURE_LOG_SCHEMA, ()),
 }
+
+
+def patient_column(schema: pa.Schema) -> str | None:
+    """How a table's rows name their patient: by the raw ``PATIENT_ID`` where the table keeps it, else
+    by the pseudonymous ``PATIENT_KEY`` (the alerts, the rolling means); None when they name none."""
+    for name in (PATIENT_ID, PATIENT_KEY):
+        if name in schema.names:
+            return name
+    return None

@@ -101,8 +101,8 @@ def forget_patient(
     for layer in RAW_LAYERS:
         report.rows_by_table[c.TABLES[layer].name] = _delete_refs(lake, layer, refs)
     for layer in NAMED_LAYERS:
-        by_id = c.PATIENT_ID in c.TABLES[layer].schema.names
-        column, value = (c.PATIENT_ID, patient_id) if by_id else (c.PATIENT_KEY, patient_key)
+        column = c.patient_column(c.TABLES[layer].schema)
+        value = patient_id if column == c.PATIENT_ID else patient_key
         deleted = _delete(lake, layer, f"{column} = {_quote(value)}")
         name = c.TABLES[layer].name
         report.rows_by_table[name] = report.rows_by_table.get(name, 0) + deleted

@@ -66,13 +66,13 @@ from google.cloud import bigquery
 from google.oauth2 import service_account
 
 from vitals_lake import catalogue
+from vitals_lake import contract as c
 from warehouse.settings import BigQuerySettings
 from warehouse.sink import WriteResult
 from warehouse.tables import (
     DEAD_LETTER_SCHEMA,
     DEAD_LETTER_TABLE,
     WAREHOUSE_TABLES,
-    patient_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -702,8 +702,9 @@ class BigQuerySink:
         out = Erasure()
         statements: list[tuple[str, str, list[str]]] = []
         for spec in WAREHOUSE_TABLES.values():
-            column, value = patient_columns(spec.schema, patient_id, patient_key)
+            column = c.patient_column(spec.schema)
             if column is not None:
+                value = patient_id if column == c.PATIENT_ID else patient_key
                 statements.append((spec.name, f"{column} = @v0", [value]))
         tokens = [orjson.dumps(v).decode() for v in (patient_id, patient_key)]
         statements.append(

@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vitals_lake import contract as c
 from warehouse import views
 from warehouse.sink import WriteResult
 from warehouse.tables import (
@@ -38,7 +39,6 @@ from warehouse.tables import (
     DEAD_LETTER_TABLE,
     WAREHOUSE_TABLES,
     WarehouseTable,
-    patient_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -198,9 +198,10 @@ class DuckWarehouse:
             cur.execute("BEGIN")
             try:
                 for spec in WAREHOUSE_TABLES.values():
-                    column, value = patient_columns(spec.schema, patient_id, patient_key)
+                    column = c.patient_column(spec.schema)
                     if column is None:
                         continue
+                    value = patient_id if column == c.PATIENT_ID else patient_key
                     rows = cur.sql(f'SELECT * FROM "{spec.name}" WHERE {column} = ?', params=[value])
                     found = rows.to_arrow_table() if rows is not None else pa.table({})
                     if found.num_rows:

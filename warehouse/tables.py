@@ -83,13 +83,3 @@ WAREHOUSE_TABLES: Final[dict[str, WarehouseTable]] = {
         ),
     )
 }
-
-
-def patient_columns(schema: pa.Schema, patient_id: str, patient_key: str) -> tuple[str | None, str]:
-    """How a table names a patient: by ``patient_id`` where it has one, else by the pseudonymous
-    ``patient_key`` (the alerts); (None, "") for a table that names no patient."""
-    if c.PATIENT_ID in schema.names:
-        return c.PATIENT_ID, patient_id
-    if c.PATIENT_KEY in schema.names:
-        return c.PATIENT_KEY, patient_key
-    return None, ""
