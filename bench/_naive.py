@@ -96,10 +96,10 @@ def partial_schema() -> pa.Schema:
 
 
 def gold_row(
-    patient_id: str, window_start_us: int, window_seconds: int, partial: Partial, updated_at_us: int
+    patient_key: str, window_start_us: int, window_seconds: int, partial: Partial, updated_at_us: int
 ) -> dict[str, Any]:
     """One Gold row (as a dict) from one combined partial."""
-    row = {**partial, c.PATIENT_ID: patient_id, c.WINDOW_START: window_start_us}
+    row = {**partial, c.PATIENT_KEY: patient_key, c.WINDOW_START: window_start_us}
     schema = partial_schema()
     table = pa.table(
         {

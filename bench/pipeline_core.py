@@ -503,7 +503,7 @@ def _partials(row: dict[str, Any]) -> Iterator[tuple[tuple[str, int, int], Parti
     partials = window_partials(one, window_seconds=60)
     start_us = int(pc.cast(partials[c.WINDOW_START], pa.int64())[0].as_py())
     partial = partials.drop_columns([c.WINDOW_START]).to_pylist()[0]
-    patient = partial.pop(c.PATIENT_ID)
+    patient = partial.pop(c.PATIENT_KEY)
     yield (patient, 60, start_us), partial
     yield (patient, 3600, start_us - start_us % 3_600_000_000), partial
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
+from vitals_lake.patient_keys import identity_map
 
 if TYPE_CHECKING:
     from vitals_lake.model.serving import ModelWatcher
@@ -88,7 +89,7 @@ def build_sample(
         patients=patients_table,
         restore=False,
     )
-    dq_parts, alert_parts, gold_parts = [], [], []
+    dq_parts, alert_parts, gold_parts, identity_parts = [], [], [], []
     # Batches of about five minutes of readings, as the stream commits them.
     batch_rows = max(1, patients * int(300 / interval_seconds))
     for b, lo in enumerate(range(0, bronze.num_rows, batch_rows)):
@@ -99,6 +100,7 @@ def build_sample(
         dq_parts.append(out.dq)
         alert_parts.append(out.alerts)
         gold_parts.append(out.gold)
+        identity_parts.append(out.identities)
     gold = newest_per_key(pa.concat_tables(gold_parts), c.GOLD_KEY)
     alerts = pa.concat_tables(alert_parts)
     diagnoses = _diagnoses(ingest_us)
@@ -112,6 +114,7 @@ def build_sample(
             c.ALERTS_TABLE: alerts,
             c.DQ_METRICS_TABLE: pa.concat_tables(dq_parts),
             c.DIAGNOSIS_TABLE: diagnoses,
+            c.PATIENT_KEYS_TABLE: identity_map(pa.concat_tables(identity_parts)),
         },
         patient_ids=ids,
         patient_keys=keys,

@@ -21,7 +21,9 @@ The data's journey, as ``create_pipeline`` builds it:
    that owns the shard, the ownership in Beam keyed state: duplicates are dropped and counted, the
    anomaly model (``--model-uri``; new versions picked up live) scores each reading against the patient's own
    baseline, the combined alert rule (model and NEWS2, held for a while) runs, and the new rows are
-   appended to **Silver**. The alert rule's state changes become **alert events**, kept in the lake
+   appended to **Silver**; the patients new to the shard go to the restricted identity map
+   (**patient_keys**: key and raw id), the one table after the gate that holds the id besides Silver.
+   The alert rule's state changes become **alert events**, kept in the lake
    and published (``--alerts-topic``) to the notifier Cloud Function. The lake is read for a shard
    only when its memory is missing or stale (a new deployment, a replay, a restart, a moved shard).
 6. **Gold**: in the same shard stage, the new rows are folded into the shard's open windows of one
@@ -31,8 +33,9 @@ The data's journey, as ``create_pipeline`` builds it:
    all shards' rows once per interval.
 7. **Trends**: the hours a Gold commit touched are summarised again per diagnosis and hour
    (``gold_diagnosis_hourly``, across all shards' patients).
-8. **Warehouse**: with ``--bigquery-dataset``, the Gold rows each commit wrote and the data-quality
-   rows stream into BigQuery, where the views in ``sql/views/`` serve Looker Studio.
+8. **Warehouse**: with ``--bigquery-dataset``, the Gold rows each commit wrote, the data-quality rows,
+   the alert events and the identity map stream into BigQuery, where the views in ``sql/views/``
+   serve Looker Studio (patients by key) and the identity view maps a key back for those who may.
 
 Every commit carries a batch marker (a Delta application transaction), so a retried batch is
 written once.
@@ -70,7 +73,16 @@ from pipelines.batching import BatchForCommit, concat_batch
 from pipelines.lake_io import AppendFn, DiagnosisHourlyFn, UpsertRowsFn
 from pipelines.options import VitalsOptions
 from pipelines.sources import ReadEnvelopes, ReplayBronze, ReplayJsonl
-from pipelines.validation import ALERTS, DQ, GOLD, QUARANTINE, ROLLING, AdvanceShards, GateReadings
+from pipelines.validation import (
+    ALERTS,
+    DQ,
+    GOLD,
+    IDENTITIES,
+    QUARANTINE,
+    ROLLING,
+    AdvanceShards,
+    GateReadings,
+)
 from pipelines.warehouse_io import WriteWarehouse
 from vitals_lake import contract as c
 from vitals_lake.cli import usage_error
@@ -184,6 +196,10 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         _ = gold | "StreamGoldToBigQuery" >> WriteWarehouse(bigquery, c.GOLD_TABLE)
         _ = gated[DQ] | "StreamDataQualityToBigQuery" >> WriteWarehouse(bigquery, c.DQ_METRICS_TABLE)
         _ = shards[ALERTS] | "StreamAlertsToBigQuery" >> WriteWarehouse(bigquery, c.ALERTS_TABLE)
+        # The identity map (restricted dataset): the keys new to a shard, for the identity view.
+        _ = shards[IDENTITIES] | "StreamPatientKeysToBigQuery" >> WriteWarehouse(
+            bigquery, c.PATIENT_KEYS_TABLE
+        )
     return p
 
 

@@ -45,6 +45,7 @@ from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, KafkaSettings, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.logs import configure as configure_logging
+from vitals_lake.patient_keys import seed_from_silver
 from warehouse.sink import WarehouseSink
 from warehouse.sync import send
 
@@ -228,7 +229,7 @@ def rebuild_gold(lake: Lake, *, minutes: float = 15.0) -> pa.Table:
     since = pc.max(ingest).as_py() - timedelta(minutes=minutes)
     recent = lake.read(
         "silver",
-        columns=[c.PATIENT_ID, c.TIMESTAMP],
+        columns=[c.PATIENT_KEY, c.TIMESTAMP],
         where=pc.field(c.INGEST_TIME) >= pa.scalar(since, ingest.type),
     )
     if recent.num_rows == 0:
@@ -260,10 +261,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild-gold", action="store_true", help="recompute recent Gold windows from Silver")
     p.add_argument("--gold-minutes", type=float, default=15.0, help="how far back --rebuild-gold reaches")
     p.add_argument(
+        "--seed-identity-map",
+        action="store_true",
+        help="add Silver's keys that patient_keys lacks (once, after upgrading a lake older than it)",
+    )
+    p.add_argument(
         "--bigquery",
         action="store_true",
-        help="with --rebuild-gold: stream the rebuilt Gold rows to BigQuery too"
-        " (VITALS_GCP_PROJECT, VITALS_BQ_DATASET; VITALS_BQ_ENDPOINT for an emulator)",
+        help="with --rebuild-gold / --seed-identity-map: stream the rebuilt Gold rows / the added keys to"
+        " BigQuery too (VITALS_GCP_PROJECT, VITALS_BQ_DATASET; VITALS_BQ_ENDPOINT for an emulator)",
     )
     p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS)
     return p
@@ -286,8 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level.upper(), fmt="%(levelname)s %(name)s: %(message)s")
     if args.gold_minutes <= 0:
         return usage_error(parser, "--gold-minutes must be > 0")
-    if args.bigquery and not args.rebuild_gold:
-        return usage_error(parser, "--bigquery sends the rebuilt Gold rows: it needs --rebuild-gold")
+    if args.bigquery and not (args.rebuild_gold or args.seed_identity_map):
+        return usage_error(
+            parser,
+            "--bigquery sends the rebuilt Gold rows or the added keys: it needs --rebuild-gold"
+            " or --seed-identity-map",
+        )
     try:
         # The command line names the broker and the group; how to authenticate comes from the environment.
         kafka = replace(
@@ -312,23 +322,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     report = _report(positions, unsettled, rewinds)
     report["dry_run"] = not args.rewind
+    if args.seed_identity_map:
+        keys = seed_from_silver(lake)
+        report["identity_keys_added"] = keys.num_rows
+        if warehouse is not None:
+            report.setdefault("warehouse", {})[c.PATIENT_KEYS_TABLE] = _sent(
+                warehouse, c.PATIENT_KEYS_TABLE, keys
+            )
     if args.rebuild_gold:
         gold = rebuild_gold(lake, minutes=args.gold_minutes)
         report["gold_rows_rebuilt"] = gold.num_rows
         if warehouse is not None:
-            sent = send(warehouse, c.GOLD_TABLE, gold)
-            report["warehouse"] = {
-                "table": c.GOLD_TABLE,
-                "inserted": sent.inserted,
-                "duplicates": sent.duplicates,
-                "rejected": sent.rejected,
-            }
-            if sent.rejected:
-                log.error(
-                    "recovery: %d rebuilt Gold rows went to the warehouse's dead letters", sent.rejected
-                )
+            report.setdefault("warehouse", {})[c.GOLD_TABLE] = _sent(warehouse, c.GOLD_TABLE, gold)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _sent(warehouse: WarehouseSink, table: str, rows: pa.Table) -> dict[str, int]:
+    sent = send(warehouse, table, rows)
+    if sent.rejected:
+        log.error("recovery: %d %s rows went to the warehouse's dead letters", sent.rejected, table)
+    return {"inserted": sent.inserted, "duplicates": sent.duplicates, "rejected": sent.rejected}
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ ALERTS = "alerts"
 DQ = "dq"
 GOLD = "gold"
 ROLLING = "rolling"
+IDENTITIES = "identities"
 log = logging.getLogger(__name__)
 
 
@@ -259,11 +260,15 @@ class AdvanceShardFn(beam.DoFn):
             yield pvalue.TaggedOutput(GOLD, result.gold)
         if result.rolling.num_rows:
             yield pvalue.TaggedOutput(ROLLING, result.rolling)
+        if result.identities.num_rows:  # already in the lake's identity map (commit_silver)
+            yield pvalue.TaggedOutput(IDENTITIES, (batch_id, result.identities))
 
 
 class AdvanceShards(beam.PTransform):
     """(shard, rows) of ingest batches -> new Silver rows (main), 'alerts' (batch_id, events), and the
-    'gold' and 'rolling' rows the new readings changed (computed from the shard's state)."""
+    'gold' and 'rolling' rows the new readings changed (computed from the shard's state), and the
+    'identities' (batch_id, c.PATIENT_KEYS_SCHEMA rows) new to the shard's state, already appended to the
+    lake."""
 
     def __init__(
         self,
@@ -306,6 +311,8 @@ class AdvanceShards(beam.PTransform):
             )
             .with_input_types(beam.typehints.KV[int, Any])  # an int key: a deterministic coder for the state
             .with_output_types(pa.Table)
-            .with_outputs(ALERTS, GOLD, ROLLING, main="silver")
+            .with_outputs(ALERTS, GOLD, ROLLING, IDENTITIES, main="silver")
         )
-        return typed_tables(outputs, {ALERTS: BATCH_OF_ROWS, GOLD: pa.Table, ROLLING: pa.Table})
+        return typed_tables(
+            outputs, {ALERTS: BATCH_OF_ROWS, GOLD: pa.Table, ROLLING: pa.Table, IDENTITIES: BATCH_OF_ROWS}
+        )

@@ -63,3 +63,9 @@ def silver_rows(lines: list[bytes], *, patients: pa.Table | None = None) -> pa.T
     return to_silver(
         valid, patients=patients if patients is not None else c.PATIENTS_SCHEMA.empty_table(), key=TEST_KEY
     )
+
+
+def ids_by_key(lake: Any) -> dict[str, str]:
+    """The lake's identity map (``patient_keys``) as key -> raw id: how a test names Gold's patients."""
+    rows = lake.read("patient_keys", columns=[c.PATIENT_KEY, c.PATIENT_ID]).to_pylist()
+    return {r[c.PATIENT_KEY]: r[c.PATIENT_ID] for r in rows}

@@ -27,7 +27,7 @@ from vitals_lake.summaries import (
     _reading_indicators,
 )
 
-_KEYS = [c.PATIENT_ID, c.WINDOW_START]
+_KEYS = [c.PATIENT_KEY, c.WINDOW_START]
 
 
 def merge_partials_by_sorting(partials: pa.Table) -> pa.Table:
@@ -51,7 +51,7 @@ def merge_partials_by_sorting(partials: pa.Table) -> pa.Table:
             pc.sort_indices(
                 partials,
                 sort_keys=[
-                    (c.PATIENT_ID, "ascending", "at_end"),
+                    (c.PATIENT_KEY, "ascending", "at_end"),
                     (c.WINDOW_START, "ascending", "at_end"),
                     (at, "ascending", "at_start"),
                 ],
@@ -68,7 +68,7 @@ def window_partials_by_group_by(silver: pa.Table, *, window_seconds: int) -> pa.
     start = pc.floor_temporal(ts, multiple=window_seconds, unit="second")
     micros = pc.cast(ts, pa.int64())
     table = pa.table(
-        {c.PATIENT_ID: silver[c.PATIENT_ID], c.WINDOW_START: start, "__ts": micros}
+        {c.PATIENT_KEY: silver[c.PATIENT_KEY], c.WINDOW_START: start, "__ts": micros}
     ).append_column("__n", pa.array([1] * silver.num_rows, pa.int32()))
     aggs: list[tuple[str, str]] = [("__n", "sum"), ("__ts", "max")]
     for v in c.VITAL_NAMES:
@@ -93,11 +93,11 @@ def window_partials_by_group_by(silver: pa.Table, *, window_seconds: int) -> pa.
     # Sorting by time first makes the order-dependent "last" aggregate mean "latest in time".
     for name in GOLD_ENRICHMENT:
         table = table.append_column(name, silver[name])
-    table = table.sort_by([(c.PATIENT_ID, "ascending"), ("__ts", "ascending")])
+    table = table.sort_by([(c.PATIENT_KEY, "ascending"), ("__ts", "ascending")])
     for v in c.VITAL_NAMES:
         aggs += [(v, "last"), (f"{v}__ts", "max")]
     aggs += [(name, "last") for name in GOLD_ENRICHMENT]
-    grouped = table.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate(aggs)
+    grouped = table.group_by([c.PATIENT_KEY, c.WINDOW_START], use_threads=False).aggregate(aggs)
     rename = {"__n_sum": c.READING_COUNT, "__ts_max": c.LAST_READING_TIME}
     rename.update({f"{x}_max": x for x in (_RISK_RANK, _NEWS2_MAX, _ANOMALY_MAX)})
     rename.update({f"{count}_sum": count for count in _FLAG_COUNTS.values()})

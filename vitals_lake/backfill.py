@@ -2,8 +2,9 @@
 
 Readings of a patient unknown at ingest are kept in Silver and Gold with ``known_patient = false``
 and no ward, bed, age band or diagnosis. When the admission file lands, the patients table changes
-and this writes the enrichment into that patient's Gold rows that were computed without it (a MERGE
-on patient_id), stamping them with a new ``updated_at``: a warehouse fed by the stream takes the rows
+and this writes the enrichment into that patient's Gold rows that were computed without it (a MERGE on
+the patient's key, which the patients table maps from the id), stamping them with a new
+``updated_at``: a warehouse fed by the stream takes the rows
 again (``gold_rows_updated_at`` reads them back), and its views keep the newest. Rows of a known
 patient keep the enrichment of their time: a transfer to another ward changes the windows after it,
 not the ward the patient was on before (``ward_alert_counts`` counts by the ward of the time). Silver keeps
@@ -43,7 +44,7 @@ def backfill_gold(lake: Lake, patient_ids: Sequence[str], *, updated_at_us: int 
     if source.num_rows == 0:
         return 0
     stamp = time.time_ns() // 1000 if updated_at_us is None else updated_at_us
-    source = source.select([c.PATIENT_ID, *(n for n in GOLD_ENRICHMENT if n != c.KNOWN_PATIENT)])
+    source = source.select([c.PATIENT_KEY, *(n for n in GOLD_ENRICHMENT if n != c.KNOWN_PATIENT)])
     source = source.append_column(c.KNOWN_PATIENT, pa.repeat(pa.scalar(True), source.num_rows))
     updated_at = pa.scalar(stamp, pa.int64()).cast(c.GOLD_SCHEMA.field(c.UPDATED_AT).type)
     source = source.append_column(c.UPDATED_AT, pa.repeat(updated_at, source.num_rows))
@@ -59,7 +60,7 @@ def backfill_gold(lake: Lake, patient_ids: Sequence[str], *, updated_at_us: int 
             metrics = (
                 dt.merge(
                     source,
-                    predicate=f"t.{c.PATIENT_ID} = s.{c.PATIENT_ID}",
+                    predicate=f"t.{c.PATIENT_KEY} = s.{c.PATIENT_KEY}",
                     source_alias="s",
                     target_alias="t",
                 )
@@ -81,6 +82,9 @@ def gold_rows_updated_at(lake: Lake, patient_ids: Sequence[str], updated_at_us: 
         return c.GOLD_SCHEMA.empty_table()
     stamp = pa.scalar(updated_at_us, pa.int64()).cast(c.GOLD_SCHEMA.field(c.UPDATED_AT).type)
     rows = lake.read("gold", where=pc.field(c.UPDATED_AT) == stamp)
-    # Files written by a MERGE hold string views: the ids are compared after the read.
+    # Gold names patients by key: the patients table maps the ids. Files written by a MERGE hold
+    # string views: the keys are compared after the read.
+    patients = lake.read("patients", columns=[c.PATIENT_ID, c.PATIENT_KEY])
     ids = pa.array(list(patient_ids), pa.string())
-    return rows.filter(pc.is_in(rows[c.PATIENT_ID].cast(pa.string()), value_set=ids))
+    keys = patients.filter(pc.is_in(patients[c.PATIENT_ID], value_set=ids))[c.PATIENT_KEY]
+    return rows.filter(pc.is_in(rows[c.PATIENT_KEY].cast(pa.string()), value_set=keys.combine_chunks()))

@@ -58,6 +58,7 @@ COLUMNS: Final[dict[str, str]] = {
     # the reading and where it came from
     c.EVENT_ID: "The reading's unique id, assigned by the device; de-duplication key of Silver.",
     c.PATIENT_ID: "The hospital's patient id (a direct identifier): restricted tables only.",
+    c.FIRST_SEEN: "When the stream first showed this key: the earliest reading of the batch that added it.",
     c.DEVICE_ID: "The monitor or wearable that sent the reading.",
     c.TIMESTAMP: "When the reading was taken (the device's clock), in UTC.",
     c.SUPERSEDES: "The event id of a reading this one corrects (a FHIR amended or corrected observation).",
@@ -180,6 +181,8 @@ TABLES: Final[dict[str, str]] = {
     c.DIAGNOSIS_TABLE: "ICD-10 codes and their descriptions (the diagnosis mapping).",
     c.ALERTS_TABLE: "Alert state changes (opened, escalated, resolved) as sent to the notifier.",
     c.ERASURE_LOG_TABLE: "One row per forgotten patient: who asked, why, when and what was deleted.",
+    c.PATIENT_KEYS_TABLE: "The identity map: every pseudonymous key the stream has seen, with the raw"
+    " patient id it stands for, admitted or not (restricted).",
     "dead_letter": "Rows BigQuery refused, with the error, until they are replayed"
     " (vitals-lake replay-dead-letters).",
 }

@@ -167,6 +167,8 @@ BRONZE_ADMISSIONS_TABLE: Final = "bronze_admissions"
 PATIENTS_TABLE: Final = "silver_patients"  # restricted: holds names
 DIAGNOSIS_TABLE: Final = "ref_diagnosis_mapping"
 ERASURE_LOG_TABLE: Final = "erasure_log"  # one row per forgotten patient: who, when, why, how much
+PATIENT_KEYS_TABLE: Final = "patient_keys"  # restricted: each key with the raw id it stands for
+FIRST_SEEN: Final = "first_seen"
 VITALS_TOPIC: Final = "patient-vitals"
 VITALS_SUBSCRIPTION: Final = "patient-vitals-beam"
 
@@ -360,14 +362,15 @@ GOLD_CLINICAL_FIELDS: Final = [
 
 GOLD_SCHEMA: Final = pa.schema(
     [
-        pa.field(PATIENT_ID, pa.string(), nullable=False),
+        pa.field(PATIENT_KEY, pa.string(), nullable=False),  # the patient by key only (minimum necessary)
         pa.field(WINDOW_SECONDS, pa.int32(), nullable=False),
         pa.field(WINDOW_START, _UTC_US, nullable=False),
         pa.field(WINDOW_END, _UTC_US, nullable=False),
         pa.field(READING_COUNT, pa.int32(), nullable=False),
         *_gold_vital_fields(),
         *GOLD_CLINICAL_FIELDS,
-        *(f for f in ENRICHMENT_FIELDS if f.name != DIAGNOSIS_DESCRIPTION),  # as of the latest reading
+        # as of the latest reading
+        *(f for f in ENRICHMENT_FIELDS if f.name not in (PATIENT_KEY, DIAGNOSIS_DESCRIPTION)),
         pa.field(LAST_READING_TIME, _UTC_US, nullable=False),
         pa.field(UPDATED_AT, _UTC_US, nullable=False),
         pa.field(EVENT_DATE, pa.date32(), nullable=False),
@@ -414,7 +417,7 @@ ROLLING_SCHEMA: Final = pa.schema(
 )
 ROLLING_KEY: Final = (PATIENT_KEY, WINDOW_START)
 UNKNOWN_DIAGNOSIS: Final = "UNKNOWN"
-GOLD_KEY: Final = (PATIENT_ID, WINDOW_SECONDS, WINDOW_START)
+GOLD_KEY: Final = (PATIENT_KEY, WINDOW_SECONDS, WINDOW_START)
 
 # One row per Silver commit: what the batch held and how many duplicates it dropped.
 SILVER_COMMITS_SCHEMA: Final = pa.schema(
@@ -514,6 +517,20 @@ ALERTS_SCHEMA: Final = pa.schema(
     ]
 )
 
+# The identity map: every pseudonymous key the stream has seen, with the raw id it stands for, so
+# that the tables keyed by ``PATIENT_KEY`` alone can be re-identified by whoever may (the identity
+# dataset's view, the dashboard's detail page), admitted patients or not. Restricted like ``patients``.
+# Appended by the patient shards when a key is new to their state; a shard that lost its state
+# appends its keys again, so readers keep one row per key.
+PATIENT_KEYS_SCHEMA: Final = pa.schema(
+    [
+        pa.field(PATIENT_KEY, pa.string(), nullable=False),
+        pa.field(PATIENT_ID, pa.string(), nullable=False),
+        pa.field(FIRST_SEEN, _UTC_US, nullable=False),  # the earliest reading of the batch that added it
+    ]
+)
+PATIENT_KEYS_KEY: Final = (PATIENT_KEY,)
+
 # The audit row of one erasure (``vitals_lake.erasure``): the pseudonymous key, never the patient id.
 ERASURE_LOG_SCHEMA: Final = pa.schema(
     [
@@ -541,6 +558,7 @@ Layer = Literal[
     "diagnoses",
     "alerts",
     "erasure_log",
+    "patient_keys",
 ]
 
 
@@ -584,8 +602,8 @@ class TableSpec:
 
 # Default retention, days. Raw payloads and admission files (names, dates of birth) only as long as a
 # replay or a reload may need them; quarantine long enough to investigate a feed; the clinical tables
-# (Silver, Gold, alerts, trends) two years. The identity table (patients) holds current admissions and
-# has no retention of its own; the commit log and references are small.
+# (Silver, Gold, alerts, trends) two years. The identity tables (patients: current admissions;
+# patient_keys: the key map) have no retention of their own; the commit log and references are small.
 TABLES: Final[dict[Layer, TableSpec]] = {
     "bronze": TableSpec(BRONZE_TABLE, BRONZE_SCHEMA, (INGEST_DATE,), retention_days=30, holds="payloads"),
     "silver": TableSpec(SILVER_TABLE, SILVER_SCHEMA, (EVENT_DATE,), dated_by=TIMESTAMP, retention_days=730),
@@ -624,12 +642,13 @@ TABLES: Final[dict[Layer, TableSpec]] = {
     "diagnoses": TableSpec(DIAGNOSIS_TABLE, DIAGNOSIS_SCHEMA, ()),
     "alerts": TableSpec(ALERTS_TABLE, ALERTS_SCHEMA, (EVENT_DATE,), retention_days=730),
     "erasure_log": TableSpec(ERASURE_LOG_TABLE, ERASURE_LOG_SCHEMA, ()),
+    "patient_keys": TableSpec(PATIENT_KEYS_TABLE, PATIENT_KEYS_SCHEMA, ()),
 }
 
 
 def patient_column(schema: pa.Schema) -> str | None:
     """How a table's rows name their patient: by the raw ``PATIENT_ID`` where the table keeps it, else
-    by the pseudonymous ``PATIENT_KEY`` (the alerts, the rolling means); None when they name none."""
+    by the pseudonymous ``PATIENT_KEY`` (Gold, the alerts, the rolling means); None when they name none."""
     for name in (PATIENT_ID, PATIENT_KEY):
         if name in schema.names:
             return name

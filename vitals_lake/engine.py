@@ -44,6 +44,7 @@ from vitals_lake.gold_upsert import (
 from vitals_lake.lake import BatchMarker, Lake, TimeSpan, first_per_key
 from vitals_lake.model.artifact import LoadedModel
 from vitals_lake.model.serving import HISTORY_COLUMNS, History, ModelWatcher, ScorerState, score_batch
+from vitals_lake.patient_keys import KnownKeys
 from vitals_lake.readings import ParsedBatch, TimeRules
 from vitals_lake.sharding import LOCAL_SHARDS, check_shards, in_shard, split_by_shard
 from vitals_lake.silver import gate_batch
@@ -117,6 +118,7 @@ class ShardState:
     seen: SeenEvents
     scorer: ScorerState
     gold: GoldState
+    keys: KnownKeys = field(default_factory=KnownKeys)
     batches: int = 0
 
     @classmethod
@@ -142,7 +144,7 @@ class ShardState:
         rings = self.scorer.baselines.nbytes
         ids = self.seen.nbytes
         gold = sum(w.rows.nbytes for w in (self.gold.minutes, self.gold.hours) if w.rows is not None)
-        return rings + ids + gold
+        return rings + ids + gold + self.keys.nbytes
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class ShardResult:
     duplicates: int
     gold: pa.Table  # c.GOLD_SCHEMA rows of every window the new readings touched
     rolling: pa.Table  # c.ROLLING_SCHEMA rows whose trailing window changed
+    # c.PATIENT_KEYS_SCHEMA rows of the keys new to the shard's state (the identity map's feed)
+    identities: pa.Table = field(default_factory=c.PATIENT_KEYS_SCHEMA.empty_table)
 
 
 @dataclass(frozen=True)
@@ -179,8 +183,11 @@ def advance_shard(
     fresh = state.seen.fresh(unique, stored=readers.stored_ids)
     scored, alerts = score_batch(state.scorer, fresh, model=model, history=readers.history)
     changes = state.gold.update(scored, stored=readers.silver, updated_at_us=time.time_ns() // 1000)
+    identities = state.keys.new_rows(scored)
     state.batches += 1
-    return ShardResult(scored, alerts, offered, offered - fresh.num_rows, changes.gold, changes.rolling)
+    return ShardResult(
+        scored, alerts, offered, offered - fresh.num_rows, changes.gold, changes.rolling, identities
+    )
 
 
 # --- The lake: what a shard reads when it has no state, and what a batch writes -------------------
@@ -233,12 +240,14 @@ def recent_silver(
     hi = datetime.fromtimestamp(before, UTC) - timedelta(microseconds=1)  # rows before, not at
     ids = pa.array(patients, pa.string())
     span = TimeSpan(c.TIMESTAMP, hi - BASELINE_SPAN, hi)
-    return read_patients(lake, "silver", span, ids, where=where, columns=list(HISTORY_COLUMNS))
+    columns = list(HISTORY_COLUMNS)
+    return read_patients(lake, "silver", span, ids, by=c.PATIENT_ID, where=where, columns=columns)
 
 
 def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:
-    """Append one shard batch's new rows to Silver and its counts to ``silver_commits`` (both marked:
-    a retried batch writes nothing). Appends never conflict, so shards commit side by side."""
+    """Append one shard batch's new rows to Silver, its new keys to ``patient_keys`` and its counts to
+    ``silver_commits`` (each marked: a retried batch writes nothing). Appends never conflict, so
+    shards commit side by side."""
     if result.offered == 0:
         return False
     marker = BatchMarker("silver", batch_id)
@@ -246,6 +255,9 @@ def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:
         written = lake.append("silver", result.silver, marker=marker)
         if not written:
             return False  # this batch is already in Silver
+    if result.identities.num_rows:
+        # Before Silver's commit log: a batch logged as committed has its keys in the identity map.
+        lake.append("patient_keys", result.identities, marker=BatchMarker("patient_keys", batch_id))
     log_row = {
         c.BATCH_ID: [batch_id],
         c.VALID_ROWS: [result.offered],
@@ -274,6 +286,7 @@ class EngineOutput:
     duplicates: int
     gold: pa.Table
     rolling: pa.Table
+    identities: pa.Table  # keys new to the shards' state (c.PATIENT_KEYS_SCHEMA)
     # CPU seconds of the process (delta-rs and Arrow work on threads of their own) per stage of
     # ``BatchEngine.run`` (meaningful when nothing else runs in the process): "silver" (gate, shards,
     # the Bronze, quarantine, data-quality, alert and Silver commits), "gold" (Gold minutes and
@@ -357,6 +370,7 @@ class BatchEngine:
             duplicates=sum(r.duplicates for r in results),
             gold=cat([r.gold for r in results], c.GOLD_SCHEMA),
             rolling=cat([r.rolling for r in results], c.ROLLING_SCHEMA),
+            identities=cat([r.identities for r in results], c.PATIENT_KEYS_SCHEMA),
         )
 
     def process(self, bronze: pa.Table, *, batch_id: str, window_start_us: int | None = None) -> EngineOutput:
@@ -391,7 +405,9 @@ class BatchEngine:
         (``diagnosis``) the per-diagnosis hours; CPU of the Gold and trend commits into ``out.cpu``."""
         lake = self._lake()
         lake.append("alerts", out.alerts, marker=BatchMarker("alerts", batch_id))
-        result = ShardResult(out.silver, out.alerts, out.offered, out.duplicates, out.gold, out.rolling)
+        result = ShardResult(
+            out.silver, out.alerts, out.offered, out.duplicates, out.gold, out.rolling, out.identities
+        )
         commit_silver(lake, result, batch_id=batch_id)
         if gold and out.gold.num_rows:
             started = time.process_time()

@@ -2,9 +2,9 @@
 
 What is deleted:
 
-* the rows that name the patient: by ``patient_id`` in Silver, Gold, quarantine, the identity table
-  (``patients``) and the admission rows (``bronze_admissions``); by ``patient_key`` in the alerts and
-  the rolling means, which carry the pseudonymous key only;
+* the rows that name the patient: by ``patient_id`` in Silver, quarantine, the identity tables
+  (``patients``, ``patient_keys``) and the admission rows (``bronze_admissions``); by ``patient_key``
+  in Gold, the alerts and the rolling means, which carry the pseudonymous key only;
 * their raw payloads in Bronze and quarantine. Bronze has no patient column, and a quarantined
   record may never have parsed far enough to have one. So the rows deleted are the ones whose record
   Silver or quarantine traces to this patient (``record_ref``), and any other whose payload holds the
@@ -55,8 +55,11 @@ NAMED_LAYERS: Final[tuple[c.Layer, ...]] = (
     "alerts",
     "quarantine",
     "bronze_admissions",
+    "patient_keys",
     "patients",
 )
+# The audit of an erasure keeps the pseudonymous key on purpose: it is the record that it was done.
+KEPT_LAYERS: Final[tuple[c.Layer, ...]] = ("erasure_log",)
 RAW_LAYERS: Final[tuple[c.Layer, ...]] = ("bronze", "quarantine")  # hold payloads, found by record_ref
 _LOG_RETENTION: Final = "delta.logRetentionDuration"
 _DEFAULT_LOG_RETENTION: Final = "interval 30 days"  # Delta's default

@@ -40,7 +40,7 @@ from vitals_lake.trends import rolling_means
 
 # (lo_us, hi_us or None = open) -> this shard's Silver rows with lo <= timestamp < hi.
 StoredSilver = Callable[[int, int | None], pa.Table]
-_KEYS: Final = [c.PATIENT_ID, c.WINDOW_START]
+_KEYS: Final = [c.PATIENT_KEY, c.WINDOW_START]
 _US: Final = pa.timestamp("us", tz="UTC")
 _PRUNE_FRACTION: Final = 8
 ROLLING_SPAN_US: Final = (c.ROLLING_MINUTES - 1) * 60_000_000  # a minute's trailing window reaches back
@@ -157,7 +157,7 @@ class WindowPartials:
         start = _micros(rows[c.WINDOW_START])
         keep = (start >= lo_us) & (start <= hi_us)
         rows = rows.filter(pa.array(keep))
-        return rows.filter(pc.is_in(rows[c.PATIENT_ID], value_set=patients))
+        return rows.filter(pc.is_in(rows[c.PATIENT_KEY], value_set=patients))
 
     @property
     def size(self) -> int:
@@ -233,7 +233,7 @@ class GoldState:
         # A changed minute changes the trailing windows of the minutes after it, up to the span.
         starts = _micros(touched[c.WINDOW_START])
         lo, hi = int(starts.min()), int(starts.max())
-        patients = pc.unique(touched[c.PATIENT_ID])
+        patients = pc.unique(touched[c.PATIENT_KEY])
         around = self.minutes.window(patients, lo - ROLLING_SPAN_US, hi + ROLLING_SPAN_US)
         rows = gold_from_partials(around, window_seconds=60, updated_at_us=updated_at_us)
         rolled = rolling_means(rows, updated_at_us=updated_at_us)

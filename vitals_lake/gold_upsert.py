@@ -22,7 +22,7 @@ from vitals_lake.trends import DIAGNOSIS_INPUT_COLUMNS, diagnosis_hourly, rollin
 
 
 def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.Table:
-    """Recompute and upsert the Gold rows of ``changed`` (patient_id, window_seconds, window_start);
+    """Recompute and upsert the Gold rows of ``changed`` (patient_key, window_seconds, window_start);
     return the rows written.
 
     Beam's windows decide *when* a window changed (triggers, lateness); the lake decides *what* it
@@ -31,7 +31,7 @@ def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.T
     and an accumulating pane would replace a fuller Gold row with the readings since the restart.
     """
     now = time.time_ns() // 1000
-    patients = pc.unique(changed[c.PATIENT_ID])
+    patients = pc.unique(changed[c.PATIENT_KEY])
     written: list[pa.Table] = []
     minutes = changed.filter(pc.equal(changed[c.WINDOW_SECONDS], 60))
     if minutes.num_rows:
@@ -61,11 +61,11 @@ def upsert_gold_windows(lake: Lake, changed: pa.Table, *, batch_id: str) -> pa.T
 
 
 def changed_minutes(rows: pa.Table) -> pa.Table:
-    """(patient_id, window_start, window_seconds = 60) of every patient-minute with a reading in ``rows``:
+    """(patient_key, window_start, window_seconds = 60) of every patient-minute with a reading in ``rows``:
     the input of :func:`upsert_gold_windows` outside Beam (the bare loop, recovery)."""
     minute = pc.floor_temporal(rows[c.TIMESTAMP], multiple=60, unit="second")
-    keys = pa.table({c.PATIENT_ID: rows[c.PATIENT_ID], c.WINDOW_START: minute})
-    keys = keys.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate([])
+    keys = pa.table({c.PATIENT_KEY: rows[c.PATIENT_KEY], c.WINDOW_START: minute})
+    keys = keys.group_by([c.PATIENT_KEY, c.WINDOW_START], use_threads=False).aggregate([])
     return keys.append_column(c.WINDOW_SECONDS, pa.repeat(pa.scalar(60, pa.int32()), keys.num_rows))
 
 
@@ -79,7 +79,7 @@ def derive_trends(lake: Lake, gold: pa.Table, *, batch_id: str) -> None:
         # A changed minute also changes the trailing windows of the minutes after it.
         span = timedelta(minutes=c.ROLLING_MINUTES - 1)
         lo, hi = pc.min(minutes[c.WINDOW_START]).as_py(), pc.max(minutes[c.WINDOW_START]).as_py()
-        patients = pc.unique(minutes[c.PATIENT_ID])
+        patients = pc.unique(minutes[c.PATIENT_KEY])
         window = read_patients(lake, "gold", _gold_span(lo - span, hi + span), patients, where=_minutes)
         rolled = rolling_means(window, updated_at_us=now)
         ts = rolled[c.WINDOW_START]
@@ -98,14 +98,15 @@ def read_patients(
     span: TimeSpan,
     patients: pa.Array,
     *,
+    by: str = c.PATIENT_KEY,
     where: pc.Expression | None = None,
     columns: list[str] | None = None,
 ) -> pa.Table:
-    """Rows in a span, then only these patients. The patient filter runs after the scan: files
-    written by MERGE store strings as string_view, which an `isin` pushed down to their statistics
-    does not match."""
+    """Rows in a span, then only these patients (``patients``: values of column ``by``). The patient
+    filter runs after the scan: files written by MERGE store strings as string_view, which an `isin`
+    pushed down to their statistics does not match."""
     rows = lake.read(layer, columns=columns, where=where, span=span)
-    return rows.filter(pc.is_in(rows[c.PATIENT_ID], value_set=patients))
+    return rows.filter(pc.is_in(rows[by], value_set=patients))
 
 
 def _gold_span(lo: datetime, hi: datetime) -> TimeSpan:

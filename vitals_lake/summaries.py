@@ -33,7 +33,10 @@ _READING_COUNTS: Final = (c.SCORED_READINGS, c.ANOMALOUS_READINGS, c.ALERT_READI
 _ALERT_RANK: Final = c.NEWS2_RESPONSES.index(c.RISK_LEVEL_ON_ALERT)
 _FLAG_COUNTS: Final = {c.flag_column(f): c.gold_column(c.flag_column(f), "count") for f in c.ALERT_FLAGS}
 # Enrichment Gold carries as of the window's latest reading.
-GOLD_ENRICHMENT: Final = tuple(f.name for f in c.ENRICHMENT_FIELDS if f.name in c.GOLD_SCHEMA.names)
+# The enrichment Gold keeps, as of a window's latest reading (the key is Gold's own, not enrichment).
+GOLD_ENRICHMENT: Final = tuple(
+    f.name for f in c.ENRICHMENT_FIELDS if f.name in c.GOLD_SCHEMA.names and f.name != c.PATIENT_KEY
+)
 
 
 # How partials of the same window combine (vitals_lake.gold_state.merge_partials), by column.
@@ -68,7 +71,7 @@ def window_partials_each(silver: pa.Table, *, window_seconds: Sequence[int]) -> 
     the sort by (patient, time) and each column's gather into that order are shared, since every size's
     windows are runs of the same order; only the group boundaries differ."""
     micros = np.asarray(pc.cast(silver[c.TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False), np.int64)
-    patient = _sort_rank(silver[c.PATIENT_ID])
+    patient = _sort_rank(silver[c.PATIENT_KEY])
     # Stable: equal times keep their input order, which decides "last" among them.
     order = np.lexsort((micros, patient))
     s_patient, s_micros = patient[order], micros[order]
@@ -79,7 +82,7 @@ def window_partials_each(silver: pa.Table, *, window_seconds: Sequence[int]) -> 
         first = groups.first_row()
         out.append(
             {
-                c.PATIENT_ID: silver[c.PATIENT_ID].take(pa.array(first)),
+                c.PATIENT_KEY: silver[c.PATIENT_KEY].take(pa.array(first)),
                 c.WINDOW_START: pa.array(window[groups.starts], pa.int64()).cast(
                     silver.schema.field(c.TIMESTAMP).type
                 ),
@@ -129,7 +132,7 @@ def window_partials_each(silver: pa.Table, *, window_seconds: Sequence[int]) -> 
 
 def partials_schema(silver: pa.Schema) -> pa.Schema:
     """The columns of ``window_partials`` for Silver rows of this schema."""
-    fields = [silver.field(c.PATIENT_ID), pa.field(c.WINDOW_START, silver.field(c.TIMESTAMP).type)]
+    fields = [silver.field(c.PATIENT_KEY), pa.field(c.WINDOW_START, silver.field(c.TIMESTAMP).type)]
     fields += [pa.field(c.READING_COUNT, pa.int64()), pa.field(c.LAST_READING_TIME, pa.int64())]
     for v in c.VITAL_NAMES:
         fields += [pa.field(c.gold_column(v, stat), pa.float64()) for stat in (_SUM, "min", "max")]
@@ -178,7 +181,7 @@ def gold_from_partials(partials: pa.Table, *, window_seconds: int, updated_at_us
     n = partials.num_rows
     start = partials[c.WINDOW_START]
     columns: dict[str, Any] = {
-        c.PATIENT_ID: partials[c.PATIENT_ID],
+        c.PATIENT_KEY: partials[c.PATIENT_KEY],
         c.WINDOW_SECONDS: pa.repeat(pa.scalar(window_seconds, pa.int32()), n),
         c.WINDOW_START: start,
         c.WINDOW_END: pc.add(start, pa.scalar(window_seconds * 1_000_000, pa.duration("us"))),
@@ -223,9 +226,9 @@ def hours_from_minutes(minutes: pa.Table, *, updated_at_us: int) -> pa.Table:
     """One-hour Gold rows from the one-minute Gold rows of the same patients and hours (vectorised)."""
     if minutes.num_rows == 0:
         return c.GOLD_SCHEMA.empty_table()
-    m = minutes.sort_by([(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")])
+    m = minutes.sort_by([(c.PATIENT_KEY, "ascending"), (c.WINDOW_START, "ascending")])
     hour = pc.floor_temporal(m[c.WINDOW_START], multiple=3600, unit="second")
-    t = pa.table({c.PATIENT_ID: m[c.PATIENT_ID], c.WINDOW_START: hour})
+    t = pa.table({c.PATIENT_KEY: m[c.PATIENT_KEY], c.WINDOW_START: hour})
     aggs: list[tuple[str, str]] = [(c.READING_COUNT, "sum"), (c.LAST_READING_TIME, "max")]
     t = t.append_column(c.READING_COUNT, m[c.READING_COUNT]).append_column(
         c.LAST_READING_TIME, m[c.LAST_READING_TIME]
@@ -250,10 +253,10 @@ def hours_from_minutes(minutes: pa.Table, *, updated_at_us: int) -> pa.Table:
         t = t.append_column(name, m[name])
         aggs.append((name, "last"))
     # Rows are in time order within a patient, so "last" is the latest minute's value.
-    g = t.group_by([c.PATIENT_ID, c.WINDOW_START], use_threads=False).aggregate(aggs)
+    g = t.group_by([c.PATIENT_KEY, c.WINDOW_START], use_threads=False).aggregate(aggs)
     n = g.num_rows
     columns: dict[str, Any] = {
-        c.PATIENT_ID: g[c.PATIENT_ID],
+        c.PATIENT_KEY: g[c.PATIENT_KEY],
         c.WINDOW_SECONDS: pa.repeat(pa.scalar(3600, pa.int32()), n),
         c.WINDOW_START: g[c.WINDOW_START],
         c.WINDOW_END: pc.add(g[c.WINDOW_START], pa.scalar(3_600_000_000, pa.duration("us"))),

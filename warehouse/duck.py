@@ -124,7 +124,8 @@ class DuckWarehouse:
 
     def ensure(self) -> None:
         """Create the warehouse tables, the dead-letter table, the bookkeeping tables and every view;
-        idempotent. A table created by an older contract gets the columns it lacks (nullable)."""
+        idempotent. A table created by an older contract gets the columns it lacks (nullable) and loses
+        those the contract no longer has."""
         self._writable()
         with self._write_lock, self.cursor() as cur:
             cur.execute("BEGIN")
@@ -159,6 +160,10 @@ class DuckWarehouse:
         for f in schema:
             if f.name not in have:
                 cur.execute(f'ALTER TABLE "{name}" ADD COLUMN "{f.name}" {duckdb_type(f.type)}')
+        # A column the contract dropped (Gold's and the alerts' patient_id, for minimum necessary) goes:
+        # the local warehouse is a copy of the lake, and a leftover NOT NULL column would refuse rows.
+        for column in sorted(have - set(schema.names)):
+            cur.execute(f'ALTER TABLE "{name}" DROP COLUMN "{column}"')
 
     # --- reading -------------------------------------------------------------------------------
 

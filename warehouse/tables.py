@@ -74,6 +74,15 @@ WAREHOUSE_TABLES: Final[dict[str, WarehouseTable]] = {
             clustering=(c.RULE,),
         ),
         WarehouseTable(
+            # The identity map (restricted, like every base table): the identity view reads it.
+            name=c.PATIENT_KEYS_TABLE,
+            schema=c.PATIENT_KEYS_SCHEMA,
+            key=c.PATIENT_KEYS_KEY,
+            version=None,
+            partition="",  # one row per patient: small, not partitioned
+            clustering=(),
+        ),
+        WarehouseTable(
             name=c.DIAGNOSIS_TABLE,
             schema=c.DIAGNOSIS_SCHEMA,
             key=(c.DIAGNOSIS_CODE,),

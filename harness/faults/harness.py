@@ -203,12 +203,12 @@ def settle(
 
 def gold_minutes(lake: Lake) -> tuple[dict[Any, int], dict[Any, int]]:
     """(readings per patient-minute counted from Silver, ``reading_count`` per patient-minute in Gold)."""
-    silver = lake.read("silver", columns=[c.PATIENT_ID, c.TIMESTAMP])
+    silver = lake.read("silver", columns=[c.PATIENT_KEY, c.TIMESTAMP])
     minutes = pc.floor_temporal(silver[c.TIMESTAMP], multiple=60, unit="second")
-    expected = Counter(zip(silver[c.PATIENT_ID].to_pylist(), minutes.to_pylist(), strict=True))
-    gold = lake.read("gold", columns=[c.PATIENT_ID, c.WINDOW_SECONDS, c.WINDOW_START, c.READING_COUNT])
+    expected = Counter(zip(silver[c.PATIENT_KEY].to_pylist(), minutes.to_pylist(), strict=True))
+    gold = lake.read("gold", columns=[c.PATIENT_KEY, c.WINDOW_SECONDS, c.WINDOW_START, c.READING_COUNT])
     got = {
-        (r[c.PATIENT_ID], r[c.WINDOW_START]): r[c.READING_COUNT]
+        (r[c.PATIENT_KEY], r[c.WINDOW_START]): r[c.READING_COUNT]
         for r in gold.to_pylist()
         if r[c.WINDOW_SECONDS] == 60
     }

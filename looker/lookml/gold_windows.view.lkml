@@ -2,6 +2,12 @@
 view: gold_windows {
   sql_table_name: `@{PROJECT}.@{DATASET}_reporting.gold_windows` ;;
 
+  dimension: patient_key {
+    type: string
+    description: "Pseudonymous patient key (HMAC of patient_id): use it in lists."
+    sql: ${TABLE}.patient_key ;;
+  }
+
   dimension: window_seconds {
     type: number
     sql: ${TABLE}.window_seconds ;;
@@ -247,12 +253,6 @@ view: gold_windows {
   dimension: alert_readings {
     type: number
     sql: ${TABLE}.alert_readings ;;
-  }
-
-  dimension: patient_key {
-    type: string
-    description: "Pseudonymous patient key (HMAC of patient_id): use it in lists."
-    sql: ${TABLE}.patient_key ;;
   }
 
   dimension: ward {

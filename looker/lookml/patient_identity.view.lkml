@@ -38,6 +38,12 @@ view: patient_identity {
     sql: ${TABLE}.last_reading_time ;;
   }
 
+  dimension_group: first_seen {
+    type: time
+    timeframes: [raw, time, minute, hour, date, week]
+    sql: ${TABLE}.first_seen ;;
+  }
+
   measure: count {
     type: count
   }

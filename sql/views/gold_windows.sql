@@ -1,5 +1,5 @@
 -- Every Gold window (one minute and one hour), its newest version, named by the pseudonymous
--- patient_key: gold_latest without the raw patient_id, for the reporting dataset that analysts and
+-- patient_key (Gold holds no raw id): gold_latest for the reporting dataset that analysts and
 -- Looker Studio read (the patient-detail page's minute-by-minute charts).
-SELECT * EXCEPT (patient_id)
+SELECT *
 FROM `${project}.${dataset}.gold_latest`

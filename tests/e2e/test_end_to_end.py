@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pytest
 
 from harness.demo import run_demo
+from tests.factories import ids_by_key
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
@@ -84,9 +85,12 @@ def test_gold_has_one_row_per_patient_minute_covering_every_silver_reading(demo)
     expected = {}
     for patient, minute in zip(silver[c.PATIENT_ID].to_pylist(), minutes.to_pylist(), strict=True):
         expected[(patient, minute)] = expected.get((patient, minute), 0) + 1
-    gold = lake.read("gold", columns=[c.PATIENT_ID, c.WINDOW_SECONDS, c.WINDOW_START, c.READING_COUNT])
+    # Gold names patients by key: the identity map, which must know every patient, names them back.
+    patient = ids_by_key(lake)
+    assert set(patient.values()) == set(silver[c.PATIENT_ID].to_pylist())
+    gold = lake.read("gold", columns=[c.PATIENT_KEY, c.WINDOW_SECONDS, c.WINDOW_START, c.READING_COUNT])
     got = {
-        (r[c.PATIENT_ID], r[c.WINDOW_START]): r[c.READING_COUNT]
+        (patient[r[c.PATIENT_KEY]], r[c.WINDOW_START]): r[c.READING_COUNT]
         for r in gold.to_pylist()
         if r[c.WINDOW_SECONDS] == 60
     }
@@ -114,9 +118,9 @@ def test_every_silver_reading_is_scored_by_the_demo_model_and_the_alert_rule(dem
 def test_the_demo_fills_the_local_warehouse_and_its_views(demo):
     _, summary, _, lake = demo
     wh = summary["warehouse"]
-    gold = lake.read("gold", columns=[c.PATIENT_ID])
+    gold = lake.read("gold", columns=[c.PATIENT_KEY])
     assert wh["gold_windows"] == gold.num_rows > 0  # synced live by the dashboard, then finished
-    patients = len(set(gold[c.PATIENT_ID].to_pylist()))
+    patients = len(set(gold[c.PATIENT_KEY].to_pylist()))
     assert wh["view_rows"]["patient_risk_scores"] == wh["view_rows"]["latest_vitals"] == patients
     assert wh["view_rows"]["data_quality_daily"] > 0
     assert wh["highest_risk"] and wh["highest_risk"][0]["risk_level"] in c.NEWS2_RESPONSES
@@ -143,8 +147,9 @@ def test_alerts_the_pipeline_raised_reach_the_inbox_and_the_webhooks_once(demo):
 
 def test_no_raw_patient_id_or_name_reaches_analysts_notifications_or_logs(demo):
     """Minimum necessary, on the whole run: the reporting views (what analysts and Looker Studio read),
-    every e-mail and webhook that left the platform, and every log line of our processes hold no
-    patient id and no name. The identity table and Silver, where they are, are the scan's own check."""
+        every e-mail and webhook that left the platform, and every log line of our processes hold no
+        patient id and no name, and neither do the lake's and the warehouse's Gold and alerts. The identity
+    tables, where they are, are the scan's own check."""
     _, summary, _, lake = demo
     run_dir = lake.settings.root.parent
     ids = set(lake.read("silver", columns=[c.PATIENT_ID])[c.PATIENT_ID].to_pylist())
@@ -155,12 +160,16 @@ def test_no_raw_patient_id_or_name_reaches_analysts_notifications_or_logs(demo):
     def found(text: str) -> set[str]:
         return {x for x in identifying if x in text}
 
-    # The scan finds them where they belong: the identity table.
+    # The scan finds them where they belong: the identity tables.
     assert found(json.dumps(lake.read("patients").to_pylist(), default=str))
+    assert found(json.dumps(lake.read("patient_keys").to_pylist(), default=str))
+    # The lake's tables past Silver name patients by key only.
+    for layer in ("gold", "rolling", "alerts"):
+        assert not found(json.dumps(lake.read(layer).to_pylist(), default=str)), layer
 
     with DuckWarehouse(run_dir / "warehouse.duckdb") as wh:
         assert wh.count("patient_risk_scores") == wh.count("latest_vitals") == len(ids)
-        for view in views.PUBLIC_VIEWS:
+        for view in [*views.PUBLIC_VIEWS, c.GOLD_TABLE, c.ALERTS_TABLE]:
             rows = wh.query(f"SELECT * FROM {view}")
             assert not found(json.dumps(rows.to_pylist(), default=str)), view
 

@@ -13,7 +13,7 @@ import pytest
 from harness.stack.bigquery import BigQueryEmulator
 from pipelines import load_admissions
 from pipelines.beam_vitals import run
-from tests.factories import raw, reading
+from tests.factories import ids_by_key, raw, reading
 from tests.unit.test_admissions import KEY, row, write_day, write_mapping
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
@@ -102,16 +102,18 @@ def test_gold_back_filled_by_a_late_admission_reaches_bigquery(
     argv = ["--landing", str(landing), "--reference", str(mapping), "--lake", lake_dir, "--bigquery"]
     assert load_admissions.main(argv) == 0
 
-    gold = Lake(LocalLake(root=tmp_path / "lake")).read("gold")
-    p1 = sum(1 for p in gold[c.PATIENT_ID].to_pylist() if p == "P1")
+    lake = Lake(LocalLake(root=tmp_path / "lake"))
+    gold = lake.read("gold")
+    patient = ids_by_key(lake)  # Gold names patients by key only
+    p1 = sum(1 for k in gold[c.PATIENT_KEY].to_pylist() if patient[k] == "P1")
     assert f"{c.GOLD_TABLE} -> BigQuery: {p1} back-filled row(s)" in capsys.readouterr().out
     client = make_client(BigQuerySettings.from_env())
     table = BigQuerySettings.from_env().table_ref(c.GOLD_TABLE)
     latest = (
-        f"SELECT patient_id, known_patient, ward FROM `{table}` QUALIFY ROW_NUMBER() OVER"
+        f"SELECT patient_key, known_patient, ward FROM `{table}` QUALIFY ROW_NUMBER() OVER"
         " (PARTITION BY patient_key, window_seconds, window_start ORDER BY updated_at DESC) = 1"
     )
-    got = [(r[0], r[1], r[2]) for r in client.query(latest).result()]
+    got = [(patient[r[0]], r[1], r[2]) for r in client.query(latest).result()]
     client.close()
     assert len(got) == gold.num_rows
     assert sorted(set(got)) == [("P1", True, "ICU"), ("P2", False, None)]

@@ -86,7 +86,6 @@ def gold_row(patient: str, minute: int, *, bed: str | None = "12", **values: Any
     row: dict[str, Any] = dict.fromkeys(c.GOLD_SCHEMA.names)
     row.update(
         {
-            c.PATIENT_ID: patient,
             c.WINDOW_SECONDS: 60,
             c.WINDOW_START: start,
             c.WINDOW_END: start + timedelta(seconds=60),
@@ -113,6 +112,12 @@ def gold_row(patient: str, minute: int, *, bed: str | None = "12", **values: Any
 
 def gold_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=GOLD.schema)
+
+
+def identity_table(keys: dict[str, str]) -> pa.Table:
+    """Identity-map rows: raw id -> key."""
+    rows = [{c.PATIENT_KEY: k, c.PATIENT_ID: i, c.FIRST_SEEN: T0} for i, k in keys.items()]
+    return pa.Table.from_pylist(rows, schema=c.PATIENT_KEYS_SCHEMA)
 
 
 def alert_table(n: int) -> pa.Table:
@@ -196,7 +201,7 @@ def test_ensure_creates_dataset_tables_and_dead_letter_idempotently(
 
     gold = client.get_table(settings.table_ref(c.GOLD_TABLE))
     fields = {f.name: (f.field_type, f.mode) for f in gold.schema}
-    assert fields[c.PATIENT_ID] == ("STRING", "REQUIRED")
+    assert fields[c.PATIENT_KEY] == ("STRING", "REQUIRED") and c.PATIENT_ID not in fields  # key only
     assert fields[c.WINDOW_SECONDS][0] in ("INT64", "INTEGER")  # int32 in Arrow
     assert fields[c.gold_column(c.NEWS2_SCORE, "max")] in (("INT64", "NULLABLE"), ("INTEGER", "NULLABLE"))
     assert fields[c.WINDOW_START] == ("TIMESTAMP", "REQUIRED")
@@ -236,7 +241,7 @@ def test_gold_and_alert_rows_read_back_with_their_types(
     result = sink.write(c.GOLD_TABLE, gold_table(rows))
     assert (result.inserted, result.duplicates, result.rejected) == (3, 0, 0)
 
-    job = client.query(f"SELECT * FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY {c.PATIENT_ID}")
+    job = client.query(f"SELECT * FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY {c.PATIENT_KEY}")
     back = job.result()
     types = {f.name: f.field_type for f in back.schema}
     assert types[c.WINDOW_START] == "TIMESTAMP" and types[c.EVENT_DATE] == "DATE"
@@ -320,9 +325,9 @@ def test_refused_row_goes_to_dead_letter_and_the_rest_lands(
     assert len(result.errors) == 1 and result.errors[0].startswith(bad_id)
 
     landed = query(
-        client, f"SELECT {c.PATIENT_ID}, {c.BED} FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY 1"
+        client, f"SELECT {c.PATIENT_KEY}, {c.BED} FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY 1"
     )
-    assert landed == [{c.PATIENT_ID: "P000001", c.BED: 12}, {c.PATIENT_ID: "P000003", c.BED: None}]
+    assert landed == [{c.PATIENT_KEY: "key-P000001", c.BED: 12}, {c.PATIENT_KEY: "key-P000003", c.BED: None}]
     dead = query(client, f"SELECT * FROM `{settings.table_ref(DEAD_LETTER_TABLE)}`")
     assert len(dead) == 1
     letter = dead[0]
@@ -367,8 +372,8 @@ def test_dead_letters_are_replayed_once_the_table_is_fixed(
     assert sink.drift == {}
     status, report = replay("--table", c.GOLD_TABLE)
     assert status == 0 and (report["read"], report["replayed"], report["refused_again"]) == (1, 1, 0)
-    landed = query(client, f"SELECT {c.PATIENT_ID}, {c.BED} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
-    assert landed == [{c.PATIENT_ID: "P000002", c.BED: "ICU-03"}]
+    landed = query(client, f"SELECT {c.PATIENT_KEY}, {c.BED} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
+    assert landed == [{c.PATIENT_KEY: "key-P000002", c.BED: "ICU-03"}]
 
     later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     assert replay("--since", later)[1]["read"] == 0  # past the letters an earlier replay covered
@@ -400,8 +405,8 @@ def test_a_table_of_an_older_contract_gains_the_new_columns_and_keeps_its_rows(
     assert [f.name for f in table.schema] == [f.name for f in old_schema] + [f.name for f in new]
     added = {f.name: f for f in table.schema[len(old_schema) :]}
     assert all(f.mode == "NULLABLE" and f.description == catalogue.describe(n) for n, f in added.items())
-    kept = query(client, f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
-    assert kept == [{c.PATIENT_ID: "P000001"}]
+    kept = query(client, f"SELECT {c.PATIENT_KEY} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
+    assert kept == [{c.PATIENT_KEY: "key-P000001"}]
     sink.ensure()  # a second time: nothing to add
     assert len(client.get_table(settings.table_ref(c.GOLD_TABLE)).schema) == len(GOLD.schema)
 
@@ -468,13 +473,13 @@ def test_views_are_created_or_replaced(settings: BigQuerySettings, client: bigqu
     sink.write(c.GOLD_TABLE, gold_table([gold_row("P000001", 0), gold_row("P000002", 0)]))
     view = settings.table_ref("gold_probe")
     gold = settings.table_ref(c.GOLD_TABLE)
-    client.query(f"CREATE OR REPLACE VIEW `{view}` AS SELECT {c.PATIENT_ID} FROM `{gold}`").result()
+    client.query(f"CREATE OR REPLACE VIEW `{view}` AS SELECT {c.PATIENT_KEY} FROM `{gold}`").result()
     assert len(query(client, f"SELECT * FROM `{view}`")) == 2
     client.query(
         f"CREATE OR REPLACE VIEW `{view}` AS "
-        f"SELECT {c.PATIENT_ID} FROM `{gold}` WHERE {c.PATIENT_ID} = 'P000002'"
+        f"SELECT {c.PATIENT_KEY} FROM `{gold}` WHERE {c.PATIENT_KEY} = 'key-P000002'"
     ).result()
-    assert query(client, f"SELECT * FROM `{view}`") == [{c.PATIENT_ID: "P000002"}]
+    assert query(client, f"SELECT * FROM `{view}`") == [{c.PATIENT_KEY: "key-P000002"}]
     assert client.get_table(view).table_type == "VIEW"
 
 
@@ -514,6 +519,7 @@ def test_forget_patient_deletes_their_rows_everywhere_and_only_theirs(
         sink.ensure()
         sink.write(c.GOLD_TABLE, gold_table([gold_row(p, m) for p in ("P1", "P2") for m in range(3)]))
         sink.write(c.ALERTS_TABLE, alert_table(3))  # P0, P1, P2
+        sink.write(c.PATIENT_KEYS_TABLE, identity_table({"P1": "key-P1", "P2": "key-P2"}))
         letter = {"table_name": c.GOLD_TABLE, "error": "refused", "failed_at": T0.isoformat()}
         sink.client.insert_rows_json(
             settings.table_ref(DEAD_LETTER_TABLE),
@@ -540,12 +546,14 @@ def test_forget_patient_deletes_their_rows_everywhere_and_only_theirs(
         assert again.pending == []
         assert again.deleted[c.GOLD_TABLE] == 3 and again.deleted[c.ALERTS_TABLE] == 0
 
-        def patients(table: str, column: str = c.PATIENT_ID) -> list[str]:
+        def patients(table: str, column: str = c.PATIENT_KEY) -> list[str]:
             rows = query(sink.client, f"SELECT {column} FROM `{settings.table_ref(table)}`")
             return sorted(r[column] for r in rows)
 
-        assert patients(c.GOLD_TABLE) == ["P2"] * 3
-        assert patients(c.ALERTS_TABLE, c.PATIENT_KEY) == ["key-P0", "key-P2"]  # alerts: by key
+        # Gold and the alerts name patients by key; the identity map by key and id.
+        assert patients(c.GOLD_TABLE) == ["key-P2"] * 3
+        assert patients(c.ALERTS_TABLE) == ["key-P0", "key-P2"]
+        assert patients(c.PATIENT_KEYS_TABLE, c.PATIENT_ID) == ["P2"]
         letters = query(sink.client, f"SELECT row_json FROM `{settings.table_ref(DEAD_LETTER_TABLE)}`")
         assert [json.loads(r["row_json"])[c.PATIENT_ID] for r in letters] == ["P11"]  # not a prefix match
 
@@ -556,11 +564,14 @@ def test_the_forget_patient_command_reaches_bigquery_and_exits_3_while_rows_are_
     from pipelines import forget_patient  # noqa: PLC0415
     from vitals_lake.config import LocalLake  # noqa: PLC0415
     from vitals_lake.lake import Lake  # noqa: PLC0415
+    from vitals_lake.pseudonym import PseudonymKey, pseudonymise  # noqa: PLC0415
 
     settings = fresh_settings(proxy.endpoint)
+    secret = PseudonymKey.from_env().secret
+    key = dict(zip(["P7", "P8"], pseudonymise(pa.array(["P7", "P8"]), key=secret).to_pylist(), strict=True))
     with BigQuerySink(settings) as sink:
         sink.ensure()
-        sink.write(c.GOLD_TABLE, gold_table([gold_row(p, 0) for p in ("P7", "P8")]))
+        sink.write(c.GOLD_TABLE, gold_table([gold_row(p, 0, **{c.PATIENT_KEY: key[p]}) for p in key]))
     Lake(LocalLake(root=tmp_path / "lake")).ensure_all()
     for name, value in {
         "VITALS_GCP_PROJECT": settings.project,
@@ -582,8 +593,8 @@ def test_the_forget_patient_command_reaches_bigquery_and_exits_3_while_rows_are_
     assert forget_patient.main(argv) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["bigquery_pending_tables"] == [] and second["bigquery_rows_by_table"][c.GOLD_TABLE] == 1
-    rows = query(make_client(settings), f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
-    assert [r[c.PATIENT_ID] for r in rows] == ["P8"]
+    rows = query(make_client(settings), f"SELECT {c.PATIENT_KEY} FROM `{settings.table_ref(c.GOLD_TABLE)}`")
+    assert [r[c.PATIENT_KEY] for r in rows] == [key["P8"]]
 
 
 def test_every_view_deploys_to_its_dataset_and_the_reporting_views_hold_keys_only(
@@ -597,6 +608,7 @@ def test_every_view_deploys_to_its_dataset_and_the_reporting_views_hold_keys_onl
     rows = [gold_row("P000001", m, **{c.PATIENT_KEY: keys["P000001"]}) for m in range(3)]
     rows.append(gold_row("P000002", 0, bed="ICU-03", **{c.PATIENT_KEY: keys["P000002"]}))
     sink.write(c.GOLD_TABLE, gold_table(rows))
+    sink.write(c.PATIENT_KEYS_TABLE, identity_table(keys))
     for role in ("reporting", "identity"):
         client.create_dataset(f"{settings.dataset_ref}{views.DATASET_SUFFIX[role]}", exists_ok=True)
     for name in views.view_names():

@@ -137,6 +137,7 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
     rows = report["lake_rows_by_table"]
     assert rows[c.SILVER_TABLE] == counts[gone] and rows[c.ALERTS_TABLE] > 0 and rows[c.PATIENTS_TABLE] == 1
     assert rows[c.BRONZE_TABLE] >= counts[gone] and rows[c.QUARANTINE_TABLE] >= 1
+    assert rows[c.GOLD_TABLE] > 0 and rows[c.PATIENT_KEYS_TABLE] >= 1  # Gold by key, the map by id
     assert report["warehouse_rows_by_table"][c.GOLD_TABLE] > 0
     assert report["warehouse_rows_by_table"][c.ALERTS_TABLE] > 0  # by key: alerts carry no patient id
 
@@ -164,6 +165,10 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
         for table in tables:
             text = json.dumps(wh.query(f'SELECT * FROM "{table}"').to_pylist(), default=str)
             assert gone not in text and gone_key not in text, table
-        assert wh.query(f"SELECT count(*) AS n FROM {c.GOLD_TABLE} WHERE patient_id = '{kept}'")["n"][
+        kept_key = pseudonymise(pa.array([kept]), key=KEY)[0].as_py()
+        assert wh.query(f"SELECT count(*) AS n FROM {c.GOLD_TABLE} WHERE patient_key = '{kept_key}'")["n"][
             0
         ].as_py()
+        assert wh.query(f"SELECT patient_id FROM patient_identity WHERE patient_key = '{kept_key}'")[
+            c.PATIENT_ID
+        ].to_pylist() == [kept]

@@ -64,7 +64,7 @@ def synthetic_rows(
     for f in spec.schema:
         t = f.type
         vals: list[object]
-        if f.name == c.PATIENT_ID:
+        if f.name in (c.PATIENT_ID, c.PATIENT_KEY):
             vals = [f"P{i % patients:06d}" for i in idx]
         elif f.name == c.WINDOW_SECONDS:  # a partition column of Gold: one-minute windows, one partition
             vals = [60] * n
@@ -171,7 +171,7 @@ def test_z_order_keeps_content_and_records_the_clustering(lake: Lake) -> None:
     assert sorted_rows(after, *c.GOLD_KEY) == sorted_rows(before, *c.GOLD_KEY)
     # Clustered: the one rewritten file holds each patient's rows together (9 patients: 8 changes),
     # where the appended files alternated patients on every row.
-    patients = after[c.PATIENT_ID].to_pylist()
+    patients = after[c.PATIENT_KEY].to_pylist()
     assert sum(a != b for a, b in itertools.pairwise(patients)) == 8
 
 

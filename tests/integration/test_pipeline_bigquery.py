@@ -31,7 +31,7 @@ def test_gold_and_data_quality_land_in_bigquery(bigquery_emulator: BigQueryEmula
     latest = one(
         client,
         f"SELECT COUNT(*) AS n, SUM(reading_count) AS readings FROM (SELECT * FROM"
-        f" `local-project.{dataset}.{c.GOLD_TABLE}` QUALIFY ROW_NUMBER() OVER (PARTITION BY patient_id,"
+        f" `local-project.{dataset}.{c.GOLD_TABLE}` QUALIFY ROW_NUMBER() OVER (PARTITION BY patient_key,"
         f" window_seconds, window_start ORDER BY updated_at DESC) = 1) WHERE window_seconds = 60",
     )
     gold = lake.read("gold")
@@ -44,6 +44,14 @@ def test_gold_and_data_quality_land_in_bigquery(bigquery_emulator: BigQueryEmula
         " WHERE rule = 'malformed_json'",
     )
     assert dq["failed"] == 1
+    # The identity map streamed too (Gold names patients by key only): each key once, with its id.
+    identity = client.query(
+        f"SELECT patient_key, patient_id FROM `local-project.{dataset}.{c.PATIENT_KEYS_TABLE}`"
+    ).result()
+    assert {r["patient_id"]: r["patient_key"] for r in identity} == {
+        r[c.PATIENT_ID]: r[c.PATIENT_KEY] for r in lake.read("patient_keys").to_pylist()
+    }
+    assert len(lake.read("patient_keys")) == 3
 
 
 def one(client: bigquery.Client, sql: str) -> bigquery.Row:

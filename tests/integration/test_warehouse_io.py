@@ -80,11 +80,11 @@ def test_write_warehouse_counts_every_row(emulator: BigQueryEmulator) -> None:
     assert got[c.GOLD_TABLE + suffix["warehouse_rejected_suffix"]] == 1
     assert got[f"{c.GOLD_TABLE}_batches"] == 2
 
-    landed = query(client, f"SELECT {c.PATIENT_ID} FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY 1")
-    assert [r[c.PATIENT_ID] for r in landed] == [*(f"P{i:06d}" for i in range(5)), "P000010"]
+    landed = query(client, f"SELECT {c.PATIENT_KEY} FROM `{settings.table_ref(c.GOLD_TABLE)}` ORDER BY 1")
+    assert [r[c.PATIENT_KEY] for r in landed] == [*(f"key-P{i:06d}" for i in range(5)), "key-P000010"]
     dead = query(client, f"SELECT table_name, row_json FROM `{settings.table_ref(DEAD_LETTER_TABLE)}`")
-    assert [(d["table_name"], json.loads(d["row_json"])[c.PATIENT_ID]) for d in dead] == [
-        (c.GOLD_TABLE, "P000011")
+    assert [(d["table_name"], json.loads(d["row_json"])[c.PATIENT_KEY]) for d in dead] == [
+        (c.GOLD_TABLE, "key-P000011")
     ]
     # setup() ran ensure(): the other tables exist now
     tables = {t.table_id for t in client.list_tables(settings.dataset_ref)}

@@ -28,7 +28,7 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
     ("pipeline",): ["--subscription", "--input-jsonl", "--lake", "--runner"],
     ("bridge",): ["--bootstrap", "--pubsub-topic", "--max-records"],
     ("load-admissions",): ["--landing", "--reference", "--watch"],
-    ("recovery",): ["--rewind", "--rebuild-gold", "--bigquery"],
+    ("recovery",): ["--rewind", "--rebuild-gold", "--seed-identity-map", "--bigquery"],
     ("redrive",): ["--subscription", "--topic", "--max-messages", "--dry-run"],
     ("replay-dead-letters",): ["--table", "--since", "--json"],
     ("forget-patient",): [

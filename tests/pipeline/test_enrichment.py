@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pytest
 
 from pipelines.beam_vitals import run
-from tests.factories import raw, reading
+from tests.factories import ids_by_key, raw, reading
 from vitals_lake import contract as c
 from vitals_lake.admissions import refresh
 from vitals_lake.backfill import backfill_gold, gold_rows_updated_at
@@ -88,10 +88,12 @@ def test_a_late_admission_file_back_fills_gold(tmp_path, key):
     updated = backfill_gold(lake, report.patient_ids)
 
     gold = lake.read("gold").to_pylist()
-    assert updated == sum(1 for r in gold if r[c.PATIENT_ID] in ADMITTED)
+    patient = ids_by_key(lake)  # Gold names patients by key only
+    assert set(patient.values()) == {*ADMITTED, UNKNOWN}
+    assert updated == sum(1 for r in gold if patient[r[c.PATIENT_KEY]] in ADMITTED)
     for row in gold:
-        if row[c.PATIENT_ID] in ADMITTED:
-            assert row[c.KNOWN_PATIENT] is True and row[c.WARD] == ADMITTED[row[c.PATIENT_ID]][3].upper()
+        if (patient_id := patient[row[c.PATIENT_KEY]]) in ADMITTED:
+            assert row[c.KNOWN_PATIENT] is True and row[c.WARD] == ADMITTED[patient_id][3].upper()
         else:
             assert row[c.KNOWN_PATIENT] is False and row[c.WARD] is None
     # The back-filled rows carry the pass's stamp, and only they: what a warehouse is sent again.

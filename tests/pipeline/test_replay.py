@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from pipelines.beam_vitals import run
-from tests.factories import T0, raw, reading
+from tests.factories import T0, ids_by_key, raw, reading
 from tests.unit.test_readings import BAD
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
@@ -80,8 +80,9 @@ def test_silver_event_ids_are_unique(replayed):
 
 def test_gold_has_one_row_per_patient_minute_with_exact_counts(corpus, replayed):
     gold = replayed.read("gold")
+    patient = ids_by_key(replayed)
     got = {
-        (r[c.PATIENT_ID], int((r[c.WINDOW_START] - T0).total_seconds()) // 60): r[c.READING_COUNT]
+        (patient[r[c.PATIENT_KEY]], int((r[c.WINDOW_START] - T0).total_seconds()) // 60): r[c.READING_COUNT]
         for r in gold.to_pylist()
         if r[c.WINDOW_SECONDS] == 60
     }

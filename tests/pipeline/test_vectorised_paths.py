@@ -80,7 +80,7 @@ def _same(new: EngineOutput, old: EngineOutput) -> None:
     assert _rows(new.alerts, c.ALERT_ID, c.ALERT_STATE, c.EVENT_TIME).equals(
         _rows(old.alerts, c.ALERT_ID, c.ALERT_STATE, c.EVENT_TIME)
     )
-    gold_keys = (c.PATIENT_ID, c.WINDOW_SECONDS, c.WINDOW_START)
+    gold_keys = (c.PATIENT_KEY, c.WINDOW_SECONDS, c.WINDOW_START)
     assert _rows(new.gold, *gold_keys).equals(_rows(old.gold, *gold_keys))
     assert _rows(new.rolling, *c.ROLLING_KEY).equals(_rows(old.rolling, *c.ROLLING_KEY))
     assert (new.offered, new.duplicates) == (old.offered, old.duplicates)
@@ -144,7 +144,7 @@ def test_merged_gold_partials_match_the_per_column_sorting_code(day, seconds):
     parts = pa.concat_tables(
         [window_partials(rows.slice(s, 700), window_seconds=seconds) for s in range(0, rows.num_rows, 700)]
     )
-    assert parts.num_rows > parts.group_by([c.PATIENT_ID, c.WINDOW_START]).aggregate([]).num_rows
+    assert parts.num_rows > parts.group_by([c.PATIENT_KEY, c.WINDOW_START]).aggregate([]).num_rows
     assert merge_partials(parts).equals(merge_partials_by_sorting(parts))
     # The same partials again with other latest values at the same times: the later partial wins.
     again = parts
@@ -179,7 +179,7 @@ def test_window_partials_match_arrow_group_by(day, seconds):
     for part in (rows, rows.slice(0, 1), rows.slice(0, 0), rows.slice(1000, 777)):
         new = window_partials(part, window_seconds=seconds)
         old = window_partials_by_group_by(part, window_seconds=seconds)
-        keys = [(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")]
+        keys = [(c.PATIENT_KEY, "ascending"), (c.WINDOW_START, "ascending")]
         assert new.equals(new.sort_by(keys))  # ordered by patient and window (Arrow's order is its own)
         assert new.equals(old.sort_by(keys))
         # Several sizes at once (one sort, one gather per column) give each size's partials exactly.

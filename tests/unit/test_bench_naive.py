@@ -27,7 +27,7 @@ def test_merging_partials_in_any_order_equals_one_pass():
     ]
     merged = merge_partials(merge_partials(parts[2], parts[0]), parts[1])
     for key, value in whole.items():
-        if key in (c.PATIENT_ID, c.WINDOW_START):
+        if key in (c.PATIENT_KEY, c.WINDOW_START):
             continue
         assert merged[key] == pytest.approx(value), key
 
@@ -40,7 +40,7 @@ def test_a_gold_row_from_merged_partials_equals_the_vectorised_gold_row():
     parts = [window_partials(silver.slice(k, 4), window_seconds=60).to_pylist()[0] for k in (0, 4, 8)]
     merged = merge_partials(merge_partials(parts[0], parts[1]), parts[2])
     start_us = int(parts[0][c.WINDOW_START].timestamp() * 1e6)
-    row = gold_row(parts[0][c.PATIENT_ID], start_us, 60, merged, 5)
+    row = gold_row(parts[0][c.PATIENT_KEY], start_us, 60, merged, 5)
     assert row.keys() == expected.keys()
     for key, value in expected.items():
         assert row[key] == (pytest.approx(value) if isinstance(value, float) else value), key

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from tests.unit.test_views import V1, V2, at, diagnosis, dq, gold, table_of
+from tests.unit.test_views import V1, V2, at, diagnosis, dq, gold, identity, table_of
 from vitals_lake import contract as c
 from vitals_lake.config import LocalLake
 from vitals_lake.lake import Lake
@@ -95,12 +95,26 @@ def test_a_warehouse_of_an_older_contract_keeps_its_rows_and_takes_the_new_colum
         new = table_of(c.GOLD_TABLE, [gold("P2", at(0), heart_rate_mean=80.0, diastolic_mean=78.5)])
         assert w.write(c.GOLD_TABLE, new).inserted == 1
         rows = w.query(
-            f"SELECT patient_id, heart_rate_mean, diastolic_mean FROM {c.GOLD_TABLE} ORDER BY patient_id"
+            f"SELECT heart_rate_mean, diastolic_mean FROM {c.GOLD_TABLE} ORDER BY heart_rate_mean"
         ).to_pylist()
     assert rows == [
-        {"patient_id": "P1", "heart_rate_mean": 70.0, "diastolic_mean": None},
-        {"patient_id": "P2", "heart_rate_mean": 80.0, "diastolic_mean": 78.5},
+        {"heart_rate_mean": 70.0, "diastolic_mean": None},
+        {"heart_rate_mean": 80.0, "diastolic_mean": 78.5},
     ]
+
+
+def test_a_column_the_contract_dropped_leaves_an_old_warehouse(tmp_path):
+    """Gold lost patient_id (minimum necessary): an old file's NOT NULL column would refuse every row."""
+    spec = WAREHOUSE_TABLES[c.GOLD_TABLE]
+    old_schema = pa.schema([pa.field(c.PATIENT_ID, pa.string(), nullable=False), *spec.schema])
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(create_table_sql(c.GOLD_TABLE, old_schema))
+    con.close()
+    with DuckWarehouse(path) as w:
+        w.ensure()
+        assert w.query(f"SELECT * FROM {c.GOLD_TABLE} LIMIT 0").column_names == spec.schema.names
+        assert w.write(c.GOLD_TABLE, table_of(c.GOLD_TABLE, [gold("P2", at(0))])).inserted == 1
 
 
 # --- write: idempotence, duplicates, dead letters ------------------------------------------------------
@@ -319,6 +333,9 @@ def seed(lake: Lake) -> None:
         + [gold("P1", at(10), seconds=3600, heart_rate_mean=70.0, heart_rate_count=3)],
     )
     lake.append("dq_metrics", dq_table([dq("b1", "r1", at(10), 10, 1), dq("b2", "r1", at(11), 10, 0)]))
+    lake.append(
+        "patient_keys", table_of(c.PATIENT_KEYS_TABLE, [identity(f"P{i}", at(10)) for i in range(1, 6)])
+    )
     write_deltalake(
         lake.ensure("diagnoses"),
         table_of(c.DIAGNOSIS_TABLE, [diagnosis("I10", "Hypertension", V1)]),
@@ -329,7 +346,13 @@ def seed(lake: Lake) -> None:
 def test_sync_copies_everything_once_then_nothing(lake, wh):
     seed(lake)
     copied = sync_lake(lake, wh)
-    assert copied == {c.GOLD_TABLE: 6, c.ALERTS_TABLE: 0, c.DQ_METRICS_TABLE: 2, c.DIAGNOSIS_TABLE: 1}
+    assert copied == {
+        c.GOLD_TABLE: 6,
+        c.ALERTS_TABLE: 0,
+        c.DQ_METRICS_TABLE: 2,
+        c.PATIENT_KEYS_TABLE: 5,
+        c.DIAGNOSIS_TABLE: 1,
+    }
     sink = RecordingSink(wh)
     assert sync_lake(lake, sink) == dict.fromkeys(WAREHOUSE_TABLES, 0)
     assert sink.offered == {}  # not even read: every version is the one synced
@@ -356,7 +379,13 @@ def test_sync_sends_only_what_an_upsert_changed(lake, wh):
     lake.append("dq_metrics", dq_table([dq("b3", "r1", at(12), 4, 4)]))
     sink = RecordingSink(wh)
     copied = sync_lake(lake, sink)
-    assert copied == {c.GOLD_TABLE: 1, c.ALERTS_TABLE: 0, c.DQ_METRICS_TABLE: 1, c.DIAGNOSIS_TABLE: 0}
+    assert copied == {
+        c.GOLD_TABLE: 1,
+        c.ALERTS_TABLE: 0,
+        c.DQ_METRICS_TABLE: 1,
+        c.PATIENT_KEYS_TABLE: 0,
+        c.DIAGNOSIS_TABLE: 0,
+    }
     assert sink.offered == {c.GOLD_TABLE: 1, c.DQ_METRICS_TABLE: 1}
     got = wh.query(RISK_OF_P3.format("risk_level, news2_score_max"))
     assert got.to_pylist() == [{"risk_level": "high", "news2_score_max": 9}]
@@ -423,13 +452,18 @@ def test_sync_state_in_a_json_file_for_sinks_without_one(lake, tmp_path, wh):
     state_file = tmp_path / "sync.json"
     sync_lake(lake, sink, state=SyncState.file(state_file))
     saved = json.loads(state_file.read_text())["tables"]
-    assert set(saved) == {c.GOLD_TABLE, c.DQ_METRICS_TABLE, c.DIAGNOSIS_TABLE}  # no alerts table yet
+    assert set(saved) == {
+        c.GOLD_TABLE,
+        c.DQ_METRICS_TABLE,
+        c.PATIENT_KEYS_TABLE,
+        c.DIAGNOSIS_TABLE,
+    }  # no alerts
     assert saved[c.GOLD_TABLE]["version"] == DeltaTable(lake.uri("gold")).version()
     assert sync_lake(lake, sink, state=SyncState.file(state_file)) == dict.fromkeys(WAREHOUSE_TABLES, 0)
     # Without any state: everything is offered again and recognised as duplicates.
     offered_before = sum(sink.inner.offered.values())
     assert sync_lake(lake, sink) == dict.fromkeys(WAREHOUSE_TABLES, 0)
-    assert sum(sink.inner.offered.values()) - offered_before == 9
+    assert sum(sink.inner.offered.values()) - offered_before == 14
 
 
 # --- CLI ------------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def shuffled_batches(rows: pa.Table, *, size: int, seed: int, jitter: int) -> li
 
 
 def same_rows(a: pa.Table, b: pa.Table, *, ignore: tuple[str, ...] = (c.UPDATED_AT,)) -> None:
-    key = [(k, "ascending") for k in (c.GOLD_KEY if c.PATIENT_ID in a.column_names else c.ROLLING_KEY)]
+    key = [(k, "ascending") for k in (c.GOLD_KEY if c.WINDOW_SECONDS in a.column_names else c.ROLLING_KEY)]
     x, y = a.sort_by(key).to_pylist(), b.sort_by(key).to_pylist()
     assert len(x) == len(y)
     for got, want in zip(x, y, strict=True):
@@ -86,7 +86,7 @@ def test_gold_state_batch_by_batch_ends_where_gold_from_all_silver_does():
     for batch in shuffled_batches(rows, size=50, seed=4, jitter=30):
         changes = state.update(batch, stored=None, updated_at_us=0)
         for row in changes.gold.to_pylist():
-            latest[(row[c.PATIENT_ID], row[c.WINDOW_SECONDS], row[c.WINDOW_START])] = row
+            latest[(row[c.PATIENT_KEY], row[c.WINDOW_SECONDS], row[c.WINDOW_START])] = row
     got = pa.Table.from_pylist(list(latest.values()), schema=c.GOLD_SCHEMA)
     for seconds in (60, 3600):
         mine = got.filter(pc.equal(got[c.WINDOW_SECONDS], seconds))
@@ -120,7 +120,7 @@ def test_a_new_state_reads_the_shards_silver_once_so_a_restart_never_shrinks_a_w
     latest: dict[tuple, dict] = {}
     for batch in shuffled_batches(after, size=25, seed=8, jitter=5):
         for row in restarted.update(batch, stored=stored, updated_at_us=0).gold.to_pylist():
-            latest[(row[c.PATIENT_ID], row[c.WINDOW_SECONDS], row[c.WINDOW_START])] = row
+            latest[(row[c.PATIENT_KEY], row[c.WINDOW_SECONDS], row[c.WINDOW_START])] = row
     assert len(calls) == 2  # once for the minutes, once for the hours; never again
     got = pa.Table.from_pylist(list(latest.values()), schema=c.GOLD_SCHEMA)
     hours = got.filter(pc.equal(got[c.WINDOW_SECONDS], 3600))

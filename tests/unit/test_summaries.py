@@ -65,7 +65,7 @@ def test_hours_from_minutes_equal_hours_straight_from_silver():
     minutes = gold_from_silver(silver, window_seconds=60, updated_at_us=0)
     via_minutes = hours_from_minutes(minutes, updated_at_us=0)
     direct = gold_from_silver(silver, window_seconds=3600, updated_at_us=0)
-    key = [(c.PATIENT_ID, "ascending"), (c.WINDOW_START, "ascending")]
+    key = [(c.PATIENT_KEY, "ascending"), (c.WINDOW_START, "ascending")]
     a, b = via_minutes.sort_by(key).to_pylist(), direct.sort_by(key).to_pylist()
     assert len(a) == len(b) == 6
     for x, y in zip(a, b, strict=True):

@@ -35,7 +35,6 @@ def gold(
     row: dict[str, Any] = dict.fromkeys(c.GOLD_SCHEMA.names)
     row.update(
         {
-            c.PATIENT_ID: patient,
             c.WINDOW_SECONDS: seconds,
             c.WINDOW_START: start,
             c.WINDOW_END: start + timedelta(seconds=seconds),
@@ -62,7 +61,6 @@ def alert(
     return {
         c.ALERT_ID: alert_id,
         c.ALERT_STATE: state,
-        c.PATIENT_ID: patient,
         c.PATIENT_KEY: key_of(patient),
         c.WARD: ward,
         c.BED: None,
@@ -78,6 +76,11 @@ def alert(
         c.EVENT_TIME: when,
         c.EVENT_DATE: when.date(),
     }
+
+
+def identity(patient: str, first_seen: datetime) -> dict[str, Any]:
+    """A row of the identity map (patient_keys)."""
+    return {c.PATIENT_KEY: key_of(patient), c.PATIENT_ID: patient, c.FIRST_SEEN: first_seen}
 
 
 def dq(batch: str, rule: str, window: datetime, checked: int, failed: int, **kw: Any) -> dict[str, Any]:
@@ -251,8 +254,11 @@ def test_gold_latest_keeps_the_newest_version_of_each_window(wh):
         ],
     )
     # A duplicate that slipped past insert-id de-duplication (BigQuery's is best effort).
-    wh.query("INSERT INTO gold_patient_summary SELECT * FROM gold_patient_summary WHERE patient_id = 'P2'")
-    rows = by(wh.query("SELECT * FROM gold_latest"), c.PATIENT_ID, c.WINDOW_SECONDS)
+    wh.query(
+        f"INSERT INTO gold_patient_summary SELECT * FROM gold_patient_summary"
+        f" WHERE patient_key = '{key_of('P2')}'"
+    )
+    rows = by(wh.query("SELECT * FROM gold_latest"), PATIENT, c.WINDOW_SECONDS)
     assert {k: r["heart_rate_mean"] for k, r in rows.items()} == {
         ("P1", 60): 90.0,
         ("P1", 3600): 50.0,
@@ -278,12 +284,13 @@ def test_reporting_views_never_hold_a_raw_patient_id(wh):
     put(wh, c.GOLD_TABLE, [gold("P1", at(10), **{c.WARD: "A"}), gold("P2", at(10), seconds=3600)])
     put(wh, c.GOLD_TABLE, [gold("P2", at(10, 1), **{c.RISK_LEVEL: "high"})])
     put(wh, c.ALERTS_TABLE, [alert("a1", "opened", at(10, 1), "high", patient="P2")])
-    for name in views.PUBLIC_VIEWS:
+    put(wh, c.PATIENT_KEYS_TABLE, [identity("P1", at(10)), identity("P2", at(10))])
+    for name in [*views.PUBLIC_VIEWS, *views.BASE_VIEWS]:
         rows = wh.query(f"SELECT * FROM {name}")
         assert c.PATIENT_ID not in rows.column_names, name
         assert _raw_ids_in(rows, ids) == [], name
-    # The same scan finds them where they are: the base view and the identity view.
-    assert _raw_ids_in(wh.query("SELECT * FROM gold_latest"), ids)
+    # The same scan finds them where they are: the identity map and the identity view.
+    assert _raw_ids_in(wh.query(f"SELECT * FROM {c.PATIENT_KEYS_TABLE}"), ids)
     assert _raw_ids_in(wh.query("SELECT * FROM patient_identity"), ids)
 
 
@@ -298,12 +305,21 @@ def test_patient_identity_maps_each_key_to_its_id_and_latest_bed(wh):
             gold("P2", at(9), **{c.WARD: "A", c.BED: "A-3"}),
         ],
     )
+    # P3 has no Gold minute yet. A shard that lost its state appends its keys again: the sink drops
+    # the row as a duplicate (insert id = the key), and where one slips through the view keeps the first.
+    put(wh, c.PATIENT_KEYS_TABLE, [identity("P1", at(10)), identity("P2", at(9)), identity("P3", at(12))])
+    again = table_of(c.PATIENT_KEYS_TABLE, [identity("P1", at(10, 30))])
+    assert wh.write(c.PATIENT_KEYS_TABLE, again).duplicates == 1
+    later = "TIMESTAMPTZ '2026-11-22 10:30:00Z'"
+    wh.query(f"INSERT INTO {c.PATIENT_KEYS_TABLE} VALUES ('{key_of('P1')}', 'P1', {later})")
     got = {r[c.PATIENT_KEY]: r for r in wh.query("SELECT * FROM patient_identity").to_pylist()}
     assert {k: (r[c.PATIENT_ID], r[c.WARD], r[c.BED]) for k, r in got.items()} == {
         key_of("P1"): ("P1", "B", "B-2"),
         key_of("P2"): ("P2", "A", "A-3"),
+        key_of("P3"): ("P3", None, None),
     }
     assert got[key_of("P1")]["last_window_start"] == at(10, 5)
+    assert got[key_of("P1")][c.FIRST_SEEN] == at(10)
 
 
 def test_a_reporting_view_may_read_only_the_warehouse_dataset(monkeypatch):

@@ -1,0 +1,95 @@
+"""The identity map's feed: which pseudonymous keys are new to a patient shard.
+
+Every table after the gate names a patient by ``patient_key`` only, except the two restricted identity
+tables. ``patient_keys`` maps each key the stream has seen to its raw id, admitted patient or not, so
+that whoever may re-identify (the warehouse's identity view, the dashboard's detail page) can. A shard
+remembers the keys it has already written (:class:`KnownKeys`, part of its state), so a key is
+appended once per shard state: a restarted or moved shard appends its keys again, and readers keep
+one row per key (:func:`identity_map`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vitals_lake import contract as c
+from vitals_lake.lake import Lake, TimeSpan, first_per_key
+
+
+@dataclass
+class KnownKeys:
+    """The keys a shard has appended to ``patient_keys`` (one string array, kept unique)."""
+
+    keys: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+
+    def new_rows(self, silver: pa.Table) -> pa.Table:
+        """``PATIENT_KEYS_SCHEMA`` rows for the keys of ``silver`` not seen before (remembered now),
+        each with its earliest reading of the batch."""
+        rows = _first_sightings(silver, known=self.keys)
+        if rows.num_rows:
+            self.keys = pa.concat_arrays([self.keys, rows[c.PATIENT_KEY].combine_chunks()])
+        return rows
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.keys.nbytes)
+
+
+def identity_map(rows: pa.Table) -> pa.Table:
+    """One row per key of a read of ``patient_keys`` (the earliest sighting), in key order."""
+    ordered = rows.sort_by([(c.PATIENT_KEY, "ascending"), (c.FIRST_SEEN, "ascending")])
+    return first_per_key(ordered, c.PATIENT_KEY)
+
+
+def _first_sightings(silver: pa.Table, *, known: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """``PATIENT_KEYS_SCHEMA`` rows for the keys of ``silver`` not in ``known``, each with its earliest
+    reading there."""
+    if silver.num_rows == 0:
+        return c.PATIENT_KEYS_SCHEMA.empty_table()
+    unseen = silver.filter(pc.invert(pc.is_in(silver[c.PATIENT_KEY], value_set=known)))
+    if unseen.num_rows == 0:
+        return c.PATIENT_KEYS_SCHEMA.empty_table()
+    # Key and id are one-to-one (an HMAC of the id): grouping by both keeps each pair once.
+    first = unseen.group_by([c.PATIENT_KEY, c.PATIENT_ID], use_threads=False).aggregate(
+        [(c.TIMESTAMP, "min")]
+    )
+    return pa.table(
+        {
+            c.PATIENT_KEY: first[c.PATIENT_KEY],
+            c.PATIENT_ID: first[c.PATIENT_ID],
+            c.FIRST_SEEN: first[f"{c.TIMESTAMP}_min"],
+        },
+        schema=c.PATIENT_KEYS_SCHEMA,
+    )
+
+
+def seed_from_silver(lake: Lake) -> pa.Table:
+    """Append to ``patient_keys`` every key of Silver it lacks (a lake older than the identity map: the
+    keys the stream saw before it existed); return the rows appended. Reads Silver one date partition
+    at a time (three columns), so its memory is one day's readings, not the lake's."""
+    if not lake.exists("silver"):
+        return c.PATIENT_KEYS_SCHEMA.empty_table()
+    known = (
+        lake.read("patient_keys", columns=[c.PATIENT_KEY])[c.PATIENT_KEY]
+        if lake.exists("patient_keys")
+        else None
+    )
+    seen = pa.array([], pa.string()) if known is None else known.combine_chunks().cast(pa.string())
+    added: list[pa.Table] = []
+    days = sorted({p[c.EVENT_DATE] for p in lake.ensure("silver").partitions()})
+    for day in days:
+        start = datetime.combine(date.fromisoformat(day), time(), tzinfo=UTC)
+        span = TimeSpan(c.TIMESTAMP, start, start + timedelta(days=1) - timedelta(microseconds=1))
+        rows = lake.read("silver", columns=[c.PATIENT_KEY, c.PATIENT_ID, c.TIMESTAMP], span=span)
+        new = _first_sightings(rows, known=seen)
+        if new.num_rows:
+            added.append(new)
+            seen = pa.concat_arrays([seen, new[c.PATIENT_KEY].combine_chunks()])
+    rows = pa.concat_tables(added) if added else c.PATIENT_KEYS_SCHEMA.empty_table()
+    if rows.num_rows:
+        lake.append("patient_keys", rows)
+    return rows
