@@ -175,6 +175,7 @@ def _maintenance_variants(ctx: Context, result: Result, tmp: Path, sizes: Sizes)
     )
     silver = train.silver_from_lines(read_jsonl(readings))
     silver = silver.sort_by([(c.TIMESTAMP, "ascending"), (c.PATIENT_ID, "ascending")])
+    silver = silver.drop_columns([c.PATIENT_ID])  # training's copy has the id back; Silver has the key
     day: date = pc.min(silver[c.EVENT_DATE]).as_py()
     silver = silver.filter(pc.equal(silver[c.EVENT_DATE], pa.scalar(day, pa.date32())))
     root = tmp / "stream-lake"

@@ -28,6 +28,7 @@ from vitals_lake.lake import Lake
 from vitals_lake.model import artifact
 from vitals_lake.model.detectors import Detector, fix_threshold, make_detector
 from vitals_lake.model.features import features_for_history
+from vitals_lake.patient_keys import identity_map
 
 log = logging.getLogger(__name__)
 TRAINING_KEY: Final = b"vitals-lake-ml-training"  # pseudonym key: training never needs real keys
@@ -42,7 +43,9 @@ VALIDATION_SHARE: Final = 0.25  # of the training patients: held out from fittin
 
 @dataclass(frozen=True)
 class Dataset:
-    """Silver rows sorted by patient then time, their features and per-row episode labels."""
+    """Silver rows sorted by patient then time (with the raw ``patient_id`` put back from the identity
+    map: the labels and the patient split name patients by id), their features and per-row episode
+    labels."""
 
     silver: pa.Table
     features: pa.Table
@@ -60,7 +63,7 @@ class Dataset:
         return kinds[self.episode]
 
     def patients(self) -> np.ndarray:
-        return np.asarray(self.features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
+        return np.asarray(self.silver[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
 
     def seconds(self) -> np.ndarray:
         ts = pc.cast(self.features[c.TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False)
@@ -68,7 +71,8 @@ class Dataset:
 
 
 def silver_from_lines(lines: list[bytes]) -> pa.Table:
-    """Raw device lines -> Silver rows through the pipeline's own gate, enrichment and NEWS2."""
+    """Raw device lines -> Silver rows through the pipeline's own gate, enrichment and NEWS2, with each
+    row's ``patient_id`` from the engine's identity map (``with_patient_ids``)."""
     bronze = envelope.to_bronze(envelope.records_from_lines(lines), ingest_time_us=0, ref_prefix="file:ml")
     # The batch engine without a lake: the pipeline's gate, then its de-duplication by event_id.
     engine = BatchEngine(
@@ -78,8 +82,8 @@ def silver_from_lines(lines: list[bytes]) -> pa.Table:
         patients=c.PATIENTS_SCHEMA.empty_table(),
         restore=False,
     )
-    silver = engine.process(bronze, batch_id="training", window_start_us=0).silver
-    return silver.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
+    out = engine.process(bronze, batch_id="training", window_start_us=0)
+    return with_patient_ids(out.silver, out.identities)
 
 
 def load_dataset(readings: Path, labels: Path) -> Dataset:
@@ -87,8 +91,20 @@ def load_dataset(readings: Path, labels: Path) -> Dataset:
 
 
 def silver_from_lake(uri: str) -> pa.Table:
-    """The Silver table of a lake (a directory or gs://), sorted by patient then time."""
-    silver = Lake(lake_from_uri(uri)).read("silver")
+    """The Silver table of a lake (a directory or gs://) with each row's ``patient_id`` from the lake's
+    identity map (training is a restricted job: it reads the map as the identity view does)."""
+    lake = Lake(lake_from_uri(uri))
+    return with_patient_ids(lake.read("silver"), lake.read("patient_keys"))
+
+
+def with_patient_ids(silver: pa.Table, identities: pa.Table) -> pa.Table:
+    """Silver rows (keyed by ``patient_key``) with ``patient_id`` put back from identity-map rows,
+    sorted by patient then time. A key the map lacks is an error: its labels could not be matched."""
+    ids = identity_map(identities)
+    idx = pc.index_in(silver[c.PATIENT_KEY], value_set=ids[c.PATIENT_KEY].combine_chunks())
+    if idx.null_count:
+        raise ValueError(f"{idx.null_count} Silver rows have a key the identity map does not know")
+    silver = silver.append_column(c.PATIENT_ID, ids[c.PATIENT_ID].take(idx))
     return silver.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
 
 
@@ -96,14 +112,15 @@ def dataset_from_silver(silver: pa.Table, labels: Path | None) -> Dataset:
     """Features for Silver rows; without labels every row counts as normal (unlabelled history)."""
     features = features_for_history(silver)
     episodes = read_labels(labels) if labels else []
-    return Dataset(silver, features, label_rows(features, episodes), episodes)
+    return Dataset(silver, features, label_rows(silver, episodes), episodes)
 
 
-def label_rows(features: pa.Table, episodes: list[Episode]) -> np.ndarray:
-    """Per row, the episode whose patient and [start, end] window cover it (-1 when none)."""
-    pid = np.asarray(features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
-    ts = np.asarray(pc.cast(features[c.TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False))
-    out = np.full(features.num_rows, -1, dtype=np.int64)
+def label_rows(silver: pa.Table, episodes: list[Episode]) -> np.ndarray:
+    """Per row of ``silver`` (with ``patient_id``), the episode whose patient and [start, end] window
+    cover it (-1 when none)."""
+    pid = np.asarray(silver[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
+    ts = np.asarray(pc.cast(silver[c.TIMESTAMP], pa.int64()).to_numpy(zero_copy_only=False))
+    out = np.full(silver.num_rows, -1, dtype=np.int64)
     for k, e in enumerate(episodes):
         start, end = int(e.start.timestamp() * 1e6), int(e.end.timestamp() * 1e6)
         out[(pid == e.patient_id) & (ts >= start) & (ts <= end)] = k

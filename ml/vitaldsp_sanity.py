@@ -331,7 +331,7 @@ def run_recording(
     news2 = features[c.NEWS2_SCORE].to_numpy(zero_copy_only=False)
     subscore = features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False)
     reasons = rule.reasons(anomaly=above, news2=news2, news2_max_subscore=subscore)
-    pid = np.asarray(features[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
+    pid = np.asarray(silver[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
     secs = epoch_seconds(features)
     decisions = AlertTracker(rule).update(patient_ids=pid, seconds=secs, condition=reasons > 0)
 

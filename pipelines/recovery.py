@@ -45,7 +45,7 @@ from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, KafkaSettings, lake_from_uri
 from vitals_lake.lake import Lake
 from vitals_lake.logs import configure as configure_logging
-from vitals_lake.patient_keys import seed_from_silver
+from vitals_lake.patient_keys import identity_map
 from warehouse.sink import WarehouseSink
 from warehouse.sync import send
 
@@ -261,15 +261,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild-gold", action="store_true", help="recompute recent Gold windows from Silver")
     p.add_argument("--gold-minutes", type=float, default=15.0, help="how far back --rebuild-gold reaches")
     p.add_argument(
-        "--seed-identity-map",
+        "--identity-map",
         action="store_true",
-        help="add Silver's keys that patient_keys lacks (once, after upgrading a lake older than it)",
+        help="with --bigquery: send the lake's identity map (patient_keys) to BigQuery (after a migration)",
     )
     p.add_argument(
         "--bigquery",
         action="store_true",
-        help="with --rebuild-gold / --seed-identity-map: stream the rebuilt Gold rows / the added keys to"
-        " BigQuery too (VITALS_GCP_PROJECT, VITALS_BQ_DATASET; VITALS_BQ_ENDPOINT for an emulator)",
+        help="with --rebuild-gold / --identity-map: stream the rebuilt Gold rows / the identity map to"
+        " BigQuery (VITALS_GCP_PROJECT, VITALS_BQ_DATASET; VITALS_BQ_ENDPOINT for an emulator)",
     )
     p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS)
     return p
@@ -292,12 +292,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level.upper(), fmt="%(levelname)s %(name)s: %(message)s")
     if args.gold_minutes <= 0:
         return usage_error(parser, "--gold-minutes must be > 0")
-    if args.bigquery and not (args.rebuild_gold or args.seed_identity_map):
+    if args.bigquery and not (args.rebuild_gold or args.identity_map):
         return usage_error(
             parser,
-            "--bigquery sends the rebuilt Gold rows or the added keys: it needs --rebuild-gold"
-            " or --seed-identity-map",
+            "--bigquery sends the rebuilt Gold rows or the identity map: it needs --rebuild-gold"
+            " or --identity-map",
         )
+    if args.identity_map and not args.bigquery:
+        return usage_error(parser, "--identity-map sends the lake's identity map: it needs --bigquery")
     try:
         # The command line names the broker and the group; how to authenticate comes from the environment.
         kafka = replace(
@@ -322,13 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     report = _report(positions, unsettled, rewinds)
     report["dry_run"] = not args.rewind
-    if args.seed_identity_map:
-        keys = seed_from_silver(lake)
-        report["identity_keys_added"] = keys.num_rows
-        if warehouse is not None:
-            report.setdefault("warehouse", {})[c.PATIENT_KEYS_TABLE] = _sent(
-                warehouse, c.PATIENT_KEYS_TABLE, keys
-            )
+    if args.identity_map and warehouse is not None:
+        # The whole map (one row per patient): the warehouse drops the keys it has by insert id.
+        keys = identity_map(lake.read("patient_keys"))
+        report.setdefault("warehouse", {})[c.PATIENT_KEYS_TABLE] = _sent(
+            warehouse, c.PATIENT_KEYS_TABLE, keys
+        )
     if args.rebuild_gold:
         gold = rebuild_gold(lake, minutes=args.gold_minutes)
         report["gold_rows_rebuilt"] = gold.num_rows

@@ -191,7 +191,7 @@ def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
         engine.commit_gate(bronze, quarantine=gated.parsed.quarantine, dq=gated.dq, batch_id=batch_id)
         present = dict(gated.shards)
         for shard in range(plan.shards):  # empty ones too: an owner must not wait for nothing
-            spool.put(n, shard, present.get(shard, c.SILVER_SCHEMA.empty_table()))
+            spool.put(n, shard, present.get(shard, c.GATED_SCHEMA.empty_table()))
         gated_batches += 1
         gated_readings += hi - lo
     del lines

@@ -54,8 +54,9 @@ def bronze(lines: list[bytes], *, prefix: str = "file:test") -> pa.Table:
 TEST_KEY = b"vitals-lake-test-key"
 
 
-def silver_rows(lines: list[bytes], *, patients: pa.Table | None = None) -> pa.Table:
-    """Full Silver rows (validated, enriched, scored) for raw lines, through the real code path."""
+def gated_rows(lines: list[bytes], *, patients: pa.Table | None = None) -> pa.Table:
+    """What the gate hands a shard for raw lines (``c.GATED_SCHEMA``: Silver's columns and the raw
+    id), through the real code path."""
     from vitals_lake.readings import parse_batch  # noqa: PLC0415 - keep factories importable alone
     from vitals_lake.silver import to_silver  # noqa: PLC0415
 
@@ -63,6 +64,18 @@ def silver_rows(lines: list[bytes], *, patients: pa.Table | None = None) -> pa.T
     return to_silver(
         valid, patients=patients if patients is not None else c.PATIENTS_SCHEMA.empty_table(), key=TEST_KEY
     )
+
+
+def silver_rows(lines: list[bytes], *, patients: pa.Table | None = None) -> pa.Table:
+    """Full Silver rows (validated, enriched, scored; the key, no raw id) for raw lines."""
+    return gated_rows(lines, patients=patients).drop_columns([c.PATIENT_ID])
+
+
+def key_of(patient_id: str) -> str:
+    """The pseudonymous key the test key gives ``patient_id`` (how Silver and Gold name it)."""
+    from vitals_lake.pseudonym import pseudonymise  # noqa: PLC0415
+
+    return str(pseudonymise(pa.array([patient_id]), key=TEST_KEY)[0].as_py())
 
 
 def ids_by_key(lake: Any) -> dict[str, str]:

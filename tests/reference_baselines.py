@@ -88,7 +88,7 @@ class PerReadingBaselines:
         """
         n = table.num_rows
         ts = epoch_seconds(table)
-        pid = np.asarray(table[c.PATIENT_ID].to_numpy(zero_copy_only=False), dtype=object)
+        pid = np.asarray(table[c.PATIENT_KEY].to_numpy(zero_copy_only=False), dtype=object)
         x = np.column_stack([float_column(table, v) for v in c.VITAL_NAMES]) if n else np.zeros((0, _N))
         med = np.empty((n, _N))
         scale = np.empty((n, _N))
@@ -112,7 +112,7 @@ class PerReadingBaselines:
 
         dev = (x - med) / scale
         columns: dict[str, pa.Array | pa.ChunkedArray] = {
-            c.PATIENT_ID: table[c.PATIENT_ID],
+            c.PATIENT_KEY: table[c.PATIENT_KEY],
             c.TIMESTAMP: table[c.TIMESTAMP],
         }
         for j, v in enumerate(c.VITAL_NAMES):

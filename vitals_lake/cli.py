@@ -109,6 +109,11 @@ COMMANDS: Final[dict[str, Command]] = {
         "expire old partitions, compact, z-order, checkpoint and vacuum the Delta tables",
         _LAKE,
     ),
+    "migrate-lake": Command(
+        "vitals_lake.migrate:main",
+        "copy a lake into a new prefix under the current contract (after a change that is not additive)",
+        _LAKE,
+    ),
     "forget-patient": Command(
         "pipelines.forget_patient:main",
         "remove one patient from the lake and the warehouse (DuckDB or BigQuery), with an audit row",

@@ -114,7 +114,7 @@ def flag_column(flag: str) -> str:
     return f"flag_{flag}"
 
 
-# --- Enrichment (Silver and Gold carry a pseudonym, never the name) --------------------------------
+# --- Enrichment (Silver and Gold carry a pseudonym, never the name or the id) ----------------------
 PATIENT_KEY: Final = "patient_key"  # keyed hash (HMAC-SHA256) of patient_id
 BED: Final = "bed"
 AGE_BAND: Final = "age_band"  # e.g. "60-69"
@@ -296,7 +296,9 @@ ENRICHMENT_FIELDS: Final = [
     pa.field(KNOWN_PATIENT, pa.bool_(), nullable=False),
 ]
 
-SILVER_SCHEMA: Final = pa.schema(
+# What the gate hands a patient shard: Silver's columns and the raw patient_id, which goes no further
+# than the shard's append to the identity map (``patient_keys``).
+GATED_SCHEMA: Final = pa.schema(
     [
         pa.field(EVENT_ID, pa.string(), nullable=False),
         pa.field(PATIENT_ID, pa.string(), nullable=False),
@@ -311,6 +313,8 @@ SILVER_SCHEMA: Final = pa.schema(
         pa.field(EVENT_DATE, pa.date32(), nullable=False),
     ]
 )
+# Silver names the patient by ``patient_key`` only (minimum necessary).
+SILVER_SCHEMA: Final = pa.schema([f for f in GATED_SCHEMA if f.name != PATIENT_ID])
 
 QUARANTINE_SCHEMA: Final = pa.schema(
     [
@@ -648,7 +652,8 @@ TABLES: Final[dict[Layer, TableSpec]] = {
 
 def patient_column(schema: pa.Schema) -> str | None:
     """How a table's rows name their patient: by the raw ``PATIENT_ID`` where the table keeps it, else
-    by the pseudonymous ``PATIENT_KEY`` (Gold, the alerts, the rolling means); None when they name none."""
+    by the pseudonymous ``PATIENT_KEY`` (Silver, Gold, the alerts, the rolling means); None when they
+    name none."""
     for name in (PATIENT_ID, PATIENT_KEY):
         if name in schema.names:
             return name

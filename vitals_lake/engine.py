@@ -77,7 +77,7 @@ class EngineSettings:
 class GateResult:
     parsed: ParsedBatch  # quarantine rows and rule counts
     dq: pa.Table  # one c.DQ_METRICS_SCHEMA row per rule
-    shards: list[tuple[int, pa.Table]]  # (patient shard, its valid Silver-shaped rows, unscored)
+    shards: list[tuple[int, pa.Table]]  # (patient shard, its valid c.GATED_SCHEMA rows, unscored)
     over_ratio: bool  # the batch-level "fail" expectation: too much of it was quarantined
 
     @property
@@ -175,9 +175,11 @@ class ShardReaders:
 def advance_shard(
     state: ShardState, rows: pa.Table, *, model: LoadedModel | None, readers: ShardReaders
 ) -> ShardResult:
-    """De-duplicate, score and run the alert rule on one shard's valid rows, and fold the new ones into
-    the shard's Gold windows; advance ``state``. Must run before the new rows are committed to Silver
-    (a state filling a gap reads the shard's Silver, which must not hold them yet)."""
+    """De-duplicate, score and run the alert rule on one shard's valid rows (``c.GATED_SCHEMA``), and
+    fold the new ones into the shard's Gold windows; advance ``state``. The keys new to the shard go
+    to the identity map with their ids; the Silver rows keep the key only. Must run before the new
+    rows are committed to Silver (a state filling a gap reads the shard's Silver, which must not hold
+    them yet)."""
     offered = rows.num_rows
     unique = first_per_key(rows, c.EVENT_ID)
     fresh = state.seen.fresh(unique, stored=readers.stored_ids)
@@ -185,8 +187,9 @@ def advance_shard(
     changes = state.gold.update(scored, stored=readers.silver, updated_at_us=time.time_ns() // 1000)
     identities = state.keys.new_rows(scored)
     state.batches += 1
+    silver = scored.drop_columns([c.PATIENT_ID])  # the id goes no further than the identity map
     return ShardResult(
-        scored, alerts, offered, offered - fresh.num_rows, changes.gold, changes.rolling, identities
+        silver, alerts, offered, offered - fresh.num_rows, changes.gold, changes.rolling, identities
     )
 
 
@@ -240,8 +243,7 @@ def recent_silver(
     hi = datetime.fromtimestamp(before, UTC) - timedelta(microseconds=1)  # rows before, not at
     ids = pa.array(patients, pa.string())
     span = TimeSpan(c.TIMESTAMP, hi - BASELINE_SPAN, hi)
-    columns = list(HISTORY_COLUMNS)
-    return read_patients(lake, "silver", span, ids, by=c.PATIENT_ID, where=where, columns=columns)
+    return read_patients(lake, "silver", span, ids, where=where, columns=list(HISTORY_COLUMNS))
 
 
 def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:

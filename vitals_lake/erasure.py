@@ -2,9 +2,9 @@
 
 What is deleted:
 
-* the rows that name the patient: by ``patient_id`` in Silver, quarantine, the identity tables
-  (``patients``, ``patient_keys``) and the admission rows (``bronze_admissions``); by ``patient_key``
-  in Gold, the alerts and the rolling means, which carry the pseudonymous key only;
+* the rows that name the patient: by ``patient_id`` in quarantine, the identity tables (``patients``,
+  ``patient_keys``) and the admission rows (``bronze_admissions``); by ``patient_key`` in Silver,
+  Gold, the alerts and the rolling means, which carry the pseudonymous key only;
 * their raw payloads in Bronze and quarantine. Bronze has no patient column, and a quarantined
   record may never have parsed far enough to have one. So the rows deleted are the ones whose record
   Silver or quarantine traces to this patient (``record_ref``), and any other whose payload holds the
@@ -97,7 +97,7 @@ def forget_patient(
         raise ValueError("patient_id, requested_by and reason are all required")
     patient_key = pseudonymise(pa.array([patient_id]), key=key)[0].as_py()
     report = ErasureReport(patient_key=patient_key)
-    refs = _record_refs(lake, patient_id)
+    refs = _record_refs(lake, patient_id, patient_key)
     if lake.exists("alerts"):
         alerts = lake.read("alerts", columns=[c.ALERT_ID], where=pc.field(c.PATIENT_KEY) == patient_key)
         report.alert_ids = sorted(set(alerts[c.ALERT_ID].drop_null().to_pylist()))
@@ -134,12 +134,14 @@ def forget_patient(
     return report
 
 
-def _record_refs(lake: Lake, patient_id: str) -> list[str]:
-    """The records of this patient: traced from Silver and quarantine by ``patient_id``, and any
+def _record_refs(lake: Lake, patient_id: str, patient_key: str) -> list[str]:
+    """The records of this patient: traced from Silver (by key) and quarantine (by id), and any
     Bronze or quarantine payload that holds the id as a JSON string."""
     refs: set[str] = set()
     for layer in ("silver", "quarantine"):
-        rows = lake.read(layer, columns=[c.RECORD_REF], where=pc.field(c.PATIENT_ID) == patient_id)
+        column = c.patient_column(c.TABLES[layer].schema)
+        value = patient_id if column == c.PATIENT_ID else patient_key
+        rows = lake.read(layer, columns=[c.RECORD_REF], where=pc.field(column) == value)
         refs.update(rows[c.RECORD_REF].to_pylist())
     token = json.dumps(patient_id).encode()  # "P000123", quotes included: no longer id matches
     for layer in RAW_LAYERS:

@@ -11,13 +11,12 @@ one row per key (:func:`identity_map`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vitals_lake import contract as c
-from vitals_lake.lake import Lake, TimeSpan, first_per_key
+from vitals_lake.lake import first_per_key
 
 
 @dataclass
@@ -65,31 +64,3 @@ def _first_sightings(silver: pa.Table, *, known: pa.Array | pa.ChunkedArray) -> 
         },
         schema=c.PATIENT_KEYS_SCHEMA,
     )
-
-
-def seed_from_silver(lake: Lake) -> pa.Table:
-    """Append to ``patient_keys`` every key of Silver it lacks (a lake older than the identity map: the
-    keys the stream saw before it existed); return the rows appended. Reads Silver one date partition
-    at a time (three columns), so its memory is one day's readings, not the lake's."""
-    if not lake.exists("silver"):
-        return c.PATIENT_KEYS_SCHEMA.empty_table()
-    known = (
-        lake.read("patient_keys", columns=[c.PATIENT_KEY])[c.PATIENT_KEY]
-        if lake.exists("patient_keys")
-        else None
-    )
-    seen = pa.array([], pa.string()) if known is None else known.combine_chunks().cast(pa.string())
-    added: list[pa.Table] = []
-    days = sorted({p[c.EVENT_DATE] for p in lake.ensure("silver").partitions()})
-    for day in days:
-        start = datetime.combine(date.fromisoformat(day), time(), tzinfo=UTC)
-        span = TimeSpan(c.TIMESTAMP, start, start + timedelta(days=1) - timedelta(microseconds=1))
-        rows = lake.read("silver", columns=[c.PATIENT_KEY, c.PATIENT_ID, c.TIMESTAMP], span=span)
-        new = _first_sightings(rows, known=seen)
-        if new.num_rows:
-            added.append(new)
-            seen = pa.concat_arrays([seen, new[c.PATIENT_KEY].combine_chunks()])
-    rows = pa.concat_tables(added) if added else c.PATIENT_KEYS_SCHEMA.empty_table()
-    if rows.num_rows:
-        lake.append("patient_keys", rows)
-    return rows

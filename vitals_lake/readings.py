@@ -37,11 +37,11 @@ _PARSE_OPTIONS: Final = pj.ParseOptions(
 _LINEAGE_COLUMNS: Final = [f.name for f in c.BRONZE_SCHEMA if f.name not in (c.RAW, c.INGEST_DATE)]
 
 
-# What the gate produces per valid reading: Silver's own columns before enrichment and scoring.
+# What the gate produces per valid reading: the gated columns before enrichment and scoring.
 VALIDATED_SCHEMA: Final = pa.schema(
     [
         f
-        for f in c.SILVER_SCHEMA
+        for f in c.GATED_SCHEMA
         if f.name not in {x.name for x in c.CLINICAL_FIELDS + c.ENRICHMENT_FIELDS}
         or f.name in (c.TEMPERATURE_CONVERTED, c.CONSCIOUSNESS, c.SUPPLEMENTAL_OXYGEN)
     ]

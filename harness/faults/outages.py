@@ -400,7 +400,6 @@ def synthetic_alert_events(n: int, *, seed: str) -> list[dict[str, Any]]:
             {
                 c.ALERT_ID: f"{seed}{i:04d}",
                 c.ALERT_STATE: "opened",
-                c.PATIENT_ID: f"MRN-{i:04d}",
                 c.PATIENT_KEY: f"pk-{seed}-{i:04d}",
                 c.WARD: "ICU",
                 c.BED: str(i % 20 + 1),

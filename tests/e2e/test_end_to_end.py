@@ -80,17 +80,16 @@ def test_bronze_keeps_kafka_coordinates_once_each(demo):
 
 def test_gold_has_one_row_per_patient_minute_covering_every_silver_reading(demo):
     _, _, _, lake = demo
-    silver = lake.read("silver", columns=[c.PATIENT_ID, c.TIMESTAMP])
+    silver = lake.read("silver", columns=[c.PATIENT_KEY, c.TIMESTAMP])
     minutes = pc.floor_temporal(silver[c.TIMESTAMP], multiple=60, unit="second")
     expected = {}
-    for patient, minute in zip(silver[c.PATIENT_ID].to_pylist(), minutes.to_pylist(), strict=True):
+    for patient, minute in zip(silver[c.PATIENT_KEY].to_pylist(), minutes.to_pylist(), strict=True):
         expected[(patient, minute)] = expected.get((patient, minute), 0) + 1
-    # Gold names patients by key: the identity map, which must know every patient, names them back.
-    patient = ids_by_key(lake)
-    assert set(patient.values()) == set(silver[c.PATIENT_ID].to_pylist())
+    # Silver and Gold name patients by key: the identity map knows every key of the run.
+    assert set(ids_by_key(lake)) == set(silver[c.PATIENT_KEY].to_pylist())
     gold = lake.read("gold", columns=[c.PATIENT_KEY, c.WINDOW_SECONDS, c.WINDOW_START, c.READING_COUNT])
     got = {
-        (patient[r[c.PATIENT_KEY]], r[c.WINDOW_START]): r[c.READING_COUNT]
+        (r[c.PATIENT_KEY], r[c.WINDOW_START]): r[c.READING_COUNT]
         for r in gold.to_pylist()
         if r[c.WINDOW_SECONDS] == 60
     }
@@ -152,7 +151,7 @@ def test_no_raw_patient_id_or_name_reaches_analysts_notifications_or_logs(demo):
     tables, where they are, are the scan's own check."""
     _, summary, _, lake = demo
     run_dir = lake.settings.root.parent
-    ids = set(lake.read("silver", columns=[c.PATIENT_ID])[c.PATIENT_ID].to_pylist())
+    ids = set(ids_by_key(lake).values())
     names = {n for n in lake.read("patients", columns=[c.NAME])[c.NAME].to_pylist() if n}
     assert len(ids) == 40 and names, "the run had patients and admissions with names"
     identifying = ids | names
@@ -163,8 +162,8 @@ def test_no_raw_patient_id_or_name_reaches_analysts_notifications_or_logs(demo):
     # The scan finds them where they belong: the identity tables.
     assert found(json.dumps(lake.read("patients").to_pylist(), default=str))
     assert found(json.dumps(lake.read("patient_keys").to_pylist(), default=str))
-    # The lake's tables past Silver name patients by key only.
-    for layer in ("gold", "rolling", "alerts"):
+    # The lake's tables past the gate name patients by key only.
+    for layer in ("silver", "gold", "rolling", "alerts", "dq_metrics"):
         assert not found(json.dumps(lake.read(layer).to_pylist(), default=str)), layer
 
     with DuckWarehouse(run_dir / "warehouse.duckdb") as wh:

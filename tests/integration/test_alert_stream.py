@@ -10,7 +10,7 @@ import pytest
 
 from harness.stack import subscriber_client
 from pipelines.beam_vitals import run
-from tests.factories import T0, raw, reading
+from tests.factories import T0, ids_by_key, raw, reading
 from vitals_lake import contract as c
 from vitals_lake.config import ConfigError, LocalLake
 from vitals_lake.lake import Lake
@@ -39,8 +39,7 @@ def test_alert_events_land_in_the_lake_and_on_the_alerts_topic(local_stack, tmp_
     lake = Lake(LocalLake(root=tmp_path / "lake"))
     alerts = lake.read("alerts")
     assert c.PATIENT_ID not in alerts.column_names  # the alerts name the patient by key only
-    silver = lake.read("silver", columns=[c.PATIENT_KEY, c.PATIENT_ID]).to_pylist()
-    patient_of = {r[c.PATIENT_KEY]: r[c.PATIENT_ID] for r in silver}
+    patient_of = ids_by_key(lake)
     by_patient = {}
     for e in alerts.to_pylist():
         by_patient.setdefault(patient_of[e[c.PATIENT_KEY]], []).append(e[c.ALERT_STATE])

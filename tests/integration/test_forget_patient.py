@@ -90,11 +90,12 @@ def demo(tmp_path: Path) -> tuple[Lake, Path]:
 def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monkeypatch, capsys):
     lake, warehouse = demo
     gone, kept = "P000003", "P000004"
-    silver = lake.read("silver", columns=[c.PATIENT_ID])
-    before = pc.value_counts(silver[c.PATIENT_ID]).to_pylist()
-    counts = {r["values"]: r["counts"] for r in before}
+    gone_key, kept_key = pseudonymise(pa.array([gone, kept]), key=KEY).to_pylist()
+    silver = lake.read("silver", columns=[c.PATIENT_KEY])  # Silver names patients by key
+    before = pc.value_counts(silver[c.PATIENT_KEY]).to_pylist()
+    by_key = {r["values"]: r["counts"] for r in before}
+    counts = {gone: by_key[gone_key], kept: by_key[kept_key]}
     assert counts[gone] > 0 and counts[kept] > 0
-    gone_key = pseudonymise(pa.array([gone]), key=KEY)[0].as_py()
     alerts = lake.read("alerts", columns=[c.PATIENT_KEY])[c.PATIENT_KEY].to_pylist()
     assert gone_key in alerts  # the demo gave the patient an alert to forget (alerts carry the key)
     quarantined = lake.read("quarantine", columns=[c.RECORD_REF, c.PATIENT_ID, c.RAW])
@@ -145,8 +146,8 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
     left = [p for p in root.rglob("*") if p.is_file() and _holds(p, gone)]
     assert left == []
     # The other patients are intact.
-    after = lake.read("silver", columns=[c.PATIENT_ID])[c.PATIENT_ID].to_pylist()
-    assert after.count(kept) == counts[kept] and len(after) == silver.num_rows - counts[gone]
+    after = lake.read("silver", columns=[c.PATIENT_KEY])[c.PATIENT_KEY].to_pylist()
+    assert after.count(kept_key) == counts[kept] and len(after) == silver.num_rows - counts[gone]
     assert lake.count("patients") == 7
     # The audit row: who, why, how much, under the pseudonymous key.
     (audit,) = lake.read("erasure_log").to_pylist()
@@ -165,7 +166,6 @@ def test_nothing_of_the_patient_is_left_in_the_lake_or_the_warehouse(demo, monke
         for table in tables:
             text = json.dumps(wh.query(f'SELECT * FROM "{table}"').to_pylist(), default=str)
             assert gone not in text and gone_key not in text, table
-        kept_key = pseudonymise(pa.array([kept]), key=KEY)[0].as_py()
         assert wh.query(f"SELECT count(*) AS n FROM {c.GOLD_TABLE} WHERE patient_key = '{kept_key}'")["n"][
             0
         ].as_py()

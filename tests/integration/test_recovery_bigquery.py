@@ -1,14 +1,12 @@
 """After an incident, recovery rebuilds Gold from Silver and streams the rebuilt rows to BigQuery (the
 local emulator): the pipeline sends Gold only as it commits it, so a closed window rebuilt in the lake
-alone would stay wrong in the warehouse. A lake older than the identity map gets it from Silver."""
+alone would stay wrong in the warehouse. The identity map can be sent whole, as after a migration."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 
-import pyarrow.compute as pc
 import pytest
 from google.cloud import bigquery
 
@@ -59,44 +57,37 @@ def test_rebuilt_gold_reaches_bigquery(
     assert got["readings"] == lake.count("silver") == 60
 
 
-def test_a_lake_older_than_the_identity_map_is_seeded_from_silver(
+def test_the_identity_map_is_sent_to_bigquery(
     bigquery_emulator: BigQueryEmulator, tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]
 ):
+    """After a migration (or a lost streaming insert) the lake's identity map goes to BigQuery whole."""
     readings = tmp_path / "readings.jsonl"
     readings.write_bytes(b"\n".join(raw(reading(i, patient=f"P{i % 3:06d}")) for i in range(60)) + b"\n")
     lake_dir = tmp_path / "lake"
-    run(["--input-jsonl", str(readings), "--lake", str(lake_dir)])
+    run(["--input-jsonl", str(readings), "--lake", str(lake_dir)])  # no warehouse: it has no keys
     lake = Lake(LocalLake(root=lake_dir))
     written = ids_by_key(lake)
     assert sorted(written.values()) == ["P000000", "P000001", "P000002"]
-    shutil.rmtree(lake_dir / c.PATIENT_KEYS_TABLE)  # as a lake older than the map has it
     dataset = f"vitals_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("VITALS_GCP_PROJECT", "local-project")
     monkeypatch.setenv("VITALS_BQ_DATASET", dataset)
     monkeypatch.setenv("VITALS_BQ_ENDPOINT", bigquery_emulator.endpoint)
 
-    argv = ["--lake", str(lake_dir), "--seed-identity-map", "--bigquery"]
-    assert recovery.main(argv) == 0
+    assert recovery.main(["--lake", str(lake_dir), "--identity-map", "--bigquery"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["identity_keys_added"] == 3
     assert report["warehouse"] == {c.PATIENT_KEYS_TABLE: {"inserted": 3, "duplicates": 0, "rejected": 0}}
-    assert ids_by_key(lake) == written
-    first_seen = lake.read("patient_keys")[c.FIRST_SEEN]
-    assert pc.min(first_seen).as_py() == pc.min(lake.read("silver")[c.TIMESTAMP]).as_py()
     client = make_client(BigQuerySettings.for_emulator(bigquery_emulator.endpoint, dataset=dataset))
     rows = client.query(
         f"SELECT patient_key, patient_id FROM `local-project.{dataset}.{c.PATIENT_KEYS_TABLE}`"
     )
     assert {r["patient_key"]: r["patient_id"] for r in rows.result()} == written
-    # Once seeded, nothing more to add.
-    assert recovery.main(["--lake", str(lake_dir), "--seed-identity-map"]) == 0
-    assert json.loads(capsys.readouterr().out)["identity_keys_added"] == 0
-    assert len(lake.read("patient_keys")) == 3
+    assert recovery.main(["--lake", str(lake_dir), "--identity-map"]) == 2  # nowhere to send it
+    assert "needs --bigquery" in capsys.readouterr().err
 
 
 def test_bigquery_needs_rebuild_gold(tmp_path, capsys: pytest.CaptureFixture[str]):
     assert recovery.main(["--lake", str(tmp_path), "--bigquery"]) == 2
-    assert "needs --rebuild-gold or --seed-identity-map" in capsys.readouterr().err
+    assert "needs --rebuild-gold or --identity-map" in capsys.readouterr().err
 
 
 def one(client: bigquery.Client, sql: str) -> bigquery.Row:

@@ -28,7 +28,8 @@ EXPECTED: dict[tuple[str, ...], list[str]] = {
     ("pipeline",): ["--subscription", "--input-jsonl", "--lake", "--runner"],
     ("bridge",): ["--bootstrap", "--pubsub-topic", "--max-records"],
     ("load-admissions",): ["--landing", "--reference", "--watch"],
-    ("recovery",): ["--rewind", "--rebuild-gold", "--seed-identity-map", "--bigquery"],
+    ("recovery",): ["--rewind", "--rebuild-gold", "--identity-map", "--bigquery"],
+    ("migrate-lake",): ["--from", "--to", "--batch-rows"],
     ("redrive",): ["--subscription", "--topic", "--max-messages", "--dry-run"],
     ("replay-dead-letters",): ["--table", "--since", "--json"],
     ("forget-patient",): [

@@ -141,7 +141,7 @@ def test_every_record_ends_in_silver_or_quarantine_and_nothing_raises(tmp_path):
         kept = [len(r) for r in out.quarantine[c.RAW].to_pylist()]
         assert all(k == min(s, c.RAW_CAP_BYTES) for k, s in zip(kept, sizes, strict=True))
         silver = to_silver(out.valid, patients=c.PATIENTS_SCHEMA.empty_table(), key=TEST_KEY)
-        assert silver.schema == c.SILVER_SCHEMA and silver.num_rows == out.valid.num_rows
+        assert silver.schema == c.GATED_SCHEMA and silver.num_rows == out.valid.num_rows
         if len(everything) < 2_000:
             everything.extend(lines)
 

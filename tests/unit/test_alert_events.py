@@ -84,7 +84,7 @@ def test_a_model_alert_escalates_when_news2_reaches_the_emergency_level():
     reasons = np.array([1, 1, 1, 3, 3], dtype=np.int8)  # the model flags all five; NEWS2 joins at 3
     tracker = AlertTracker(AlertRule())
     decisions = tracker.update(
-        patient_ids=np.array(silver[c.PATIENT_ID].to_pylist(), dtype=object),
+        patient_ids=np.array(silver[c.PATIENT_KEY].to_pylist(), dtype=object),
         seconds=np.arange(5) * 60.0 + T0.timestamp(),
         condition=reasons > 0,
         severity=ae.severity_ranks(silver, reasons),

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from tests.factories import DROP, T0, raw, reading, silver_rows
+from tests.factories import DROP, T0, gated_rows, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake.gold_state import GoldState, merge_partials
 from vitals_lake.summaries import gold_from_partials, gold_from_silver, window_partials
@@ -19,7 +19,8 @@ from vitals_lake.trends import rolling_means
 LATENESS_US = 600 * 1_000_000
 
 
-def cohort(seed: int, *, patients: int = 4, minutes: int = 90) -> pa.Table:
+def cohort(seed: int, *, patients: int = 4, minutes: int = 90, gated: bool = False) -> pa.Table:
+    """Silver rows of a simulated cohort (``gated``: as the gate hands them to a shard, with the id)."""
     rng = random.Random(seed)
     docs = []
     for p in range(patients):
@@ -40,7 +41,7 @@ def cohort(seed: int, *, patients: int = 4, minutes: int = 90) -> pa.Table:
                 )
             )
     docs.sort(key=lambda d: d[c.TIMESTAMP])  # a stream: all patients' readings in time order
-    return silver_rows([raw(d) for d in docs])
+    return (gated_rows if gated else silver_rows)([raw(d) for d in docs])
 
 
 def shuffled_batches(rows: pa.Table, *, size: int, seed: int, jitter: int) -> list[pa.Table]:

@@ -61,7 +61,10 @@ def test_insert_new_removes_duplicates_within_and_across_batches(lake):
 def test_duplicates_outside_the_horizon_are_not_looked_for(lake):
     lake.insert_new("silver", silver([0]), key=c.EVENT_ID, time_column=c.TIMESTAMP, horizon=timedelta(0))
     # Same event_id, but readings 1 h later: outside a zero horizon the earlier row is not scanned.
-    late = silver([0]).set_column(3, c.TIMESTAMP, silver([720])[c.TIMESTAMP])
+    first = silver([0])
+    late = first.set_column(
+        first.schema.get_field_index(c.TIMESTAMP), c.TIMESTAMP, silver([720])[c.TIMESTAMP]
+    )
     result, _ = lake.insert_new("silver", late, key=c.EVENT_ID, time_column=c.TIMESTAMP, horizon=timedelta(0))
     assert result.inserted == 1
 

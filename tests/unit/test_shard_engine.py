@@ -158,7 +158,7 @@ def test_a_shards_memory_bytes_track_its_pickled_size():
     from vitals_lake.engine import ShardReaders, advance_shard  # noqa: PLC0415
 
     state = ShardState.new(EngineSettings())
-    rows = cohort(2, patients=5, minutes=30)
+    rows = cohort(2, patients=5, minutes=30, gated=True)
     advance_shard(state, rows, model=None, readers=ShardReaders.none())
     assert state.memory_bytes() > 5 * 1440 * 6 * 8  # five baseline rings at least
     assert 0.8 < state.size_bytes() / state.memory_bytes() < 1.5
@@ -187,7 +187,10 @@ def test_a_batch_run_reads_back_only_rows_ingested_before_it_started(tmp_path):
         older = shard_readers(lake, shard=shard, shards=2, ingested_before_us=ingested + 1)
         assert older.stored_ids(lo, None).num_rows == everything.num_rows
         assert (
-            older.history is not None and older.history(["P000001", "P000002"], T0.timestamp() + 9e3).num_rows
+            older.history is not None
+            and older.history(
+                pseudonymise(pa.array(["P000001", "P000002"]), key=KEY).to_pylist(), T0.timestamp() + 9e3
+            ).num_rows
         )
         run_started = shard_readers(lake, shard=shard, shards=2, ingested_before_us=ingested)
         assert run_started.stored_ids(lo, None).num_rows == 0

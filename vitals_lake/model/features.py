@@ -121,7 +121,7 @@ class BaselineState:
         med, scale, age = np.empty((n, _N)), np.empty((n, _N)), np.zeros(n)
         if n:
             us = _micros(table)
-            slot = self._slots(table[c.PATIENT_ID])
+            slot = self._slots(table[c.PATIENT_KEY])
             order = np.lexsort((us, slot))  # by patient, then time (stable)
             s_slot, s_us = slot[order], us[order]
             s_ts = s_us / _US_PER_S
@@ -141,7 +141,7 @@ class BaselineState:
 
         dev = (x - med) / scale
         columns: dict[str, pa.Array | pa.ChunkedArray] = {
-            c.PATIENT_ID: table[c.PATIENT_ID],
+            c.PATIENT_KEY: table[c.PATIENT_KEY],
             c.TIMESTAMP: table[c.TIMESTAMP],
         }
         for j, v in enumerate(c.VITAL_NAMES):

@@ -98,7 +98,7 @@ class ModelWatcher:
 
 # What rebuilding a patient's state needs from Silver: baseline inputs and the stored alert condition.
 HISTORY_COLUMNS: Final = (
-    c.PATIENT_ID,
+    c.PATIENT_KEY,
     c.TIMESTAMP,
     *c.VITAL_NAMES,
     c.NEWS2_SCORE,
@@ -168,7 +168,7 @@ def _alerts(
         news2_max_subscore=features[NEWS2_MAX_SUBSCORE].to_numpy(zero_copy_only=False),
     )
     decisions = tracker.update(
-        patient_ids=features[c.PATIENT_ID],
+        patient_ids=features[c.PATIENT_KEY],
         seconds=epoch_seconds(features),
         condition=reasons > 0,
         severity=severity_ranks(silver, reasons),
@@ -177,7 +177,7 @@ def _alerts(
 
 
 def _restore(state: ScorerState, silver: pa.Table, history: History | None) -> None:
-    patients = pc.unique(silver[c.PATIENT_ID].combine_chunks()).cast(pa.string())
+    patients = pc.unique(silver[c.PATIENT_KEY].combine_chunks()).cast(pa.string())
     new = patients.filter(pc.invert(pc.is_in(patients, value_set=state.seen)))
     if len(new) == 0:
         return
@@ -187,14 +187,14 @@ def _restore(state: ScorerState, silver: pa.Table, history: History | None) -> N
     past = history(sorted(new.to_pylist()), float(epoch_seconds(silver).max()))
     # Only what came before each patient's first reading in this batch (a replayed batch may
     # already be in Silver: its rows must not enter the baseline twice).
-    first = silver.group_by(c.PATIENT_ID, use_threads=False).aggregate([(c.TIMESTAMP, "min")])
-    past = past.join(first, c.PATIENT_ID, join_type="inner", use_threads=False)
+    first = silver.group_by(c.PATIENT_KEY, use_threads=False).aggregate([(c.TIMESTAMP, "min")])
+    past = past.join(first, c.PATIENT_KEY, join_type="inner", use_threads=False)
     past = past.filter(pc.less(past[c.TIMESTAMP], past[f"{c.TIMESTAMP}_min"])).drop_columns(
         [f"{c.TIMESTAMP}_min"]
     )
     if past.num_rows == 0:
         return
-    past = past.sort_by([(c.PATIENT_ID, "ascending"), (c.TIMESTAMP, "ascending")])
+    past = past.sort_by([(c.PATIENT_KEY, "ascending"), (c.TIMESTAMP, "ascending")])
     features = state.baselines.update(past)
     stored = true_where(past[c.IS_ANOMALY])
     _alerts(state.alerts, past, features, stored)  # state only: these events were published before
