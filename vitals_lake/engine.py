@@ -252,14 +252,15 @@ def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:
     shards commit side by side."""
     if result.offered == 0:
         return False
+    if result.identities.num_rows:
+        # Before Silver: a retry stops at Silver's marker, and the shard that computed these keys has
+        # remembered them, so a key appended after Silver would be lost to a crash in between.
+        lake.append("patient_keys", result.identities, marker=BatchMarker("patient_keys", batch_id))
     marker = BatchMarker("silver", batch_id)
     if result.silver.num_rows:
         written = lake.append("silver", result.silver, marker=marker)
         if not written:
             return False  # this batch is already in Silver
-    if result.identities.num_rows:
-        # Before Silver's commit log: a batch logged as committed has its keys in the identity map.
-        lake.append("patient_keys", result.identities, marker=BatchMarker("patient_keys", batch_id))
     log_row = {
         c.BATCH_ID: [batch_id],
         c.VALID_ROWS: [result.offered],

@@ -247,3 +247,31 @@ def test_seen_events_match_a_plain_set_even_when_hashes_collide(weak, monkeypatc
         assert seen.covered_from_us is not None  # what the memory dropped, the set drops too
         remembered = {i: t for i, t in remembered.items() if t >= seen.covered_from_us}
     assert seen.size >= len(remembered)
+
+
+def test_a_shard_appends_each_new_key_once_and_a_crash_between_commits_loses_none(tmp_path):
+    """The identity map's feed: keys new to a shard's state, once; appended before Silver, so a retry
+    that stops at Silver's marker (its state, which remembered them, gone with the crash) lost none."""
+    from tests.unit.test_gold_state import cohort  # noqa: PLC0415
+    from vitals_lake.config import LocalLake  # noqa: PLC0415
+    from vitals_lake.engine import ShardReaders, advance_shard, commit_silver  # noqa: PLC0415
+    from vitals_lake.lake import BatchMarker, Lake  # noqa: PLC0415
+
+    rows = cohort(3, patients=4, minutes=10, gated=True)
+    state = ShardState.new(EngineSettings())
+    first = advance_shard(state, rows.slice(0, 40), model=None, readers=ShardReaders.none())
+    assert first.identities.num_rows == 4 and c.PATIENT_ID not in first.silver.column_names
+    assert sorted(first.identities[c.PATIENT_ID].to_pylist()) == [f"P{p:06d}" for p in range(4)]
+    later = advance_shard(state, rows.slice(40), model=None, readers=ShardReaders.none())
+    assert later.identities.num_rows == 0 and later.silver.num_rows > 0  # known keys: nothing again
+
+    lake = Lake(LocalLake(root=tmp_path / "lake"))
+    # The crash: Silver committed, then the process died; the retry's fresh state computes the keys
+    # again, and commit_silver meets Silver's marker.
+    lake.append("silver", first.silver, marker=BatchMarker("silver", "b1"))
+    again = advance_shard(
+        ShardState.new(EngineSettings()), rows.slice(0, 40), model=None, readers=ShardReaders.none()
+    )
+    assert commit_silver(lake, again, batch_id="b1") is False  # already in Silver
+    assert lake.count("patient_keys") == 4
+    assert commit_silver(lake, again, batch_id="b1") is False and lake.count("patient_keys") == 4
