@@ -36,6 +36,7 @@ def test_dataflow_dry_run_builds_the_whole_streaming_graph():
         "WriteAlerts",
         "PublishAlerts/Publish",
         "StreamAlertsToBigQuery/WriteBatches",
+        "StreamPatientKeysToBigQuery/WriteBatches",  # the identity map, for the identity view
     ]:
         assert stage in names, stage
     assert options.view_as(__import__("apache_beam").options.pipeline_options.StandardOptions).streaming
