@@ -5,7 +5,9 @@ identity map, every row kept."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,6 +20,11 @@ from vitals_lake.config import LocalLake
 from vitals_lake.engine import BatchEngine, EngineSettings
 from vitals_lake.lake import Lake, SchemaEvolutionError
 from vitals_lake.migrate import MigrationError, main, migrate_lake
+
+if TYPE_CHECKING:  # imported at run time by pytest_plugins only, so pytest can rewrite its asserts
+    from tests.gcs_server import LakeFactory
+
+pytest_plugins = ("tests.gcs_server",)
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -86,3 +93,14 @@ def test_the_command_reports_rows_per_table(lakes, tmp_path, capsys):
     assert main(["--from", str(old.settings.root), "--to", str(target)]) == 1
     assert "already holds rows" in capsys.readouterr().err
     assert main(["--from", str(old.settings.root), "--to", str(old.settings.root)]) == 2
+
+
+def test_a_lake_migrates_onto_gcs(lakes, fake_gcs: tuple[LakeFactory, str]):
+    """The new prefix on gs:// (fake-gcs-server): the same copy, through object storage."""
+    current, old = lakes
+    factory, _ = fake_gcs
+    new = Lake(factory(f"migrated-{uuid.uuid4().hex[:8]}"))
+    written = migrate_lake(old, new, batch_rows=100)
+    assert written[c.SILVER_TABLE] == 280 and written[c.PATIENT_KEYS_TABLE] == 7
+    assert ids_by_key(new) == ids_by_key(current)
+    assert rows_of(new, "gold", *c.GOLD_KEY) == rows_of(current, "gold", *c.GOLD_KEY)
