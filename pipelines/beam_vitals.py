@@ -21,8 +21,8 @@ The data's journey, as ``create_pipeline`` builds it:
    that owns the shard, the ownership in Beam keyed state: duplicates are dropped and counted, the
    anomaly model (``--model-uri``; new versions picked up live) scores each reading against the patient's own
    baseline, the combined alert rule (model and NEWS2, held for a while) runs, and the new rows are
-   appended to **Silver**; the patients new to the shard go to the restricted identity map
-   (**patient_keys**: key and raw id), the one table after the gate that holds the id besides Silver.
+   appended to **Silver** by key; the patients new to the shard go to the restricted identity map
+   (**patient_keys**: key and raw id), the one table after the gate that holds the id.
    The alert rule's state changes become **alert events**, kept in the lake
    and published (``--alerts-topic``) to the notifier Cloud Function. The lake is read for a shard
    only when its memory is missing or stale (a new deployment, a replay, a restart, a moved shard).

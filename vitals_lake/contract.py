@@ -658,3 +658,12 @@ def patient_column(schema: pa.Schema) -> str | None:
         if name in schema.names:
             return name
     return None
+
+
+def patient_match(schema: pa.Schema, *, patient_id: str, patient_key: str) -> tuple[str, str] | None:
+    """(column, value) that finds one patient's rows in a table of this schema (``patient_column``,
+    with the id or the key to look for); None when the table names no patient."""
+    column = patient_column(schema)
+    if column is None:
+        return None
+    return column, patient_id if column == PATIENT_ID else patient_key

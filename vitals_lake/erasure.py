@@ -104,8 +104,9 @@ def forget_patient(
     for layer in RAW_LAYERS:
         report.rows_by_table[c.TABLES[layer].name] = _delete_refs(lake, layer, refs)
     for layer in NAMED_LAYERS:
-        column = c.patient_column(c.TABLES[layer].schema)
-        value = patient_id if column == c.PATIENT_ID else patient_key
+        match = c.patient_match(c.TABLES[layer].schema, patient_id=patient_id, patient_key=patient_key)
+        assert match is not None  # NAMED_LAYERS name a patient (tests/unit/test_erasure_coverage.py)
+        column, value = match
         deleted = _delete(lake, layer, f"{column} = {_quote(value)}")
         name = c.TABLES[layer].name
         report.rows_by_table[name] = report.rows_by_table.get(name, 0) + deleted
@@ -139,8 +140,9 @@ def _record_refs(lake: Lake, patient_id: str, patient_key: str) -> list[str]:
     Bronze or quarantine payload that holds the id as a JSON string."""
     refs: set[str] = set()
     for layer in ("silver", "quarantine"):
-        column = c.patient_column(c.TABLES[layer].schema)
-        value = patient_id if column == c.PATIENT_ID else patient_key
+        match = c.patient_match(c.TABLES[layer].schema, patient_id=patient_id, patient_key=patient_key)
+        assert match is not None
+        column, value = match
         rows = lake.read(layer, columns=[c.RECORD_REF], where=pc.field(column) == value)
         refs.update(rows[c.RECORD_REF].to_pylist())
     token = json.dumps(patient_id).encode()  # "P000123", quotes included: no longer id matches

@@ -86,17 +86,14 @@ def _batches(lake: Lake, layer: c.Layer, batch_rows: int) -> Iterator[pa.Table]:
 
 
 def _conformed(rows: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``rows`` with exactly ``schema``'s columns: the ones it no longer has left behind, new nullable
-    ones as nulls; string views (files a MERGE wrote) back to strings."""
-    columns = []
+    """``rows`` with the nullable columns ``schema`` has gained, as nulls (``Lake.append`` keeps the
+    contract's columns, leaving the dropped ones behind, and casts string views back to strings)."""
     for f in schema:
-        if f.name in rows.column_names:
-            columns.append(pc.cast(rows[f.name], f.type))
-        elif f.nullable:
-            columns.append(pa.nulls(rows.num_rows, f.type))
-        else:
-            raise MigrationError(f"{f.name} is required by the contract and not in the old table")
-    return pa.Table.from_arrays(columns, schema=schema)
+        if f.name not in rows.column_names:
+            if not f.nullable:
+                raise MigrationError(f"{f.name} is required by the contract and not in the old table")
+            rows = rows.append_column(f, pa.nulls(rows.num_rows, f.type))
+    return rows
 
 
 # --- CLI -------------------------------------------------------------------------------------------

@@ -28,9 +28,24 @@ class KnownKeys:
     def new_rows(self, silver: pa.Table) -> pa.Table:
         """``PATIENT_KEYS_SCHEMA`` rows for the keys of ``silver`` not seen before (remembered now),
         each with its earliest reading of the batch."""
-        rows = _first_sightings(silver, known=self.keys)
-        if rows.num_rows:
-            self.keys = pa.concat_arrays([self.keys, rows[c.PATIENT_KEY].combine_chunks()])
+        if silver.num_rows == 0:
+            return c.PATIENT_KEYS_SCHEMA.empty_table()
+        unseen = silver.filter(pc.invert(pc.is_in(silver[c.PATIENT_KEY], value_set=self.keys)))
+        if unseen.num_rows == 0:
+            return c.PATIENT_KEYS_SCHEMA.empty_table()
+        # Key and id are one-to-one (an HMAC of the id): grouping by both keeps each pair once.
+        first = unseen.group_by([c.PATIENT_KEY, c.PATIENT_ID], use_threads=False).aggregate(
+            [(c.TIMESTAMP, "min")]
+        )
+        rows = pa.table(
+            {
+                c.PATIENT_KEY: first[c.PATIENT_KEY],
+                c.PATIENT_ID: first[c.PATIENT_ID],
+                c.FIRST_SEEN: first[f"{c.TIMESTAMP}_min"],
+            },
+            schema=c.PATIENT_KEYS_SCHEMA,
+        )
+        self.keys = pa.concat_arrays([self.keys, rows[c.PATIENT_KEY].combine_chunks()])
         return rows
 
     @property
@@ -42,25 +57,3 @@ def identity_map(rows: pa.Table) -> pa.Table:
     """One row per key of a read of ``patient_keys`` (the earliest sighting), in key order."""
     ordered = rows.sort_by([(c.PATIENT_KEY, "ascending"), (c.FIRST_SEEN, "ascending")])
     return first_per_key(ordered, c.PATIENT_KEY)
-
-
-def _first_sightings(silver: pa.Table, *, known: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """``PATIENT_KEYS_SCHEMA`` rows for the keys of ``silver`` not in ``known``, each with its earliest
-    reading there."""
-    if silver.num_rows == 0:
-        return c.PATIENT_KEYS_SCHEMA.empty_table()
-    unseen = silver.filter(pc.invert(pc.is_in(silver[c.PATIENT_KEY], value_set=known)))
-    if unseen.num_rows == 0:
-        return c.PATIENT_KEYS_SCHEMA.empty_table()
-    # Key and id are one-to-one (an HMAC of the id): grouping by both keeps each pair once.
-    first = unseen.group_by([c.PATIENT_KEY, c.PATIENT_ID], use_threads=False).aggregate(
-        [(c.TIMESTAMP, "min")]
-    )
-    return pa.table(
-        {
-            c.PATIENT_KEY: first[c.PATIENT_KEY],
-            c.PATIENT_ID: first[c.PATIENT_ID],
-            c.FIRST_SEEN: first[f"{c.TIMESTAMP}_min"],
-        },
-        schema=c.PATIENT_KEYS_SCHEMA,
-    )

@@ -689,9 +689,9 @@ class BigQuerySink:
 
     # --- erasure ---------------------------------------------------------------------------------------
     def forget_patient(self, patient_id: str, patient_key: str) -> Erasure:
-        """Delete this patient's rows: every table with a ``patient_id`` column by the id, those with the
-        pseudonymous key only (alerts) by the key, and the dead letters whose row names either (as a
-        JSON string). One DML statement per table, the value a query parameter.
+        """Delete this patient's rows: the identity map by the id, the tables with the pseudonymous key
+        only (Gold, the alerts) by the key (``contract.patient_match``), and the dead letters whose row
+        names either (as a JSON string). One DML statement per table, the value a query parameter.
 
         BigQuery refuses a DELETE that would touch rows still in the streaming buffer (up to about 90
         minutes after they were streamed). Such a table is returned in ``pending`` and its other
@@ -702,9 +702,9 @@ class BigQuerySink:
         out = Erasure()
         statements: list[tuple[str, str, list[str]]] = []
         for spec in WAREHOUSE_TABLES.values():
-            column = c.patient_column(spec.schema)
-            if column is not None:
-                value = patient_id if column == c.PATIENT_ID else patient_key
+            match = c.patient_match(spec.schema, patient_id=patient_id, patient_key=patient_key)
+            if match is not None:
+                column, value = match
                 statements.append((spec.name, f"{column} = @v0", [value]))
         tokens = [orjson.dumps(v).decode() for v in (patient_id, patient_key)]
         statements.append(

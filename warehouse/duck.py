@@ -194,19 +194,20 @@ class DuckWarehouse:
     # --- erasure -------------------------------------------------------------------------------
 
     def forget_patient(self, patient_id: str, patient_key: str) -> dict[str, int]:
-        """Delete every row of this patient: the tables with a ``patient_id`` by the id, those with the
-        pseudonymous key only (alerts) by the key, the insert ids of those rows, and the dead letters
-        whose row names the id or the key (as a JSON string). Rows deleted per table."""
+        """Delete every row of this patient: the identity map by the id, the tables with the pseudonymous
+        key only (Gold, the alerts) by the key (``contract.patient_match``), the insert ids of those
+        rows, and the dead letters whose row names the id or the key (as a JSON string). Rows deleted
+        per table."""
         self._writable()
         deleted: dict[str, int] = {}
         with self._write_lock, self.cursor() as cur:
             cur.execute("BEGIN")
             try:
                 for spec in WAREHOUSE_TABLES.values():
-                    column = c.patient_column(spec.schema)
-                    if column is None:
+                    match = c.patient_match(spec.schema, patient_id=patient_id, patient_key=patient_key)
+                    if match is None:
                         continue
-                    value = patient_id if column == c.PATIENT_ID else patient_key
+                    column, value = match
                     rows = cur.sql(f'SELECT * FROM "{spec.name}" WHERE {column} = ?', params=[value])
                     found = rows.to_arrow_table() if rows is not None else pa.table({})
                     if found.num_rows:
