@@ -8,6 +8,7 @@ cheaper. A hit that straddles two records does not count.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
@@ -98,28 +99,39 @@ def impossible_dates(text: pa.Array) -> np.ndarray:
 
 def containing(records: pa.Array, *needles: bytes) -> np.ndarray:
     """Bool mask of the records (binary or string; null: False) whose bytes contain any of ``needles``."""
+    return containing_each(records, [needles])[0]
+
+
+def containing_each(records: pa.Array, searches: Sequence[Sequence[bytes]]) -> list[np.ndarray]:
+    """:func:`containing` for several searches (each a set of needles) over one copy of the records'
+    bytes: the copy costs as much as a search (about 11 ms for 100,000 readings), and the gate makes
+    three searches per batch."""
     n = len(records)
-    mask = np.zeros(n, dtype=bool)
+    masks = [np.zeros(n, dtype=bool) for _ in searches]
     data = records.buffers()[2] if n else None
-    if data is None or not all(needles):
-        return mask
+    if data is None:
+        return masks
     offsets = value_offsets(records)
     lo, hi = int(offsets[0]), int(offsets[-1])
     blob = memoryview(data)[lo:hi].tobytes()
     relative = offsets - lo
-    for needle in needles:
-        pos = blob.find(needle)
-        while pos >= 0:
-            record = int(np.searchsorted(relative, pos, side="right")) - 1
-            end = int(relative[record + 1])
-            if pos + len(needle) <= end:
-                mask[record] = True
-                pos = blob.find(needle, end)  # the next record
-            else:
-                pos = blob.find(needle, pos + 1)  # straddles a boundary: not a hit
-    if records.null_count:
-        mask &= np.asarray(records.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    return mask
+    valid = records.is_valid().to_numpy(zero_copy_only=False) if records.null_count else None
+    for mask, needles in zip(masks, searches, strict=True):
+        if not all(needles):
+            continue
+        for needle in needles:
+            pos = blob.find(needle)
+            while pos >= 0:
+                record = int(np.searchsorted(relative, pos, side="right")) - 1
+                end = int(relative[record + 1])
+                if pos + len(needle) <= end:
+                    mask[record] = True
+                    pos = blob.find(needle, end)  # the next record
+                else:
+                    pos = blob.find(needle, pos + 1)  # straddles a boundary: not a hit
+        if valid is not None:
+            np.logical_and(mask, valid, out=mask)
+    return masks
 
 
 def _byte_set(characters: str) -> np.ndarray:

@@ -189,13 +189,18 @@ _VALUE_X: Final = re.compile(r"value[A-Z]")  # an Observation's or component's v
 _ABSOLUTE_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S")  # urn:uuid:..., https://...
 
 
-def looks_like_fhir(raw: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Bool mask of the records (binary or string) that are JSON-object-shaped and carry ``resourceType``."""
+FHIR_MARK: Final = b'"resourceType"'  # in every FHIR resource; in almost no plain reading
+
+
+def looks_like_fhir(raw: pa.Array | pa.ChunkedArray, *, marked: np.ndarray | None = None) -> np.ndarray:
+    """Bool mask of the records (binary or string) that are JSON-object-shaped and carry ``resourceType``.
+    ``marked``: the records holding :data:`FHIR_MARK`, when the caller searched for it already."""
     if isinstance(raw, pa.ChunkedArray):
         raw = raw.combine_chunks()
     if len(raw) == 0:
         return np.zeros(0, dtype=bool)
-    mask = containing(raw, b'"resourceType"')  # few records have it: the regex checks only those
+    # Few records have the mark: the regex checks only those.
+    mask = containing(raw, FHIR_MARK) if marked is None else marked.copy()
     maybe = np.flatnonzero(mask)
     if maybe.size:
         mask[maybe] = true_where(pc.match_substring_regex(raw.take(pa.array(maybe)), _FHIR_RE))

@@ -26,11 +26,19 @@ import pyarrow.json as pj
 from vitals_lake import contract as c
 from vitals_lake import envelope, fhir
 from vitals_lake import expectations as ex
-from vitals_lake.byte_search import containing, framed_by, impossible_dates, non_ascii, value_offsets
+from vitals_lake.byte_search import (
+    containing,
+    containing_each,
+    framed_by,
+    impossible_dates,
+    non_ascii,
+    value_offsets,
+)
 from vitals_lake.isolation import run_isolating
 from vitals_lake.masks import true_where
 
 _UTC_US: Final = pa.timestamp("us", tz="UTC")
+_LINE_BREAKS: Final = (b"\n", b"\r")  # a record holding one raw cannot share an NDJSON buffer
 _PARSE_OPTIONS: Final = pj.ParseOptions(
     explicit_schema=c.READING_JSON_SCHEMA, unexpected_field_behavior="ignore", newlines_in_values=False
 )
@@ -83,13 +91,16 @@ def parse_batch(bronze: pa.Table, *, time_rules: TimeRules | None = None) -> Par
 def _parse_batch(bronze: pa.Table, time_rules: TimeRules | None) -> ParsedBatch:
     n = bronze.num_rows
     raw = bronze[c.RAW].combine_chunks()
+    # The byte strings the checks below look for, found over one copy of the batch's bytes.
+    wrapped, marked, breaks = containing_each(raw, [[b'"values"'], [fhir.FHIR_MARK], _LINE_BREAKS])
     # Records that are no reading at all: too large to be one, or a Pub/Sub envelope that could not be
     # unpacked (DecodeEnvelopeFn keeps such a message whole, as one record, so it is judged here).
     early = _oversized(raw)
-    early.update(_envelopes(raw, skip=early))
-    raw, fhir_errors, fhir_parts = _normalise_fhir(raw, skip=early)
+    early.update(_envelopes(raw, wrapped, skip=early))
+    records, fhir_errors, fhir_parts = _normalise_fhir(raw, marked, skip=early)
     fhir_errors.update(early)
-    parsed, ok_idx, errors = parse_json(raw, skip=fhir_errors)
+    # FHIR records turned into readings are new records: their line breaks are looked for again.
+    parsed, ok_idx, errors = parse_json(records, skip=fhir_errors, breaks=breaks if records is raw else None)
     errors.update(fhir_errors)
 
     normalised, converted = _normalise_units(_split_blood_pressure(parsed))
@@ -191,11 +202,13 @@ def _oversized(raw: pa.Array) -> dict[int, tuple[str, str]]:
     }
 
 
-def _envelopes(raw: pa.Array, *, skip: dict[int, tuple[str, str]]) -> dict[int, tuple[str, str]]:
-    """Records shaped like a Pub/Sub envelope: one that could not be unpacked, kept whole by the reader."""
-    maybe = containing(raw, b'"values"')
+def _envelopes(
+    raw: pa.Array, wrapped: np.ndarray, *, skip: dict[int, tuple[str, str]]
+) -> dict[int, tuple[str, str]]:
+    """Records shaped like a Pub/Sub envelope: one that could not be unpacked, kept whole by the reader.
+    ``wrapped``: the records naming a ``"values"`` key (rare), the only ones that can be."""
     out: dict[int, tuple[str, str]] = {}
-    for i in np.flatnonzero(maybe).tolist():  # rare: only records naming a "values" key
+    for i in np.flatnonzero(wrapped).tolist():
         value = raw[i].as_py()
         if i in skip or not envelope.is_envelope(value):
             continue
@@ -237,14 +250,15 @@ def _time_sanity(
 
 
 def _normalise_fhir(
-    raw: pa.Array, *, skip: dict[int, tuple[str, str]]
+    raw: pa.Array, marked: np.ndarray, *, skip: dict[int, tuple[str, str]]
 ) -> tuple[pa.Array, dict[int, tuple[str, str]], list[tuple[int, fhir.FhirProblem]]]:
     """FHIR R4 Observations become plain readings before parsing; the Bronze row keeps the original.
+    ``marked``: the records holding ``fhir.FHIR_MARK``.
 
     Returns the records with FHIR ones replaced by readings, the FHIR records rejected whole, and the
     entries of otherwise valid Bundles rejected on their own (record index, problem).
     """
-    mask = fhir.looks_like_fhir(raw)
+    mask = fhir.looks_like_fhir(raw, marked=marked)
     if skip:
         mask[list(skip)] = False
     idx = np.flatnonzero(mask)
@@ -275,12 +289,13 @@ def _normalise_units(parsed: pa.Table) -> tuple[pa.Table, pa.Array]:
 
 
 def parse_json(
-    raw: pa.Array, *, skip: dict[int, tuple[str, str]] | None = None
+    raw: pa.Array, *, skip: dict[int, tuple[str, str]] | None = None, breaks: np.ndarray | None = None
 ) -> tuple[pa.Table, np.ndarray, dict[int, tuple[str, str]]]:
     """Parse records against ``READING_JSON_SCHEMA``.
 
     Returns the parsed rows, the indices of the records they came from (ascending), and per failed record
-    index its parser rule and a short detail. Records in ``skip`` already failed elsewhere.
+    index its parser rule and a short detail. Records in ``skip`` already failed elsewhere; ``breaks``:
+    the records holding a raw line break, when the caller looked for them already.
     """
     n = len(raw)
     errors: dict[int, tuple[str, str]] = {}
@@ -295,7 +310,8 @@ def parse_json(
     # The checks and the parser work on the bytes (no cast, no copy); a record that failed a check
     # above is left out by ``eligible``, whatever these say about it.
     text = raw if pa.types.is_binary(raw.type) else raw.cast(pa.binary())
-    breaks = containing(text, b"\n", b"\r")
+    if breaks is None:
+        breaks = containing(text, *_LINE_BREAKS)
     for i in np.flatnonzero(breaks & eligible).tolist():
         errors[i] = (ex.RULE_MALFORMED_JSON, "raw line break inside the record")
     eligible &= ~breaks
@@ -368,10 +384,10 @@ def _parse_all(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
 
     The reader parses ``_BLOCK``-byte blocks and hands each over as it is done; when it rejects a
     record it names the row within its block, and every block before is already taken. So a bad
-    record costs a new parse of the rows before it in its block (a few hundred at most) and one of
-    itself alone (for the same verdict and detail as always), and the reader starts again right after
-    it in the same buffer. Anything else (no row named, a row count that does not match) is bisected by
-    :func:`_parse_range`."""
+    record costs a new parse of the rows before it in its block (a few hundred at most, read from the
+    same buffer), its verdict is the reader's message for its row (as if parsed alone: "in row 0"), and
+    the reader starts again right after it in the same buffer. Anything else (no row named, a row count
+    that does not match) is bisected by :func:`_parse_range`."""
     n = len(idx)
     if n == 0:
         return
@@ -392,16 +408,19 @@ def _parse_all(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
                 batches.append(batch)
                 got += batch.num_rows
         except pa.ArrowInvalid as exc:
-            found = _FAILED_ROW.search(str(exc))
+            message = str(exc)
+            found = _FAILED_ROW.search(message)
             row = got + int(found.group(1)) if found else -1
             if batches:
                 out.accept(pa.Table.from_batches(batches), idx[pos : pos + got])
             if not got <= row < n - pos:
                 _parse_range(text.slice(pos + got), idx[pos + got :], out)
                 return
-            bad = pos + row
-            _parse_range(text.slice(pos + got, row - got), idx[pos + got : bad], out)
-            _parse_range(text.slice(bad, 1), idx[bad : bad + 1], out)
+            first, bad = pos + got, pos + row
+            if bad > first:  # the rows before it in its block
+                ndjson = buf.slice(int(starts[first]), int(starts[bad] - starts[first]))
+                _parse_range(text.slice(first, bad - first), idx[first:bad], out, ndjson=ndjson)
+            out.errors[int(idx[bad])] = _classify(text[bad].as_py(), _FAILED_ROW.sub(" in row 0", message))
             pos = bad + 1
             continue
         if got == n - pos:
@@ -422,8 +441,8 @@ def _ndjson(text: pa.Array) -> pa.Buffer:
     return _data_buffer(pc.binary_join(lists, b"\n"))
 
 
-def _read_ndjson(text: pa.Array) -> pa.Table:
-    buf = _ndjson(text)
+def _read_ndjson(text: pa.Array, ndjson: pa.Buffer | None = None) -> pa.Table:
+    buf = _ndjson(text) if ndjson is None else ndjson
     block = max(1 << 20, buf.size + 1)
     return pj.read_json(
         pa.BufferReader(buf),
@@ -438,12 +457,14 @@ def _data_buffer(arr: pa.Array) -> pa.Buffer:
     return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
-def _parse_range(text: pa.Array, idx: np.ndarray, out: _Pieces) -> None:
+def _parse_range(text: pa.Array, idx: np.ndarray, out: _Pieces, *, ndjson: pa.Buffer | None = None) -> None:
+    """Parse ``text`` (``ndjson``: its records one per line, if at hand) as one buffer; if that fails,
+    each half on its own, down to the record at fault."""
     if len(idx) == 0:
         return
     problem = ""
     try:
-        table = _read_ndjson(text)
+        table = _read_ndjson(text, ndjson)
         if table.num_rows == len(idx):
             out.accept(table, idx)
             return
