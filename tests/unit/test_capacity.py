@@ -203,6 +203,17 @@ def test_from_results_reads_variant_a_and_growth_figures(tmp_path):
     assert m.source == "results.json: pipeline_core, growth" and str(tmp_path) not in m.source
 
 
+def test_from_results_prefers_the_marginal_rate_of_variant_a(tmp_path):
+    variants = [
+        {"label": "A this pipeline (Beam, 100,000-line replay batches)", "rows_per_s": 60_000.0},
+        {"label": "A start-up: the pipeline on the first 200 readings", "rows_per_s": 50.0},
+        {"label": "A marginal: full run minus the start-up run", "rows_per_s": 97_000.0},
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"results": [{"name": "pipeline_core", "variants": variants}]}))
+    assert cap.Measured.from_results(path).pipeline_readings_per_cpu_s == 97_000.0
+
+
 def test_from_results_takes_the_highest_sustained_load_that_held_per_pipeline_core(tmp_path):
     doc = {
         "results": [
