@@ -57,11 +57,13 @@ class _SpreadKey(beam.DoFn):
 
 class BatchForCommit(beam.PTransform):
     """tables -> (batch_id, [tables]) once per ``interval`` seconds of processing time, in
-    ``shards`` batches per interval (spread by ``fingerprint``) so that as many workers share them."""
+    ``shards`` batches per interval (spread by ``fingerprint``) so that as many workers share them.
+    ``interval`` None: once per window the tables are in already (a replay's windows, which follow the
+    input, not the clock)."""
 
     def __init__(
         self,
-        interval: float,
+        interval: float | None,
         *,
         run_id: str,
         shards: int = 1,
@@ -76,34 +78,19 @@ class BatchForCommit(beam.PTransform):
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         # Typed as tables all the way, so that Beam codes them with ArrowTableCoder (no encoding just to
         # sample their sizes; pipelines/arrow_pickling.py).
+        if self.interval is not None:
+            pcoll = (
+                pcoll
+                | "RestampToProcessingTime"
+                >> beam.ParDo(_RestampToNow()).with_input_types(pa.Table).with_output_types(pa.Table)
+                | "CommitWindows" >> beam.WindowInto(FixedWindows(self.interval)).with_output_types(pa.Table)
+            )
         return (
             pcoll
-            | "RestampToProcessingTime"
-            >> beam.ParDo(_RestampToNow()).with_input_types(pa.Table).with_output_types(pa.Table)
-            | "CommitWindows" >> beam.WindowInto(FixedWindows(self.interval)).with_output_types(pa.Table)
             | "SpreadOverShards"
             >> beam.ParDo(_SpreadKey(self.shards, self.fingerprint)).with_output_types(tuple[int, pa.Table])
             | "Gather" >> beam.GroupByKey()
             | "NameBatch" >> beam.ParDo(_NameBatch(self.run_id)).with_output_types(tuple[str, list[pa.Table]])
-        )
-
-
-class InCommitWindows(beam.PTransform):
-    """(batch id, rows) -> the same, in windows of ``interval`` seconds of processing time: a replay's
-    batches need no gathering, but the shard stage gathers each shard's rows once per window, as in a
-    stream. The batch ids were given before, so a retried bundle's are unchanged."""
-
-    def __init__(self, interval: float) -> None:
-        super().__init__()
-        self.interval = interval
-
-    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
-        batch = tuple[str, pa.Table]
-        return (
-            pcoll
-            | "RestampToProcessingTime"
-            >> beam.ParDo(_RestampToNow()).with_input_types(batch).with_output_types(batch)
-            | "Windows" >> beam.WindowInto(FixedWindows(self.interval)).with_output_types(batch)
         )
 
 

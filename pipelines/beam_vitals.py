@@ -7,7 +7,8 @@ The data's journey, as ``create_pipeline`` builds it:
 2. **Batch**: a stream's tables gathered into batches per commit interval of processing time,
    ``--shards`` of them, so that as many workers share the stateless work. A replay needs no
    gathering: a file is indexed into ranges of ``--batch_size`` lines that the workers read
-   themselves (offsets cross the shuffle, not payloads); Bronze is sliced.
+   themselves (offsets cross the shuffle, not payloads); Bronze is sliced. A replay's windows are
+   cut by place in the input (a million rows each), not by the clock.
 3. **Bronze**: each batch appended as received, one Delta commit (appends from several batches commit
    side by side).
 4. **Gate**: parsed and checked against the reading contract in one vectorised pass; records failing
@@ -115,7 +116,8 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     run_id = o.run_id or uuid.uuid4().hex[:12]
     p = beam.Pipeline(options=options)
 
-    # 1-2. Read raw readings into batches of Bronze rows, (batch id, rows) per commit interval.
+    # 1-2. Read raw readings into batches of Bronze rows, (batch id, rows) per commit interval (a replay:
+    #      per replay window).
     engine = opts.engine_settings(options)
     started_us = time.time_ns() // 1000
     if o.subscription:
@@ -131,20 +133,12 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     elif o.input_jsonl:
         # A file: indexed into ranges of ``--batch_size`` lines; each worker reads the ranges it gets.
         batches = p | "ReplayJsonl" >> ReplayJsonl(
-            o.input_jsonl,
-            batch_size=o.batch_size,
-            run_id=run_id,
-            started_us=started_us,
-            interval=timing.commit_interval,
+            o.input_jsonl, batch_size=o.batch_size, run_id=run_id, started_us=started_us
         )
     else:
         source_lake = lake_from_uri(o.input_bronze, service_account_path=o.lake_service_account)
         batches = p | "ReplayBronze" >> ReplayBronze(
-            source_lake,
-            batch_size=o.batch_size,
-            run_id=run_id,
-            started_us=started_us,
-            interval=timing.commit_interval,
+            source_lake, batch_size=o.batch_size, run_id=run_id, started_us=started_us
         )
 
     # 3. Bronze: as received (a replay from Bronze writes it only into a different lake).
@@ -176,15 +170,17 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
         _ = shards[ALERTS] | "PublishAlerts" >> PublishAlerts(topic)
 
     # 6. Gold: the windows (one minute, one hour) and rolling means the shards computed from their
-    #    state, upserted once per interval by one committer per table; then the per-diagnosis hours.
+    #    state, upserted once per interval (a replay: once per replay window) by one committer per
+    #    table; then the per-diagnosis hours.
+    commit_every = timing.commit_interval if o.subscription else None
     gold = (
         shards[GOLD]
-        | "BatchGold" >> BatchForCommit(timing.commit_interval, run_id=run_id)
+        | "BatchGold" >> BatchForCommit(commit_every, run_id=run_id)
         | "UpsertGold" >> beam.ParDo(UpsertRowsFn(lake, "gold"))
     )
     _ = (
         shards[ROLLING]
-        | "BatchRolling" >> BatchForCommit(timing.commit_interval, run_id=run_id)
+        | "BatchRolling" >> BatchForCommit(commit_every, run_id=run_id)
         | "UpsertRolling" >> beam.ParDo(UpsertRowsFn(lake, "rolling"))
     )
     # 7. The per-diagnosis hours (every shard's patients) from the Gold hours a commit touched.

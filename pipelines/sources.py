@@ -2,7 +2,8 @@
 
 Every source ends in the same element: one Arrow table of Bronze rows (``c.BRONZE_SCHEMA``). The
 stream's tables are gathered into commit batches (``batching.BatchForCommit``); a replay's sources
-emit their batches directly, (batch id, rows) in commit windows, so that all later stages are shared.
+emit their batches directly, (batch id, rows) in windows by their place in the input
+(:class:`InReplayWindows`), so that all later stages are shared.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
-from pipelines.batching import InCommitWindows
 from vitals_lake import envelope
 from vitals_lake.config import LakeSettings
 from vitals_lake.lake import Lake
@@ -169,9 +171,42 @@ class ReadLineRangeFn(beam.DoFn):
 
 def replay_batch_id(started_us: int, part: str, run_id: str) -> str:
     """``<window start in µs>-<part>-<run id>``, as ``batching.BatchForCommit`` names a stream's batches;
-    a replay's window is its start, and ``part`` (where in the input) keeps the id the same when a
-    retried bundle reads the part again, so its commits are recognised."""
+    a replay's window is its start, and ``part`` (where in the input: a letter, then the number of its
+    first row) keeps the id the same when a retried bundle reads the part again, so its commits are
+    recognised."""
     return f"{started_us}-{part}-{run_id}"
+
+
+def replay_place(batch_id: str) -> int:
+    """The number of the first input row of a replay batch (:func:`replay_batch_id`'s part)."""
+    return int(batch_id.split("-", 2)[1][1:])
+
+
+# A replay's batches are gathered per shard in windows of this many input rows (about 270 MB of gated
+# rows, spread over the shards): by their place in the input, so the same file always makes the same
+# windows and commits, however fast the machine. (Windows of processing time, as a stream has, cut
+# 716,132 readings into one to three windows from run to run: a second Gold MERGE then rewrote the
+# first one's files.)
+REPLAY_WINDOW_ROWS: Final = 1_000_000
+
+
+class _StampByPlace(beam.DoFn):
+    def process(self, batch: tuple[str, pa.Table]) -> Iterator[TimestampedValue]:
+        yield TimestampedValue(batch, replay_place(batch[0]) // REPLAY_WINDOW_ROWS)
+
+
+class InReplayWindows(beam.PTransform):
+    """(batch id, rows) of a replay -> the same, in a window per ``REPLAY_WINDOW_ROWS`` input rows (a
+    window's timestamps are window numbers, not times): the shard stage gathers each shard's rows once
+    per window, as a stream's once per commit interval."""
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        batch = tuple[str, pa.Table]
+        return (
+            pcoll
+            | "StampByPlace" >> beam.ParDo(_StampByPlace()).with_input_types(batch).with_output_types(batch)
+            | "Windows" >> beam.WindowInto(FixedWindows(1)).with_output_types(batch)
+        )
 
 
 def _bronze(span: LineRange, lines: pa.Array) -> pa.Table:
@@ -183,15 +218,15 @@ def _bronze(span: LineRange, lines: pa.Array) -> pa.Table:
 
 
 class ReplayJsonl(beam.PTransform):
-    """A JSONL file -> (batch id, Bronze rows) of ``batch_size`` lines each, in commit windows.
+    """A JSONL file -> (batch id, Bronze rows) of ``batch_size`` lines each, in replay windows.
 
     One step indexes the file (line breaks only), the ranges are spread over the workers, and each
     worker reads its range: the payloads are read where they are gated and never cross a shuffle."""
 
-    def __init__(self, path: str, *, batch_size: int, run_id: str, started_us: int, interval: float) -> None:
+    def __init__(self, path: str, *, batch_size: int, run_id: str, started_us: int) -> None:
         super().__init__()
         self.path, self.batch_size = path, batch_size
-        self.run_id, self.started_us, self.interval = run_id, started_us, interval
+        self.run_id, self.started_us = run_id, started_us
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
@@ -203,7 +238,7 @@ class ReplayJsonl(beam.PTransform):
             >> beam.ParDo(ReadLineRangeFn(run_id=self.run_id, started_us=self.started_us)).with_output_types(
                 tuple[str, pa.Table]
             )
-            | "CommitWindows" >> InCommitWindows(self.interval)
+            | "ReplayWindows" >> InReplayWindows()
         )
 
 
@@ -225,15 +260,13 @@ class ReadBronzeFn(beam.DoFn):
 
 class ReplayBronze(beam.PTransform):
     """Replay the lake's Bronze table (to rebuild Silver and Gold with the same transforms): (batch id,
-    ``batch_size`` Bronze rows) in commit windows. The table is read in one step and its slices spread
+    ``batch_size`` Bronze rows) in replay windows. The table is read in one step and its slices spread
     over the workers (a rebuild is rare; a file replay moves offsets instead)."""
 
-    def __init__(
-        self, lake: LakeSettings, *, batch_size: int, run_id: str, started_us: int, interval: float
-    ) -> None:
+    def __init__(self, lake: LakeSettings, *, batch_size: int, run_id: str, started_us: int) -> None:
         super().__init__()
         self.lake, self.batch_size = lake, batch_size
-        self.run_id, self.started_us, self.interval = run_id, started_us, interval
+        self.run_id, self.started_us = run_id, started_us
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
@@ -244,5 +277,5 @@ class ReplayBronze(beam.PTransform):
                 ReadBronzeFn(self.lake, self.batch_size, run_id=self.run_id, started_us=self.started_us)
             ).with_output_types(tuple[str, pa.Table])
             | "SpreadSlices" >> beam.Reshuffle().with_output_types(tuple[str, pa.Table])
-            | "CommitWindows" >> InCommitWindows(self.interval)
+            | "ReplayWindows" >> InReplayWindows()
         )

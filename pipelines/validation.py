@@ -291,7 +291,8 @@ class AdvanceShards(beam.PTransform):
     def expand(self, keyed: beam.PCollection) -> pvalue.DoOutputsTuple:
         outputs = (
             keyed
-            # Still in the ingest batches' commit windows: one batch per shard per interval.
+            # Still in the ingest batches' windows: one batch per shard per commit interval (a replay:
+            # per replay window).
             | "GatherPerShard" >> beam.GroupByKey()
             | "NameShardBatch"
             >> beam.ParDo(_NameShardBatch(self.run_id)).with_output_types(tuple[int, tuple[str, pa.Table]])
