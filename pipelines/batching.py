@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import apache_beam as beam
 import pyarrow as pa
@@ -58,19 +58,21 @@ class _SpreadKey(beam.DoFn):
 class BatchForCommit(beam.PTransform):
     """tables -> (batch_id, [tables]) once per ``interval`` seconds of processing time, in
     ``shards`` batches per interval (spread by ``fingerprint``) so that as many workers share them.
-    ``interval`` None: once per window the tables are in already (a replay's windows, which follow the
-    input, not the clock)."""
+    ``clock="element"``: windows of ``interval`` over the elements' own timestamps instead (a replay's
+    are its window numbers, ``sources.REPLAY_WINDOW``: one batch per replay window)."""
 
     def __init__(
         self,
-        interval: float | None,
+        interval: float,
         *,
         run_id: str,
         shards: int = 1,
         fingerprint: Callable[[Any], int] = table_fingerprint,
+        clock: Literal["processing", "element"] = "processing",
     ) -> None:
         super().__init__()
         self.interval = interval
+        self.clock = clock
         self.run_id = run_id
         self.shards = shards
         self.fingerprint = fingerprint
@@ -78,15 +80,13 @@ class BatchForCommit(beam.PTransform):
     def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
         # Typed as tables all the way, so that Beam codes them with ArrowTableCoder (no encoding just to
         # sample their sizes; pipelines/arrow_pickling.py).
-        if self.interval is not None:
-            pcoll = (
-                pcoll
-                | "RestampToProcessingTime"
-                >> beam.ParDo(_RestampToNow()).with_input_types(pa.Table).with_output_types(pa.Table)
-                | "CommitWindows" >> beam.WindowInto(FixedWindows(self.interval)).with_output_types(pa.Table)
-            )
+        if self.clock == "processing":
+            pcoll = pcoll | "RestampToProcessingTime" >> beam.ParDo(_RestampToNow()).with_input_types(
+                pa.Table
+            ).with_output_types(pa.Table)
         return (
             pcoll
+            | "CommitWindows" >> beam.WindowInto(FixedWindows(self.interval)).with_output_types(pa.Table)
             | "SpreadOverShards"
             >> beam.ParDo(_SpreadKey(self.shards, self.fingerprint)).with_output_types(tuple[int, pa.Table])
             | "Gather" >> beam.GroupByKey()

@@ -73,7 +73,7 @@ from pipelines.alerts_io import PublishAlerts
 from pipelines.batching import BatchForCommit, concat_batch
 from pipelines.lake_io import AppendFn, DiagnosisHourlyFn, UpsertRowsFn
 from pipelines.options import VitalsOptions
-from pipelines.sources import ReadEnvelopes, ReplayBronze, ReplayJsonl
+from pipelines.sources import REPLAY_WINDOW, ReadEnvelopes, ReplayBronze, ReplayJsonl
 from pipelines.validation import (
     ALERTS,
     DQ,
@@ -87,7 +87,7 @@ from pipelines.validation import (
 from pipelines.warehouse_io import WriteWarehouse
 from vitals_lake import contract as c
 from vitals_lake.cli import usage_error
-from vitals_lake.config import ConfigError, lake_from_uri
+from vitals_lake.config import ConfigError, StreamSettings, lake_from_uri
 from vitals_lake.lake import Lake
 
 log = logging.getLogger("beam_vitals")
@@ -172,15 +172,14 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
     # 6. Gold: the windows (one minute, one hour) and rolling means the shards computed from their
     #    state, upserted once per interval (a replay: once per replay window) by one committer per
     #    table; then the per-diagnosis hours.
-    commit_every = timing.commit_interval if o.subscription else None
     gold = (
         shards[GOLD]
-        | "BatchGold" >> BatchForCommit(commit_every, run_id=run_id)
+        | "BatchGold" >> _gold_commits(o, timing, run_id)
         | "UpsertGold" >> beam.ParDo(UpsertRowsFn(lake, "gold"))
     )
     _ = (
         shards[ROLLING]
-        | "BatchRolling" >> BatchForCommit(commit_every, run_id=run_id)
+        | "BatchRolling" >> _gold_commits(o, timing, run_id)
         | "UpsertRolling" >> beam.ParDo(UpsertRowsFn(lake, "rolling"))
     )
     # 7. The per-diagnosis hours (every shard's patients) from the Gold hours a commit touched.
@@ -197,6 +196,14 @@ def create_pipeline(options: PipelineOptions) -> beam.Pipeline:
             bigquery, c.PATIENT_KEYS_TABLE
         )
     return p
+
+
+def _gold_commits(o: VitalsOptions, timing: StreamSettings, run_id: str) -> BatchForCommit:
+    """A stream's Gold commits once per commit interval; a replay's once per replay window (the shards'
+    rows keep the window number their batch was stamped with)."""
+    if o.subscription:
+        return BatchForCommit(timing.commit_interval, run_id=run_id)
+    return BatchForCommit(REPLAY_WINDOW, run_id=run_id, clock="element")
 
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:

@@ -188,11 +188,12 @@ def replay_place(batch_id: str) -> int:
 # 716,132 readings into one to three windows from run to run: a second Gold MERGE then rewrote the
 # first one's files.)
 REPLAY_WINDOW_ROWS: Final = 1_000_000
+REPLAY_WINDOW: Final = 1  # a replay window's width in its elements' timestamps, which are window numbers
 
 
 class _StampByPlace(beam.DoFn):
     def process(self, batch: tuple[str, pa.Table]) -> Iterator[TimestampedValue]:
-        yield TimestampedValue(batch, replay_place(batch[0]) // REPLAY_WINDOW_ROWS)
+        yield TimestampedValue(batch, REPLAY_WINDOW * (replay_place(batch[0]) // REPLAY_WINDOW_ROWS))
 
 
 class InReplayWindows(beam.PTransform):
@@ -205,7 +206,7 @@ class InReplayWindows(beam.PTransform):
         return (
             pcoll
             | "StampByPlace" >> beam.ParDo(_StampByPlace()).with_input_types(batch).with_output_types(batch)
-            | "Windows" >> beam.WindowInto(FixedWindows(1)).with_output_types(batch)
+            | "Windows" >> beam.WindowInto(FixedWindows(REPLAY_WINDOW)).with_output_types(batch)
         )
 
 
