@@ -12,8 +12,9 @@ Two costs, both measured on 716,132 readings (173 MB of payloads) in ``pipeline_
   PCollection typed ``pa.Table`` (or a tuple holding one) gets :class:`ArrowTableCoder`, whose size
   estimate is the table's ``nbytes``: no encoding.
 
-Streams of large tables are ZSTD-compressed (below): the runner copies each one several times between
-stages, and on the same file compression halved the page faults of the whole run (660,000 to 300,000).
+Streams of large tables are LZ4-compressed (below): the runner copies each one several times between
+stages, and on the same file compression halved the page faults of the whole run (660,000 to 300,000
+with ZSTD, about 400,000 with LZ4).
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from collections.abc import Callable
 import apache_beam as beam
 import pyarrow as pa
 
-# Large tables ZSTD-compressed: a table crossing a stage boundary is copied five or six times on its way
+# Large tables LZ4-compressed: a table crossing a stage boundary is copied five or six times on its way
 # (coder stream, the runner's protobuf messages, the grouping buffers), and on Dataflow it is shuffle
-# bytes. The gate's valid rows (50 columns): 240 bytes a row as a plain stream, 56 compressed at
-# 100,000 rows (0.06 CPU-s to compress, 0.02 to decompress). Compressing costs about 1 ms a table
-# whatever its size (a call per buffer), so a stream's small tables (120 rows: 29 KB) stay plain.
-# LZ4 spends about 17 ms less per 100,000 gated rows (0.2 CPU-s on `make bench`'s 716,132 readings)
-# but ships 101 bytes a row against 56: on Dataflow the shuffle bytes are billed (Streaming Engine,
-# Dataflow Shuffle) and cost far more than that CPU, so ZSTD it stays.
-_COMPRESSED = pa.ipc.IpcWriteOptions(compression="zstd")
+# bytes. The gate's valid rows (50 columns) at 100,000 rows: 275 bytes a row as a plain stream, 101
+# with LZ4 (22 ms to compress, 7 to decompress), 56 with ZSTD (31 and 15 ms). Compressing costs about
+# 1 ms a table whatever its size (a call per buffer), so a stream's small tables (120 rows: 29 KB) stay
+# plain: only a replay's tables are compressed, and the bytes ZSTD would save there (a Dataflow batch
+# shuffle bills $0.011 a GB) are worth less than the CPU (the coders of `make bench`'s 716,132
+# readings: 0.42 CPU-s with LZ4 against 0.70 with ZSTD).
+_COMPRESSED = pa.ipc.IpcWriteOptions(compression="lz4")
 COMPRESS_FROM_BYTES = 1 << 20
 
 

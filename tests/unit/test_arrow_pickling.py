@@ -43,7 +43,7 @@ def test_large_tables_cross_compressed_and_small_ones_plain():
     assert large.nbytes >= arrow_pickling.COMPRESS_FROM_BYTES > small.nbytes
     coder = arrow_pickling.ArrowTableCoder()
     encoded = coder.encode(large)
-    assert len(encoded) < large.nbytes / 4  # ZSTD on repetitive columns
+    assert len(encoded) < large.nbytes / 2  # LZ4 on repetitive columns (plain: more than nbytes)
     assert coder.decode(encoded).equals(large)
     assert len(coder.encode(small)) > small.nbytes  # plain: the rows and the schema
     assert coder.decode(coder.encode(small)).equals(small)
