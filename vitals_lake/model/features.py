@@ -14,7 +14,6 @@ patient's first readings are not all anomalies.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -337,6 +336,7 @@ def _max_subscore(table: pa.Table) -> pa.Array:
     present = [col for col in cols if col in table.column_names]
     if not present:
         return pa.nulls(table.num_rows, pa.float64())
-    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # all-NaN rows
-        worst = np.nanmax(np.column_stack([float_column(table, col) for col in present]), axis=1)
-    return pa.array(worst, pa.float64(), from_pandas=True)
+    # One kernel over the int8 columns (null where every sub-score is): 7 ms on 705,443 rows, where a
+    # NaN-aware max over them as a float matrix took 55.
+    worst = pc.max_element_wise(*[table[col] for col in present], skip_nulls=True).cast(pa.float64())
+    return worst.combine_chunks() if isinstance(worst, pa.ChunkedArray) else worst
