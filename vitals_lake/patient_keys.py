@@ -30,7 +30,9 @@ class KnownKeys:
         each with its earliest reading of the batch."""
         if silver.num_rows == 0:
             return c.PATIENT_KEYS_SCHEMA.empty_table()
-        unseen = silver.filter(pc.invert(pc.is_in(silver[c.PATIENT_KEY], value_set=self.keys)))
+        # Only the three columns it needs are filtered (a shard's first batch has every row unseen).
+        needed = silver.select([c.PATIENT_KEY, c.PATIENT_ID, c.TIMESTAMP])
+        unseen = needed.filter(pc.invert(pc.is_in(needed[c.PATIENT_KEY], value_set=self.keys)))
         if unseen.num_rows == 0:
             return c.PATIENT_KEYS_SCHEMA.empty_table()
         # Key and id are one-to-one (an HMAC of the id): grouping by both keeps each pair once.
