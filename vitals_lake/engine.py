@@ -41,7 +41,7 @@ from vitals_lake.gold_upsert import (
     upsert_gold_rows,
     upsert_rolling_rows,
 )
-from vitals_lake.lake import BatchMarker, Lake, TimeSpan, first_per_key
+from vitals_lake.lake import BatchMarker, Lake, TimeSpan
 from vitals_lake.model.artifact import LoadedModel
 from vitals_lake.model.serving import HISTORY_COLUMNS, History, ModelWatcher, ScorerState, score_batch
 from vitals_lake.patient_keys import KnownKeys
@@ -181,8 +181,7 @@ def advance_shard(
     rows are committed to Silver (a state filling a gap reads the shard's Silver, which must not hold
     them yet)."""
     offered = rows.num_rows
-    unique = first_per_key(rows, c.EVENT_ID)
-    fresh = state.seen.fresh(unique, stored=readers.stored_ids)
+    fresh = state.seen.fresh(rows, stored=readers.stored_ids)  # duplicates within the batch too
     scored, alerts = score_batch(state.scorer, fresh, model=model, history=readers.history)
     changes = state.gold.update(scored, stored=readers.silver, updated_at_us=time.time_ns() // 1000)
     identities = state.keys.new_rows(scored)
