@@ -101,7 +101,7 @@ class Measured:
     :meth:`from_results` replaces those a results file holds.
     """
 
-    pipeline_readings_per_cpu_s: float = 80_970.0  # pipeline_core variant A (2026-12-05, last run)
+    pipeline_readings_per_cpu_s: float = 102_148.0  # pipeline_core A marginal (2026-12-05, fourth session)
     sustained_readings_per_core_s: float | None = None  # a sustained-load run, when there is one
     gold_merge_rows_per_s: float = 9758.0  # growth: 1,000-row Gold MERGE into 20,000 rows (the slower)
     lake_scan_rows_per_s: float = 748_171.0  # growth: read one day of Silver after maintenance
