@@ -140,12 +140,12 @@ class Measured:
         if core is not None:
             # The marginal rate (start-up subtracted) is what a long-running worker reaches; results
             # written before it was measured have only the whole run.
-            labels = [str(v.get("label", "")) for v in core.get("variants", [])]
+            variants = core.get("variants", [])
             this = [
                 v
                 for prefix in ("A marginal", "A this pipeline")
-                for v, label in zip(core.get("variants", []), labels, strict=True)
-                if label.startswith(prefix)
+                for v in variants
+                if str(v.get("label", "")).startswith(prefix)
             ]
             if not this:
                 raise ValueError(f"{path}: pipeline_core has no variant labelled 'A this pipeline ...'")

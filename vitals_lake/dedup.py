@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from vitals_lake import contract as c
 from vitals_lake.byte_search import hash64
-from vitals_lake.masks import true_where
+from vitals_lake.masks import first_appearances, true_where
 
 # (lo_us, hi_us or None = open) -> this shard's Silver (event_id, timestamp) with lo <= timestamp < hi.
 StoredIds = Callable[[int, int | None], pa.Table]
@@ -63,7 +63,7 @@ class SeenEvents:
             return rows
         ids = _strings(rows[c.EVENT_ID])
         hashes = hash64(ids)
-        first = _first_of_each(ids, hashes)
+        first = _first_per_id(ids, hashes)
         ts = _micros(rows[c.TIMESTAMP])
         offered_ts = ts[first]  # what the batch offers: one reading per id
         self._cover(int(offered_ts.min()), stored)
@@ -148,7 +148,7 @@ class SeenEvents:
         self.covered_from_us = cutoff_us
 
 
-def _first_of_each(ids: pa.Array, hashes: np.ndarray) -> np.ndarray:
+def _first_per_id(ids: pa.Array, hashes: np.ndarray) -> np.ndarray:
     """Mask of the rows whose id no earlier row holds. The rows sorted by hash, stably, so that each
     run of equal hashes is in arrival order; each row compared with its run's first. A row that differs
     from it (two ids sharing a hash) can repeat only such rows, so they are settled exactly among
@@ -168,11 +168,7 @@ def _first_of_each(ids: pa.Array, hashes: np.ndarray) -> np.ndarray:
     first[order[repeat[same]]] = False
     unsure = np.sort(order[repeat[~same]])
     if unsure.size:
-        codes = np.asarray(pc.dictionary_encode(ids.take(pa.array(unsure)), null_encoding="encode").indices)
-        firsts = np.empty(len(codes), dtype=bool)
-        firsts[0] = True
-        np.greater(codes[1:], np.maximum.accumulate(codes)[:-1], out=firsts[1:])
-        first[unsure] = firsts
+        first[unsure] = first_appearances(ids.take(pa.array(unsure)))
     return first
 
 

@@ -40,6 +40,7 @@ from pyarrow.fs import FileType
 from vitals_lake import catalogue
 from vitals_lake import contract as c
 from vitals_lake.config import LakeSettings
+from vitals_lake.masks import first_appearances
 
 CHECKPOINT_INTERVAL: Final = 10
 MERGE_ATTEMPTS: Final = 6
@@ -476,17 +477,14 @@ def one_per_key(
 
 
 def _first_of_each(rows: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
-    """Mask of the rows that are their key's first. A dictionary encoding numbers the keys in order of
-    first appearance, so a row is its key's first exactly when its number exceeds every number before
-    it (one hash pass per key column and a running maximum: no sort, no grouping)."""
-    codes, _ = _key_codes(rows[keys[0]])
-    for key in keys[1:]:  # the pair of numbers numbered again
+    """Mask of the rows that are their key's first (``masks.first_appearances``; several keys: each
+    row's pair of key numbers numbered again)."""
+    combined = rows[keys[0]]
+    for key in keys[1:]:  # the pair of numbers numbered again, so they stay small
+        codes, _ = _key_codes(combined)
         more, distinct = _key_codes(rows[key])
-        codes, _ = _key_codes(pa.array(codes * distinct + more))
-    first = np.empty(len(codes), dtype=bool)
-    first[0] = True
-    np.greater(codes[1:], np.maximum.accumulate(codes)[:-1], out=first[1:])
-    return first
+        combined = pa.array(codes * distinct + more)
+    return first_appearances(combined)
 
 
 def _key_codes(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
