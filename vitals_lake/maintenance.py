@@ -208,6 +208,12 @@ def finished_cutoff(today: date, older_than_days: int) -> date:
     return today - timedelta(days=older_than_days)
 
 
+def utc_now() -> datetime:
+    """The clock that decides which partitions are finished or expired (one seam, so a test that
+    dates its rows once is not broken by midnight UTC passing while it runs)."""
+    return datetime.now(UTC)
+
+
 def maintain(
     lake: Lake,
     layers: Iterable[c.Layer] | None = None,
@@ -217,7 +223,7 @@ def maintain(
 ) -> MaintenanceReport:
     """Maintain the given tables (default: all of the contract's tables) and return what was done."""
     opts = options or MaintenanceOptions()
-    started = now or datetime.now(UTC)
+    started = now or utc_now()
     cutoff = finished_cutoff(started.astimezone(UTC).date(), opts.older_than_days)
     report = MaintenanceReport(
         started_at=started.isoformat(), cutoff=cutoff.isoformat(), dry_run=opts.dry_run
@@ -242,7 +248,7 @@ def maintain_table(
     uri, storage = lake.uri(layer), lake.settings.storage_options
     report.version_before = DeltaTable(uri, storage_options=storage).version()
     columns = zorder_columns(layer) if opts.z_order else []
-    _expire(uri, storage, spec, opts, layer=layer, today=today or datetime.now(UTC).date(), report=report)
+    _expire(uri, storage, spec, opts, layer=layer, today=today or utc_now().date(), report=report)
 
     for part in _partitions(DeltaTable(uri, storage_options=storage), spec):
         if part.value is not None and part.value >= cutoff:

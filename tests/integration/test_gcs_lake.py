@@ -10,7 +10,7 @@ import threading
 import uuid
 import xml.etree.ElementTree as ET
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from threading import Barrier
 from typing import TYPE_CHECKING, Final
@@ -21,7 +21,14 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
-from tests.integration.test_maintenance import bronze_rows, sorted_rows, synthetic_rows
+from tests.integration.test_maintenance import (
+    TODAY,
+    YESTERDAY,
+    bronze_rows,
+    pin_maintenance_clock,
+    sorted_rows,
+    synthetic_rows,
+)
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.config import GcsLake
@@ -33,8 +40,6 @@ if TYPE_CHECKING:  # imported at run time by pytest_plugins only, so pytest can 
 
 pytest_plugins = ("tests.gcs_server",)
 
-TODAY: Final = datetime.now(UTC).date()
-YESTERDAY: Final = TODAY - timedelta(days=1)
 WRITER_COMMITS: Final = 30
 ROWS_PER_COMMIT: Final = 5
 PRECONDITION_FAILED: Final = 412
@@ -227,8 +232,12 @@ def test_large_files_go_through_the_multipart_upload(
 
 
 def test_maintenance_compacts_z_orders_and_vacuums_on_gcs(
-    fake_gcs: tuple[LakeFactory, str], fake_gcs_server: FakeGcs, capsys: pytest.CaptureFixture[str]
+    fake_gcs: tuple[LakeFactory, str],
+    fake_gcs_server: FakeGcs,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    pin_maintenance_clock(monkeypatch)
     lake, settings = fresh_lake(fake_gcs)
     for k in range(5):
         lake.append("gold", synthetic_rows("gold", 30, day=YESTERDAY, start=k * 30))

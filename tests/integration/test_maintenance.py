@@ -18,7 +18,7 @@ from deltalake.exceptions import CommitFailedError
 
 from tests.factories import raw, reading
 from vitals_lake import contract as c
-from vitals_lake import envelope
+from vitals_lake import envelope, maintenance
 from vitals_lake.config import ConfigError, LocalLake
 from vitals_lake.lake import Lake
 from vitals_lake.maintenance import (
@@ -35,6 +35,17 @@ TODAY: Final = datetime.now(UTC).date()
 YESTERDAY: Final = TODAY - timedelta(days=1)
 EARLIER: Final = TODAY - timedelta(days=2)
 SHORT: Final = MaintenanceOptions(retention_hours=0, allow_short_retention=True)
+
+
+def pin_maintenance_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are dated at import and maintenance reads the clock when it runs: a suite that crosses
+    midnight UTC would find "today" finished and the 30th day expired. Maintenance runs at TODAY noon."""
+    monkeypatch.setattr(maintenance, "utc_now", lambda: datetime.combine(TODAY, dtime(12), UTC))
+
+
+@pytest.fixture(autouse=True)
+def _maintenance_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    pin_maintenance_clock(monkeypatch)
 
 
 # --- row builders (shared with test_gcs_lake) ------------------------------------------------------
