@@ -31,6 +31,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from pipelines import counters
+from vitals_lake import access as lake_access
 from vitals_lake import catalogue
 from vitals_lake import contract as c
 from warehouse import views
@@ -154,6 +155,8 @@ def names() -> dict[str, Any]:
             "prefix": LAKE_PREFIX,
             "model_prefix": MODEL_PREFIX,
             "tables": sorted(spec.name for spec in c.TABLES.values()),
+            # Each table a managed folder; who gets which role on it (vitals_lake/access.py).
+            "grants": lake_access.grants(),
         },
         "admissions": {
             "incoming_prefix": ADMISSIONS_INCOMING_PREFIX,

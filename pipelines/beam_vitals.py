@@ -85,6 +85,7 @@ from pipelines.validation import (
     GateReadings,
 )
 from pipelines.warehouse_io import WriteWarehouse
+from vitals_lake import access as lake_access
 from vitals_lake import contract as c
 from vitals_lake.cli import usage_error
 from vitals_lake.config import ConfigError, StreamSettings, lake_from_uri
@@ -213,7 +214,8 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     o = options.view_as(VitalsOptions)
     std = options.view_as(StandardOptions)
     if not str(std.runner).startswith("Dataflow"):
-        Lake(opts.lake_settings(options)).ensure_all()  # Dataflow workers create them on first write
+        # The tables the pipeline writes (its grant in the cloud); Dataflow workers create them on use.
+        Lake(opts.lake_settings(options)).ensure_all(lake_access.writes("pipeline"))
     result = pipeline.run()
     if std.streaming and std.runner == opts.LOCAL_STREAMING_RUNNER:
         _wait_local_streaming(result, max_seconds=o.max_run_seconds)

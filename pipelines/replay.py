@@ -44,6 +44,7 @@ from typing import Final
 
 import pyarrow as pa
 
+from vitals_lake import access as lake_access
 from vitals_lake import contract as c
 from vitals_lake import envelope
 from vitals_lake.cli import usage_error
@@ -171,7 +172,7 @@ def run_worker(plan: ReplayPlan, worker: int) -> WorkerReport:
     started, cpu0 = time.monotonic(), time.process_time()
     retain_freed_memory()
     lake = Lake(lake_from_uri(plan.lake))
-    lake.ensure_all()
+    lake.ensure_all(lake_access.writes("pipeline"))
     model = ModelWatcher(plan.model_uri, poll_seconds=1e9) if plan.model_uri else None
     engine = BatchEngine(lake, settings=plan.settings(), key=PseudonymKey.from_env().secret, model=model)
     spool = Spool(Path(plan.spool))

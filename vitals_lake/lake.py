@@ -17,6 +17,7 @@ import operator
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Final, Literal
@@ -302,8 +303,9 @@ class Lake:
         self._evolved.add(layer)
         return dt
 
-    def ensure_all(self) -> None:
-        for layer in c.TABLES:
+    def ensure_all(self, layers: Iterable[c.Layer] | None = None) -> None:
+        """Create the given tables (default: all of the contract's) where they do not exist yet."""
+        for layer in c.TABLES if layers is None else layers:
             self.ensure(layer)
 
     def exists(self, layer: c.Layer) -> bool:

@@ -88,13 +88,8 @@ resource "google_pubsub_topic_iam_member" "dataflow_alerts_publisher" {
   member = google_service_account.dataflow.member
 }
 
-resource "google_storage_bucket_iam_member" "dataflow_buckets" {
-  for_each = {
-    lake    = module.lake_bucket.name
-    staging = module.staging_bucket.name
-  }
-
-  bucket = each.value
+resource "google_storage_bucket_iam_member" "dataflow_staging" {
+  bucket = module.staging_bucket.name
   role   = "roles/storage.objectUser"
   member = google_service_account.dataflow.member
 }
@@ -179,18 +174,6 @@ resource "google_storage_bucket_iam_member" "function_build_source_bucket" {
 }
 
 # --- Scheduled jobs ---------------------------------------------------------------------------------------
-resource "google_storage_bucket_iam_member" "maintenance_lake" {
-  bucket = module.lake_bucket.name
-  role   = "roles/storage.objectUser"
-  member = google_service_account.maintenance.member
-}
-
-resource "google_storage_bucket_iam_member" "admissions_lake" {
-  bucket = module.lake_bucket.name
-  role   = "roles/storage.objectUser"
-  member = google_service_account.admissions.member
-}
-
 resource "google_storage_bucket_iam_member" "admissions_landing" {
   bucket = module.landing_bucket.name
   role   = "roles/storage.objectViewer"
@@ -213,9 +196,42 @@ resource "google_storage_bucket_iam_member" "dataflow_models" {
   member = google_service_account.dataflow.member
 }
 
-# The training account reads the lake's Silver table to train on real history.
-resource "google_storage_bucket_iam_member" "training_lake" {
-  bucket = module.lake_bucket.name
-  role   = "roles/storage.objectViewer"
-  member = google_service_account.training.member
+# --- The lake: per table, never per bucket ------------------------------------------------------------
+# Each Delta table is a managed folder with its own IAM; nobody holds a role on the lake bucket
+# itself, so the identity tables (silver_patients, patient_keys, bronze_admissions) are readable only
+# by the principals granted them. Who gets which role on which table is vitals_lake/access.py,
+# written into generated/names.json; tests/pipeline/test_lake_access.py runs each job and checks it
+# touches nothing beyond its grants.
+locals {
+  lake_principals = {
+    pipeline    = { pipeline = google_service_account.dataflow.member }
+    admissions  = { admissions = google_service_account.admissions.member }
+    maintenance = { maintenance = google_service_account.maintenance.member }
+    training    = { training = google_service_account.training.member }
+    operators   = { for m in var.lake_operators : m => m }
+  }
+  # Keyed by table and principal name (or the operator's member): known at plan time.
+  lake_grants = merge([
+    for g in local.names.lake.grants : {
+      for who, member in local.lake_principals[g.principal] :
+      "${g.table}/${who}" => { table = g.table, role = g.role, member = member }
+    }
+  ]...)
+}
+
+resource "google_storage_managed_folder" "lake_tables" {
+  for_each = toset(local.names.lake.tables)
+
+  bucket        = module.lake_bucket.name
+  name          = "${local.names.lake.prefix}/${each.value}/"
+  force_destroy = var.force_destroy
+}
+
+resource "google_storage_managed_folder_iam_member" "lake_tables" {
+  for_each = local.lake_grants
+
+  bucket         = module.lake_bucket.name
+  managed_folder = google_storage_managed_folder.lake_tables[each.value.table].name
+  role           = each.value.role
+  member         = each.value.member
 }

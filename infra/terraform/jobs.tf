@@ -25,7 +25,7 @@ module "maintenance_job" {
   kms_key_name                  = var.kms_key_name
   labels                        = local.labels
 
-  depends_on = [google_storage_bucket_iam_member.maintenance_lake]
+  depends_on = [google_storage_managed_folder_iam_member.lake_tables]
 }
 
 module "admissions_job" {
@@ -62,7 +62,7 @@ module "admissions_job" {
   labels                        = local.labels
 
   depends_on = [
-    google_storage_bucket_iam_member.admissions_lake,
+    google_storage_managed_folder_iam_member.lake_tables,
     google_storage_bucket_iam_member.admissions_landing,
     google_secret_manager_secret_iam_member.readers,
     google_bigquery_dataset.warehouse,

@@ -224,6 +224,17 @@ variable "landing_writer_members" {
   }
 }
 
+variable "lake_operators" {
+  description = "IAM members who run the lake's operator commands (forget-patient, recovery, quarantine replays, inspect, migrate-lake): Storage Object User on every table's managed folder, identity tables included. Usually a small on-call group; empty by default."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.lake_operators : can(regex("^(user|group|serviceAccount|domain):[^ ]+$", m))])
+    error_message = "lake_operators must be user:, group:, serviceAccount: or domain: members."
+  }
+}
+
 variable "analyst_members" {
   description = "IAM members who read the reporting views (BigQuery Data Viewer on the reporting dataset, Job User on the project): Looker Studio data source owners and analysts. They see patients by pseudonymous key only."
   type        = list(string)

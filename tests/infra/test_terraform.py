@@ -15,12 +15,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from deploy import infra_names
 from tests.infra import hcl_model as h
+from vitals_lake import access as lake_access
 from vitals_lake import contract as c
 from warehouse import views
 from warehouse.tables import DEAD_LETTER_TABLE, WAREHOUSE_TABLES
@@ -511,6 +512,37 @@ def test_only_the_training_account_and_the_publishers_write_models(root):
     assert "dataflow" not in signers and "maintenance" not in signers and "admissions" not in signers
     verifiers = root.locals["secret_readers"]["model_verify_key"]
     assert verifiers == {"dataflow": "${google_service_account.dataflow.member}"}
+
+
+def test_the_lake_is_granted_per_table_and_never_per_bucket(root, names):
+    """Nobody holds a role on the lake bucket itself (it would reach the identity tables too): every
+    table is a managed folder, granted exactly vitals_lake/access.py's rows, principal by principal."""
+    assert not [
+        name
+        for kind in ("google_storage_bucket_iam_member", "google_storage_bucket_iam_binding")
+        for name, body in root.resources_of(kind).items()
+        if "lake_bucket" in str(body["bucket"])
+    ]
+    folders = root.resources_of("google_storage_managed_folder")["lake_tables"]
+    assert folders["for_each"] == "${toset(local.names.lake.tables)}"
+    assert folders["bucket"] == "${module.lake_bucket.name}"
+    assert folders["name"] == "${local.names.lake.prefix}/${each.value}/"  # the lake's table paths
+    assert root.locals["lake_uri"] == "gs://${module.lake_bucket.name}/${local.names.lake.prefix}"
+    iam = root.resources_of("google_storage_managed_folder_iam_member")["lake_tables"]
+    assert iam["for_each"] == "${local.lake_grants}"
+    assert iam["managed_folder"] == "${google_storage_managed_folder.lake_tables[each.value.table].name}"
+    assert (iam["role"], iam["member"]) == ("${each.value.role}", "${each.value.member}")
+    assert "for g in local.names.lake.grants" in root.locals["lake_grants"]
+    assert names["lake"]["grants"] == lake_access.grants()
+    principals = root.locals["lake_principals"]
+    assert set(principals) == set(get_args(lake_access.Principal))
+    accounts = {"pipeline": "dataflow", "admissions": "admissions", "maintenance": "maintenance"}
+    for principal, account in {**accounts, "training": "training"}.items():
+        assert principals[principal] == {principal: f"${{google_service_account.{account}.member}}"}
+    assert "var.lake_operators" in principals["operators"]
+    # The jobs wait for their table grants before they first run.
+    for job in ("maintenance_job", "admissions_job"):
+        assert "${google_storage_managed_folder_iam_member.lake_tables}" in root.modules[job]["depends_on"]
 
 
 def test_each_component_runs_as_its_own_service_account(root):
