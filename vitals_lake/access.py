@@ -25,26 +25,15 @@ Access = Literal["read", "write"]
 # Tables that hold the raw patient id or the admission identity (name, dates).
 IDENTITY_LAYERS: Final[frozenset[c.Layer]] = frozenset({"patients", "patient_keys", "bronze_admissions"})
 
+# The stream's tables: what the gate and the shards commit, then what is derived from Silver.
+_STREAM_IN: Final[tuple[c.Layer, ...]] = ("bronze", "quarantine", "silver", "silver_commits", "dq_metrics")
+_STREAM_OUT: Final[tuple[c.Layer, ...]] = ("gold", "rolling", "diagnosis_hourly", "alerts", "patient_keys")
 _EVERY_TABLE: Final[dict[c.Layer, Access]] = dict.fromkeys(c.TABLES, "write")
 
 _DECLARED: Final[dict[Principal, dict[c.Layer, Access]]] = {
     # The stream's tables; the admissions it enriches readings with, read only.
     "pipeline": {
-        **dict.fromkeys(
-            (
-                "bronze",
-                "silver",
-                "gold",
-                "quarantine",
-                "silver_commits",
-                "dq_metrics",
-                "diagnosis_hourly",
-                "rolling",
-                "alerts",
-                "patient_keys",
-            ),
-            "write",
-        ),
+        **dict.fromkeys(_STREAM_IN + _STREAM_OUT, "write"),
         "patients": "read",
     },
     # Admission files, the diagnosis mapping, the patients table, and Gold's back-fill.
