@@ -223,8 +223,8 @@ resource "google_storage_managed_folder" "lake_tables" {
   for_each = toset(local.names.lake.tables)
 
   bucket        = module.lake_bucket.name
-  name          = "${local.names.lake.prefix}/${each.value}/"
-  force_destroy = var.force_destroy
+  name          = "${local.lake_prefix}/${each.value}/"
+  force_destroy = true # removing a folder removes its IAM only: the table's objects stay in the bucket
 }
 
 resource "google_storage_managed_folder_iam_member" "lake_tables" {

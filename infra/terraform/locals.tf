@@ -29,7 +29,8 @@ locals {
     models   = "${var.project_id}-${var.name_prefix}-models"
   }
 
-  lake_uri      = "gs://${module.lake_bucket.name}/${local.names.lake.prefix}"
+  lake_prefix   = coalesce(var.lake_prefix, local.names.lake.prefix)
+  lake_uri      = "gs://${module.lake_bucket.name}/${local.lake_prefix}"
   model_uri     = "gs://${module.models_bucket.name}/${local.names.lake.model_prefix}"
   landing_uri   = "gs://${module.landing_bucket.name}/${local.names.admissions.incoming_prefix}"
   reference_uri = "gs://${module.landing_bucket.name}/${local.names.admissions.reference_prefix}/${local.names.admissions.diagnosis_mapping_file}"

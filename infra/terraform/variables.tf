@@ -102,6 +102,17 @@ variable "enable_data_access_audit_logs" {
 }
 
 # --- Storage lifecycle -------------------------------------------------------------------------------
+variable "lake_prefix" {
+  description = "The lake's folder in the lake bucket (gs://<bucket>/<prefix>/<table>/); null: the contract's (generated/names.json, \"lake\"). Every job and each table's managed folder follow it: change it only to move to a lake that `vitals-lake migrate-lake` wrote (docs/deploy.md)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.lake_prefix == null || can(regex("^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$", var.lake_prefix))
+    error_message = "lake_prefix must be a relative path of lowercase letters, digits, '.', '_', '-', without leading or trailing '/'."
+  }
+}
+
 variable "lake_noncurrent_version_days" {
   description = "Days a replaced or deleted lake object (Delta data files removed by vacuum, rewritten checkpoints) is kept as a noncurrent version before deletion."
   type        = number

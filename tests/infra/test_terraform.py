@@ -526,8 +526,9 @@ def test_the_lake_is_granted_per_table_and_never_per_bucket(root, names):
     folders = root.resources_of("google_storage_managed_folder")["lake_tables"]
     assert folders["for_each"] == "${toset(local.names.lake.tables)}"
     assert folders["bucket"] == "${module.lake_bucket.name}"
-    assert folders["name"] == "${local.names.lake.prefix}/${each.value}/"  # the lake's table paths
-    assert root.locals["lake_uri"] == "gs://${module.lake_bucket.name}/${local.names.lake.prefix}"
+    assert folders["name"] == "${local.lake_prefix}/${each.value}/"  # the lake's table paths
+    assert root.locals["lake_uri"] == "gs://${module.lake_bucket.name}/${local.lake_prefix}"
+    assert root.locals["lake_prefix"] == "${coalesce(var.lake_prefix, local.names.lake.prefix)}"
     iam = root.resources_of("google_storage_managed_folder_iam_member")["lake_tables"]
     assert iam["for_each"] == "${local.lake_grants}"
     assert iam["managed_folder"] == "${google_storage_managed_folder.lake_tables[each.value.table].name}"
