@@ -43,7 +43,14 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from bench.runner import Context, Result, Variant, benchmark
-from harness.demo import PY, demo_pipeline, load_cohort_admissions, simulator_argv, train_demo_model
+from harness.demo import (
+    PY,
+    demo_pipeline,
+    load_cohort_admissions,
+    pipeline_tables_created,
+    simulator_argv,
+    train_demo_model,
+)
 from harness.demo_alerts import Notifier, notifier
 from harness.faults.harness import child_env, children
 from harness.stack import LocalStack, ManagedProcess
@@ -329,7 +336,7 @@ def run_load(run_dir: Path, *, patients: int, minutes: float, model_dir: Path, l
         )
         procs.append(pipeline)
         pipeline.start()
-        pipeline.wait_ready(lambda: all(lake.exists(layer) for layer in c.TABLES), timeout=180)
+        pipeline.wait_ready(pipeline_tables_created(lake), timeout=180)
         bridge = ManagedProcess("bridge", [PY, "-m", "pipelines.kafka_bridge"], logs / "bridge.log", env=env)
         procs.append(bridge)
         bridge.start()

@@ -25,6 +25,7 @@ from harness.demo_alerts import alert_summary, keep_deliveries, notifier
 from harness.stack import LocalStack, ManagedProcess, StackError
 from harness.stack.process import free_port
 from harness.waiting import WaitTimeout, wait_until
+from vitals_lake import access as lake_access
 from vitals_lake import contract as c
 from vitals_lake.admissions import refresh
 from vitals_lake.audit import Check, LakeCounts, clinical_summary, conservation, count_lake
@@ -117,7 +118,7 @@ def run_demo(
             )
             children.append(pipeline)
             pipeline.start()
-            pipeline.wait_ready(lambda: all(lake.exists(layer) for layer in c.TABLES), timeout=120)
+            pipeline.wait_ready(pipeline_tables_created(lake), timeout=120)
             say(
                 "pipeline running (DirectRunner, streaming); tables created; alert rule times scaled to"
                 " the demo's compressed episodes (persistence 15 s, clear 30 s, cooldown 120 s)"
@@ -213,6 +214,11 @@ def run_demo(
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print_summary(summary)
     return 0 if all(ch.ok for ch in checks) else 1
+
+
+def pipeline_tables_created(lake: Lake) -> Callable[[], bool]:
+    """A started pipeline's readiness: it creates the tables it writes (its grant, and only those)."""
+    return lambda: all(lake.exists(layer) for layer in lake_access.writes("pipeline"))
 
 
 def demo_pipeline(

@@ -46,6 +46,7 @@ from typing import Any, Final
 import pyarrow as pa
 from google.cloud import bigquery
 
+from harness.demo import pipeline_tables_created
 from harness.faults import FaultReport
 from harness.faults.harness import children
 from harness.faults.proxy import FaultProxy
@@ -138,7 +139,7 @@ def run_warehouse_outage(workdir: Path, *, quick: bool = False) -> FaultReport:
         pipeline = ManagedProcess("pipeline", argv, logs / "pipeline.log", env=env)
         procs.append(pipeline)
         pipeline.start()
-        pipeline.wait_ready(lambda: all(lake.exists(layer) for layer in c.TABLES), timeout=120)
+        pipeline.wait_ready(pipeline_tables_created(lake), timeout=120)
 
         timeline: dict[str, float] = {}
         outage_stats: dict[str, int] = {}

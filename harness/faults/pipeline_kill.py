@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from harness.demo import pipeline_tables_created
 from harness.faults import FaultReport
 from harness.faults.harness import (
     COMMIT_INTERVAL,
@@ -107,7 +108,7 @@ def run_scenario(workdir: Path, *, quick: bool = False, stack: LocalStack | None
         topics = fresh_topics(st, prefix="kill")
         kafka = topics.kafka
         pipeline = start_pipeline(procs, stack=st, pubsub=topics.pubsub, lake_dir=lake_dir, logs=logs)
-        pipeline.wait_ready(lambda: all(lake.exists(layer) for layer in c.TABLES), timeout=90)
+        pipeline.wait_ready(pipeline_tables_created(lake), timeout=90)
         bridge = start_bridge(procs, stack=st, topics=topics, logs=logs)
         sim = _simulator(procs, stack=st, kafka=kafka, sizes=sizes, out=sim_dir, logs=logs)
 

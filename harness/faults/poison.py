@@ -20,6 +20,7 @@ from typing import Any, Final
 import orjson
 from confluent_kafka import Producer
 
+from harness.demo import pipeline_tables_created
 from harness.faults import FaultReport
 from harness.faults.harness import (
     ScenarioError,
@@ -106,7 +107,7 @@ def _pubsub_path(st: LocalStack, workdir: Path, lines: list[bytes], report: Faul
     pubsub = st.create_pubsub_topic(f"poison-{suffix}", subscriptions=(f"poison-{suffix}-sub",))
     with children() as procs:
         pipeline = start_pipeline(procs, stack=st, pubsub=pubsub, lake_dir=lake_dir, logs=logs)
-        pipeline.wait_ready(lambda: all(lake.exists(layer) for layer in c.TABLES), timeout=90)
+        pipeline.wait_ready(pipeline_tables_created(lake), timeout=90)
         client = publisher_client(pubsub)
         stop = threading.Event()
         beat = threading.Thread(target=_heartbeats, args=(client, pubsub.topic_path, stop), daemon=True)
@@ -169,7 +170,7 @@ def _kafka_path(st: LocalStack, workdir: Path, lines: list[bytes], report: Fault
 
     with children() as procs:
         pipeline = start_pipeline(procs, stack=st, pubsub=topics.pubsub, lake_dir=lake_dir, logs=logs)
-        pipeline.wait_ready(lambda: all(lake.exists(layer) for layer in c.TABLES), timeout=90)
+        pipeline.wait_ready(pipeline_tables_created(lake), timeout=90)
         bridge = start_bridge(procs, stack=st, topics=topics, logs=logs)
         produce(list(first))
         produce([v for _, v in poison])

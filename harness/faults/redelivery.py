@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from harness.demo import pipeline_tables_created
 from harness.faults import FaultReport
 from harness.faults.harness import (
     children,
@@ -88,7 +89,7 @@ def run_scenario(workdir: Path, *, quick: bool = False, stack: LocalStack | None
             f"storm-{suffix}", subscriptions=(f"storm-{suffix}-sub",), ack_deadline_seconds=10
         )
         pipeline = start_pipeline(procs, stack=st, pubsub=pubsub, lake_dir=lake_dir, logs=logs)
-        pipeline.wait_ready(lambda: all(lake.exists(layer) for layer in c.TABLES), timeout=90)
+        pipeline.wait_ready(pipeline_tables_created(lake), timeout=90)
         client = publisher_client(pubsub)
         stop = threading.Event()
 
