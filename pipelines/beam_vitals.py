@@ -208,7 +208,7 @@ def _gold_commits(o: VitalsOptions, timing: StreamSettings, run_id: str) -> Batc
 
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:
-    """Entry point: build, create the tables, run; in local streaming mode wait until stopped."""
+    """Entry point: build, create the tables it writes, run; in local streaming mode wait until stopped."""
     options = PipelineOptions(argv if argv is not None else sys.argv[1:], save_main_session=False)
     pipeline = create_pipeline(options)
     o = options.view_as(VitalsOptions)
