@@ -25,7 +25,7 @@ Access = Literal["read", "write"]
 # Tables that hold the raw patient id or the admission identity (name, dates).
 IDENTITY_LAYERS: Final[frozenset[c.Layer]] = frozenset({"patients", "patient_keys", "bronze_admissions"})
 
-# The stream's tables: what the gate and the shards commit, then what is derived from Silver.
+# The stream's tables: the gate's and the shards' raw and clean rows, then the shards' other commits.
 _STREAM_IN: Final[tuple[c.Layer, ...]] = ("bronze", "quarantine", "silver", "silver_commits", "dq_metrics")
 _STREAM_OUT: Final[tuple[c.Layer, ...]] = ("gold", "rolling", "diagnosis_hourly", "alerts", "patient_keys")
 _EVERY_TABLE: Final[dict[c.Layer, Access]] = dict.fromkeys(c.TABLES, "write")
@@ -42,7 +42,8 @@ _DECLARED: Final[dict[Principal, dict[c.Layer, Access]]] = {
     "maintenance": _EVERY_TABLE,
     # Silver to learn from, and the key map to match labels (named by patient id) to its rows.
     "training": {"silver": "read", "patient_keys": "read"},
-    # People who run forget-patient, recovery, quarantine replays, inspect and migrate-lake.
+    # People who run forget-patient, recovery, quarantine replays, inspect, and migrate-lake (the old
+    # prefix stays granted while Terraform's lake_previous_prefix names it).
     "operators": _EVERY_TABLE,
 }
 LAKE_ACCESS: Final[Mapping[Principal, Mapping[c.Layer, Access]]] = MappingProxyType(

@@ -208,22 +208,27 @@ locals {
     admissions  = { admissions = google_service_account.admissions.member }
     maintenance = { maintenance = google_service_account.maintenance.member }
     training    = { training = google_service_account.training.member }
-    operators   = { for m in var.lake_operators : m => m }
+    operators   = { for m in toset(var.lake_operators) : m => m }
   }
-  # Keyed by table and principal name (or the operator's member): known at plan time.
+  # The lake's prefix, and while a move to a new one runs, the previous one too (same grants).
+  lake_prefixes = distinct(compact([local.lake_prefix, var.lake_previous_prefix]))
+  lake_folders  = toset([for pair in setproduct(local.lake_prefixes, local.names.lake.tables) : join("/", pair)])
+  # Keyed by folder and principal name (or the operator's member): known at plan time.
   lake_grants = merge([
-    for g in local.names.lake.grants : {
-      for who, member in local.lake_principals[g.principal] :
-      "${g.table}/${who}" => { table = g.table, role = g.role, member = member }
+    for pair in setproduct(local.lake_prefixes, local.names.lake.grants) : {
+      for who, member in local.lake_principals[pair[1].principal] :
+      "${pair[0]}/${pair[1].table}/${who}" => {
+        folder = "${pair[0]}/${pair[1].table}", role = pair[1].role, member = member
+      }
     }
   ]...)
 }
 
 resource "google_storage_managed_folder" "lake_tables" {
-  for_each = toset(local.names.lake.tables)
+  for_each = local.lake_folders
 
   bucket        = module.lake_bucket.name
-  name          = "${local.lake_prefix}/${each.value}/"
+  name          = "${each.value}/"
   force_destroy = true # removing a folder removes its IAM only: the table's objects stay in the bucket
 }
 
@@ -231,7 +236,7 @@ resource "google_storage_managed_folder_iam_member" "lake_tables" {
   for_each = local.lake_grants
 
   bucket         = module.lake_bucket.name
-  managed_folder = google_storage_managed_folder.lake_tables[each.value.table].name
+  managed_folder = google_storage_managed_folder.lake_tables[each.value.folder].name
   role           = each.value.role
   member         = each.value.member
 }

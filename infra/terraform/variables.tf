@@ -103,7 +103,7 @@ variable "enable_data_access_audit_logs" {
 
 # --- Storage lifecycle -------------------------------------------------------------------------------
 variable "lake_prefix" {
-  description = "The lake's folder in the lake bucket (gs://<bucket>/<prefix>/<table>/); null: the contract's (generated/names.json, \"lake\"). Every job and each table's managed folder follow it: change it only to move to a lake that `vitals-lake migrate-lake` wrote (docs/deploy.md)."
+  description = "The lake's folder in the lake bucket (gs://<bucket>/<prefix>/<table>/); null: the contract's (generated/names.json, \"lake\"). Every job and each table's managed folder follow it: change it only to move the lake (migrate-lake, a rebuild from Bronze), with lake_previous_prefix naming the old one meanwhile (docs/deploy.md)."
   type        = string
   default     = null
 
@@ -121,6 +121,17 @@ variable "lake_noncurrent_version_days" {
   validation {
     condition     = var.lake_noncurrent_version_days >= 1 && var.lake_noncurrent_version_days <= 3650
     error_message = "lake_noncurrent_version_days must be 1..3650."
+  }
+}
+
+variable "lake_previous_prefix" {
+  description = "While a lake moves to a new prefix (migrate-lake, a rebuild from Bronze, a re-keying): the old prefix, whose tables keep their managed folders and grants so the copy can read them. Unset (null) once the old prefix is checked and deleted."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.lake_previous_prefix == null || can(regex("^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$", var.lake_previous_prefix))
+    error_message = "lake_previous_prefix must be a relative path of lowercase letters, digits, '.', '_', '-', without leading or trailing '/'."
   }
 }
 
@@ -361,6 +372,11 @@ variable "pipeline_parameters" {
   validation {
     condition     = alltrue([for k, v in var.pipeline_parameters : can(regex("^[a-z][a-z0-9_]*$", k))])
     error_message = "pipeline_parameters keys must be template parameter names (lowercase, underscores)."
+  }
+
+  validation {
+    condition     = !contains(keys(var.pipeline_parameters), "lake")
+    error_message = "The pipeline's lake follows lake_prefix (with the jobs and the tables' grants): set lake_prefix, not pipeline_parameters.lake."
   }
 }
 

@@ -524,16 +524,21 @@ def test_the_lake_is_granted_per_table_and_never_per_bucket(root, names):
         if "lake_bucket" in str(body["bucket"])
     ]
     folders = root.resources_of("google_storage_managed_folder")["lake_tables"]
-    assert folders["for_each"] == "${toset(local.names.lake.tables)}"
+    assert folders["for_each"] == "${local.lake_folders}"
     assert folders["bucket"] == "${module.lake_bucket.name}"
-    assert folders["name"] == "${local.lake_prefix}/${each.value}/"  # the lake's table paths
+    assert folders["name"] == "${each.value}/"
+    # The lake's table paths: <prefix>/<table>, for its prefix (and the previous one while it moves).
+    assert "setproduct(local.lake_prefixes, local.names.lake.tables)" in root.locals["lake_folders"]
+    assert root.locals["lake_prefixes"] == (
+        "${distinct(compact([local.lake_prefix, var.lake_previous_prefix]))}"
+    )
     assert root.locals["lake_uri"] == "gs://${module.lake_bucket.name}/${local.lake_prefix}"
     assert root.locals["lake_prefix"] == "${coalesce(var.lake_prefix, local.names.lake.prefix)}"
     iam = root.resources_of("google_storage_managed_folder_iam_member")["lake_tables"]
     assert iam["for_each"] == "${local.lake_grants}"
-    assert iam["managed_folder"] == "${google_storage_managed_folder.lake_tables[each.value.table].name}"
+    assert iam["managed_folder"] == "${google_storage_managed_folder.lake_tables[each.value.folder].name}"
     assert (iam["role"], iam["member"]) == ("${each.value.role}", "${each.value.member}")
-    assert "for g in local.names.lake.grants" in root.locals["lake_grants"]
+    assert "setproduct(local.lake_prefixes, local.names.lake.grants)" in root.locals["lake_grants"]
     assert names["lake"]["grants"] == lake_access.grants()
     principals = root.locals["lake_principals"]
     assert set(principals) == set(get_args(lake_access.Principal))
@@ -541,9 +546,14 @@ def test_the_lake_is_granted_per_table_and_never_per_bucket(root, names):
     for principal, account in {**accounts, "training": "training"}.items():
         assert principals[principal] == {principal: f"${{google_service_account.{account}.member}}"}
     assert "var.lake_operators" in principals["operators"]
-    # The jobs wait for their table grants before they first run.
+    # The jobs and the streaming job wait for their table grants before they first run.
+    grants = "${google_storage_managed_folder_iam_member.lake_tables}"
     for job in ("maintenance_job", "admissions_job"):
-        assert "${google_storage_managed_folder_iam_member.lake_tables}" in root.modules[job]["depends_on"]
+        assert grants in root.modules[job]["depends_on"]
+    assert grants in root.resources_of("google_dataflow_flex_template_job")["vitals"]["depends_on"]
+    # The pipeline's lake cannot be split from its grants through the template parameters.
+    checks = [v["condition"] for v in root.variables["pipeline_parameters"]["validation"]]
+    assert '${!contains(keys(var.pipeline_parameters), "lake")}' in checks
 
 
 def test_each_component_runs_as_its_own_service_account(root):
