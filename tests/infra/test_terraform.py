@@ -542,8 +542,13 @@ def test_the_lake_is_granted_per_table_and_never_per_bucket(root, names):
     assert names["lake"]["grants"] == lake_access.grants()
     principals = root.locals["lake_principals"]
     assert set(principals) == set(get_args(lake_access.Principal))
-    accounts = {"pipeline": "dataflow", "admissions": "admissions", "maintenance": "maintenance"}
-    for principal, account in {**accounts, "training": "training"}.items():
+    accounts = {
+        "pipeline": "dataflow",
+        "admissions": "admissions",
+        "maintenance": "maintenance",
+        "training": "training",
+    }
+    for principal, account in accounts.items():
         assert principals[principal] == {principal: f"${{google_service_account.{account}.member}}"}
     assert "var.lake_operators" in principals["operators"]
     # The jobs and the streaming job wait for their table grants before they first run.

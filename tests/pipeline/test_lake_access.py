@@ -5,6 +5,7 @@ each opens or commits to is recorded."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,10 +44,9 @@ def test_each_job_touches_only_the_tables_it_is_granted(
     write_readings(tmp_path / "r.jsonl")
     written: dict[Principal, set[c.Layer]] = {}
 
-    def as_job(principal: Principal, action: object) -> None:
+    def as_job(principal: Principal, action: Callable[[], object]) -> None:
         job[0] = principal
         before = commits(root)
-        assert callable(action)
         action()
         after = commits(root)
         written[principal] = {layer for layer in c.TABLES if after[layer] != before[layer]}
