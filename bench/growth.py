@@ -9,6 +9,10 @@
   rows, one commit each, as a stream without maintenance writes them) versus after
   ``vitals_lake.maintenance.maintain`` (compaction + z-order of the finished partition).
 * ``read a day``: one day's Silver and Gold read back before versus after that maintenance.
+* ``commit``: the CPU of a small commit (one row of ``silver_commits``, with its batch marker, as a
+  stream makes every commit interval) among the first and among the last of ``commits`` made through
+  one ``Lake``, and the same through one delta-rs ``DeltaTable`` object kept open (the control: what
+  the Lake used to do). Flat means about 1x.
 
 How the whole batch engine's CPU per reading (Silver, Gold, trends) grows with the lake it writes
 into is the ``lake_age`` benchmark (``bench/lake_age.py``).
@@ -28,14 +32,14 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
-from bench.runner import Context, Result, benchmark
+from bench.runner import Context, Result, Variant, benchmark
 from ml import evaluate, train
 from simulator import read_jsonl
 from vitals_lake import contract as c
 from vitals_lake.config import lake_from_uri
-from vitals_lake.lake import Lake
+from vitals_lake.lake import BatchMarker, Lake
 from vitals_lake.maintenance import MaintenanceOptions, maintain
 from vitals_lake.summaries import gold_from_silver
 
@@ -53,11 +57,17 @@ class Sizes:
     sim_patients: int  # the simulated day for the file-count / read part
     sim_hours: float
     appends: int  # K small appends into one date partition
+    commits: int  # small commits through one Lake (and one DeltaTable object), first vs last timed
     seed: int = 7
 
 
-FULL: Final = Sizes(gold_n=20_000, patients=50, batch_minutes=20, sim_patients=100, sim_hours=2, appends=60)
-QUICK: Final = Sizes(gold_n=2_000, patients=20, batch_minutes=10, sim_patients=10, sim_hours=1, appends=12)
+FULL: Final = Sizes(
+    gold_n=20_000, patients=50, batch_minutes=20, sim_patients=100, sim_hours=2, appends=60, commits=600
+)
+QUICK: Final = Sizes(
+    gold_n=2_000, patients=20, batch_minutes=10, sim_patients=10, sim_hours=1, appends=12, commits=60
+)
+COMMITS_TIMED: Final = 0.1  # the first and the last tenth of the commits are compared
 
 
 def synthetic_gold(patients: int, minutes: int, *, first_minute: int, seed: int) -> pa.Table:
@@ -109,6 +119,7 @@ def growth(ctx: Context) -> Result:
         tmp = Path(tmp_name)
         _merge_variants(ctx, result, tmp, sizes)
         _maintenance_variants(ctx, result, tmp, sizes)
+        _commit_variants(ctx, result, tmp, sizes)
     return result
 
 
@@ -254,3 +265,67 @@ def _maintenance_variants(ctx: Context, result: Result, tmp: Path, sizes: Sizes)
         "maintenance (compact + z-order by patient_id, checkpoint) of one day's silver + gold:"
         f" {maintenance_s:.2f} s"
     )
+
+
+def _commit_row(i: int) -> pa.Table:
+    return pa.table(
+        {
+            c.BATCH_ID: [f"b{i}"],
+            c.VALID_ROWS: [100],
+            c.INSERTED_ROWS: [99],
+            c.DUPLICATE_ROWS: [1],
+            c.COMMITTED_AT: pa.array([i], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        },
+        schema=c.SILVER_COMMITS_SCHEMA,
+    )
+
+
+def _cpu() -> float:
+    return time.process_time()  # every thread of the process: delta-rs commits on its own
+
+
+def _commit_variants(ctx: Context, result: Result, tmp: Path, sizes: Sizes) -> None:
+    """Small commits, one after another, through one Lake and through one kept DeltaTable object."""
+    timed = max(int(sizes.commits * COMMITS_TIMED), 1)
+    ctx.log(f"  {sizes.commits} small commits through one Lake, then through one DeltaTable object")
+
+    def through_lake(commit: Callable[[int], object]) -> tuple[list[float], list[float]]:
+        first: list[float] = []
+        last: list[float] = []
+        for i in range(sizes.commits):
+            started = _cpu()
+            commit(i)
+            spent = _cpu() - started
+            if i < timed:
+                first.append(spent)
+            elif i >= sizes.commits - timed:
+                last.append(spent)
+        return first, last
+
+    lake = Lake(lake_from_uri(str(tmp / "commits-lake")))
+    lake.ensure("silver_commits")
+    lake_runs = through_lake(
+        lambda i: lake.append("silver_commits", _commit_row(i), marker=BatchMarker("silver_commits", f"b{i}"))
+    )
+    kept = Lake(lake_from_uri(str(tmp / "commits-kept")))
+    table = kept.ensure("silver_commits")  # the object opened once, as the Lake kept it before
+    kept_runs = through_lake(lambda i: write_deltalake(table, _commit_row(i), mode="append"))
+    for group, (first, last) in (
+        ("commit through one Lake (reloaded every 10 versions)", lake_runs),
+        ("commit through one kept DeltaTable object (control)", kept_runs),
+    ):
+        early = Variant(f"commits 1-{timed}", timed, sum(first), first, group=group, note="CPU s")
+        late = Variant(
+            f"commits {sizes.commits - timed + 1}-{sizes.commits}",
+            timed,
+            sum(last),
+            last,
+            group=group,
+            note="CPU s",
+        )
+        result.add(early, late)
+        result.ratio(f"{group}: last vs first commits (flat = ~1x)", late, early)
+    result.checks["every commit through the Lake is in its table"] = (
+        lake.count("silver_commits") == sizes.commits
+    )
+    result.config["commits"] = sizes.commits

@@ -44,6 +44,11 @@ from vitals_lake.config import LakeSettings
 from vitals_lake.masks import first_appearances
 
 CHECKPOINT_INTERVAL: Final = 10
+# A table object kept open is loaded afresh (from the newest checkpoint) once it has moved this many
+# versions past the one it was loaded at. delta-rs's object replays every commit it has seen since it
+# was loaded, on each write: appends through one object took 13 ms each after 100 commits and 76 ms
+# after 600; reloaded every 10 versions, 10 to 17 ms (tests/unit/test_lake_reopen.py, ``growth``).
+REOPEN_AFTER_VERSIONS: Final = CHECKPOINT_INTERVAL
 MERGE_ATTEMPTS: Final = 6
 _TABLE_CONFIG: Final = {
     "delta.checkpointInterval": str(CHECKPOINT_INTERVAL),
@@ -163,6 +168,7 @@ class _Kept:
     table: DeltaTable
     log: DeltaStorageHandler
     stamp: _Stamp | None
+    opened_at: int  # the version it was loaded at: what it has replayed since grows with every commit
 
 
 class _OpenTables(threading.local):
@@ -189,7 +195,8 @@ class Lake:
     """All Delta tables of one lake (a local directory or a ``gs://`` prefix).
 
     A table is opened once per thread and then kept up to date (``_open``): opening afresh reads the
-    last checkpoint, every live file and batch marker, which grows with the table.
+    last checkpoint, every live file and batch marker, which grows with the table. It is loaded afresh
+    every ``REOPEN_AFTER_VERSIONS`` versions, whose cost grows with the commits an open object has seen.
     """
 
     def __init__(self, settings: LakeSettings) -> None:
@@ -214,14 +221,17 @@ class Lake:
 
         A table this thread had open is brought up to date with the commits since
         (``update_incremental``: about 1 ms locally, against 1-6 ms for a fresh open of a 6-hour
-        table, growing with its files). First the commit file of the version it knows is looked up
+        table, growing with its files), until it has moved ``REOPEN_AFTER_VERSIONS`` past the version
+        it was loaded at: then it is loaded afresh, so a commit costs the same after a day of commits
+        as after ten. First the commit file of the version it knows is looked up
         (one metadata request): a table deleted and created again under the same path has another
         file there, or none, and is opened afresh; so is one whose log was cleaned up past it.
         """
         tables = self._open_tables.mine()
         kept = tables.get(layer)
         if kept is not None:
-            if kept.stamp is not None and _stamp(kept.log, kept.stamp[0]) == kept.stamp:
+            current = kept.stamp is not None and _stamp(kept.log, kept.stamp[0]) == kept.stamp
+            if current and kept.table.version() - kept.opened_at < REOPEN_AFTER_VERSIONS:
                 kept.table.update_incremental()
                 return self._keep(layer, kept.table)
             del tables[layer]
@@ -233,7 +243,7 @@ class Lake:
         kept = tables.get(layer)
         if kept is None or kept.table is not dt:
             log = DeltaStorageHandler(self.uri(layer), self.settings.storage_options or None)
-            kept = tables[layer] = _Kept(dt, log, None)
+            kept = tables[layer] = _Kept(dt, log, None, opened_at=dt.version())
         if kept.stamp is None or kept.stamp[0] != dt.version():
             kept.stamp = _stamp(kept.log, dt.version())
         return dt
