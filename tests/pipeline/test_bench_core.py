@@ -86,10 +86,17 @@ def test_growth_compares_gold_merge_sizes_and_maintenance(quick_run):
     doc, _ = quick_run
     result = _result(doc, "growth")
     groups = {v["group"] for v in result["variants"]}
-    assert groups == {"gold MERGE of one batch", "read one day (silver)", "read one day (gold)"}
+    assert groups == {
+        "gold MERGE of one batch",
+        "read one day (silver)",
+        "read one day (gold)",
+        "commit through one Lake (reloaded every 10 versions)",
+        "commit through one kept DeltaTable object (control)",
+    }
     for v in result["variants"]:
         assert v["rows"] > 0 and v["seconds"] > 0 and v["rows_per_s"] > 0
-    assert len(result["ratios"]) == 3
+    assert len(result["ratios"]) == 5
+    assert result["config"]["commits"] == 60  # the quick size
     _check_ratios(result)
     config = result["config"]
     assert config["gold_rows_10N"] == 10 * config["gold_rows_N"]

@@ -24,6 +24,7 @@ from vitals_lake.lake import (
     first_per_key,
     one_per_key,
 )
+from vitals_lake.maintenance import MaintenanceOptions, maintain
 from vitals_lake.summaries import gold_from_silver
 
 
@@ -371,3 +372,37 @@ def test_a_kept_table_is_loaded_afresh_every_few_versions(lake, monkeypatch):
     # Batch markers written through the earlier objects are still recognised.
     assert not lake.append("silver_commits", _commit_row(3), marker=BatchMarker("silver_commits", "b3"))
     assert lake.count("silver_commits") == commits
+
+
+def _log_files(lake: Lake, layer) -> int:
+    return sum(1 for p in (lake.settings.root / c.TABLES[layer].name / "_delta_log").glob("*.json"))
+
+
+def test_writers_leave_expired_log_files_to_maintenance(lake):
+    # Cleaning them up after each checkpoint lists the whole log: commits grew slower with the log.
+    lake.ensure("silver_commits")
+    DeltaTable(lake.uri("silver_commits")).alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 0 seconds"}
+    )
+    for i in range(2 * REOPEN_AFTER_VERSIONS + 3):
+        lake.append("silver_commits", _commit_row(i))
+    assert _log_files(lake, "silver_commits") == 2 * REOPEN_AFTER_VERSIONS + 5  # every commit's file
+    maintain(lake, ["silver_commits"], MaintenanceOptions())
+    assert _log_files(lake, "silver_commits") <= 2  # maintenance's checkpoint covers the rest
+    assert lake.count("silver_commits") == 2 * REOPEN_AFTER_VERSIONS + 3
+
+
+def test_a_table_created_before_gets_the_commit_cost_properties(tmp_path):
+    root = tmp_path / "lake"
+    older = Lake(LocalLake(root=root))
+    older.ensure("silver_commits")
+    DeltaTable(older.uri("silver_commits")).alter.set_table_properties(
+        {"delta.enableExpiredLogCleanup": "true"}
+    )
+    lake = Lake(LocalLake(root=root))  # a new process of a newer version
+    lake.append("silver_commits", _commit_row(0))
+    assert (
+        DeltaTable(lake.uri("silver_commits")).metadata().configuration["delta.enableExpiredLogCleanup"]
+        == "false"
+    )
+    assert lake.count("silver_commits") == 1
