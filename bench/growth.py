@@ -39,6 +39,7 @@ from ml import evaluate, train
 from simulator import read_jsonl
 from vitals_lake import contract as c
 from vitals_lake.config import lake_from_uri
+from vitals_lake.engine import silver_commit_row
 from vitals_lake.lake import BatchMarker, Lake
 from vitals_lake.maintenance import MaintenanceOptions, maintain
 from vitals_lake.summaries import gold_from_silver
@@ -268,16 +269,7 @@ def _maintenance_variants(ctx: Context, result: Result, tmp: Path, sizes: Sizes)
 
 
 def _commit_row(i: int) -> pa.Table:
-    return pa.table(
-        {
-            c.BATCH_ID: [f"b{i}"],
-            c.VALID_ROWS: [100],
-            c.INSERTED_ROWS: [99],
-            c.DUPLICATE_ROWS: [1],
-            c.COMMITTED_AT: pa.array([i], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        },
-        schema=c.SILVER_COMMITS_SCHEMA,
-    )
+    return silver_commit_row(f"b{i}", offered=100, inserted=99, duplicates=1, committed_at_us=i)
 
 
 def _cpu() -> float:

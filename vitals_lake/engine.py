@@ -260,19 +260,31 @@ def commit_silver(lake: Lake, result: ShardResult, *, batch_id: str) -> bool:
         written = lake.append("silver", result.silver, marker=marker)
         if not written:
             return False  # this batch is already in Silver
-    log_row = {
-        c.BATCH_ID: [batch_id],
-        c.VALID_ROWS: [result.offered],
-        c.INSERTED_ROWS: [result.silver.num_rows],
-        c.DUPLICATE_ROWS: [result.duplicates],
-        c.COMMITTED_AT: pa.array([time.time_ns() // 1000], pa.int64()).cast(_US),
-    }
-    lake.append(
-        "silver_commits",
-        pa.table(log_row, schema=c.SILVER_COMMITS_SCHEMA),
-        marker=BatchMarker("silver_commits", batch_id),
+    row = silver_commit_row(
+        batch_id,
+        offered=result.offered,
+        inserted=result.silver.num_rows,
+        duplicates=result.duplicates,
+        committed_at_us=time.time_ns() // 1000,
     )
+    lake.append("silver_commits", row, marker=BatchMarker("silver_commits", batch_id))
     return True
+
+
+def silver_commit_row(
+    batch_id: str, *, offered: int, inserted: int, duplicates: int, committed_at_us: int
+) -> pa.Table:
+    """One shard batch's row of ``silver_commits`` (``c.SILVER_COMMITS_SCHEMA``)."""
+    return pa.table(
+        {
+            c.BATCH_ID: [batch_id],
+            c.VALID_ROWS: [offered],
+            c.INSERTED_ROWS: [inserted],
+            c.DUPLICATE_ROWS: [duplicates],
+            c.COMMITTED_AT: pa.array([committed_at_us], pa.int64()).cast(_US),
+        },
+        schema=c.SILVER_COMMITS_SCHEMA,
+    )
 
 
 # --- Everything in one process ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ from tests.factories import T0, bronze, raw, reading, silver_rows
 from vitals_lake import contract as c
 from vitals_lake import lake as lake_module
 from vitals_lake.config import LocalLake
+from vitals_lake.engine import silver_commit_row
 from vitals_lake.lake import (
     REOPEN_AFTER_VERSIONS,
     BatchMarker,
@@ -339,16 +340,7 @@ def test_a_string_filter_reads_files_that_a_delete_rewrote(tmp_path):
 
 
 def _commit_row(i: int) -> pa.Table:
-    return pa.table(
-        {
-            c.BATCH_ID: [f"b{i}"],
-            c.VALID_ROWS: [1],
-            c.INSERTED_ROWS: [1],
-            c.DUPLICATE_ROWS: [0],
-            c.COMMITTED_AT: pa.array([i], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        },
-        schema=c.SILVER_COMMITS_SCHEMA,
-    )
+    return silver_commit_row(f"b{i}", offered=1, inserted=1, duplicates=0, committed_at_us=i)
 
 
 def test_a_kept_table_is_loaded_afresh_every_few_versions(lake, monkeypatch):
