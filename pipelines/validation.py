@@ -217,6 +217,7 @@ class AdvanceShardFn(beam.DoFn):
         self.alert_episode_rows = Metrics.counter("alerts", "episode_rows")
         self.restored = Metrics.counter("state", "shards_started_without_state")
         self.lake_reads = Metrics.counter("state", "lake_reads")
+        self.forgotten = Metrics.counter("state", "patients_forgotten")  # idle a day: left the memory
         self.state_bytes = Metrics.distribution("state", "shard_state_bytes")
 
     def setup(self) -> None:
@@ -250,6 +251,7 @@ class AdvanceShardFn(beam.DoFn):
         self.valid.inc(result.offered)
         self.inserted.inc(result.silver.num_rows)
         self.duplicates.inc(result.duplicates)
+        self.forgotten.inc(result.forgotten)
         self.state_bytes.update(state.memory_bytes())
         if result.silver.num_rows:
             yield result.silver

@@ -320,6 +320,25 @@ class AlertTracker:
             severity=int(self.severity[slot]),
         )
 
+    def open_for(self, patient_ids: pa.Array) -> np.ndarray:
+        """For each of ``patient_ids``: whether they have an alert open."""
+        slots = self.index.find(patient_ids)
+        known = slots >= 0
+        out = np.zeros(len(slots), bool)
+        out[known] = self.is_open[slots[known]]
+        return out
+
+    def forget(self, patient_ids: pa.Array) -> int:
+        """Drop these patients' alert state (one seen again starts afresh). Returns how many."""
+        gone = self.index.among(patient_ids)
+        if not gone.any():
+            return 0
+        kept = np.flatnonzero(~gone)
+        self.index.keep(kept)
+        for name in _STATE:
+            setattr(self, name, getattr(self, name)[kept])
+        return int(gone.sum())
+
     def _grow(self, rows: int) -> None:
         more = rows - len(self.last_ts)
         fresh = PatientAlert()

@@ -51,6 +51,9 @@ from vitals_lake.silver import gate_batch
 
 log = logging.getLogger(__name__)
 BASELINE_SPAN: Final = timedelta(hours=24)  # how far back a restored baseline reaches (features' ring)
+# A patient not heard from for this long leaves the shard's memory: a restart would find no Silver
+# history for them within BASELINE_SPAN either.
+IDLE_PATIENT_AFTER: Final = BASELINE_SPAN
 _US: Final = pa.timestamp("us", tz="UTC")
 
 
@@ -134,6 +137,14 @@ class ShardState:
     def lake_reads(self) -> int:
         return self.seen.lake_reads + self.gold.minutes.lake_reads + self.gold.hours.lake_reads
 
+    def forget_idle(self) -> int:
+        """Forget the patients not heard from for ``IDLE_PATIENT_AFTER`` (by the shard's newest
+        reading, so a replay forgets what a stream does); see ``ScorerState.forget_idle``."""
+        if self.seen.newest_us is None:
+            return 0
+        before_us = self.seen.newest_us - IDLE_PATIENT_AFTER // timedelta(microseconds=1)
+        return self.scorer.forget_idle(before=before_us / 1e6)
+
     def size_bytes(self) -> int:
         """Its size pickled (what a checkpoint of it would write): exact, but it copies the whole state."""
         return len(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
@@ -157,6 +168,7 @@ class ShardResult:
     rolling: pa.Table  # c.ROLLING_SCHEMA rows whose trailing window changed
     # c.PATIENT_KEYS_SCHEMA rows of the keys new to the shard's state (the identity map's feed)
     identities: pa.Table = field(default_factory=c.PATIENT_KEYS_SCHEMA.empty_table)
+    forgotten: int = 0  # patients idle for IDLE_PATIENT_AFTER that left the shard's memory
 
 
 @dataclass(frozen=True)
@@ -186,9 +198,17 @@ def advance_shard(
     changes = state.gold.update(scored, stored=readers.silver, updated_at_us=time.time_ns() // 1000)
     identities = state.keys.new_rows(scored)
     state.batches += 1
+    forgotten = state.forget_idle()
     silver = scored.drop_columns([c.PATIENT_ID])  # the id goes no further than the identity map
     return ShardResult(
-        silver, alerts, offered, offered - fresh.num_rows, changes.gold, changes.rolling, identities
+        silver,
+        alerts,
+        offered,
+        offered - fresh.num_rows,
+        changes.gold,
+        changes.rolling,
+        identities,
+        forgotten=forgotten,
     )
 
 

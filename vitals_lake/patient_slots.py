@@ -37,6 +37,19 @@ class PatientSlots:
         codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int64)
         return np.asarray(known.to_numpy(zero_copy_only=False), np.int64)[codes], len(new)
 
+    def keep(self, kept: np.ndarray) -> None:
+        """Keep only the slots ``kept`` (ascending), renumbered from 0 in that order."""
+        self.ids = self.ids.take(pa.array(kept, pa.int64()))
+
+    def find(self, patient_ids: pa.Array) -> np.ndarray:
+        """Each id's slot, -1 for an id without one."""
+        found = pc.index_in(patient_ids, value_set=self.ids)
+        return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), np.int64)
+
+    def among(self, patient_ids: pa.Array) -> np.ndarray:
+        """Mask over the slots: which hold one of ``patient_ids``."""
+        return np.asarray(pc.is_in(self.ids, value_set=patient_ids).to_numpy(zero_copy_only=False), bool)
+
     def slot(self, patient_id: str) -> int | None:
         found = pc.index_in(pa.array([patient_id], pa.string()), value_set=self.ids)[0].as_py()
         return None if found is None else int(found)

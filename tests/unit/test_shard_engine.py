@@ -277,3 +277,75 @@ def test_a_shard_appends_each_new_key_once_and_a_crash_between_commits_loses_non
     assert commit_silver(lake, again, batch_id="b1") is False  # already in Silver
     assert lake.count("patient_keys") == 4
     assert commit_silver(lake, again, batch_id="b1") is False and lake.count("patient_keys") == 4
+
+
+def _lines(patient: str, start: datetime, count: int, step: timedelta, **vitals: object) -> list[bytes]:
+    from tests.factories import raw, reading  # noqa: PLC0415
+
+    return [raw(reading(i, patient=patient, at=start + i * step, **vitals)) for i in range(count)]
+
+
+def _advance(state: ShardState, lines: list[bytes]):
+    from tests.factories import gated_rows  # noqa: PLC0415
+    from vitals_lake.engine import ShardReaders, advance_shard  # noqa: PLC0415
+
+    return advance_shard(state, gated_rows(lines), model=None, readers=ShardReaders.none())
+
+
+def _baseline(state: ShardState, patient: str) -> tuple[np.ndarray, np.ndarray, int]:
+    from tests.factories import key_of  # noqa: PLC0415
+
+    b = state.scorer.baselines
+    slot = b.index.slot(key_of(patient))
+    assert slot is not None, patient
+    return b.median[slot].copy(), b.scale[slot].copy(), int(b.size[slot])
+
+
+def test_a_patient_idle_for_a_day_leaves_the_shard_and_comes_back_afresh():
+    """A shard runs for months: its memory follows the patients being monitored, not every patient it
+    has ever seen. One not heard from for IDLE_PATIENT_AFTER is forgotten and, seen again, starts as a
+    restart that finds no Silver history for them would; the others carry on unchanged."""
+    from tests.factories import key_of  # noqa: PLC0415
+    from vitals_lake.engine import IDLE_PATIENT_AFTER  # noqa: PLC0415
+
+    minute = timedelta(minutes=1)
+    gone, stays = "P-GONE", "P-STAYS"
+    state, alone = ShardState.new(EngineSettings()), ShardState.new(EngineSettings())
+    _advance(state, _lines(gone, T0, 60, minute, heart_rate=95) + _lines(stays, T0, 60, minute))
+    _advance(alone, _lines(stays, T0, 60, minute))
+    forgotten = []
+    for hour in range(1, 27):  # the other patient carries on for a day and more
+        batch = _lines(stays, T0 + hour * 60 * minute, 6, 10 * minute)
+        forgotten.append(_advance(state, batch).forgotten)
+        _advance(alone, batch)
+    idle_hours = IDLE_PATIENT_AFTER // timedelta(hours=1)
+    assert sum(forgotten) == 1 and forgotten.index(1) >= idle_hours - 1  # once, a day after
+    assert state.scorer.patients == 1
+    assert state.scorer.alerts.patient(key_of(gone)) is None
+    # The patient who stayed: the same baselines and alert state as in a shard that never had the other.
+    for got, want in zip(_baseline(state, stays), _baseline(alone, stays), strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_equal(  # NaN equals NaN here
+        vars(state.scorer.alerts.patient(key_of(stays))), vars(alone.scorer.alerts.patient(key_of(stays)))
+    )
+    # Back: the same state as a shard that never saw them (a restart with no history in the last day).
+    back = _lines(gone, T0 + 28 * 60 * minute, 20, minute)
+    fresh = ShardState.new(EngineSettings())
+    _advance(state, back)
+    _advance(fresh, back)
+    for got, want in zip(_baseline(state, gone), _baseline(fresh, gone), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_patient_with_an_alert_open_is_not_forgotten():
+    from tests.factories import key_of  # noqa: PLC0415
+
+    minute = timedelta(minutes=1)
+    state = ShardState.new(EngineSettings())
+    sick = _lines("P-SICK", T0, 30, minute, spo2=84.0, respiration_rate=30, heart_rate=135)
+    _advance(state, sick + _lines("P-OTHER", T0, 30, minute))
+    alert = state.scorer.alerts.patient(key_of("P-SICK"))
+    assert alert is not None and alert.is_open  # the condition held: an alert is open
+    for hour in range(1, 27):
+        assert _advance(state, _lines("P-OTHER", T0 + hour * 60 * minute, 6, 10 * minute)).forgotten == 0
+    assert state.scorer.patients == 2

@@ -234,6 +234,23 @@ class BaselineState:
         self.scale[slots] = np.where(missing | ~np.isfinite(scale), POPULATION_SCALE, scale)
         self.added[slots] = 0
 
+    def idle(self, *, before: float) -> pa.Array:
+        """The patients whose newest reading is older than ``before`` (epoch seconds)."""
+        n = self.patients
+        return self.index.ids.filter(pa.array(self.last_ts[:n] < before))
+
+    def forget(self, patient_ids: pa.Array) -> int:
+        """Drop these patients' rings and statistics; one seen again starts afresh. Returns how many
+        were dropped. Copies every kept ring: for a few patients at a time, not every batch."""
+        gone = self.index.among(patient_ids)
+        if not gone.any():
+            return 0
+        kept = np.flatnonzero(~gone)
+        self.index.keep(kept)
+        for name in _PER_PATIENT:
+            setattr(self, name, getattr(self, name)[kept])
+        return int(gone.sum())
+
     def _slots(self, patient_ids: pa.ChunkedArray) -> np.ndarray:
         """Each row's patient row in the state (new patients get one)."""
         slots, new = self.index.slots(patient_ids)

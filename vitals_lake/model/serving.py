@@ -128,6 +128,21 @@ class ScorerState:
     def patients(self) -> int:
         return self.baselines.patients
 
+    def forget_idle(self, *, before: float) -> int:
+        """Forget the patients with no reading since ``before`` (epoch seconds) and no alert open: a
+        shard runs for months and its patients are discharged, so without this its memory grows with
+        every patient it has ever seen (about 70 KB each). One seen again starts afresh, as after a
+        restart that finds no Silver history for them. Forgets only once a quarter of the patients
+        are idle (each forgetting copies the others' rings). Returns how many were forgotten."""
+        idle = self.baselines.idle(before=before)
+        if not len(idle) or 4 * len(idle) < self.patients:
+            return 0
+        idle = idle.filter(pa.array(~self.alerts.open_for(idle)))
+        self.baselines.forget(idle)
+        self.alerts.forget(idle)
+        self.seen = self.seen.filter(pc.invert(pc.is_in(self.seen, value_set=idle)))
+        return len(idle)
+
 
 def score_batch(
     state: ScorerState, silver: pa.Table, *, model: LoadedModel | None, history: History | None = None
