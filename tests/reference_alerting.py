@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from vitals_lake.alerting import ESCALATED, NO_CHANGE, OPENED, RESOLVED, AlertDecisions, AlertRule
 
@@ -28,6 +29,14 @@ class PerPatientAlertTracker:
 
     rule: AlertRule = field(default_factory=AlertRule)
     patients: dict[str, _PatientAlert] = field(default_factory=dict)
+
+    def open_for(self, patient_ids: pa.Array) -> np.ndarray:
+        return np.array(
+            [p in self.patients and self.patients[p].is_open for p in patient_ids.to_pylist()], bool
+        )
+
+    def forget(self, patient_ids: pa.Array) -> int:
+        return len([p for p in patient_ids.to_pylist() if self.patients.pop(p, None) is not None])
 
     def update(
         self,

@@ -78,7 +78,18 @@ class PerReadingBaselines:
     spacing_seconds: float = 55.0
     warmup: int = 12
     refresh_every: int = 10
-    patients: dict[str, _Ring] = field(default_factory=dict)
+    rings: dict[str, _Ring] = field(default_factory=dict)
+
+    @property
+    def patients(self) -> int:
+        return len(self.rings)
+
+    def idle(self, *, before: float) -> pa.Array:
+        return pa.array([p for p, ring in self.rings.items() if ring.last_ts < before], pa.string())
+
+    def forget(self, patient_ids: pa.Array) -> int:
+        gone = [p for p in patient_ids.to_pylist() if self.rings.pop(p, None) is not None]
+        return len(gone)
 
     def update(self, table: pa.Table) -> pa.Table:
         """Features for ``table``'s rows (same order), then fold the rows into the baselines.
@@ -125,7 +136,7 @@ class PerReadingBaselines:
         return pa.table(columns)
 
     def _ring(self, patient: str) -> _Ring:
-        ring = self.patients.get(patient)
+        ring = self.rings.get(patient)
         if ring is None:
-            ring = self.patients[patient] = _Ring(values=np.full((self.capacity, _N), np.nan))
+            ring = self.rings[patient] = _Ring(values=np.full((self.capacity, _N), np.nan))
         return ring
