@@ -330,14 +330,7 @@ class AlertTracker:
 
     def forget(self, patient_ids: pa.Array) -> int:
         """Drop these patients' alert state (one seen again starts afresh). Returns how many."""
-        gone = self.index.among(patient_ids)
-        if not gone.any():
-            return 0
-        kept = np.flatnonzero(~gone)
-        self.index.keep(kept)
-        for name in _STATE:
-            setattr(self, name, getattr(self, name)[kept])
-        return int(gone.sum())
+        return self.index.forget(patient_ids, self, _STATE)
 
     def _grow(self, rows: int) -> None:
         more = rows - len(self.last_ts)

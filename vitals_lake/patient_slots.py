@@ -37,9 +37,17 @@ class PatientSlots:
         codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), np.int64)
         return np.asarray(known.to_numpy(zero_copy_only=False), np.int64)[codes], len(new)
 
-    def keep(self, kept: np.ndarray) -> None:
-        """Keep only the slots ``kept`` (ascending), renumbered from 0 in that order."""
+    def forget(self, patient_ids: pa.Array, state: object, arrays: tuple[str, ...]) -> int:
+        """Drop these patients' slots, and their rows of ``state``'s per-slot ``arrays`` (attribute
+        names); the others are renumbered from 0 in their order. Returns how many were dropped."""
+        gone = self.among(patient_ids)
+        if not gone.any():
+            return 0
+        kept = np.flatnonzero(~gone)
         self.ids = self.ids.take(pa.array(kept, pa.int64()))
+        for name in arrays:
+            setattr(state, name, getattr(state, name)[kept])
+        return int(gone.sum())
 
     def find(self, patient_ids: pa.Array) -> np.ndarray:
         """Each id's slot, -1 for an id without one."""

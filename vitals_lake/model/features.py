@@ -242,14 +242,7 @@ class BaselineState:
     def forget(self, patient_ids: pa.Array) -> int:
         """Drop these patients' rings and statistics; one seen again starts afresh. Returns how many
         were dropped. Copies every kept ring: for a few patients at a time, not every batch."""
-        gone = self.index.among(patient_ids)
-        if not gone.any():
-            return 0
-        kept = np.flatnonzero(~gone)
-        self.index.keep(kept)
-        for name in _PER_PATIENT:
-            setattr(self, name, getattr(self, name)[kept])
-        return int(gone.sum())
+        return self.index.forget(patient_ids, self, _PER_PATIENT)
 
     def _slots(self, patient_ids: pa.ChunkedArray) -> np.ndarray:
         """Each row's patient row in the state (new patients get one)."""
