@@ -29,7 +29,10 @@ readings), each run into a fresh lake:
 Throughput is **readings per CPU second** of this process (``resource.getrusage``, all threads, plus
 children), i.e. readings/s per core; wall time is in the notes. Every variant but B runs once untimed
 before its timed runs (the bench's warm-up: the first run of A after the data were made took 0.5 to
-2 CPU-s more than the next two, all three bench runs of 2026-12-05 alike). A and C must write the same Silver,
+2 CPU-s more than the next two, all three bench runs of 2026-12-05 alike). The timed runs go in rounds,
+each running A's start-up, A, C and D once in turn, so that the machine's drift (one variant's runs
+spread by 15-20 % on this 2-core VM) falls on all of a round; ``A marginal`` is the median of each
+round's full run minus the same round's start-up run. A and C must write the same Silver,
 Gold minute and Gold hour row counts, and B the same as C on B's sample. Where the CPU goes: C once
 more under ``cProfile`` (which slows Python-heavy steps most: read the shares, not the rates), summed
 per step, in batches of ``PROFILE_BATCH`` readings committed one by one as a stream commits them
@@ -50,7 +53,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -147,52 +150,79 @@ def _cpu() -> float:
 
 @dataclass
 class _Runs:
-    cpu: list[float]
-    wall: list[float]
-    counts: Counts
+    cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    counts: Counts = Counts(0, 0, 0)
 
 
-def _measure(
-    ctx: Context,
-    tmp: Path,
-    label: str,
-    run: Callable[[Path], object],
-    *,
-    repeats: int,
-    rows: int,
-    warmup: int,
-    counts: bool = True,
-) -> tuple[Variant, _Runs]:
-    """Run ``run(fresh_lake_dir)`` ``warmup`` times untimed (the page cache, the first of each import),
-    then ``repeats`` times; the variant's seconds are CPU seconds."""
-    cpu: list[float] = []
-    wall: list[float] = []
-    found: Counts | None = None
+@dataclass(frozen=True)
+class _Job:
+    label: str
+    run: Callable[[Path], object]  # run(fresh lake directory)
+    rows: int
+    counts: bool = True  # count the lake's Silver and Gold rows after the run
+
+
+def _rounds(ctx: Context, tmp: Path, jobs: list[_Job], *, repeats: int, warmup: int) -> dict[str, _Runs]:
+    """Every job ``warmup`` times untimed (the page cache, the first of each import), then ``repeats``
+    rounds that each run every job once, in turn. A drift in this machine's speed (runs of one variant
+    spread by 15-20 % on the 2-core VM) then falls on every variant of a round alike, not on whichever
+    variant happened to run last; the start-up run and the full run of a round are subtracted pairwise."""
     for i in range(warmup):
-        lake_dir = tmp / f"lake-warmup-{i}"
-        run(lake_dir)
-        shutil.rmtree(lake_dir, ignore_errors=True)
+        for job in jobs:
+            lake_dir = tmp / f"lake-warmup-{i}"
+            job.run(lake_dir)
+            shutil.rmtree(lake_dir, ignore_errors=True)
+    runs = {job.label: _Runs() for job in jobs}
     for i in range(max(repeats, 1)):
-        lake_dir = tmp / f"lake-{label[:2].strip()}-{len(label)}-{i}"
-        shutil.rmtree(lake_dir, ignore_errors=True)
-        c0, w0 = _cpu(), time.perf_counter()
-        run(lake_dir)
-        wall.append(time.perf_counter() - w0)
-        cpu.append(_cpu() - c0)
-        found = _counts(lake_dir) if counts else Counts(0, 0, 0)
-        shutil.rmtree(lake_dir, ignore_errors=True)
-    assert found is not None
-    median_cpu, median_wall = statistics.median(cpu), statistics.median(wall)
+        for j, job in enumerate(jobs):
+            lake_dir = tmp / f"lake-{j}-{i}"
+            shutil.rmtree(lake_dir, ignore_errors=True)
+            c0, w0 = _cpu(), time.perf_counter()
+            job.run(lake_dir)
+            runs[job.label].wall.append(time.perf_counter() - w0)
+            runs[job.label].cpu.append(_cpu() - c0)
+            if job.counts:
+                runs[job.label].counts = _counts(lake_dir)
+            shutil.rmtree(lake_dir, ignore_errors=True)
+            ctx.log(f"  round {i + 1}: {job.label}: {runs[job.label].cpu[-1]:,.2f} CPU s")
+    return runs
+
+
+def _variant(ctx: Context, job: _Job, runs: _Runs) -> Variant:
+    """The job's variant: the median of its rounds' CPU seconds (wall time in the note)."""
+    median_cpu, median_wall = statistics.median(runs.cpu), statistics.median(runs.wall)
     v = Variant(
-        label,
-        rows,
+        job.label,
+        job.rows,
         median_cpu,
-        cpu,
+        runs.cpu,
         None,
-        note=f"CPU s; wall {median_wall:,.2f} s = {rows / median_wall:,.0f} readings/s wall",
+        note=f"CPU s; wall {median_wall:,.2f} s = {job.rows / median_wall:,.0f} readings/s wall",
     )
-    ctx.log(f"  {label}: {rows:,} readings, {v.rows_per_s:,.0f} readings/CPU-s, wall {median_wall:.1f} s")
-    return v, _Runs(cpu, wall, found)
+    rate = f"{v.rows_per_s:,.0f} readings/CPU-s"
+    ctx.log(f"  {job.label}: {job.rows:,} readings, {rate}, wall {median_wall:.1f} s")
+    return v
+
+
+def marginal_variant(
+    full: Variant, startup: Variant, *, full_runs: list[float], startup_runs: list[float]
+) -> Variant:
+    """``A marginal``: each round's full run minus the same round's start-up run; the median of those.
+    The note gives the rounds' range of rates, which is how far one run can be trusted."""
+    rows = full.rows - startup.rows
+    runs = [max(f - s, 1e-9) for f, s in zip(full_runs, startup_runs, strict=True)]
+    rates = sorted(rows / r for r in runs)
+    return Variant(
+        VARIANT_A_MARGINAL,
+        rows,
+        statistics.median(runs),
+        runs,
+        note=(
+            f"each round's full run minus its start-up run (start-up median {startup.seconds:,.2f} CPU s);"
+            f" rounds {rates[0]:,.0f} to {rates[-1]:,.0f} readings/CPU-s"
+        ),
+    )
 
 
 @benchmark(NAME, TITLE)
@@ -235,27 +265,22 @@ def pipeline_core(ctx: Context) -> Result:
             anchor.append(duck_anchor.run_duckdb_anchor(readings, out))
             return None
 
-        warm = ctx.warmup
-        a, runs_a = _measure(
-            ctx, tmp, VARIANT_A, beam_run(readings), repeats=ctx.repeats, rows=n, warmup=warm
-        )
-        a0, _ = _measure(
-            ctx, tmp, VARIANT_A_STARTUP, beam_run(startup), repeats=ctx.repeats, rows=n_startup, warmup=warm
-        )
-        # B: one run, no warm-up (it takes over a minute; its rate is 1/1000 of A's either way).
-        b, runs_b = _measure(ctx, tmp, VARIANT_B, run_b, repeats=1, rows=n_sample, warmup=0)
-        cc, runs_c = _measure(ctx, tmp, VARIANT_C, run_c, repeats=ctx.repeats, rows=n, warmup=warm)
-        d, _ = _measure(ctx, tmp, VARIANT_D, run_d, repeats=ctx.repeats, rows=n, counts=False, warmup=warm)
+        # A, its start-up, C and D in rounds (each round runs every one once); B once on its own (it takes
+        # over a minute; its rate is 1/1000 of A's either way).
+        job_a = _Job(VARIANT_A, beam_run(readings), n)
+        job_a0 = _Job(VARIANT_A_STARTUP, beam_run(startup), n_startup)
+        job_c = _Job(VARIANT_C, run_c, n)
+        job_d = _Job(VARIANT_D, run_d, n, counts=False)
+        runs = _rounds(ctx, tmp, [job_a0, job_a, job_c, job_d], repeats=ctx.repeats, warmup=ctx.warmup)
+        job_b = _Job(VARIANT_B, run_b, n_sample)
+        runs_b = _rounds(ctx, tmp, [job_b], repeats=1, warmup=0)[VARIANT_B]
+        runs_a, runs_c = runs[VARIANT_A], runs[VARIANT_C]
+        a, a0, cc, d = (_variant(ctx, job, runs[job.label]) for job in (job_a, job_a0, job_c, job_d))
+        b = _variant(ctx, job_b, runs_b)
         sample_counts = _bare_counts(sample, tmp / "lake-sample", model_dir)
         ctx.log("  where the CPU goes: the bare loop once under cProfile")
         profile = step_profile(readings, tmp / "lake-profile", model_dir)
-    marginal = Variant(
-        VARIANT_A_MARGINAL,
-        n - n_startup,
-        max(a.seconds - a0.seconds, 1e-9),
-        [max(x - a0.seconds, 1e-9) for x in a.runs],
-        note=f"start-up {a0.seconds:,.2f} CPU s subtracted",
-    )
+    marginal = marginal_variant(a, a0, full_runs=runs_a.cpu, startup_runs=runs[VARIANT_A_STARTUP].cpu)
     result.add(a, a0, marginal, b, cc, d)
     vs_naive = result.ratio("A this pipeline vs B naive Beam (readings per CPU-s)", a, b)
     vs_bare = result.ratio("A this pipeline vs C bare loop (readings per CPU-s)", a, cc)

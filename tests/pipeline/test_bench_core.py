@@ -49,10 +49,11 @@ def test_pipeline_core_measures_four_engines_and_the_start_up_on_the_same_readin
     assert rows[pc.VARIANT_A] == rows[pc.VARIANT_C] == rows[pc.VARIANT_D] == n > pc.STARTUP_LINES
     assert rows[pc.VARIANT_A_STARTUP] == pc.STARTUP_LINES and rows[pc.VARIANT_B] == config["naive_readings"]
     assert rows[pc.VARIANT_A_MARGINAL] == n - pc.STARTUP_LINES
-    seconds = {v["key"]: v["seconds"] for v in result["variants"]}
-    assert math.isclose(
-        seconds[pc.VARIANT_A_MARGINAL], max(seconds[pc.VARIANT_A] - seconds[pc.VARIANT_A_STARTUP], 1e-9)
-    )
+    # The marginal run of each round is that round's full run minus its start-up run, paired in order.
+    runs = {v["key"]: v["runs"] for v in result["variants"]}
+    assert len(runs[pc.VARIANT_A]) == len(runs[pc.VARIANT_A_STARTUP]) == len(runs[pc.VARIANT_A_MARGINAL])
+    pairwise = [max(f - s, 1e-9) for f, s in zip(runs[pc.VARIANT_A], runs[pc.VARIANT_A_STARTUP], strict=True)]
+    assert runs[pc.VARIANT_A_MARGINAL] == pytest.approx(pairwise)
     for v in result["variants"]:
         assert v["rows"] > 0 and v["seconds"] > 0 and v["rows_per_s"] > 0
         assert math.isclose(v["rows_per_s"], v["rows"] / v["seconds"], rel_tol=1e-9)
@@ -80,6 +81,20 @@ def test_pipeline_core_measures_four_engines_and_the_start_up_on_the_same_readin
         "A marginal >= 100,000 readings/CPU-s",
         "A marginal >= 0.2x D",
     }  # reported, not asserted
+
+
+def test_the_marginal_run_subtracts_each_rounds_start_up_and_takes_the_median():
+    """Rounds drift together: pairing a round's full run with its own start-up run cancels a slow round,
+    where subtracting the two medians would not."""
+    pc = pipeline_core
+    full = runner.Variant(pc.VARIANT_A, 1_000_200, 11.0, [10.0, 14.0, 11.0])
+    startup = runner.Variant(pc.VARIANT_A_STARTUP, 200, 4.0, [4.0, 7.0, 3.0])
+    marginal = pc.marginal_variant(full, startup, full_runs=full.runs, startup_runs=startup.runs)
+    assert marginal.label == pc.VARIANT_A_MARGINAL and marginal.rows == 1_000_000
+    assert marginal.runs == [6.0, 7.0, 8.0] and marginal.seconds == 7.0  # medians alone: 11 - 4 = 7 too
+    assert "125,000 to 166,667 readings/CPU-s" in marginal.note  # the rounds' range
+    slow_round = pc.marginal_variant(full, startup, full_runs=full.runs, startup_runs=[4.0, 8.0, 3.0])
+    assert slow_round.runs == [6.0, 6.0, 8.0] and slow_round.seconds == 6.0  # medians: 11 - 4 = 7
 
 
 def test_growth_compares_gold_merge_sizes_and_maintenance(quick_run):
