@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,13 @@ def quick_run(tmp_path_factory) -> tuple[dict, object]:
     out = tmp_path_factory.mktemp("bench") / "results.json"
     assert runner.main(["--only", "pipeline_core", "growth", "--quick", "--out", str(out)]) == 0
     return json.loads(out.read_text()), out
+
+
+def _has_baseline() -> bool:
+    """Whether this checkout holds the issue's starting commit (a shallow clone does not)."""
+    root = Path(pipeline_core.__file__).resolve().parents[1]
+    probe = ["git", "-C", str(root), "cat-file", "-e", f"{pipeline_core.BASELINE_REV}^{{commit}}"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def _result(doc: dict, name: str) -> dict:
@@ -42,6 +51,8 @@ def test_pipeline_core_measures_four_engines_and_the_start_up_on_the_same_readin
         pc.VARIANT_B,
         pc.VARIANT_C,
         pc.VARIANT_D,
+        # E: the issue's starting commit, from this checkout's history; a shallow clone lacks it.
+        *([pc.VARIANT_E, pc.VARIANT_E_STARTUP, pc.VARIANT_E_MARGINAL] if _has_baseline() else []),
     ]
     config = result["config"]
     n = config["readings"]
@@ -49,11 +60,24 @@ def test_pipeline_core_measures_four_engines_and_the_start_up_on_the_same_readin
     assert rows[pc.VARIANT_A] == rows[pc.VARIANT_C] == rows[pc.VARIANT_D] == n > pc.STARTUP_LINES
     assert rows[pc.VARIANT_A_STARTUP] == pc.STARTUP_LINES and rows[pc.VARIANT_B] == config["naive_readings"]
     assert rows[pc.VARIANT_A_MARGINAL] == n - pc.STARTUP_LINES
+    baseline = _has_baseline()
+    pairs = [(pc.VARIANT_A, pc.VARIANT_A_STARTUP, pc.VARIANT_A_MARGINAL)]
+    if baseline:
+        assert rows[pc.VARIANT_E] == n and rows[pc.VARIANT_E_STARTUP] == pc.STARTUP_LINES
+        assert rows[pc.VARIANT_E_MARGINAL] == n - pc.STARTUP_LINES
+        assert config["baseline_rev"] == pc.BASELINE_REV
+        pairs.append((pc.VARIANT_E, pc.VARIANT_E_STARTUP, pc.VARIANT_E_MARGINAL))
+    else:
+        assert config["baseline_rev"] is None
+        assert any(
+            note.startswith(f"E, the pipeline at {pc.BASELINE_REV}, not run") for note in result["notes"]
+        )
     # The marginal run of each round is that round's full run minus its start-up run, paired in order.
     runs = {v["key"]: v["runs"] for v in result["variants"]}
-    assert len(runs[pc.VARIANT_A]) == len(runs[pc.VARIANT_A_STARTUP]) == len(runs[pc.VARIANT_A_MARGINAL])
-    pairwise = [max(f - s, 1e-9) for f, s in zip(runs[pc.VARIANT_A], runs[pc.VARIANT_A_STARTUP], strict=True)]
-    assert runs[pc.VARIANT_A_MARGINAL] == pytest.approx(pairwise)
+    for full, startup, marginal in pairs:
+        assert len(runs[full]) == len(runs[startup]) == len(runs[marginal])
+        pairwise = [max(f - s, 1e-9) for f, s in zip(runs[full], runs[startup], strict=True)]
+        assert runs[marginal] == pytest.approx(pairwise)
     for v in result["variants"]:
         assert v["rows"] > 0 and v["seconds"] > 0 and v["rows_per_s"] > 0
         assert math.isclose(v["rows_per_s"], v["rows"] / v["seconds"], rel_tol=1e-9)
@@ -62,6 +86,7 @@ def test_pipeline_core_measures_four_engines_and_the_start_up_on_the_same_readin
         (pc.VARIANT_A, pc.VARIANT_C),
         (pc.VARIANT_A_MARGINAL, pc.VARIANT_D),
         (pc.VARIANT_A, pc.VARIANT_D),
+        *([(pc.VARIANT_A_MARGINAL, pc.VARIANT_E_MARGINAL)] if baseline else []),
     ]
     _check_ratios(result)
     # The variants did the same work: the same Silver, Gold minute and hour rows; DuckDB conserved every line.
@@ -80,6 +105,7 @@ def test_pipeline_core_measures_four_engines_and_the_start_up_on_the_same_readin
         "A >= 0.5x C",
         "A marginal >= 100,000 readings/CPU-s",
         "A marginal >= 0.2x D",
+        *(["A marginal >= 7.5x E marginal"] if baseline else []),
     }  # reported, not asserted
 
 
@@ -95,6 +121,14 @@ def test_the_marginal_run_subtracts_each_rounds_start_up_and_takes_the_median():
     assert "125,000 to 166,667 readings/CPU-s" in marginal.note  # the rounds' range
     slow_round = pc.marginal_variant(full, startup, full_runs=full.runs, startup_runs=[4.0, 8.0, 3.0])
     assert slow_round.runs == [6.0, 6.0, 8.0] and slow_round.seconds == 6.0  # medians: 11 - 4 = 7
+
+
+def test_a_baseline_commit_the_checkout_lacks_is_a_reason_not_a_crash(tmp_path):
+    """A shallow clone lacks the issue's commit: the bench notes why E did not run and goes on."""
+    missing = "0" * 40
+    reason = pipeline_core.baseline_pipeline(tmp_path / "tree", missing, tmp_path / "r", tmp_path / "l", 1)
+    assert isinstance(reason, str) and missing in reason
+    assert not (tmp_path / "tree").exists()
 
 
 def test_growth_compares_gold_merge_sizes_and_maintenance(quick_run):
