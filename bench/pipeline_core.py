@@ -222,18 +222,12 @@ def _variant(ctx: Context, job: _Job, runs: _Runs) -> Variant:
     return v
 
 
-def marginal_variant(
-    full: Variant,
-    startup: Variant,
-    *,
-    full_runs: list[float],
-    startup_runs: list[float],
-    label: str = VARIANT_A_MARGINAL,
-) -> Variant:
-    """``A marginal``: each round's full run minus the same round's start-up run; the median of those.
-    The note gives the rounds' range of rates, which is how far one run can be trusted."""
+def marginal_variant(full: Variant, startup: Variant, *, label: str = VARIANT_A_MARGINAL) -> Variant:
+    """``A marginal``: each round's full run minus the same round's start-up run (the two variants'
+    ``runs``, in round order); the median of those. The note gives the rounds' range of rates, which is
+    how far one run can be trusted."""
     rows = full.rows - startup.rows
-    runs = [max(f - s, 1e-9) for f, s in zip(full_runs, startup_runs, strict=True)]
+    runs = [max(f - s, 1e-9) for f, s in zip(full.runs, startup.runs, strict=True)]
     rates = sorted(rows / r for r in runs)
     return Variant(
         label,
@@ -296,11 +290,13 @@ def pipeline_core(ctx: Context) -> Result:
         jobs = [job_a0, job_a, job_c, job_d]
         # E: the issue's starting commit, with a model its own training code makes from the same cohort.
         baseline = baseline_pipeline(tmp / "baseline", BASELINE_REV, train_readings, train_labels, sizes.seed)
+        baseline_jobs: list[_Job] = []
         if isinstance(baseline, Path):
-            jobs += [
+            baseline_jobs = [
                 _Job(VARIANT_E_STARTUP, _baseline_run(baseline, startup), n_startup, warm=False),
                 _Job(VARIANT_E, _baseline_run(baseline, readings), n, counts=_silver_count, warm=False),
             ]
+            jobs += baseline_jobs
         else:
             ctx.log(f"  E not run: {baseline}")
         runs = _rounds(ctx, tmp, jobs, repeats=ctx.repeats, warmup=ctx.warmup)
@@ -312,16 +308,16 @@ def pipeline_core(ctx: Context) -> Result:
         sample_counts = _bare_counts(sample, tmp / "lake-sample", model_dir)
         ctx.log("  where the CPU goes: the bare loop once under cProfile")
         profile = step_profile(readings, tmp / "lake-profile", model_dir)
-    marginal = marginal_variant(a, a0, full_runs=runs_a.cpu, startup_runs=runs[VARIANT_A_STARTUP].cpu)
+    marginal = marginal_variant(a, a0)
     result.add(a, a0, marginal, b, cc, d)
     vs_naive = result.ratio("A this pipeline vs B naive Beam (readings per CPU-s)", a, b)
     vs_bare = result.ratio("A this pipeline vs C bare loop (readings per CPU-s)", a, cc)
     vs_duck = result.ratio("A marginal vs D DuckDB (readings per CPU-s)", marginal, d)
     result.ratio("A this pipeline vs D DuckDB (readings per CPU-s)", a, d)
     vs_baseline = None
-    if VARIANT_E in runs:  # the issue's starting commit ran: its marginal rate, from its own rounds
-        e0, e = (_variant(ctx, job, runs[job.label]) for job in jobs[-2:])
-        e_marginal = marginal_variant(e, e0, full_runs=e.runs, startup_runs=e0.runs, label=VARIANT_E_MARGINAL)
+    if baseline_jobs:  # the issue's starting commit ran: its marginal rate, from its own rounds
+        e0, e = (_variant(ctx, job, runs[job.label]) for job in baseline_jobs)
+        e_marginal = marginal_variant(e, e0, label=VARIANT_E_MARGINAL)
         result.add(e, e0, e_marginal)
         vs_baseline = result.ratio(
             f"A marginal vs E marginal, the pipeline at {BASELINE_REV} (readings per CPU-s)",

@@ -115,11 +115,12 @@ def test_the_marginal_run_subtracts_each_rounds_start_up_and_takes_the_median():
     pc = pipeline_core
     full = runner.Variant(pc.VARIANT_A, 1_000_200, 11.0, [10.0, 14.0, 11.0])
     startup = runner.Variant(pc.VARIANT_A_STARTUP, 200, 4.0, [4.0, 7.0, 3.0])
-    marginal = pc.marginal_variant(full, startup, full_runs=full.runs, startup_runs=startup.runs)
+    marginal = pc.marginal_variant(full, startup)
     assert marginal.label == pc.VARIANT_A_MARGINAL and marginal.rows == 1_000_000
     assert marginal.runs == [6.0, 7.0, 8.0] and marginal.seconds == 7.0  # medians alone: 11 - 4 = 7 too
     assert "125,000 to 166,667 readings/CPU-s" in marginal.note  # the rounds' range
-    slow_round = pc.marginal_variant(full, startup, full_runs=full.runs, startup_runs=[4.0, 8.0, 3.0])
+    slow_startup = runner.Variant(pc.VARIANT_A_STARTUP, 200, 4.0, [4.0, 8.0, 3.0])
+    slow_round = pc.marginal_variant(full, slow_startup)
     assert slow_round.runs == [6.0, 6.0, 8.0] and slow_round.seconds == 6.0  # medians: 11 - 4 = 7
 
 
