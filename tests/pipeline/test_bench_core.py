@@ -132,6 +132,14 @@ def test_a_baseline_commit_the_checkout_lacks_is_a_reason_not_a_crash(tmp_path):
     assert not (tmp_path / "tree").exists()
 
 
+def test_a_failed_pipeline_run_raises_with_the_end_of_its_log(tmp_path):
+    """The runs' log stays out of the bench's output, unless a run fails: then its end is the error."""
+    missing = tmp_path / "no-such-readings.jsonl"
+    with pytest.raises(RuntimeError, match="exited with 1") as failed:
+        pipeline_core.run_pipeline_process(missing, tmp_path / "lake", tmp_path / "model")
+    assert f"No such file or directory: '{missing}'" in str(failed.value)
+
+
 def test_growth_compares_gold_merge_sizes_and_maintenance(quick_run):
     doc, _ = quick_run
     result = _result(doc, "growth")
