@@ -33,12 +33,13 @@ readings), each run into a fresh lake:
   issue asks for 7.5x. A checkout without that commit (a shallow clone) says so in the notes.
 
 Throughput is **readings per CPU second** of this process (``resource.getrusage``, all threads, plus
-children), i.e. readings/s per core; wall time is in the notes. Every variant but B runs once untimed
-before its timed runs (the bench's warm-up: the first run of A after the data were made took 0.5 to
-2 CPU-s more than the next two, all three bench runs of 2026-12-05 alike). The timed runs go in rounds,
-each running A's start-up, A, C and D once in turn, so that the machine's drift (one variant's runs
-spread by 15-20 % on this 2-core VM) falls on all of a round; ``A marginal`` is the median of each
-round's full run minus the same round's start-up run. A and C must write the same Silver,
+children), i.e. readings/s per core; wall time is in the notes. A, its start-up, C and D run once
+untimed before their timed runs (the bench's warm-up: the first run of A after the data were made took
+0.5 to 2 CPU-s more than the next two, all three bench runs of 2026-12-05 alike); B and E, a minute
+each, do not. The timed runs go in rounds, each running A's start-up, A, C, D and E's two runs once in
+turn, so that the machine's drift (one variant's runs spread by 15-20 % on this 2-core VM) falls on
+all of a round; each marginal is the median of each round's full run minus the same round's start-up
+run. A and C must write the same Silver,
 Gold minute and Gold hour row counts, and B the same as C on B's sample. Where the CPU goes: C once
 more under ``cProfile`` (which slows Python-heavy steps most: read the shares, not the rates), summed
 per step, in batches of ``PROFILE_BATCH`` readings committed one by one as a stream commits them
@@ -431,20 +432,17 @@ def baseline_pipeline(
         into.mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(into, filter="data")
-        train_args = [
-            "--readings",
-            str(train_readings),
-            "--labels",
-            str(train_labels),
-            "--out",
-            str(into / "model"),
-        ]
         subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "ml.train",
-                *train_args,
+                "--readings",
+                str(train_readings),
+                "--labels",
+                str(train_labels),
+                "--out",
+                str(into / "model"),
                 "--model",
                 MODEL,
                 "--seed",
